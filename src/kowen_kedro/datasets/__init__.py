@@ -1,0 +1,115 @@
+"""Custom Kedro datasets, only where kedro-datasets has none.
+
+* :class:`ModelDirectoryDataset` - a versioned ``save_pretrained`` folder (model, tokenizer, configs).
+  Nodes pass *paths*, never loaded models: a 72B model is never pulled into the Kedro process.
+* :class:`JSONLinesDataset` - JSONL records with line-numbered errors and the file path kept in
+  ``df.attrs["source"]`` (``pandas.JSONDataset`` reports neither).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import pandas as pd
+from kedro.io import AbstractDataset, AbstractVersionedDataset, DatasetError, Version
+
+from kowen_kedro.data.validation import DataValidationError
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    """Hard-link when possible (same filesystem: instant, no extra space), copy otherwise."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+class ModelDirectoryDataset(AbstractVersionedDataset[str, str]):
+    """A versioned folder written by ``save_pretrained``.
+
+    ``save(path)`` puts the folder at ``path`` into the (versioned) dataset location; ``load()``
+    returns the local path of the folder, ready for ``from_pretrained``. Saving is atomic: the
+    folder is assembled under a temporary name and renamed into place.
+
+    Example catalog entry::
+
+        sft_model:
+          type: kowen_kedro.datasets.ModelDirectoryDataset
+          filepath: data/06_models/sft_model
+          versioned: true
+    """
+
+    def __init__(self, filepath: str, version: Version | None = None, metadata: dict[str, Any] | None = None):
+        super().__init__(filepath=PurePosixPath(filepath), version=version)
+        self.metadata = metadata
+
+    def load(self) -> str:
+        path = Path(str(self._get_load_path()))
+        if not (path / "config.json").exists():
+            raise DatasetError(f"{path} is not a saved model folder (no config.json)")
+        return str(path)
+
+    def save(self, data: str | os.PathLike) -> None:
+        src = Path(data)
+        if not (src / "config.json").exists():
+            raise DatasetError(f"cannot save {src}: not a saved model folder (no config.json)")
+        dst = Path(str(self._get_save_path()))
+        tmp = dst.with_name(dst.name + ".partial")
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(src, tmp, copy_function=_link_or_copy)
+        tmp.rename(dst)
+
+    def _exists(self) -> bool:
+        try:
+            path = Path(str(self._get_load_path()))
+        except DatasetError:
+            return False
+        return (path / "config.json").exists()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath), "version": self._version}
+
+
+class JSONLinesDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
+    """JSONL <-> DataFrame. A malformed line raises an error naming the file and line number."""
+
+    def __init__(self, filepath: str, metadata: dict[str, Any] | None = None):
+        self._filepath = Path(filepath)
+        self.metadata = metadata
+
+    def load(self) -> pd.DataFrame:
+        records, lines = [], []
+        with open(self._filepath, encoding="utf-8") as f:
+            for line_no, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise DataValidationError(str(self._filepath), line_no, None, f"malformed JSON ({err.msg})") from err
+                if not isinstance(obj, dict):
+                    raise DataValidationError(str(self._filepath), line_no, None, "expected a JSON object")
+                records.append(obj)
+                lines.append(line_no)
+        df = pd.DataFrame.from_records(records)
+        df.attrs["source"] = str(self._filepath)
+        df.attrs["lines"] = lines
+        return df
+
+    def save(self, data: pd.DataFrame) -> None:
+        self._filepath.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self._filepath.with_suffix(self._filepath.suffix + ".tmp")
+        data.to_json(tmp, orient="records", lines=True, force_ascii=False)
+        tmp.replace(self._filepath)
+
+    def _exists(self) -> bool:
+        return self._filepath.exists()
+
+    def _describe(self) -> dict[str, Any]:
+        return {"filepath": str(self._filepath)}

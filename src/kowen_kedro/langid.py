@@ -1,0 +1,33 @@
+"""Offline language identification (lingua-language-detector; its models ship in the wheel)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Iterable
+
+
+@lru_cache(maxsize=8)
+def _detector(languages: tuple[str, ...]):
+    from lingua import IsoCode639_1, LanguageDetectorBuilder
+
+    codes = [getattr(IsoCode639_1, code.upper()) for code in languages]
+    if len(codes) < 2:
+        raise ValueError("language identification needs at least two candidate languages")
+    return LanguageDetectorBuilder.from_iso_codes_639_1(*codes).build()
+
+
+def detect_languages(texts: Iterable[str], languages: Iterable[str] = ("en", "ko")) -> list[str | None]:
+    """ISO 639-1 code of each text among ``languages`` (None when lingua cannot tell, e.g. empty text)."""
+    det = _detector(tuple(sorted(languages)))
+    out: list[str | None] = []
+    for text in texts:
+        lang = det.detect_language_of(text) if text and text.strip() else None
+        out.append(lang.iso_code_639_1.name.lower() if lang is not None else None)
+    return out
+
+
+def fidelity(texts: Iterable[str], expected: Iterable[str], languages: Iterable[str] = ("en", "ko")) -> list[bool]:
+    """Whether each text is in its expected language."""
+    texts, expected = list(texts), list(expected)
+    candidates = sorted(set(languages) | set(expected))
+    return [d == e for d, e in zip(detect_languages(texts, candidates), expected)]

@@ -1,0 +1,272 @@
+"""Generation backends behind one interface, and the cached generator every call site uses.
+
+Backends (choose with ``backend:`` in parameters):
+
+* ``transformers`` - local HF model, batched ``generate`` (the CPU default, tests).
+* ``openai`` - the ``openai`` client with ``base_url``: any OpenAI-compatible server (vLLM serve, a
+  provider). The key comes from ``conf/local/credentials.yml`` or the environment, never parameters.
+* ``vllm`` - vLLM's offline ``LLM.chat`` (GPU). Written against vLLM's documented API; untested here
+  (no GPU with vLLM in this project's CI) - see the README.
+
+A request is chat messages + sampling settings; ``n`` samples per request. :class:`CachedGenerator`
+keys each *sample* (messages, settings, sample index) in the :class:`~kowen_kedro.llm.cache.CallCache`,
+generates only the missing ones, and stores each batch as soon as it is done.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol, Sequence
+
+from kowen_kedro.llm.cache import CallCache, call_key
+
+logger = logging.getLogger(__name__)
+
+Messages = list[dict[str, str]]
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Sampling settings of one call site."""
+
+    max_new_tokens: int = 256
+    temperature: float = 0.7
+    top_p: float = 0.9
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> "SamplingParams":
+        d = dict(d or {})
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown sampling settings {sorted(unknown)}; expected {sorted(cls.__dataclass_fields__)}")
+        return cls(**d)
+
+
+@dataclass
+class Completion:
+    """One generated sample."""
+
+    text: str
+    finish_reason: str  # "stop" | "length"
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+
+class Backend(Protocol):
+    name: str
+    model: str
+
+    def generate(self, requests: Sequence[Messages], params: SamplingParams, sample_index: int) -> list[Completion]:
+        """One sample per request; ``sample_index`` makes the i-th of n samples reproducible."""
+
+
+@dataclass
+class TransformersBackend:
+    """Local HF causal LM; left-padded batched generation."""
+
+    model: str
+    batch_size: int = 16
+    device: str | None = None
+    name: str = "transformers"
+    _lm: Any = field(default=None, repr=False)
+    _tok: Any = field(default=None, repr=False)
+
+    def _load(self) -> None:
+        if self._lm is not None:
+            return
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self._tok = AutoTokenizer.from_pretrained(self.model, padding_side="left")
+        if self._tok.pad_token is None:
+            self._tok.pad_token = self._tok.eos_token
+        dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
+        self._lm = AutoModelForCausalLM.from_pretrained(self.model, dtype=dtype).to(self.device).eval()
+
+    def generate(self, requests: Sequence[Messages], params: SamplingParams, sample_index: int) -> list[Completion]:
+        import torch
+
+        self._load()
+        out: list[Completion] = []
+        eos = self._lm.generation_config.eos_token_id
+        eos_ids = set(eos if isinstance(eos, list) else [eos])
+        for start in range(0, len(requests), self.batch_size):
+            batch = requests[start : start + self.batch_size]
+            texts = [self._tok.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in batch]
+            enc = self._tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+            torch.manual_seed(params.seed * 1_000_003 + sample_index * 7919 + start)
+            do_sample = params.temperature > 0
+            with torch.no_grad():
+                gen = self._lm.generate(
+                    **enc,
+                    max_new_tokens=params.max_new_tokens,
+                    do_sample=do_sample,
+                    temperature=params.temperature if do_sample else None,
+                    top_p=params.top_p if do_sample else None,
+                    pad_token_id=self._tok.pad_token_id,
+                )
+            new = gen[:, enc["input_ids"].shape[1] :]
+            for row, prompt_len in zip(new, enc["attention_mask"].sum(dim=1).tolist()):
+                ids = row.tolist()
+                stop = next((i for i, t in enumerate(ids) if t in eos_ids), None)
+                kept = ids if stop is None else ids[:stop]
+                out.append(
+                    Completion(
+                        text=self._tok.decode(kept, skip_special_tokens=True).strip(),
+                        finish_reason="length" if stop is None else "stop",
+                        prompt_tokens=int(prompt_len),
+                        completion_tokens=len(kept),
+                    )
+                )
+        return out
+
+
+@dataclass
+class OpenAIBackend:
+    """Any OpenAI-compatible chat-completions endpoint."""
+
+    model: str
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    api_key: str | None = field(default=None, repr=False)
+    timeout: float = 120.0
+    max_retries: int = 5
+    name: str = "openai"
+
+    def _client(self):
+        from openai import OpenAI
+
+        key = self.api_key or os.environ.get(self.api_key_env) or "EMPTY"
+        return OpenAI(base_url=self.base_url, api_key=key, timeout=self.timeout, max_retries=self.max_retries)
+
+    def generate(self, requests: Sequence[Messages], params: SamplingParams, sample_index: int) -> list[Completion]:
+        client = self._client()
+        out = []
+        for messages in requests:
+            resp = client.chat.completions.create(
+                model=self.model,
+                messages=messages,
+                max_tokens=params.max_new_tokens,
+                temperature=params.temperature,
+                top_p=params.top_p,
+                seed=params.seed + sample_index,
+            )
+            choice = resp.choices[0]
+            usage = resp.usage
+            out.append(
+                Completion(
+                    text=(choice.message.content or "").strip(),
+                    finish_reason=choice.finish_reason or "stop",
+                    prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
+                    completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
+                )
+            )
+        return out
+
+
+@dataclass
+class VLLMBackend:
+    """vLLM offline engine (GPU). Thin by design; untested in this project's CI (see README)."""
+
+    model: str
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float = 0.9
+    name: str = "vllm"
+    _llm: Any = field(default=None, repr=False)
+
+    def generate(self, requests: Sequence[Messages], params: SamplingParams, sample_index: int) -> list[Completion]:
+        from vllm import LLM
+        from vllm import SamplingParams as VSampling
+
+        if self._llm is None:
+            self._llm = LLM(
+                model=self.model,
+                tensor_parallel_size=self.tensor_parallel_size,
+                gpu_memory_utilization=self.gpu_memory_utilization,
+            )
+        sp = VSampling(
+            max_tokens=params.max_new_tokens,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            seed=params.seed * 1_000_003 + sample_index,
+        )
+        results = self._llm.chat(list(requests), sp, use_tqdm=True)
+        return [
+            Completion(
+                text=r.outputs[0].text.strip(),
+                finish_reason=r.outputs[0].finish_reason or "stop",
+                prompt_tokens=len(r.prompt_token_ids or []),
+                completion_tokens=len(r.outputs[0].token_ids),
+            )
+            for r in results
+        ]
+
+
+BACKENDS = {"transformers": TransformersBackend, "openai": OpenAIBackend, "vllm": VLLMBackend}
+
+
+def make_backend(config: dict[str, Any], model: str) -> Backend:
+    """A backend from ``{backend: name, ...options}`` and a resolved model path or id."""
+    cfg = dict(config)
+    name = cfg.pop("backend", "transformers")
+    if name not in BACKENDS:
+        raise ValueError(f"unknown generation backend {name!r}; expected one of {sorted(BACKENDS)}")
+    return BACKENDS[name](model=model, **cfg)
+
+
+@dataclass
+class GenerationStats:
+    calls: int = 0
+    cached: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    truncated: int = 0
+
+
+class CachedGenerator:
+    """Generate ``n`` samples per request through ``backend``, cached per sample."""
+
+    def __init__(self, backend: Backend, cache: CallCache, flush_every: int = 64):
+        self.backend = backend
+        self.cache = cache
+        self.flush_every = flush_every
+        self.stats = GenerationStats()
+
+    def _key(self, messages: Messages, params: SamplingParams, sample_index: int) -> str:
+        return call_key(
+            {
+                "backend": self.backend.name,
+                "model": self.backend.model,
+                "params": asdict(params),
+                "messages": messages,
+                "sample": sample_index,
+            }
+        )
+
+    def generate(self, requests: Sequence[Messages], params: SamplingParams, n: int = 1) -> list[list[Completion]]:
+        """``n`` completions for each request (outer list follows ``requests``)."""
+        results: list[list[Completion | None]] = [[None] * n for _ in requests]
+        for s in range(n):
+            keys = [self._key(m, params, s) for m in requests]
+            found = self.cache.get_many(keys)
+            missing = [i for i, k in enumerate(keys) if k not in found]
+            self.stats.cached += len(keys) - len(missing)
+            for i, k in enumerate(keys):
+                if k in found:
+                    results[i][s] = Completion(**found[k])
+            for start in range(0, len(missing), self.flush_every):
+                idx = missing[start : start + self.flush_every]
+                done = self.backend.generate([requests[i] for i in idx], params, s)
+                self.cache.put_many({keys[i]: asdict(c) for i, c in zip(idx, done)})
+                for i, c in zip(idx, done):
+                    results[i][s] = c
+                    self.stats.calls += 1
+                    self.stats.prompt_tokens += c.prompt_tokens
+                    self.stats.completion_tokens += c.completion_tokens
+                    self.stats.truncated += c.finish_reason == "length"
+                logger.info("generated %d/%d (sample %d/%d)", start + len(idx), len(missing), s + 1, n)
+        return results  # type: ignore[return-value]

@@ -1,0 +1,24 @@
+"""models: the built-in tiny default and the model registry every other stage reads."""
+
+from kedro.pipeline import Node, Pipeline
+
+from .nodes import build_tiny_models_node, resolve_models_node
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    return Pipeline(
+        [
+            Node(
+                build_tiny_models_node,
+                inputs=["user_prompts_raw", "preference_pairs_raw", "seed_passages_raw", "params:tiny_models"],
+                outputs="tiny_models",
+                name="build_tiny_models_node",
+            ),
+            Node(
+                resolve_models_node,
+                inputs=["tiny_models", "params:models"],
+                outputs="model_registry",
+                name="resolve_models_node",
+            ),
+        ]
+    )

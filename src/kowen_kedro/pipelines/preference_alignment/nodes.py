@@ -1,0 +1,91 @@
+"""Nodes of one on-policy DPO iteration (Kowen): sample k, RM-score, best vs worst, DPO."""
+
+from __future__ import annotations
+
+import logging
+
+import pandas as pd
+
+from kowen_kedro.llm.backends import SamplingParams
+from kowen_kedro.preference.pairs import PAIR_COLUMNS, best_worst_pairs
+from kowen_kedro.rewards.scoring import RewardScorer
+from kowen_kedro.runtime import as_mlflow_metrics, cached_generator
+from kowen_kedro.training.stages import train_stage
+
+logger = logging.getLogger(__name__)
+
+COMPLETION_COLUMNS = ["prompt_id", "prompt", "sample", "completion", "finish_reason"]
+
+
+def dpo_prompts_node(target_prompts: pd.DataFrame, params: dict) -> pd.DataFrame:
+    """The prompt set every iteration samples on (Kowen: translated UltraFeedback prompts)."""
+    n = min(int(params["max_prompts"]), len(target_prompts))
+    return target_prompts.sample(n=n, random_state=int(params["seed"])).reset_index(drop=True)
+
+
+def sample_completions_node(policy: str, prompts: pd.DataFrame, dpo: dict, sampling: dict, llm: dict) -> pd.DataFrame:
+    """k samples per prompt from the current policy (cached; empty when the iteration is disabled)."""
+    if not dpo.get("enabled", True):
+        return pd.DataFrame(columns=COMPLETION_COLUMNS)
+    gen = cached_generator(policy, sampling["backend"], llm)
+    k = int(sampling["k"])
+    outs = gen.generate([[{"role": "user", "content": p}] for p in prompts["prompt"]], SamplingParams.from_dict(sampling["params"]), n=k)
+    rows = [
+        {"prompt_id": pid, "prompt": p, "sample": s, "completion": c.text, "finish_reason": c.finish_reason}
+        for pid, p, samples in zip(prompts["prompt_id"], prompts["prompt"], outs)
+        for s, c in enumerate(samples)
+    ]
+    return pd.DataFrame(rows, columns=COMPLETION_COLUMNS)
+
+
+def score_completions_node(reward_model: str, completions: pd.DataFrame, params: dict) -> pd.DataFrame:
+    """Reward of every completion."""
+    if completions.empty:
+        return completions.assign(reward=pd.Series(dtype=float))
+    scorer = RewardScorer(reward_model, batch_size=int(params["batch_size"]), max_length=int(params["max_length"]))
+    return completions.assign(reward=scorer.score(list(completions["prompt"]), list(completions["completion"])))
+
+
+def build_pairs_node(scored: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """Best vs worst per prompt, and reward statistics for MLflow."""
+    if scored.empty:
+        return pd.DataFrame(columns=PAIR_COLUMNS), as_mlflow_metrics({"pairs": 0})
+    pairs = best_worst_pairs(scored)
+    n_prompts = scored["prompt_id"].nunique()
+    stats = {
+        "pairs": len(pairs),
+        "tie_share": 1 - len(pairs) / n_prompts,
+        "reward_mean": float(scored["reward"].mean()),
+        "chosen_reward_mean": float(pairs["chosen_reward"].mean()) if len(pairs) else float("nan"),
+        "rejected_reward_mean": float(pairs["rejected_reward"].mean()) if len(pairs) else float("nan"),
+        "margin_mean": float((pairs["chosen_reward"] - pairs["rejected_reward"]).mean()) if len(pairs) else float("nan"),
+    }
+    return pairs, as_mlflow_metrics(stats)
+
+
+def train_dpo_node(policy: str, pairs: pd.DataFrame, dpo: dict, training: dict, stage: str) -> str:
+    """DPO on the iteration's pairs, starting from (and referenced to) the current policy.
+
+    A disabled iteration (``enabled: false``) passes the input policy through unchanged.
+    """
+    if not dpo.get("enabled", True):
+        logger.info("%s disabled: passing the policy through", stage)
+        return policy
+    records = [
+        {
+            "prompt": [{"role": "user", "content": r["prompt"]}],
+            "chosen": [{"role": "assistant", "content": r["chosen"]}],
+            "rejected": [{"role": "assistant", "content": r["rejected"]}],
+        }
+        for r in pairs.to_dict("records")
+    ]
+    return train_stage("dpo", stage, policy, records, dpo, training)["final_dir"]
+
+
+def select_policy_node(*policies_and_keep) -> str:
+    """The policy of iteration ``keep`` (1-based; Kowen keeps iteration 2)."""
+    *policies, keep = policies_and_keep
+    keep = int(keep)
+    if not 1 <= keep <= len(policies):
+        raise ValueError(f"preference_alignment.keep_iteration={keep}: must be between 1 and {len(policies)}")
+    return policies[keep - 1]

@@ -1,0 +1,94 @@
+"""preference_alignment: iterative on-policy DPO, one namespaced copy of the iteration per round.
+
+``dpo_iter_1`` starts from ``sft_model``; ``dpo_iter_<i+1>`` starts from ``dpo_iter_<i>.policy``. Each
+iteration reads its own ``dpo_iter_<i>.dpo`` parameters (beta, lr, ``enabled``...); a disabled iteration
+passes the policy through. ``aligned_policy`` is iteration ``keep_iteration``'s policy.
+"""
+
+from kedro.pipeline import Node, Pipeline
+
+from .nodes import (
+    build_pairs_node,
+    dpo_prompts_node,
+    sample_completions_node,
+    score_completions_node,
+    select_policy_node,
+    train_dpo_node,
+)
+
+MAX_DPO_ITERATIONS = 3  # Kowen trains up to three iterations
+
+
+def iteration_template() -> Pipeline:
+    """One DPO iteration over generic names; instantiated per iteration with a namespace."""
+    return Pipeline(
+        [
+            Node(
+                sample_completions_node,
+                inputs=["policy_in", "dpo_prompts", "params:dpo", "params:sampling", "params:llm"],
+                outputs="completions",
+                name="sample_completions_node",
+            ),
+            Node(
+                score_completions_node,
+                inputs=["reward_model", "completions", "params:scoring"],
+                outputs="scored_completions",
+                name="score_completions_node",
+            ),
+            Node(
+                build_pairs_node,
+                inputs="scored_completions",
+                outputs=["preference_pairs", "pair_metrics"],
+                name="build_pairs_node",
+            ),
+            Node(
+                train_dpo_node,
+                inputs=["policy_in", "preference_pairs", "params:dpo", "params:training", "params:stage"],
+                outputs="policy",
+                name="train_dpo_node",
+            ),
+        ]
+    )
+
+
+def create_pipeline(**kwargs) -> Pipeline:
+    shared = {
+        "sampling": "preference_alignment.sampling",
+        "scoring": "preference_alignment.scoring",
+        "llm": "llm",
+        "training": "training",
+    }
+    iterations = []
+    for i in range(1, MAX_DPO_ITERATIONS + 1):
+        ns = f"dpo_iter_{i}"
+        iterations.append(
+            Pipeline(
+                iteration_template(),
+                namespace=ns,
+                inputs={
+                    "policy_in": "sft_model" if i == 1 else f"dpo_iter_{i - 1}.policy",
+                    "dpo_prompts": "dpo_prompts",
+                    "reward_model": "reward_model",
+                },
+                parameters=shared,
+            )
+        )
+    return Pipeline(
+        [
+            Node(
+                dpo_prompts_node,
+                inputs=["target_prompts", "params:preference_alignment.prompts"],
+                outputs="dpo_prompts",
+                name="dpo_prompts_node",
+            ),
+            *iterations,
+            Node(
+                select_policy_node,
+                inputs=[f"dpo_iter_{i}.policy" for i in range(1, MAX_DPO_ITERATIONS + 1)]
+                + ["params:preference_alignment.keep_iteration"],
+                outputs="aligned_policy",
+                name="select_aligned_policy_node",
+                namespace="preference_alignment",  # it reads the namespaced per-iteration policies
+            ),
+        ]
+    )

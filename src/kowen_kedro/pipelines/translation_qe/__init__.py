@@ -1,0 +1,5 @@
+"""translation_qe pipeline."""
+
+from .pipeline import create_pipeline
+
+__all__ = ["create_pipeline"]

@@ -1,0 +1,56 @@
+"""Batched reward scoring of (prompt, completion) rows with a sequence-classification RM."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class RewardScorer:
+    """Scores ``[user: prompt, assistant: completion]`` chats with a reward model.
+
+    Inputs longer than ``max_length`` tokens are truncated from the *left* (the prompt's start is
+    dropped), so the response end, where the RM reads its score, is always kept.
+    """
+
+    model: str
+    batch_size: int = 16
+    max_length: int = 1024
+    device: str | None = None
+    _rm: Any = field(default=None, repr=False)
+    _tok: Any = field(default=None, repr=False)
+
+    def _load(self) -> None:
+        if self._rm is not None:
+            return
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        self.device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self._tok = AutoTokenizer.from_pretrained(self.model, truncation_side="left", padding_side="right")
+        dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
+        self._rm = AutoModelForSequenceClassification.from_pretrained(self.model, dtype=dtype).to(self.device).eval()
+
+    def score(self, prompts: list[str], completions: list[str]) -> list[float]:
+        import torch
+
+        self._load()
+        scores: list[float] = []
+        for start in range(0, len(prompts), self.batch_size):
+            chats = [
+                [{"role": "user", "content": p}, {"role": "assistant", "content": c}]
+                for p, c in zip(prompts[start : start + self.batch_size], completions[start : start + self.batch_size])
+            ]
+            texts = [self._tok.apply_chat_template(c, tokenize=False) for c in chats]
+            enc = self._tok(
+                texts, return_tensors="pt", padding=True, truncation=True, max_length=self.max_length,
+                add_special_tokens=False,
+            ).to(self.device)
+            with torch.no_grad():
+                logits = self._rm(**enc).logits[:, 0]
+            scores.extend(logits.float().cpu().tolist())
+        return scores

@@ -1,0 +1,17 @@
+"""Project settings (Kedro 1.x). Kept small: hooks come from installed plugins (kedro-mlflow)."""
+
+from kedro.config import OmegaConfigLoader
+
+from kowen_kedro.offline import configure_offline
+
+configure_offline()
+
+CONFIG_LOADER_CLASS = OmegaConfigLoader
+CONFIG_LOADER_ARGS = {
+    "base_env": "base",
+    "default_run_env": "local",
+    "config_patterns": {
+        "parameters": ["parameters*", "parameters*/**", "**/parameters*"],
+        "mlflow": ["mlflow*", "mlflow*/**"],
+    },
+}

@@ -1,0 +1,321 @@
+"""The built-in tiny default: models the project builds from the text it ships, with no downloads.
+
+What is built (all loadable with the ordinary ``from_pretrained(path)`` code the real models use):
+
+* ``tokenizer`` - byte-level BPE trained on the shipped Korean + English text, ChatML chat template
+  (Qwen2.5's format) with ``{% generation %}`` markers so TRL can mask non-assistant tokens.
+* ``base`` - a tiny Qwen2-architecture causal LM, briefly pre-trained on the shipped text. It plays the
+  *student* (a base model, like Qwen2.5-7B in Kowen).
+* ``teacher`` - ``base`` further tuned on the shipped chat examples, so it answers in chat format.
+* ``reward_model`` - ``Qwen2ForSequenceClassification`` on the ``base`` body with a fresh score head
+  initialised N(0, 1/sqrt(d_model + 1)) (the RM-transfer paper's initialisation).
+* ``qe`` - a real unbabel-comet ``UnifiedMetric`` (inputs: mt, src; CometKiwi's layout) over a tiny
+  local XLM-R encoder, stored as ``checkpoints/model.ckpt`` with ``hparams.yaml`` one folder up.
+
+Building is skipped when a manifest with the same build key (config + corpus hash) exists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+logger = logging.getLogger(__name__)
+
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+PAD_TOKEN, IM_START, IM_END = SPECIAL_TOKENS
+
+# ChatML as Qwen2.5 writes it; the generation markers let TRL compute an assistant-token mask.
+CHAT_TEMPLATE = (
+    "{%- for message in messages %}"
+    "{%- if message['role'] == 'assistant' %}"
+    "{{- '<|im_start|>assistant\\n' }}{% generation %}{{- message['content'] + '<|im_end|>' }}{% endgeneration %}{{- '\\n' }}"
+    "{%- else %}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
+    "{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class TinyConfig:
+    """Sizes and steps of the built-in models (``params:tiny_models``)."""
+
+    vocab_size: int = 1200
+    hidden_size: int = 64
+    intermediate_size: int = 160
+    num_hidden_layers: int = 2
+    num_attention_heads: int = 4
+    num_key_value_heads: int = 2
+    max_position_embeddings: int = 1024
+    pretrain_steps: int = 150
+    teacher_steps: int = 150
+    seq_len: int = 96
+    batch_size: int = 16
+    learning_rate: float = 3e-3
+    seed: int = 0
+    qe_hidden_size: int = 32
+    qe_layers: int = 2
+    qe_vocab_size: int = 800
+    extra: dict = field(default_factory=dict)
+
+
+def build_key(config: TinyConfig, texts: list[str], chats: list[list[dict]]) -> str:
+    """Hash of everything that determines the built models."""
+    payload = json.dumps({"config": asdict(config), "texts": texts, "chats": chats, "v": 3}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def load_manifest_if_current(out_dir: str | Path, key: str) -> dict | None:
+    """The existing manifest when it was built with ``key`` and all its paths exist, else None."""
+    path = Path(out_dir) / MANIFEST
+    if not path.exists():
+        return None
+    manifest = json.loads(path.read_text())
+    if manifest.get("build_key") != key:
+        return None
+    if not all(Path(p).exists() for p in manifest["models"].values()):
+        return None
+    return manifest
+
+
+def build_tiny_models(texts: list[str], chats: list[list[dict]], out_dir: str | Path, config: TinyConfig) -> dict:
+    """Build every tiny model under ``out_dir`` (skipped when current) and return the manifest.
+
+    Args:
+        texts: raw text (prompts, responses, passages) for tokenizer training and pre-training.
+        chats: chat conversations (``[{role, content}, ...]``) the teacher is tuned on.
+        out_dir: folder for the models; paths in the manifest are absolute.
+        config: sizes and steps.
+    """
+    out = Path(out_dir).resolve()
+    key = build_key(config, texts, chats)
+    current = load_manifest_if_current(out, key)
+    if current is not None:
+        logger.info("Tiny models in %s are current (build key %s): skipping the build", out, key)
+        return current
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    import torch
+
+    torch.manual_seed(config.seed)
+    tok_dir = out / "tokenizer"
+    tokenizer = train_chat_tokenizer(texts, config.vocab_size, tok_dir)
+    base = build_causal_lm(tokenizer, config)
+    chat_texts = [tokenizer.apply_chat_template(c, tokenize=False) for c in chats]
+    _train_lm(base, tokenizer, texts + chat_texts, config.pretrain_steps, config)
+    base_dir = _save_lm(base, tokenizer, out / "base")
+    _train_lm(base, tokenizer, chat_texts, config.teacher_steps, config)
+    teacher_dir = _save_lm(base, tokenizer, out / "teacher")
+    rm_dir = build_reward_model(base_dir, out / "reward_model_init", seed=config.seed)
+    qe_ckpt = build_tiny_comet_qe(texts, out / "qe", config)
+    manifest = {
+        "build_key": key,
+        "models": {
+            "tokenizer": str(tok_dir),
+            "base": str(base_dir),
+            "student": str(base_dir),
+            "teacher": str(teacher_dir),
+            "reward_model_init": str(rm_dir),
+            "qe": str(qe_ckpt),
+        },
+        "config": asdict(config),
+    }
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    logger.info("Built tiny models in %s", out)
+    return manifest
+
+
+def train_chat_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: Path):
+    """Byte-level BPE with the ChatML special tokens and chat template, saved to ``out_dir``."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        min_frequency=2,
+        show_progress=False,
+    )
+    tok.train_from_iterator(list(texts), trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token=IM_END,
+        pad_token=PAD_TOKEN,
+        additional_special_tokens=[IM_START, IM_END],
+        model_max_length=1024,
+        padding_side="left",
+        model_input_names=["input_ids", "attention_mask"],
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    fast.save_pretrained(out_dir)
+    return fast
+
+
+def build_causal_lm(tokenizer, config: TinyConfig):
+    """A randomly initialised tiny Qwen2 causal LM matching ``tokenizer``."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    cfg = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=config.hidden_size,
+        intermediate_size=config.intermediate_size,
+        num_hidden_layers=config.num_hidden_layers,
+        num_attention_heads=config.num_attention_heads,
+        num_key_value_heads=config.num_key_value_heads,
+        max_position_embeddings=config.max_position_embeddings,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.convert_tokens_to_ids(PAD_TOKEN),
+        eos_token_id=tokenizer.convert_tokens_to_ids(IM_END),
+        pad_token_id=tokenizer.convert_tokens_to_ids(PAD_TOKEN),
+    )
+    return Qwen2ForCausalLM(cfg)
+
+
+def _train_lm(model, tokenizer, texts: list[str], steps: int, config: TinyConfig) -> None:
+    """Next-token training on packed ``texts`` (a fixture builder, not the project's training path)."""
+    import torch
+
+    eos = tokenizer.convert_tokens_to_ids(PAD_TOKEN)
+    ids: list[int] = []
+    for t in texts:
+        ids.extend(tokenizer(t, add_special_tokens=False)["input_ids"] + [eos])
+    n = config.seq_len
+    chunks = torch.tensor([ids[i : i + n] for i in range(0, len(ids) - n, n // 2)])
+    gen = torch.Generator().manual_seed(config.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / max(1, steps))))
+    model.train()
+    for step in range(steps):
+        batch = chunks[torch.randint(len(chunks), (config.batch_size,), generator=gen)]
+        loss = model(input_ids=batch, labels=batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad()
+        if step % 50 == 0 or step == steps - 1:
+            logger.info("tiny LM step %d/%d loss %.3f", step + 1, steps, loss.item())
+    model.eval()
+
+
+def _save_lm(model, tokenizer, out_dir: Path) -> Path:
+    """Save model + tokenizer with a generation config that stops at the chat EOS."""
+    from transformers import GenerationConfig
+
+    stop = [tokenizer.convert_tokens_to_ids(IM_END), tokenizer.convert_tokens_to_ids(PAD_TOKEN)]
+    model.generation_config = GenerationConfig(
+        eos_token_id=stop, pad_token_id=tokenizer.pad_token_id, do_sample=True, temperature=0.7, top_p=0.9
+    )
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
+
+
+def score_head_std(hidden_size: int) -> float:
+    """Standard deviation of the RM score-head initialisation: 1 / sqrt(d_model + 1)."""
+    return 1.0 / math.sqrt(hidden_size + 1)
+
+
+def init_score_head(model, seed: int = 0) -> None:
+    """Re-initialise a sequence-classification head as N(0, 1/sqrt(d_model+1)), no bias."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    w = model.score.weight
+    with torch.no_grad():
+        w.copy_(torch.randn(w.shape, generator=gen) * score_head_std(model.config.hidden_size))
+
+
+def build_reward_model(base_dir: str | Path, out_dir: Path, seed: int = 0) -> Path:
+    """A reward model (1 output) on the body of the causal LM in ``base_dir``."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        base_dir, num_labels=1, pad_token_id=tokenizer.pad_token_id
+    )
+    init_score_head(model, seed)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir
+
+
+def build_tiny_comet_qe(texts: list[str], out_dir: Path, config: TinyConfig) -> Path:
+    """A COMET ``UnifiedMetric`` (reference-free: mt, src) over a tiny local XLM-R; returns the .ckpt path."""
+    import pytorch_lightning as pl
+    import torch
+    import yaml
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import XLMRobertaConfig, XLMRobertaModel, XLMRobertaTokenizerFast
+
+    enc_dir = out_dir / "encoder"
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    tok = Tokenizer(models.Unigram())
+    tok.normalizer = normalizers.NFKC()
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.train_from_iterator(
+        texts,
+        trainers.UnigramTrainer(
+            vocab_size=config.qe_vocab_size, special_tokens=specials, unk_token="<unk>", show_progress=False
+        ),
+    )
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", 0), ("</s>", 2)]
+    )
+    from tokenizers import decoders
+
+    tok.decoder = decoders.Metaspace()
+    xtok = XLMRobertaTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", sep_token="</s>", cls_token="<s>",
+        unk_token="<unk>", pad_token="<pad>", mask_token="<mask>", model_max_length=512,
+    )
+    xtok.save_pretrained(enc_dir)
+    xcfg = XLMRobertaConfig(
+        vocab_size=len(xtok), hidden_size=config.qe_hidden_size, num_hidden_layers=config.qe_layers,
+        num_attention_heads=2, intermediate_size=2 * config.qe_hidden_size, max_position_embeddings=514,
+        pad_token_id=1, bos_token_id=0, eos_token_id=2, type_vocab_size=1,
+    )
+    XLMRobertaModel(xcfg, add_pooling_layer=False).save_pretrained(enc_dir)
+
+    from comet.models import UnifiedMetric
+
+    hparams = dict(
+        encoder_model="XLM-RoBERTa",
+        pretrained_model=str(enc_dir),
+        input_segments=["mt", "src"],
+        hidden_sizes=[config.qe_hidden_size],
+        word_layer=config.qe_layers,
+        layer_transformation="sparsemax",
+        final_activation="sigmoid",
+        local_files_only=True,
+    )
+    torch.manual_seed(config.seed)
+    metric = UnifiedMetric(**hparams)
+    ckpt = out_dir / "checkpoints" / "model.ckpt"
+    ckpt.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(
+        {
+            "state_dict": metric.state_dict(),
+            "hyper_parameters": dict(metric.hparams),
+            "pytorch-lightning_version": pl.__version__,
+        },
+        ckpt,
+    )
+    with open(out_dir / "hparams.yaml", "w") as f:
+        yaml.safe_dump({**dict(metric.hparams), "class_identifier": "unified_metric"}, f)
+    return ckpt

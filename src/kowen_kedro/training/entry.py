@@ -1,0 +1,209 @@
+"""The one training entry point: ``python -m kowen_kedro.training.entry --spec spec.json``.
+
+Started by :mod:`kowen_kedro.training.launcher` under ``deepspeed`` (any world size) or plain python.
+``spec.kind`` picks TRL's ``SFTTrainer``, ``RewardTrainer`` or ``DPOTrainer``; every other knob is
+in the spec. The model is saved to ``<output_dir>/final`` (ZeRO-3 weights gathered) and a completion
+marker is written last, by rank 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from kowen_kedro.training.spec import COMPLETE_MARKER, LaunchSpec, gradient_accumulation_steps
+
+logger = logging.getLogger("kowen_kedro.training.entry")
+
+ATTENTION_PARAM_KEYS = ("self_attn.",)
+
+
+def _rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def mlflow_callback(prefix: str):
+    """A TrainerCallback that logs every ``on_log`` dict into the parent's MLflow run as ``<prefix>.<key>``."""
+    from transformers import TrainerCallback
+
+    class MlflowParentRunCallback(TrainerCallback):
+        def __init__(self) -> None:
+            self.run_id = os.environ.get("KOWEN_MLFLOW_RUN_ID")
+            self._client = None
+
+        def _log(self, metrics: dict[str, Any], step: int) -> None:
+            if not self.run_id:
+                return
+            from mlflow.entities import Metric
+            from mlflow.tracking import MlflowClient
+
+            self._client = self._client or MlflowClient()
+            now = int(time.time() * 1000)
+            batch = [
+                Metric(key=f"{prefix}.{k}", value=float(v), timestamp=now, step=step)
+                for k, v in metrics.items()
+                if isinstance(v, (int, float)) and not isinstance(v, bool)
+            ]
+            if batch:
+                self._client.log_batch(self.run_id, metrics=batch)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if state.is_world_process_zero and logs:
+                self._log(logs, state.global_step)
+
+    return MlflowParentRunCallback()
+
+
+def freeze_all_but_attention(model) -> int:
+    """Train attention projections only (CLO); returns the number of trainable parameters."""
+    trainable = 0
+    for name, param in model.named_parameters():
+        param.requires_grad = any(k in name for k in ATTENTION_PARAM_KEYS)
+        trainable += param.numel() if param.requires_grad else 0
+    if trainable == 0:
+        raise ValueError("attention_only fine-tuning found no parameter named like " + repr(ATTENTION_PARAM_KEYS))
+    return trainable
+
+
+def build_config(spec: LaunchSpec):
+    """The TRL config object for ``spec`` (created before the model so ZeRO-3 can partition at load)."""
+    import torch
+    from trl import DPOConfig, RewardConfig, SFTConfig
+
+    cls = {"sft": SFTConfig, "reward": RewardConfig, "dpo": DPOConfig}[spec.kind]
+    args: dict[str, Any] = {
+        "output_dir": spec.output_dir,
+        "report_to": [],
+        "logging_steps": 1,
+        "save_strategy": "no",
+        "seed": spec.seed,
+        "bf16": torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
+        "use_cpu": not torch.cuda.is_available(),
+        "dataloader_num_workers": 0,
+        "disable_tqdm": True,
+    }
+    args.update(spec.trainer_args)
+    if spec.global_batch_size:
+        per_device = int(args.get("per_device_train_batch_size", 8))
+        args["per_device_train_batch_size"] = per_device
+        args["gradient_accumulation_steps"] = gradient_accumulation_steps(
+            spec.global_batch_size, per_device, spec.world_size
+        )
+    if spec.deepspeed:
+        args["deepspeed"] = spec.deepspeed
+    return cls(**args)
+
+
+def load_model(spec: LaunchSpec, config):
+    """The policy / reward model from ``spec.model`` (a local folder or a hub id)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+
+    dtype = torch.bfloat16 if config.bf16 else torch.float32
+    tokenizer = AutoTokenizer.from_pretrained(spec.model)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if spec.kind == "reward":
+        model = AutoModelForSequenceClassification.from_pretrained(
+            spec.model, num_labels=1, dtype=dtype, pad_token_id=tokenizer.pad_token_id
+        )
+    else:
+        model = AutoModelForCausalLM.from_pretrained(spec.model, dtype=dtype)
+    return model, tokenizer
+
+
+def run(spec: LaunchSpec) -> dict:
+    """Train according to ``spec`` and save the final model; returns the train metrics."""
+    from datasets import load_dataset
+    from transformers import set_seed
+
+    set_seed(spec.seed)
+    config = build_config(spec)
+    model, tokenizer = load_model(spec, config)
+    peft_config = None
+    if spec.finetuning == "lora":
+        from peft import LoraConfig
+
+        lora = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.05, "target_modules": ["q_proj", "v_proj"]}
+        lora.update(spec.lora)
+        if spec.kind == "reward":
+            lora.setdefault("task_type", "SEQ_CLS")
+            lora.setdefault("modules_to_save", ["score"])
+        else:
+            lora.setdefault("task_type", "CAUSAL_LM")
+        peft_config = LoraConfig(**lora)
+    elif spec.finetuning == "attention_only":
+        n = freeze_all_but_attention(model)
+        logger.info("attention-only fine-tuning: %d trainable parameters", n)
+
+    data_files = {"train": spec.train_file}
+    if spec.eval_file:
+        data_files["eval"] = spec.eval_file
+    data = load_dataset("json", data_files=data_files)
+    common = dict(
+        args=config,
+        train_dataset=data["train"],
+        eval_dataset=data.get("eval"),
+        processing_class=tokenizer,
+        callbacks=[mlflow_callback(spec.mlflow_prefix)],
+        peft_config=peft_config,
+    )
+    if spec.kind == "sft":
+        from trl import SFTTrainer
+
+        trainer = SFTTrainer(model=model, **common)
+    elif spec.kind == "reward":
+        from trl import RewardTrainer
+
+        trainer = RewardTrainer(model=model, **common)
+    else:
+        from trl import DPOTrainer
+
+        ref = None
+        if spec.ref_model:
+            ref, _ = load_model(LaunchSpec(**{**spec.__dict__, "model": spec.ref_model}), config)
+        trainer = DPOTrainer(model=model, ref_model=ref, **common)
+
+    resume = any(Path(spec.output_dir).glob("checkpoint-*"))
+    result = trainer.train(resume_from_checkpoint=True if resume else None)
+    metrics = dict(result.metrics)
+    if data.get("eval") is not None:
+        metrics.update(trainer.evaluate())
+    final = spec.final_dir
+    if peft_config is not None:
+        trainer.model = trainer.model.merge_and_unload() if hasattr(trainer.model, "merge_and_unload") else trainer.model
+    trainer.save_model(str(final))
+    trainer.accelerator.wait_for_everyone()
+    if _rank() == 0:
+        tokenizer.save_pretrained(final)
+        gen_cfg = Path(spec.model) / "generation_config.json"
+        if spec.kind != "reward" and gen_cfg.exists():
+            shutil.copy(gen_cfg, final / "generation_config.json")
+        record = {"fingerprint": spec.fingerprint(), "final_dir": str(final), "metrics": metrics}
+        tmp = Path(spec.output_dir) / (COMPLETE_MARKER + ".tmp")
+        tmp.write_text(json.dumps(record, indent=2, default=str))
+        tmp.replace(Path(spec.output_dir) / COMPLETE_MARKER)
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--spec", required=True, help="path to a LaunchSpec JSON file")
+    parser.add_argument("--local_rank", type=int, default=None, help="set by the deepspeed launcher")
+    ns = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if _rank() == 0 else logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    from kowen_kedro.offline import configure_offline
+
+    configure_offline()
+    spec = LaunchSpec.from_json(Path(ns.spec).read_text())
+    run(spec)
+
+
+if __name__ == "__main__":
+    main()

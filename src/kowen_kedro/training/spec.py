@@ -1,0 +1,106 @@
+"""Launch specs: everything a training child process needs, written to JSON before the launch.
+
+One spec shape serves every training in the project (SFT, reward model, DPO); ``kind`` picks the TRL
+trainer in :mod:`kowen_kedro.training.entry`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+Kind = Literal["sft", "reward", "dpo"]
+
+COMPLETE_MARKER = "_COMPLETE.json"
+FINAL_DIR = "final"
+
+
+@dataclass
+class LaunchSpec:
+    """One training run, as the child process sees it."""
+
+    kind: Kind
+    model: str
+    train_file: str
+    output_dir: str
+    eval_file: str | None = None
+    ref_model: str | None = None
+    # TRL config fields (SFTConfig / RewardConfig / DPOConfig); unknown names fail in the child.
+    trainer_args: dict[str, Any] = field(default_factory=dict)
+    global_batch_size: int | None = None
+    finetuning: Literal["full", "lora", "attention_only"] = "full"
+    lora: dict[str, Any] = field(default_factory=dict)
+    deepspeed: dict[str, Any] | None = None
+    world_size: int = 1
+    mlflow_prefix: str = "train"
+    seed: int = 0
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "LaunchSpec":
+        return cls(**json.loads(text))
+
+    def fingerprint(self) -> str:
+        """Hash of the spec plus the content of its data files: equal fingerprints train the same model.
+
+        Paths (output folder, data file names) are left out: the data files count by content.
+        """
+        fields = {k: v for k, v in asdict(self).items() if k not in ("output_dir", "train_file", "eval_file")}
+        h = hashlib.sha256(json.dumps(fields, sort_keys=True).encode())
+        for path in (self.train_file, self.eval_file):
+            if path and Path(path).exists():
+                h.update(Path(path).read_bytes())
+        return h.hexdigest()[:16]
+
+    @property
+    def final_dir(self) -> Path:
+        return Path(self.output_dir) / FINAL_DIR
+
+
+def gradient_accumulation_steps(global_batch_size: int, per_device_batch_size: int, world_size: int) -> int:
+    """Grad-acc steps so that per-device batch x grad-acc x world size equals the global batch.
+
+    Raises:
+        ValueError: when the global batch is not a multiple of per-device batch x world size.
+    """
+    per_step = per_device_batch_size * world_size
+    if global_batch_size <= 0 or per_step <= 0 or global_batch_size % per_step:
+        raise ValueError(
+            f"global_batch_size={global_batch_size} is not a positive multiple of "
+            f"per_device_train_batch_size x world_size = {per_device_batch_size} x {world_size}"
+        )
+    return global_batch_size // per_step
+
+
+def zero_config(stage: int = 3, offload_optimizer: str = "none", offload_param: str = "none") -> dict:
+    """A DeepSpeed ZeRO config whose batch/precision fields are filled by the HF Trainer ("auto")."""
+    zero: dict[str, Any] = {
+        "stage": stage,
+        "overlap_comm": False,
+        "contiguous_gradients": True,
+    }
+    if stage == 3:
+        zero.update(
+            {
+                "stage3_gather_16bit_weights_on_model_save": True,
+                "offload_param": {"device": offload_param},
+            }
+        )
+    zero["offload_optimizer"] = {"device": offload_optimizer}
+    return {
+        "zero_optimization": zero,
+        "bf16": {"enabled": "auto"},
+        "fp16": {"enabled": "auto"},
+        "train_batch_size": "auto",
+        "train_micro_batch_size_per_gpu": "auto",
+        "gradient_accumulation_steps": "auto",
+        "gradient_clipping": "auto",
+        "zero_allow_untested_optimizer": True,
+        "steps_per_print": 1000000,
+        "wall_clock_breakdown": False,
+    }

@@ -1,0 +1,84 @@
+"""Run one training stage from node-level inputs: write the data, build the spec, launch, return the model.
+
+Parameters come in two dicts: the stage's own (``params:sft``, ``params:reward_model.training``,
+``params:dpo``...) and the shared ``params:training`` (launcher, world size, DeepSpeed, work folder).
+The run folder is ``<work_dir>/<stage>/<fingerprint>``, so identical inputs reuse a finished run
+(a rerun after a crash of a later node costs nothing) and different inputs never collide.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Iterable
+
+from kowen_kedro.training.launcher import launch
+from kowen_kedro.training.spec import Kind, LaunchSpec, zero_config
+
+STAGE_KEYS = {"trainer_args", "global_batch_size", "finetuning", "lora", "seed", "ref_model"}
+TRAINING_KEYS = {"launcher", "world_size", "work_dir", "deepspeed"}
+
+
+def _write_jsonl(records: Iterable[dict], folder: Path, stem: str) -> str:
+    lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
+    digest = hashlib.sha256(lines.encode()).hexdigest()[:12]
+    path = folder / f"{stem}-{digest}.jsonl"
+    if not path.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(lines, encoding="utf-8")
+        tmp.replace(path)
+    return str(path)
+
+
+def deepspeed_config(cfg: dict[str, Any] | None) -> dict[str, Any] | None:
+    """``{zero_stage, offload_optimizer, offload_param}`` -> a DeepSpeed config (None: no DeepSpeed)."""
+    if not cfg:
+        return None
+    unknown = set(cfg) - {"zero_stage", "offload_optimizer", "offload_param"}
+    if unknown:
+        raise ValueError(f"unknown training.deepspeed keys {sorted(unknown)}")
+    return zero_config(
+        stage=int(cfg.get("zero_stage", 3)),
+        offload_optimizer=cfg.get("offload_optimizer", "none"),
+        offload_param=cfg.get("offload_param", "none"),
+    )
+
+
+def train_stage(
+    kind: Kind,
+    stage: str,
+    model: str,
+    train_records: list[dict],
+    stage_cfg: dict[str, Any],
+    training_cfg: dict[str, Any],
+    eval_records: list[dict] | None = None,
+) -> dict:
+    """Launch (or reuse) a training run; returns the completion record (``final_dir``, ``metrics``)."""
+    for name, cfg, keys in (("stage", stage_cfg, STAGE_KEYS), ("training", training_cfg, TRAINING_KEYS)):
+        unknown = set(cfg) - keys - {"enabled"}
+        if unknown:
+            raise ValueError(f"unknown {name} parameters for {stage!r}: {sorted(unknown)}; expected {sorted(keys)}")
+    if not train_records:
+        raise ValueError(f"{stage}: no training records")
+    work = Path(training_cfg.get("work_dir", "data/06_models/_runs")) / stage
+    launcher = training_cfg.get("launcher", "deepspeed")
+    spec = LaunchSpec(
+        kind=kind,
+        model=model,
+        train_file=_write_jsonl(train_records, work / "data", "train"),
+        eval_file=_write_jsonl(eval_records, work / "data", "eval") if eval_records else None,
+        output_dir="",
+        ref_model=stage_cfg.get("ref_model"),
+        trainer_args=dict(stage_cfg.get("trainer_args", {})),
+        global_batch_size=stage_cfg.get("global_batch_size"),
+        finetuning=stage_cfg.get("finetuning", "full"),
+        lora=dict(stage_cfg.get("lora", {})),
+        deepspeed=deepspeed_config(training_cfg.get("deepspeed")) if launcher == "deepspeed" else None,
+        world_size=int(training_cfg.get("world_size", 1)),
+        mlflow_prefix=stage,
+        seed=int(stage_cfg.get("seed", 0)),
+    )
+    spec.output_dir = str(work / spec.fingerprint())
+    return launch(spec, launcher=launcher)

@@ -1,0 +1,66 @@
+"""Reference-free quality estimation with unbabel-comet (CometKiwi in production), cached per pair."""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from kowen_kedro.llm.cache import CallCache, call_key
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class CometQE:
+    """``load_from_checkpoint`` + ``predict`` on (src, mt) pairs."""
+
+    checkpoint: str
+    batch_size: int = 32
+    gpus: int = 0
+    cache: CallCache | None = None
+    _model: Any = field(default=None, repr=False)
+
+    def _load(self):
+        if self._model is None:
+            from comet import download_model, load_from_checkpoint
+
+            path = self.checkpoint
+            if not path.endswith(".ckpt"):  # a hub id such as Unbabel/wmt23-cometkiwi-da-xl
+                path = download_model(path)
+            self._model = load_from_checkpoint(path, local_files_only=True)
+        return self._model
+
+    def score(self, sources: list[str], translations: list[str]) -> list[float]:
+        keys = [call_key({"qe": self.checkpoint, "src": s, "mt": m}) for s, m in zip(sources, translations)]
+        found = self.cache.get_many(keys) if self.cache else {}
+        todo = [i for i, k in enumerate(keys) if k not in found]
+        if todo:
+            out = self._load().predict(
+                [{"src": sources[i], "mt": translations[i]} for i in todo],
+                batch_size=self.batch_size,
+                gpus=self.gpus,
+                progress_bar=False,
+            )
+            new = {keys[i]: float(s) for i, s in zip(todo, out.scores)}
+            if self.cache:
+                self.cache.put_many(new)
+            found.update(new)
+        return [found[k] for k in keys]
+
+
+def filter_bottom_fraction(df: pd.DataFrame, score_col: str, fraction: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Drop the ``floor(fraction * n)`` lowest-scoring rows (ties broken by original order).
+
+    Returns (kept, dropped), both in the original row order.
+    """
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"fraction must be in [0, 1), got {fraction}")
+    n_drop = math.floor(fraction * len(df))
+    order = df[score_col].rank(method="first").sort_values().index
+    dropped_idx = set(order[:n_drop])
+    mask = df.index.isin(dropped_idx)
+    return df[~mask], df[mask]

@@ -1,0 +1,33 @@
+"""Translators: an LLM prompted to translate, through any generation backend (cached)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kowen_kedro.llm.backends import CachedGenerator, SamplingParams
+
+LANGUAGE_NAMES = {"en": "English", "ko": "Korean", "zh": "Chinese", "es": "Spanish", "it": "Italian", "ja": "Japanese"}
+
+PROMPT = (
+    "Translate the following {src} text into {tgt}. Reply with the translation only.\n\n{text}"
+)
+
+
+def language_name(code: str) -> str:
+    if code not in LANGUAGE_NAMES:
+        raise ValueError(f"unknown language code {code!r}; known: {sorted(LANGUAGE_NAMES)}")
+    return LANGUAGE_NAMES[code]
+
+
+@dataclass
+class LLMTranslator:
+    """Greedy translation by a chat LLM (EuroLLM / Mistral / Gemma / GPT-4o in the papers)."""
+
+    generator: CachedGenerator
+    max_new_tokens: int = 256
+
+    def translate(self, texts: list[str], src: str, tgt: str) -> list[str]:
+        src_name, tgt_name = language_name(src), language_name(tgt)
+        requests = [[{"role": "user", "content": PROMPT.format(src=src_name, tgt=tgt_name, text=t)}] for t in texts]
+        params = SamplingParams(max_new_tokens=self.max_new_tokens, temperature=0.0, top_p=1.0)
+        return [c[0].text for c in self.generator.generate(requests, params, n=1)]
