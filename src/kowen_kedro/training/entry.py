@@ -84,6 +84,8 @@ def build_config(spec: LaunchSpec):
         "save_strategy": "no",
         "seed": spec.seed,
         "bf16": torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
+        # On CPU, accelerate counts the processes only when use_cpu is set (MULTI_CPU); DeepSpeed still
+        # drives training (its CPU accelerator) - see run() for the process-group side.
         "use_cpu": not torch.cuda.is_available(),
         "dataloader_num_workers": 0,
         "disable_tqdm": True,
@@ -124,6 +126,12 @@ def run(spec: LaunchSpec) -> dict:
     from transformers import set_seed
 
     set_seed(spec.seed)
+    if spec.deepspeed:
+        # deepspeed.comm must be initialised before the model loads: under ZeRO-3, from_pretrained runs
+        # zero.Init, whose batch-size check otherwise assumes world size 1 (seen with 2 CPU processes).
+        import deepspeed
+
+        deepspeed.init_distributed()
     config = build_config(spec)
     model, tokenizer = load_model(spec, config)
     peft_config = None

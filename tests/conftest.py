@@ -1,0 +1,49 @@
+"""Shared fixtures. The tiny models are built once per session (offline, from the shipped data)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from kowen_kedro.offline import configure_offline
+
+configure_offline()
+
+ROOT = Path(__file__).resolve().parents[1]
+RAW = ROOT / "data" / "01_raw"
+
+
+def read_jsonl(path: Path) -> pd.DataFrame:
+    from kowen_kedro.datasets import JSONLinesDataset
+
+    return JSONLinesDataset(str(path)).load()
+
+
+@pytest.fixture(scope="session")
+def raw_data() -> dict[str, pd.DataFrame]:
+    return {name: read_jsonl(RAW / f"{name}.jsonl") for name in ("user_prompts", "preference_pairs", "seed_passages", "eval_prompts")}
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory, raw_data) -> dict:
+    """The built-in tiny models, built by the project's own node from the shipped data."""
+    from kowen_kedro.pipelines.models.nodes import build_tiny_models_node
+
+    out = tmp_path_factory.mktemp("tiny")
+    return build_tiny_models_node(
+        raw_data["user_prompts"], raw_data["preference_pairs"], raw_data["seed_passages"],
+        {"out_dir": str(out), "pretrain_steps": 60, "teacher_steps": 60},
+    )
+
+
+@pytest.fixture
+def write_jsonl(tmp_path):
+    def _write(name: str, lines: list) -> Path:
+        path = tmp_path / name
+        path.write_text("".join((l if isinstance(l, str) else json.dumps(l, ensure_ascii=False)) + "\n" for l in lines))
+        return path
+
+    return _write

@@ -1,0 +1,138 @@
+"""The default pipeline end to end on the built-in default, in a scratch copy of the project.
+
+Checks every stage's output schema, the single MLflow run (params, metrics from all six stages
+including the DeepSpeed children's losses, artifacts), iteration chaining, and that a rerun reuses
+all finished work (no training relaunched, no LLM call repeated).
+"""
+
+import json
+import math
+import logging
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def run_default(project: Path, extra_params: dict | None = None) -> None:
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    bootstrap_project(project)
+    with KedroSession.create(project_path=project, runtime_params=extra_params or {}) as session:
+        session.run()
+
+
+def latest(path: Path) -> Path:
+    """The newest version of a versioned dataset at ``path``."""
+    return sorted(p for p in path.iterdir() if p.is_dir())[-1] / path.name
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    root = tmp_path_factory.mktemp("project")
+    for item in ("pyproject.toml", ".telemetry"):
+        shutil.copy(ROOT / item, root / item)
+    shutil.copytree(ROOT / "conf" / "base", root / "conf" / "base")
+    (root / "conf" / "local").mkdir()
+    (root / "src").mkdir()  # the package itself is imported from the installed (editable) kowen_kedro
+    shutil.copytree(ROOT / "data" / "01_raw", root / "data" / "01_raw")
+    return root
+
+
+@pytest.fixture(scope="module")
+def first_run(project):
+    mp = pytest.MonkeyPatch()
+    mp.chdir(project)
+    run_default(project, {"tiny_models.pretrain_steps": 60, "tiny_models.teacher_steps": 60})
+    yield project
+    mp.undo()
+
+
+def read(project: Path, rel: str) -> pd.DataFrame:
+    return pd.read_json(latest(project / rel), lines=True)
+
+
+def test_outputs_have_their_schemas(first_run):
+    p = first_run
+    prompts = read(p, "data/02_intermediate/prompts.jsonl")
+    assert {"prompt_id", "language", "prompt", "conversation", "n_turns"} <= set(prompts.columns)
+    assert set(prompts["language"]) == {"en", "ko"}
+    translated = read(p, "data/03_primary/translated_prompts.jsonl")
+    assert {"prompt_id", "source_prompt", "prompt", "language", "qe_score"} <= set(translated.columns)
+    assert translated["qe_score"].between(0, 1).all() and (translated["language"] == "ko").all()
+    scored = read(p, "data/02_intermediate/scored_prompt_translations.jsonl")
+    non_empty = int((scored["prompt"].str.strip() != "").sum())
+    assert len(translated) == non_empty - math.floor(0.2 * non_empty)  # empty ones, then the bottom 20%, dropped
+    sft = read(p, "data/05_model_input/sft_dataset.jsonl")
+    assert {"messages", "language", "teacher", "n_turns", "part"} <= set(sft.columns)
+    assert set(sft["part"]) == {"en_single_turn", "ko_single_turn", "ko_multi_turn"}
+    for messages in sft["messages"]:
+        assert messages[0]["role"] == "user" and messages[-1]["role"] == "assistant"
+    assert sft.loc[sft["part"] == "ko_multi_turn", "n_turns"].max() == 2
+    completions = read(p, "data/07_model_output/dpo_iter_1/completions.jsonl")
+    assert completions.groupby("prompt_id")["sample"].nunique().eq(4).all()  # k = 4
+    pairs = read(p, "data/05_model_input/dpo_iter_1/preference_pairs.jsonl")
+    assert list(pairs.columns) == ["prompt_id", "prompt", "chosen", "rejected", "chosen_reward", "rejected_reward"]
+    assert len(pairs) > 0 and (pairs["chosen_reward"] > pairs["rejected_reward"]).all()
+    assert not (p / "data/07_model_output/dpo_iter_3/completions.jsonl").exists() or read(
+        p, "data/07_model_output/dpo_iter_3/completions.jsonl").empty
+    judgements = read(p, "data/07_model_output/judgements.jsonl")
+    assert {"id", "language", "model_position", "p_a", "preference"} <= set(judgements.columns)
+    assert judgements["preference"].between(0, 1).all()
+    summary = pd.read_csv(p / "data/08_reporting/evaluation_summary.csv")
+    assert list(summary["language"]) == ["en", "ko", "all"]
+    assert {"win_rate", "win_rate_se", "language_fidelity"} <= set(summary.columns)
+    table = pd.read_csv(p / "data/08_reporting/rm_accuracy_table.csv")
+    assert list(table.columns) == ["language", "chat", "chat_hard", "safety", "reasoning", "avg"]
+    assert set(table["language"]) == {"en", "ko"}
+
+
+def test_models_are_versioned_and_iterations_chained(first_run):
+    p = first_run
+    for name in ("reward_model", "sft_model", "dpo_iter_1/policy", "dpo_iter_2/policy", "aligned_policy"):
+        assert (latest(p / "data/06_models" / name) / "config.json").exists(), name
+    spec1 = json.loads(next((p / "data/06_models/_runs/dpo_iter_1").glob("*/spec.json")).read_text())
+    spec2 = json.loads(next((p / "data/06_models/_runs/dpo_iter_2").glob("*/spec.json")).read_text())
+    assert "data/06_models/sft_model/" in spec1["model"]
+    assert "data/06_models/dpo_iter_1/policy/" in spec2["model"]  # iteration 2 starts from iteration 1
+    assert (spec1["trainer_args"]["beta"], spec2["trainer_args"]["beta"]) == (0.1, 1.0)
+    assert spec1["deepspeed"]["zero_optimization"]["stage"] == 3
+    assert not (p / "data/06_models/_runs/dpo_iter_3").exists()  # disabled: passed through
+
+
+def test_one_mlflow_run_with_all_stages(first_run):
+    import mlflow
+
+    client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{first_run / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("kowen_kedro")
+    runs = client.search_runs([exp.experiment_id])
+    assert len(runs) == 1
+    run = runs[0]
+    metrics = run.data.metrics
+    for stage in ("data_synthesis", "translation_qe", "reward_model", "sft", "dpo_iter_1", "dpo_iter_2", "evaluation"):
+        assert any(k.startswith(stage + ".") for k in metrics), stage
+    for loss in ("sft.loss", "reward_model.loss", "dpo_iter_1.loss", "dpo_iter_2.loss"):  # from the DeepSpeed children
+        assert loss in metrics, loss
+    assert "evaluation.win_rate.all" in metrics and "reward_model.accuracy.en.avg" in metrics
+    assert run.data.params["sft.global_batch_size"] == "16"
+    artifacts = {a.path for d in ("evaluation", "reward_model") for a in client.list_artifacts(run.info.run_id, d)}
+    assert artifacts == {"evaluation/evaluation_summary.csv", "reward_model/rm_accuracy_table.csv"}
+
+
+def test_rerun_reuses_every_finished_step(first_run, caplog):
+    from kowen_kedro.llm.cache import CallCache
+
+    cache = first_run / "data/02_intermediate/llm_call_cache.sqlite"
+    calls_before = len(CallCache(cache))
+    with caplog.at_level(logging.INFO):
+        run_default(first_run, {"tiny_models.pretrain_steps": 60, "tiny_models.teacher_steps": 60})
+    text = caplog.text
+    assert "Launching" not in text and text.count("already complete") == 4
+    assert "skipping the build" in text
+    assert len(CallCache(cache)) == calls_before

@@ -1,0 +1,58 @@
+"""Training launches through deepspeed: a 2-process ZeRO-3 run, reuse of a finished run, failures reported."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from kowen_kedro.training.launcher import TrainingLaunchError, launch
+from kowen_kedro.training.spec import LaunchSpec, zero_config
+
+pytestmark = pytest.mark.slow
+
+
+def sft_records():
+    return [
+        {"messages": [{"role": "user", "content": f"Question {i}?"}, {"role": "assistant", "content": f"Answer number {i}."}]}
+        for i in range(16)
+    ]
+
+
+def test_two_process_zero3_sft_trains_saves_and_is_reused(tiny_models, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps(r) + "\n" for r in sft_records()))
+    spec = LaunchSpec(
+        kind="sft", model=tiny_models["models"]["base"], train_file=str(train), output_dir=str(tmp_path / "run"),
+        trainer_args={"num_train_epochs": 1, "learning_rate": 1e-3, "per_device_train_batch_size": 2, "max_length": 64,
+                      "assistant_only_loss": True},
+        global_batch_size=8, deepspeed=zero_config(3), world_size=2,
+    )
+    record = launch(spec)
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "world_size=2" in log or "WORLD_SIZE=2" in log or "dist_world_size=2" in log
+    assert record["metrics"]["train_loss"] > 0
+    final = Path(record["final_dir"])
+    before = AutoModelForCausalLM.from_pretrained(tiny_models["models"]["base"])
+    after = AutoModelForCausalLM.from_pretrained(final)  # gathered ZeRO-3 weights, full shapes
+    changed = [n for (n, a), (_, b) in zip(before.named_parameters(), after.named_parameters()) if not (a == b).all()]
+    assert changed and all(a.shape == b.shape for a, b in zip(before.parameters(), after.parameters()))
+    assert json.loads((final / "generation_config.json").read_text())["eos_token_id"]
+    log_size = len(log)
+    assert launch(spec) == record  # same spec + data: not relaunched
+    assert len((tmp_path / "run" / "train.log").read_text()) == log_size
+
+
+def test_failed_child_raises_with_exit_code_and_log_tail(tiny_models, tmp_path):
+    train = tmp_path / "train.jsonl"
+    train.write_text("".join(json.dumps(r) + "\n" for r in sft_records()))
+    spec = LaunchSpec(
+        kind="sft", model=tiny_models["models"]["base"], train_file=str(train), output_dir=str(tmp_path / "bad"),
+        trainer_args={"no_such_trl_field": 1},
+    )
+    with pytest.raises(TrainingLaunchError) as err:
+        launch(spec, launcher="python")
+    assert err.value.returncode != 0
+    assert "no_such_trl_field" in str(err.value)
+    assert not (tmp_path / "bad" / "_COMPLETE.json").exists()

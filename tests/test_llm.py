@@ -1,0 +1,87 @@
+"""Call cache and cached generation: durable, content-addressed, no repeated calls; format-keeping translation."""
+
+from dataclasses import dataclass, field
+
+import pytest
+
+from kowen_kedro.llm.backends import CachedGenerator, Completion, SamplingParams, make_backend
+from kowen_kedro.llm.cache import CallCache, call_key
+from kowen_kedro.translation.segment import segment, translate_preserving_format
+
+
+@dataclass
+class CountingBackend:
+    model: str = "fake"
+    name: str = "fake"
+    calls: list = field(default_factory=list)
+
+    def generate(self, requests, params, sample_index):
+        self.calls.extend(requests)
+        return [Completion(text=f"{r[-1]['content']}#{sample_index}", finish_reason="stop", completion_tokens=2) for r in requests]
+
+
+def test_call_key_is_canonical():
+    assert call_key({"a": 1, "b": [1, "한"]}) == call_key({"b": [1, "한"], "a": 1})
+    assert call_key({"a": 1}) != call_key({"a": 2})
+
+
+def test_cache_survives_reopen(tmp_path):
+    c = CallCache(tmp_path / "c.sqlite")
+    c.put_many({"k1": {"text": "x"}, "k2": [1, 2]})
+    c.close()
+    c2 = CallCache(tmp_path / "c.sqlite")
+    assert c2.get_many(["k1", "k2", "k3"]) == {"k1": {"text": "x"}, "k2": [1, 2]}
+    assert (c2.hits, c2.misses, len(c2)) == (2, 1, 2)
+
+
+def test_cached_generator_makes_only_missing_calls(tmp_path):
+    reqs = [[{"role": "user", "content": f"q{i}"}] for i in range(5)]
+    params = SamplingParams(max_new_tokens=8)
+    backend = CountingBackend()
+    gen = CachedGenerator(backend, CallCache(tmp_path / "c.sqlite"), flush_every=2)
+    out = gen.generate(reqs[:3], params, n=2)
+    assert len(backend.calls) == 6 and out[1][1].text == "q1#1"
+    backend2 = CountingBackend()
+    gen2 = CachedGenerator(backend2, CallCache(tmp_path / "c.sqlite"))
+    out2 = gen2.generate(reqs, params, n=2)
+    assert len(backend2.calls) == 4  # only q3, q4 x 2 samples
+    assert [[c.text for c in s] for s in out2[:3]] == [[c.text for c in s] for s in out]
+    assert gen2.stats.cached == 6 and gen2.stats.calls == 4
+    # different sampling settings are different calls
+    gen2.generate(reqs[:1], SamplingParams(max_new_tokens=9), n=1)
+    assert len(backend2.calls) == 5
+
+
+def test_unknown_backend_and_sampling_fields():
+    with pytest.raises(ValueError, match="unknown generation backend"):
+        make_backend({"backend": "nope"}, "m")
+    with pytest.raises(ValueError, match="unknown sampling settings"):
+        SamplingParams.from_dict({"temp": 1})
+
+
+MARKDOWN = """# Title here
+
+First sentence. Second one!
+- bullet one. More text.
+  1. nested item
+
+```python
+x = 1. # not a sentence
+```
+Last line without newline"""
+
+
+def test_segments_rejoin_exactly_and_skip_code():
+    segs = segment(MARKDOWN)
+    assert "".join(s.text for s in segs) == MARKDOWN
+    translated = [s.text for s in segs if s.translate]
+    assert "First sentence." in translated and "Second one!" in translated
+    assert not any("x = 1" in t for t in translated)
+    assert not any(t.startswith(("#", "-", "1.")) for t in translated)
+
+
+def test_translate_preserving_format_keeps_layout():
+    out = translate_preserving_format([MARKDOWN, "Hi. Bye."], lambda sents: [s.upper() for s in sents])
+    assert out[1] == "HI. BYE."
+    assert "```python\nx = 1. # not a sentence\n```" in out[0]
+    assert out[0].startswith("# TITLE HERE\n\nFIRST SENTENCE. SECOND ONE!\n- BULLET ONE. MORE TEXT.\n  1. NESTED ITEM\n")

@@ -1,0 +1,105 @@
+"""The built-in tiny default: built offline from shipped data, loaded by the real from_pretrained code."""
+
+import math
+import os
+import socket
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any connection attempt to a non-loopback address fails the test."""
+    real = socket.socket.connect
+
+    def guarded(self, address):
+        host = address[0] if isinstance(address, tuple) else address
+        if isinstance(host, str) and not (host.startswith("127.") or host in ("localhost", "::1") or host.startswith("/")):
+            raise AssertionError(f"network access attempted: {address}")
+        return real(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded)
+
+
+def test_offline_switches_are_on():
+    for key in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "DO_NOT_TRACK"):
+        assert os.environ.get(key) == "1", key
+
+
+def test_hub_ids_fail_fast_offline(no_network):
+    from transformers import AutoTokenizer
+
+    with pytest.raises(OSError):
+        AutoTokenizer.from_pretrained("Qwen/Qwen2.5-0.5B-Instruct")
+
+
+def test_manifest_and_rebuild_is_skipped(tiny_models, raw_data):
+    from kowen_kedro.pipelines.models.nodes import build_tiny_models_node
+
+    models = tiny_models["models"]
+    assert set(models) == {"tokenizer", "base", "student", "teacher", "reward_model_init", "qe"}
+    for path in models.values():
+        assert Path(path).exists()
+    out_dir = str(Path(models["base"]).parent)
+    stamp = Path(models["teacher"], "model.safetensors").stat().st_mtime_ns
+    again = build_tiny_models_node(
+        raw_data["user_prompts"], raw_data["preference_pairs"], raw_data["seed_passages"],
+        {"out_dir": out_dir, "pretrain_steps": 60, "teacher_steps": 60},
+    )
+    assert again == tiny_models
+    assert Path(models["teacher"], "model.safetensors").stat().st_mtime_ns == stamp
+
+
+def test_tokenizer_chat_template_and_korean(tiny_models):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_models["models"]["teacher"])
+    msgs = [{"role": "user", "content": "안녕하세요?"}, {"role": "assistant", "content": "Hello!"}]
+    text = tok.apply_chat_template(msgs, tokenize=False)
+    assert text == "<|im_start|>user\n안녕하세요?<|im_end|>\n<|im_start|>assistant\nHello!<|im_end|>\n"
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    assert tok.decode(ids) == text
+    assert tok.eos_token == "<|im_end|>" and tok.pad_token == "<|endoftext|>"
+    mask = tok.apply_chat_template(msgs, return_dict=True, return_assistant_tokens_mask=True)["assistant_masks"]
+    assert 0 < sum(mask) < len(mask)
+
+
+def test_models_load_and_generate_offline(tiny_models, no_network):
+    from transformers import AutoConfig
+
+    from kowen_kedro.llm.backends import SamplingParams, TransformersBackend
+
+    cfg = AutoConfig.from_pretrained(tiny_models["models"]["teacher"])
+    assert cfg.model_type == "qwen2" and cfg.hidden_size == 64
+    backend = TransformersBackend(tiny_models["models"]["teacher"], batch_size=2)
+    outs = backend.generate(
+        [[{"role": "user", "content": "What is photosynthesis?"}], [{"role": "user", "content": "김치찌개 끓이는 법"}]],
+        SamplingParams(max_new_tokens=12, seed=1), sample_index=0,
+    )
+    assert len(outs) == 2 and all(o.completion_tokens <= 12 for o in outs)
+    assert all(o.finish_reason in ("stop", "length") for o in outs)
+
+
+def test_reward_model_head_initialisation(tiny_models):
+    from transformers import AutoModelForSequenceClassification
+
+    from kowen_kedro.rewards.scoring import RewardScorer
+
+    rm = AutoModelForSequenceClassification.from_pretrained(tiny_models["models"]["reward_model_init"])
+    w = rm.score.weight.detach()
+    assert w.shape == (1, 64) and rm.score.bias is None
+    assert abs(w.std().item() - 1 / math.sqrt(65)) < 0.05  # N(0, 1/sqrt(d_model + 1)), 64 draws
+    scores = RewardScorer(tiny_models["models"]["reward_model_init"], batch_size=2).score(["q", "q"], ["a", "a longer answer"])
+    assert len(scores) == 2 and scores[0] != scores[1]
+
+
+def test_comet_qe_loads_from_local_checkpoint(tiny_models, no_network):
+    from kowen_kedro.translation.qe import CometQE
+
+    ckpt = Path(tiny_models["models"]["qe"])
+    assert ckpt.name == "model.ckpt" and (ckpt.parents[1] / "hparams.yaml").exists()
+    scores = CometQE(str(ckpt), batch_size=2).score(["The cat sleeps.", "Hello"], ["고양이가 잔다.", "안녕"])
+    assert len(scores) == 2 and all(0.0 <= s <= 1.0 for s in scores)
