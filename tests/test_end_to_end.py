@@ -7,7 +7,6 @@ all finished work (no training relaunched, no LLM call repeated).
 
 import json
 import math
-import logging
 import shutil
 from pathlib import Path
 
@@ -125,14 +124,19 @@ def test_one_mlflow_run_with_all_stages(first_run):
     assert artifacts == {"evaluation/evaluation_summary.csv", "reward_model/rm_accuracy_table.csv"}
 
 
-def test_rerun_reuses_every_finished_step(first_run, caplog):
+def test_rerun_reuses_every_finished_step(first_run):
+    """A second run relaunches no training, rebuilds no tiny model and makes no new LLM/QE/judge call."""
     from kowen_kedro.llm.cache import CallCache
 
-    cache = first_run / "data/02_intermediate/llm_call_cache.sqlite"
+    p = first_run
+    cache = p / "data/02_intermediate/llm_call_cache.sqlite"
     calls_before = len(CallCache(cache))
-    with caplog.at_level(logging.INFO):
-        run_default(first_run, {"tiny_models.pretrain_steps": 60, "tiny_models.teacher_steps": 60})
-    text = caplog.text
-    assert "Launching" not in text and text.count("already complete") == 4
-    assert "skipping the build" in text
+    runs = {f: f.stat().st_size for f in (p / "data/06_models/_runs").glob("*/*/train.log")}
+    assert len(runs) == 4  # reward model, SFT, DPO iterations 1 and 2
+    teacher = p / "data/06_models/tiny/teacher/model.safetensors"
+    teacher_mtime = teacher.stat().st_mtime_ns
+    run_default(p, {"tiny_models.pretrain_steps": 60, "tiny_models.teacher_steps": 60})
+    assert {f: f.stat().st_size for f in (p / "data/06_models/_runs").glob("*/*/train.log")} == runs
+    assert teacher.stat().st_mtime_ns == teacher_mtime
     assert len(CallCache(cache)) == calls_before
+    assert len(list((p / "data/06_models/sft_model").iterdir())) == 2  # a new version, from the reused run

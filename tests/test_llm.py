@@ -52,6 +52,14 @@ def test_cached_generator_makes_only_missing_calls(tmp_path):
     assert len(backend2.calls) == 5
 
 
+def test_identical_requests_are_one_call(tmp_path):
+    backend = CountingBackend()
+    gen = CachedGenerator(backend, CallCache(tmp_path / "c.sqlite"))
+    same = [{"role": "user", "content": "same"}]
+    out = gen.generate([same, [{"role": "user", "content": "other"}], same], SamplingParams(), n=1)
+    assert len(backend.calls) == 2 and out[0][0] == out[2][0]
+
+
 def test_unknown_backend_and_sampling_fields():
     with pytest.raises(ValueError, match="unknown generation backend"):
         make_backend({"backend": "nope"}, "m")

@@ -253,20 +253,24 @@ class CachedGenerator:
         for s in range(n):
             keys = [self._key(m, params, s) for m in requests]
             found = self.cache.get_many(keys)
-            missing = [i for i, k in enumerate(keys) if k not in found]
-            self.stats.cached += len(keys) - len(missing)
+            # identical requests are one call: generated once, so every copy (and a rerun) agrees
+            first: dict[str, int] = {}
             for i, k in enumerate(keys):
-                if k in found:
-                    results[i][s] = Completion(**found[k])
+                if k not in found:
+                    first.setdefault(k, i)
+            missing = list(first.values())
+            self.stats.cached += sum(k in found for k in keys)
             for start in range(0, len(missing), self.flush_every):
                 idx = missing[start : start + self.flush_every]
                 done = self.backend.generate([requests[i] for i in idx], params, s)
                 self.cache.put_many({keys[i]: asdict(c) for i, c in zip(idx, done)})
                 for i, c in zip(idx, done):
-                    results[i][s] = c
+                    found[keys[i]] = asdict(c)
                     self.stats.calls += 1
                     self.stats.prompt_tokens += c.prompt_tokens
                     self.stats.completion_tokens += c.completion_tokens
                     self.stats.truncated += c.finish_reason == "length"
                 logger.info("generated %d/%d (sample %d/%d)", start + len(idx), len(missing), s + 1, n)
+            for i, k in enumerate(keys):
+                results[i][s] = Completion(**found[k])
         return results  # type: ignore[return-value]

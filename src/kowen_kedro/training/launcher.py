@@ -115,7 +115,8 @@ def launch(spec: LaunchSpec, launcher: str = "deepspeed", tail_lines: int = 60) 
             log.write(line)
             tail.append(line.rstrip("\n"))
             if "{'loss'" in line or "'train_runtime'" in line or "Error" in line:
-                logger.info("[%s] %s", spec.kind, line.rstrip())
+                # child lines may hold "[...]" (paths, rank tags): never let a Rich handler parse them as markup
+                logger.info("%s: %s", spec.kind, line.rstrip(), extra={"markup": False})
         returncode = proc.wait()
     if returncode != 0:
         raise TrainingLaunchError(returncode, log_path, "\n".join(tail))
