@@ -83,3 +83,23 @@ def test_resolve_models_and_metrics_helpers():
     with pytest.raises(ValueError, match="no tiny model"):
         resolve_models(manifest, {"x": "tiny:nope"})
     assert as_mlflow_metrics({"a": 1, "b": float("nan"), "c": "s", "d": True}) == {"a": {"value": 1.0, "step": 0}}
+
+
+def test_model_identity_follows_content_not_path(tmp_path):
+    from kowen_kedro.model_identity import ID_FILE, model_identity
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    _fake_model(a, 1)
+    _fake_model(b, 1)
+    assert model_identity(a) == model_identity(b)  # same files, different paths
+    assert (a / ID_FILE).exists()
+    target = str(tmp_path / "store" / "m")
+    ModelDirectoryDataset(target, version=Version(None, "2026-01-01T00.00.00.000Z")).save(str(a))
+    assert model_identity(ModelDirectoryDataset(target, version=Version(None, None)).load()) == model_identity(a)
+    c = tmp_path / "c"
+    _fake_model(c, 2)
+    assert model_identity(c) != model_identity(a)
+    assert model_identity("Qwen/Qwen2.5-7B") == "Qwen/Qwen2.5-7B"
+    s1 = LaunchSpec(kind="sft", model=str(a), train_file="x", output_dir="o")
+    s2 = LaunchSpec(kind="sft", model=str(b), train_file="x", output_dir="o")
+    assert s1.fingerprint() == s2.fingerprint()

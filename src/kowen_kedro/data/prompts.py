@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 import re
 import unicodedata
+from typing import Any
 
 import pandas as pd
 
-from kowen_kedro.data.validation import line_of, source_of, validate_conversation, validate_records
+from kowen_kedro.data.validation import DataValidationError, line_of, source_of, validate_conversation, validate_records
 from kowen_kedro.langid import detect_languages
+from kowen_kedro.translation.translators import LANGUAGE_NAMES
 
 logger = logging.getLogger(__name__)
 
@@ -20,26 +22,75 @@ def normalise(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip().rstrip(".?!。？！ ")
 
 
+ID_FIELDS = ("conversation_id", "prompt_id", "id")
+TEXT_FIELDS = ("prompt", "instruction")
+
+
+def as_frame(raw: Any, split: str = "train") -> pd.DataFrame:
+    """A DataFrame from a DataFrame, a HF ``Dataset`` or a ``DatasetDict`` (its ``split``)."""
+    if isinstance(raw, pd.DataFrame):
+        return raw
+    if hasattr(raw, "keys") and hasattr(raw, "map") and split in raw:  # DatasetDict
+        raw = raw[split]
+    if hasattr(raw, "to_pandas"):
+        df = raw.to_pandas()
+        df.attrs["source"] = f"HF dataset ({getattr(raw, 'info', None) and raw.info.dataset_name or 'in memory'})"
+        return df
+    raise TypeError(f"cannot read prompts from {type(raw).__name__}")
+
+
+def language_code(value: Any) -> str | None:
+    """ISO 639-1 code from a code or an English name ("Korean" -> "ko"); None when unknown/missing."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    v = value.strip()
+    if len(v) == 2:
+        return v.lower()
+    by_name = {name.lower(): code for code, name in LANGUAGE_NAMES.items()}
+    return by_name.get(v.lower())
+
+
+def to_conversations(raw: pd.DataFrame) -> pd.DataFrame:
+    """Normalise LMSYS-style rows (``conversation``) or plain prompt lists (``prompt``/``instruction``)
+    into ``conversation_id, conversation, language``; validates before anything else runs."""
+    source = source_of(raw)
+    if raw.empty:
+        raise DataValidationError(source, None, None, "file has no records")
+    id_field = next((f for f in ID_FIELDS if f in raw.columns), None)
+    if "conversation" in raw.columns:
+        if id_field is None:
+            raise DataValidationError(source, line_of(raw, 0), "conversation_id", "missing (no record has it)")
+        validate_records(raw, {id_field: str})
+        convs = list(raw["conversation"])
+        for row, conv in enumerate(convs):
+            validate_conversation(conv, source, line_of(raw, row))
+    else:
+        text_field = next((f for f in TEXT_FIELDS if f in raw.columns), None)
+        if text_field is None:
+            raise DataValidationError(source, line_of(raw, 0), "conversation", "missing: expected 'conversation', 'prompt' or 'instruction'")
+        validate_records(raw, {text_field: str, **({id_field: str} if id_field else {})})
+        convs = [[{"role": "user", "content": t}] for t in raw[text_field]]
+    ids = list(raw[id_field]) if id_field else [f"row-{line_of(raw, i)}" for i in range(len(raw))]
+    langs = [language_code(v) for v in raw["language"]] if "language" in raw.columns else [None] * len(raw)
+    return pd.DataFrame({"conversation_id": ids, "conversation": convs, "language": langs})
+
+
 def ingest_prompts(raw: pd.DataFrame, max_chars: int, languages: list[str]) -> tuple[pd.DataFrame, dict]:
     """First user turn of each conversation; drop empty, over-long and duplicate prompts; tag language.
 
     Returns the prompts (``prompt_id, language, prompt, conversation, n_turns``) and a report of counts.
     """
-    validate_records(raw, {"conversation_id": str})
-    source = source_of(raw)
-    for row, conv in enumerate(raw["conversation"]):
-        validate_conversation(conv, source, line_of(raw, row))
+    conv = to_conversations(as_frame(raw))
     df = pd.DataFrame(
         {
-            "prompt_id": raw["conversation_id"],
-            "prompt": [c[0]["content"].strip() for c in raw["conversation"]],
-            "conversation": raw["conversation"],
-            "n_turns": [sum(t["role"] == "user" for t in c) for c in raw["conversation"]],
+            "prompt_id": conv["conversation_id"],
+            "prompt": [c[0]["content"].strip() for c in conv["conversation"]],
+            "conversation": conv["conversation"],
+            "n_turns": [sum(t["role"] == "user" for t in c) for c in conv["conversation"]],
         }
     )
     detected = detect_languages(df["prompt"], languages)
-    given = raw["language"] if "language" in raw else pd.Series([None] * len(raw))
-    df["language"] = [g if isinstance(g, str) and g else d for g, d in zip(given, detected)]
+    df["language"] = [g if g else d for g, d in zip(conv["language"], detected)]
     report = {"raw": len(df)}
     too_long = df["prompt"].str.len() > max_chars
     df = df[~too_long]

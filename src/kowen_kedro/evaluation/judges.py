@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence
 
 from kowen_kedro.llm.cache import CallCache, call_key
+from kowen_kedro.model_identity import model_identity
 from kowen_kedro.translation.translators import language_name
 
 TEMPLATE = (
@@ -63,7 +64,8 @@ class LocalPairwiseJudge:
     def prefer_a(self, messages: Sequence[list[dict[str, str]]]) -> list[float]:
         import torch
 
-        keys = [call_key({"judge": self.name, "model": self.model, "messages": m, "kind": "logprob_ab"}) for m in messages]
+        model_id = model_identity(self.model)
+        keys = [call_key({"judge": self.name, "model": model_id, "messages": m, "kind": "logprob_ab"}) for m in messages]
         found = self.cache.get_many(keys) if self.cache else {}
         todo = [i for i, k in enumerate(keys) if k not in found]
         if todo:

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, Sequence
 
 from kowen_kedro.llm.cache import CallCache, call_key
+from kowen_kedro.model_identity import model_identity
 
 logger = logging.getLogger(__name__)
 
@@ -125,9 +126,20 @@ class TransformersBackend:
         return out
 
 
+class GenerationError(RuntimeError):
+    """A call failed for good (after the client's retries and ours)."""
+
+
 @dataclass
 class OpenAIBackend:
-    """Any OpenAI-compatible chat-completions endpoint."""
+    """Any OpenAI-compatible chat-completions endpoint (vLLM serve, a provider), called concurrently.
+
+    Retries: the openai client retries 408/409/429/5xx, timeouts and connection errors with
+    exponential backoff (honouring ``Retry-After``) up to ``max_retries``; on top of that, a 200 reply
+    whose body is malformed (not JSON, no choices) is retried ``malformed_retries`` times. A call that
+    still fails raises :class:`GenerationError`; the calls finished before it are already cached.
+    The key comes from ``api_key`` (credentials.yml, passed by the node) or ``$api_key_env``.
+    """
 
     model: str
     base_url: str | None = None
@@ -135,42 +147,71 @@ class OpenAIBackend:
     api_key: str | None = field(default=None, repr=False)
     timeout: float = 120.0
     max_retries: int = 5
+    malformed_retries: int = 2
+    concurrency: int = 8
+    # USD per million tokens, e.g. {input: 2.5, output: 10.0}; empty = not priced
+    price_per_million: dict[str, float] = field(default_factory=dict)
     name: str = "openai"
+    _client_obj: Any = field(default=None, repr=False)
 
     def _client(self):
-        from openai import OpenAI
+        if self._client_obj is None:
+            from openai import OpenAI
 
-        key = self.api_key or os.environ.get(self.api_key_env) or "EMPTY"
-        return OpenAI(base_url=self.base_url, api_key=key, timeout=self.timeout, max_retries=self.max_retries)
+            key = self.api_key or os.environ.get(self.api_key_env) or "EMPTY"
+            self._client_obj = OpenAI(base_url=self.base_url, api_key=key, timeout=self.timeout, max_retries=self.max_retries)
+        return self._client_obj
 
-    def generate(self, requests: Sequence[Messages], params: SamplingParams, sample_index: int) -> list[Completion]:
+    def _one(self, messages: Messages, params: SamplingParams, sample_index: int) -> Completion:
+        import openai
+
         client = self._client()
-        out = []
-        for messages in requests:
-            resp = client.chat.completions.create(
-                model=self.model,
-                messages=messages,
-                max_tokens=params.max_new_tokens,
-                temperature=params.temperature,
-                top_p=params.top_p,
-                seed=params.seed + sample_index,
-            )
-            choice = resp.choices[0]
-            usage = resp.usage
-            out.append(
-                Completion(
+        last: Exception | None = None
+        for _ in range(self.malformed_retries + 1):
+            try:
+                resp = client.chat.completions.create(
+                    model=self.model,
+                    messages=messages,
+                    max_tokens=params.max_new_tokens,
+                    temperature=params.temperature,
+                    top_p=params.top_p,
+                    seed=params.seed + sample_index,
+                )
+                if not getattr(resp, "choices", None):
+                    raise ValueError("reply has no choices")
+                choice = resp.choices[0]
+                usage = getattr(resp, "usage", None)
+                return Completion(
                     text=(choice.message.content or "").strip(),
                     finish_reason=choice.finish_reason or "stop",
                     prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
                     completion_tokens=getattr(usage, "completion_tokens", 0) or 0,
                 )
-            )
-        return out
+            except (openai.APIResponseValidationError, ValueError, AttributeError, TypeError) as err:
+                last = err  # a malformed body: the client does not retry these
+                logger.warning("malformed reply from %s: %s", self.base_url or "api.openai.com", err)
+            except openai.APIError as err:  # the client already retried what is retryable
+                raise GenerationError(f"{self.model}: call failed after retries: {err}") from err
+        raise GenerationError(f"{self.model}: malformed reply {self.malformed_retries + 1} times: {last}")
+
+    def generate(self, requests: Sequence[Messages], params: SamplingParams, sample_index: int) -> list[Completion]:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=max(1, self.concurrency)) as pool:
+            return list(pool.map(lambda m: self._one(m, params, sample_index), requests))
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        p = self.price_per_million
+        return (prompt_tokens * p.get("input", 0.0) + completion_tokens * p.get("output", 0.0)) / 1e6
 
 
 @dataclass
 class VLLMBackend:
-    """vLLM offline engine (GPU). Thin by design; untested in this project's CI (see README)."""
+    """vLLM offline engine (GPU), normally run inside :class:`~kowen_kedro.llm.worker.SubprocessBackend`.
+
+    Thin by design and written against vLLM's documented ``LLM(...)`` / ``LLM.chat`` API; untested in
+    this project (no machine here can carry vLLM - see the README).
+    """
 
     model: str
     tensor_parallel_size: int = 1
@@ -210,11 +251,23 @@ BACKENDS = {"transformers": TransformersBackend, "openai": OpenAIBackend, "vllm"
 
 
 def make_backend(config: dict[str, Any], model: str) -> Backend:
-    """A backend from ``{backend: name, ...options}`` and a resolved model path or id."""
+    """A backend from ``{backend: name, subprocess: bool, ...options}`` and a resolved model path or id.
+
+    ``subprocess`` (default: true for vllm, false otherwise) runs the backend in a worker process
+    that is ended when generation is done, so GPU memory is given back before training.
+    """
     cfg = dict(config)
     name = cfg.pop("backend", "transformers")
+    in_subprocess = bool(cfg.pop("subprocess", name == "vllm"))
     if name not in BACKENDS:
         raise ValueError(f"unknown generation backend {name!r}; expected one of {sorted(BACKENDS)}")
+    unknown = set(cfg) - set(BACKENDS[name].__dataclass_fields__) - {"model"}
+    if unknown:
+        raise ValueError(f"unknown options for backend {name!r}: {sorted(unknown)}")
+    if in_subprocess:
+        from kowen_kedro.llm.worker import SubprocessBackend
+
+        return SubprocessBackend(model=model, inner=name, options=cfg)
     return BACKENDS[name](model=model, **cfg)
 
 
@@ -235,12 +288,13 @@ class CachedGenerator:
         self.cache = cache
         self.flush_every = flush_every
         self.stats = GenerationStats()
+        self.model_id = model_identity(backend.model)
 
     def _key(self, messages: Messages, params: SamplingParams, sample_index: int) -> str:
         return call_key(
             {
                 "backend": self.backend.name,
-                "model": self.backend.model,
+                "model": self.model_id,
                 "params": asdict(params),
                 "messages": messages,
                 "sample": sample_index,

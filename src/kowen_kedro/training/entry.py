@@ -54,8 +54,12 @@ def mlflow_callback(prefix: str):
                 self._client.log_batch(self.run_id, metrics=batch)
 
         def on_log(self, args, state, control, logs=None, **kwargs):
-            if state.is_world_process_zero and logs:
-                self._log(logs, state.global_step)
+            if state.is_world_process_zero and logs and self.run_id:
+                try:
+                    self._log(logs, state.global_step)
+                except Exception as err:  # tracking trouble must never stop a training run
+                    logger.warning("MLflow logging disabled for this run: %s", err)
+                    self.run_id = None
 
     return MlflowParentRunCallback()
 
@@ -193,6 +197,9 @@ def run(spec: LaunchSpec) -> dict:
         gen_cfg = Path(spec.model) / "generation_config.json"
         if spec.kind != "reward" and gen_cfg.exists():
             shutil.copy(gen_cfg, final / "generation_config.json")
+        from kowen_kedro.model_identity import model_identity
+
+        model_identity(final)  # hash once here; versioned copies carry the stored identity
         record = {"fingerprint": spec.fingerprint(), "final_dir": str(final), "metrics": metrics}
         tmp = Path(spec.output_dir) / (COMPLETE_MARKER + ".tmp")
         tmp.write_text(json.dumps(record, indent=2, default=str))

@@ -48,9 +48,14 @@ class LaunchSpec:
     def fingerprint(self) -> str:
         """Hash of the spec plus the content of its data files: equal fingerprints train the same model.
 
-        Paths (output folder, data file names) are left out: the data files count by content.
+        Paths (output folder, data file names, model folders) are left out: data files and local
+        model folders count by content.
         """
+        from kowen_kedro.model_identity import model_identity
+
         fields = {k: v for k, v in asdict(self).items() if k not in ("output_dir", "train_file", "eval_file")}
+        fields["model"] = model_identity(self.model)  # content, not the (versioned) path
+        fields["ref_model"] = model_identity(self.ref_model) if self.ref_model else None
         h = hashlib.sha256(json.dumps(fields, sort_keys=True).encode())
         for path in (self.train_file, self.eval_file):
             if path and Path(path).exists():

@@ -9,7 +9,10 @@ from typing import Any
 
 import pandas as pd
 
+from pathlib import Path
+
 from kowen_kedro.llm.cache import CallCache, call_key
+from kowen_kedro.model_identity import model_identity
 
 logger = logging.getLogger(__name__)
 
@@ -35,7 +38,8 @@ class CometQE:
         return self._model
 
     def score(self, sources: list[str], translations: list[str]) -> list[float]:
-        keys = [call_key({"qe": self.checkpoint, "src": s, "mt": m}) for s, m in zip(sources, translations)]
+        qe_id = model_identity(Path(self.checkpoint).parents[1]) if self.checkpoint.endswith(".ckpt") else self.checkpoint
+        keys = [call_key({"qe": qe_id, "src": s, "mt": m}) for s, m in zip(sources, translations)]
         found = self.cache.get_many(keys) if self.cache else {}
         todo = [i for i, k in enumerate(keys) if k not in found]
         if todo:
