@@ -16,7 +16,7 @@ export KEDRO_DISABLE_TELEMETRY := 1
 export PYTHONUNBUFFERED := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv run test test-fast viz mlflow-ui lock clean-data
+.PHONY: venv run test test-fast bench viz mlflow-ui lock clean-data
 
 venv: $(STAMP)
 
@@ -39,6 +39,10 @@ test: venv
 ## Unit tests only (no training subprocesses, no end-to-end run).
 test-fast: venv
 	$(BIN)/python -m pytest -m "not slow"
+
+## Speed figures of the CPU paths (generation throughput, cache-hit reruns).
+bench: venv
+	$(BIN)/python benchmarks/run.py
 
 viz: venv
 	$(BIN)/kedro viz build

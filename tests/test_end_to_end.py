@@ -68,6 +68,11 @@ def test_outputs_have_their_schemas(first_run):
     scored = read(p, "data/02_intermediate/scored_prompt_translations.jsonl")
     non_empty = int((scored["prompt"].str.strip() != "").sum())
     assert len(translated) == non_empty - math.floor(0.2 * non_empty)  # empty ones, then the bottom 20%, dropped
+    xl = read(p, "data/03_primary/xl_instruct_pairs.jsonl")
+    assert list(xl.columns) == ["passage_id", "instruction", "response", "raw_instruction", "refined", "finish_reason"]
+    assert len(xl) > 0 and xl["instruction"].str.len().gt(0).all()
+    contaminated = read(p, "data/02_intermediate/contaminated_prompts.jsonl")
+    assert len(contaminated) + len(prompts) == len(read(p, "data/02_intermediate/ingested_prompts.jsonl"))
     sft = read(p, "data/05_model_input/sft_dataset.jsonl")
     assert {"messages", "language", "teacher", "n_turns", "part"} <= set(sft.columns)
     assert set(sft["part"]) == {"en_single_turn", "ko_single_turn", "ko_multi_turn"}
@@ -119,6 +124,10 @@ def test_one_mlflow_run_with_all_stages(first_run):
     for loss in ("sft.loss", "reward_model.loss", "dpo_iter_1.loss", "dpo_iter_2.loss"):  # from the DeepSpeed children
         assert loss in metrics, loss
     assert "evaluation.win_rate.all" in metrics and "reward_model.accuracy.en.avg" in metrics
+    for part in ("en_single_turn", "ko_single_turn", "ko_multi_turn", "xl_instruct"):
+        assert metrics[f"data_synthesis.{part}.generation.calls"] > 0, part
+    assert "data_synthesis.ko_single_turn.dropped_wrong_language" in metrics
+    assert "data_synthesis.decontamination.removed" in metrics
     assert run.data.params["sft.global_batch_size"] == "16"
     artifacts = {a.path for d in ("evaluation", "reward_model") for a in client.list_artifacts(run.info.run_id, d)}
     assert artifacts == {"evaluation/evaluation_summary.csv", "reward_model/rm_accuracy_table.csv"}

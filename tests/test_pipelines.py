@@ -45,3 +45,47 @@ def test_every_dataset_is_in_the_catalog_and_generated_ones_are_versioned(projec
         assert catalog.get(name)._version is not None, name
     assert params["dpo_iter_1"]["dpo"]["trainer_args"]["beta"] == 0.1
     assert params["dpo_iter_2"]["dpo"]["trainer_args"]["beta"] == 1.0
+
+
+def test_kowen_7b_recipe_resolves_to_paper_settings(project):
+    with KedroSession.create(project_path=ROOT, env="kowen_7b") as session:
+        context = session.load_context()
+        params = context.params
+        raw = context.catalog.get("user_prompts_raw")
+    assert type(raw).__name__ == "HFDataset" and raw.dataset_name == "lmsys/lmsys-chat-1m"
+    assert params["models"]["teacher"] == "Qwen/Qwen2.5-72B-Instruct" and params["models"]["student"] == "Qwen/Qwen2.5-7B"
+    assert params["data_synthesis"]["mixture"]["sizes"] == {"ko_single_turn": 400000, "en_single_turn": 300000, "ko_multi_turn": 400000}
+    assert params["data_synthesis"]["teacher"]["backend"]["backend"] == "vllm"
+    assert params["sft"]["trainer_args"]["learning_rate"] == 1e-5 and params["sft"]["global_batch_size"] == 128
+    betas = [params[f"dpo_iter_{i}"]["dpo"]["trainer_args"]["beta"] for i in (1, 2, 3)]
+    assert betas == [0.1, 1.0, 1.0] and params["dpo_iter_1"]["dpo"]["trainer_args"]["learning_rate"] == 5e-7
+    assert params["training"]["world_size"] == 4 and params["preference_alignment"]["keep_iteration"] == 2
+    # soft merge: a recipe overrides single keys, base-only keys of the same block survive
+    assert params["data_synthesis"]["decontamination"] == {"ngram": 8, "threshold": 0.5}
+    assert params["evaluation"]["judge"]["seed"] == 0
+
+
+def test_every_model_using_node_runs_after_raw_input_validation(project):
+    default = project["__default__"]
+    after = {n.name for n in default.from_nodes("validate_raw_inputs_node").nodes}
+    model_inputs = {"model_registry", "reward_model", "sft_model", "aligned_policy", "tiny_models"}
+    users = [n.name for n in default.nodes if set(n.inputs) & model_inputs or any(i.endswith(".policy") for i in n.inputs)]
+    assert len(users) >= 15 and "build_tiny_models_node" in after
+    assert set(users) <= after, set(users) - after
+
+
+def test_bad_raw_input_fails_validation_naming_the_line(tmp_path):
+    from kowen_kedro.datasets import JSONLinesDataset
+    from kowen_kedro.data.validation import DataValidationError
+    from kowen_kedro.pipelines.models.nodes import validate_raw_inputs_node
+    from conftest import RAW
+
+    good = {n: JSONLinesDataset(str(RAW / f"{n}.jsonl")).load() for n in ("user_prompts", "preference_pairs", "seed_passages", "eval_prompts")}
+    assert validate_raw_inputs_node(*good.values())["preference_pairs"] == 48
+    lines = (RAW / "preference_pairs.jsonl").read_text().splitlines()
+    lines[2] = lines[2].replace('"category": "chat"', '"category": "coding"')
+    bad = tmp_path / "preference_pairs.jsonl"
+    bad.write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataValidationError) as err:
+        validate_raw_inputs_node(good["user_prompts"], JSONLinesDataset(str(bad)).load(), good["seed_passages"], good["eval_prompts"])
+    assert (err.value.line, err.value.field) == (3, "category") and str(bad) in str(err.value)

@@ -7,6 +7,7 @@ import re
 import unicodedata
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from kowen_kedro.data.validation import DataValidationError, line_of, source_of, validate_conversation, validate_records
@@ -61,7 +62,11 @@ def to_conversations(raw: pd.DataFrame) -> pd.DataFrame:
         if id_field is None:
             raise DataValidationError(source, line_of(raw, 0), "conversation_id", "missing (no record has it)")
         validate_records(raw, {id_field: str})
-        convs = list(raw["conversation"])
+        # Parquet / HF datasets hand nested lists over as numpy arrays: make them plain lists of dicts
+        convs = [
+            [dict(t) if isinstance(t, dict) else t for t in c] if isinstance(c, (list, tuple, np.ndarray)) else c
+            for c in raw["conversation"]
+        ]
         for row, conv in enumerate(convs):
             validate_conversation(conv, source, line_of(raw, row))
     else:
@@ -90,7 +95,7 @@ def ingest_prompts(raw: pd.DataFrame, max_chars: int, languages: list[str]) -> t
         }
     )
     detected = detect_languages(df["prompt"], languages)
-    df["language"] = [g if g else d for g, d in zip(conv["language"], detected)]
+    df["language"] = [g if isinstance(g, str) and g else d for g, d in zip(conv["language"], detected)]
     report = {"raw": len(df)}
     too_long = df["prompt"].str.len() > max_chars
     df = df[~too_long]

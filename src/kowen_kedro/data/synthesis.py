@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from kowen_kedro.langid import fidelity
 from kowen_kedro.llm.backends import CachedGenerator, SamplingParams
 from kowen_kedro.translation.translators import language_name
 
@@ -23,7 +24,8 @@ def _transcript(messages: list[dict[str, str]]) -> str:
 def single_turn_completions(
     prompts: pd.DataFrame, generator: CachedGenerator, sampling: dict, teacher_name: str
 ) -> pd.DataFrame:
-    """One teacher answer per prompt; empty answers are dropped, truncated ones kept and marked."""
+    """One teacher answer per prompt; empty answers are dropped (``generator.stats.empty`` counts
+    them), truncated ones kept with ``finish_reason == "length"``."""
     requests = [[{"role": "user", "content": p}] for p in prompts["prompt"]]
     outputs = generator.generate(requests, SamplingParams.from_dict(sampling), n=1)
     rows = []
@@ -96,3 +98,14 @@ def multi_turn_conversations(
             }
         )
     return pd.DataFrame(rows, columns=SFT_COLUMNS)
+
+
+def filter_language(df: pd.DataFrame, languages: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Keep rows whose every assistant turn is in the row's ``language``; returns (kept, dropped)."""
+    if df.empty:
+        return df, df
+    turns = [(i, m["content"], lang) for i, (msgs, lang) in enumerate(zip(df["messages"], df["language"])) for m in msgs if m["role"] == "assistant"]
+    ok = fidelity([t for _, t, _ in turns], [lang for _, _, lang in turns], languages)
+    bad_rows = {i for (i, _, _), good in zip(turns, ok) if not good}
+    mask = [i not in bad_rows for i in range(len(df))]
+    return df[mask].reset_index(drop=True), df[[not m for m in mask]].reset_index(drop=True)

@@ -273,20 +273,28 @@ def make_backend(config: dict[str, Any], model: str) -> Backend:
 
 @dataclass
 class GenerationStats:
+    """What a generator did: new calls, cache hits, tokens, truncations, empties and (priced) cost."""
+
     calls: int = 0
     cached: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
     truncated: int = 0
+    empty: int = 0
+    cost_usd: float = 0.0
+
+    def as_dict(self, prefix: str = "") -> dict[str, float]:
+        return {f"{prefix}{k}": v for k, v in asdict(self).items()}
 
 
 class CachedGenerator:
     """Generate ``n`` samples per request through ``backend``, cached per sample."""
 
-    def __init__(self, backend: Backend, cache: CallCache, flush_every: int = 64):
+    def __init__(self, backend: Backend, cache: CallCache, flush_every: int = 64, progress: bool = True):
         self.backend = backend
         self.cache = cache
         self.flush_every = flush_every
+        self.progress = progress
         self.stats = GenerationStats()
         self.model_id = model_identity(backend.model)
 
@@ -314,17 +322,41 @@ class CachedGenerator:
                     first.setdefault(k, i)
             missing = list(first.values())
             self.stats.cached += sum(k in found for k in keys)
+            bar = _progress(len(missing), f"{self.backend.name} sample {s + 1}/{n}", self.progress)
             for start in range(0, len(missing), self.flush_every):
                 idx = missing[start : start + self.flush_every]
                 done = self.backend.generate([requests[i] for i in idx], params, s)
-                self.cache.put_many({keys[i]: asdict(c) for i, c in zip(idx, done)})
+                if len(done) != len(idx):
+                    raise GenerationError(f"backend returned {len(done)} completions for {len(idx)} requests")
+                self.cache.put_many({keys[i]: asdict(c) for i, c in zip(idx, done)})  # durable before use
                 for i, c in zip(idx, done):
                     found[keys[i]] = asdict(c)
-                    self.stats.calls += 1
-                    self.stats.prompt_tokens += c.prompt_tokens
-                    self.stats.completion_tokens += c.completion_tokens
-                    self.stats.truncated += c.finish_reason == "length"
-                logger.info("generated %d/%d (sample %d/%d)", start + len(idx), len(missing), s + 1, n)
+                    self._count(c)
+                bar.update(len(idx))
+            bar.close()
             for i, k in enumerate(keys):
                 results[i][s] = Completion(**found[k])
         return results  # type: ignore[return-value]
+
+    def _count(self, c: Completion) -> None:
+        st = self.stats
+        st.calls += 1
+        st.prompt_tokens += c.prompt_tokens
+        st.completion_tokens += c.completion_tokens
+        st.truncated += c.finish_reason == "length"
+        st.empty += not c.text
+        cost = getattr(self.backend, "cost", None)
+        if cost is not None:
+            st.cost_usd += cost(c.prompt_tokens, c.completion_tokens)
+
+    def close(self) -> None:
+        """End a worker-process backend (frees its GPU memory); the cache stays open."""
+        close = getattr(self.backend, "close", None)
+        if close is not None:
+            close()
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="call", disable=not enabled or total == 0, leave=False)

@@ -1,22 +1,39 @@
-"""Nodes of data_synthesis: prompt ingest, teacher completions (single/multi-turn), SFT mixture."""
+"""Nodes of data_synthesis: prompt ingest, decontamination, teacher completions (single/multi-turn),
+language-fidelity filter, XL-Instruct reverse instructions, SFT mixture."""
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import pandas as pd
 
+from kowen_kedro.data.decontaminate import decontaminate
 from kowen_kedro.data.prompts import build_mixture, ingest_prompts
-from kowen_kedro.data.synthesis import multi_turn_conversations, single_turn_completions
+from kowen_kedro.data.synthesis import filter_language, multi_turn_conversations, single_turn_completions
+from kowen_kedro.data.validation import validate_records
+from kowen_kedro.data.xl_instruct import reverse_instructions
 from kowen_kedro.runtime import as_mlflow_metrics, cached_generator, registry_model
 
 logger = logging.getLogger(__name__)
 
 
-def ingest_prompts_node(raw: pd.DataFrame, params: dict, languages: list[str]) -> tuple[pd.DataFrame, dict]:
-    """Validated, de-duplicated, language-tagged first user turns."""
-    prompts, report = ingest_prompts(raw, max_chars=int(params["max_chars"]), languages=languages)
+def ingest_prompts_node(raw: Any, params: dict, languages: list[str]) -> tuple[pd.DataFrame, dict]:
+    """Validated, de-duplicated, language-tagged first user turns (LMSYS conversations, plain prompt
+    lists, local JSONL/Parquet or a HF dataset)."""
+    from kowen_kedro.data.prompts import as_frame
+
+    frame = as_frame(raw, split=params.get("split", "train"))
+    prompts, report = ingest_prompts(frame, max_chars=int(params["max_chars"]), languages=languages)
     return prompts, as_mlflow_metrics(report)
+
+
+def decontaminate_node(prompts: pd.DataFrame, eval_prompts: pd.DataFrame, params: dict) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Remove prompts whose word n-grams overlap the evaluation prompts (reported, kept for inspection)."""
+    validate_records(eval_prompts, {"instruction": str})
+    kept, removed = decontaminate(prompts, eval_prompts["instruction"], n=int(params["ngram"]), threshold=float(params["threshold"]))
+    logger.info("decontamination removed %d of %d prompts", len(removed), len(prompts))
+    return kept.reset_index(drop=True), removed.reset_index(drop=True), as_mlflow_metrics({"removed": len(removed), "kept": len(kept)})
 
 
 def korean_prompt_pool_node(prompts: pd.DataFrame, translated_prompts: pd.DataFrame, target_language: str) -> pd.DataFrame:
@@ -26,23 +43,49 @@ def korean_prompt_pool_node(prompts: pd.DataFrame, translated_prompts: pd.DataFr
     return pd.concat([native, translated], ignore_index=True)
 
 
+def _finish(rows: pd.DataFrame, gen, languages: list[str], fidelity_filter: bool) -> tuple[pd.DataFrame, dict]:
+    """Language-fidelity filter (optional) + the generation statistics for MLflow."""
+    gen.close()
+    metrics = gen.stats.as_dict("generation.")
+    if fidelity_filter:
+        rows, dropped = filter_language(rows, languages)
+        metrics["dropped_wrong_language"] = len(dropped)
+    metrics["rows"] = len(rows)
+    metrics["truncated_rows"] = int((rows["finish_reason"] == "length").sum()) if len(rows) else 0
+    return rows, as_mlflow_metrics(metrics)
+
+
 def single_turn_node(
-    prompts: pd.DataFrame, registry: dict, language: str, teacher: dict, llm: dict
-) -> pd.DataFrame:
+    prompts: pd.DataFrame, registry: dict, language: str, teacher: dict, llm: dict, languages: list[str]
+) -> tuple[pd.DataFrame, dict]:
     """Teacher answers to single-turn prompts of ``language`` (chat format with provenance)."""
     pool = prompts[prompts["language"] == language]
     gen = cached_generator(registry_model(registry, "teacher"), teacher["backend"], llm)
-    return single_turn_completions(pool, gen, teacher["sampling"], teacher_name=registry_model(registry, "teacher"))
+    rows = single_turn_completions(pool, gen, teacher["sampling"], teacher_name=registry_model(registry, "teacher"))
+    return _finish(rows, gen, languages, bool(teacher.get("language_filter", True)))
 
 
-def multi_turn_node(prompts: pd.DataFrame, registry: dict, params: dict, teacher: dict, llm: dict) -> pd.DataFrame:
+def multi_turn_node(
+    prompts: pd.DataFrame, registry: dict, params: dict, teacher: dict, llm: dict, languages: list[str]
+) -> tuple[pd.DataFrame, dict]:
     """Multi-turn target-language conversations: the teacher writes each next user turn, then answers it."""
     pool = prompts.head(int(params["max_conversations"]))
     gen = cached_generator(registry_model(registry, "teacher"), teacher["backend"], llm)
-    return multi_turn_conversations(
+    rows = multi_turn_conversations(
         pool, gen, teacher["sampling"], turns=int(params["turns"]), language=params["language"],
         teacher_name=registry_model(registry, "teacher"),
     )
+    return _finish(rows, gen, languages, bool(teacher.get("language_filter", True)))
+
+
+def xl_instruct_node(passages: pd.DataFrame, registry: dict, params: dict, teacher: dict, llm: dict) -> tuple[pd.DataFrame, dict]:
+    """XL-Instruct stages 1-2: reverse instruction per seed passage, then refinement."""
+    validate_records(passages, {"passage_id": str, "text": str})
+    pool = passages.head(int(params["max_passages"]))
+    gen = cached_generator(registry_model(registry, "teacher"), teacher["backend"], llm)
+    rows, report = reverse_instructions(pool, gen, params.get("sampling", teacher["sampling"]), refine=bool(params["refine"]))
+    gen.close()
+    return rows, as_mlflow_metrics({**report, **gen.stats.as_dict("generation.")})
 
 
 def build_sft_mixture_node(
@@ -51,9 +94,4 @@ def build_sft_mixture_node(
     """Compose the SFT set from parts by size or ratio (Kowen Table 3 mixtures are parameter sets)."""
     parts = {"en_single_turn": en_single_turn, "ko_single_turn": ko_single_turn, "ko_multi_turn": ko_multi_turn}
     mixed, report = build_mixture(parts, dict(params["sizes"]), seed=int(params["seed"]))
-    metrics = {f"mixture.{k}": v for k, v in report.items()}
-    for name, part in parts.items():
-        metrics[f"{name}.rows"] = len(part)
-        if len(part):
-            metrics[f"{name}.truncated_share"] = float((part["finish_reason"] == "length").mean())
-    return mixed, as_mlflow_metrics(metrics)
+    return mixed, as_mlflow_metrics({f"mixture.{k}": v for k, v in report.items()})

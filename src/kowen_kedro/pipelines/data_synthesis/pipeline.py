@@ -1,4 +1,5 @@
-"""data_synthesis: real user prompts -> teacher completions (Ko/En single-turn, Ko multi-turn) -> SFT mixture.
+"""data_synthesis: real user prompts -> decontamination -> teacher completions (Ko/En single-turn,
+Ko multi-turn) -> language-fidelity filter -> SFT mixture; and XL-Instruct reverse instructions.
 
 Korean single-turn prompts are native Korean prompts plus English prompts translated first by
 translation_qe (``translated_prompts``), as in Kowen.
@@ -8,11 +9,15 @@ from kedro.pipeline import Node, Pipeline
 
 from .nodes import (
     build_sft_mixture_node,
+    decontaminate_node,
     ingest_prompts_node,
     korean_prompt_pool_node,
     multi_turn_node,
     single_turn_node,
+    xl_instruct_node,
 )
+
+TEACHER = "params:data_synthesis.teacher"
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -21,8 +26,14 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(
                 ingest_prompts_node,
                 inputs=["user_prompts_raw", "params:data_synthesis.ingest", "params:languages"],
-                outputs=["prompts", "ingest_metrics"],
+                outputs=["ingested_prompts", "ingest_metrics"],
                 name="ingest_prompts_node",
+            ),
+            Node(
+                decontaminate_node,
+                inputs=["ingested_prompts", "eval_prompts_raw", "params:data_synthesis.decontamination"],
+                outputs=["prompts", "contaminated_prompts", "decontamination_metrics"],
+                name="decontaminate_prompts_node",
             ),
             Node(
                 korean_prompt_pool_node,
@@ -32,21 +43,27 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 single_turn_node,
-                inputs=["prompts", "model_registry", "params:source_language", "params:data_synthesis.teacher", "params:llm"],
-                outputs="en_single_turn",
+                inputs=["prompts", "model_registry", "params:source_language", TEACHER, "params:llm", "params:languages"],
+                outputs=["en_single_turn", "en_single_turn_metrics"],
                 name="en_single_turn_node",
             ),
             Node(
                 single_turn_node,
-                inputs=["target_prompts", "model_registry", "params:target_language", "params:data_synthesis.teacher", "params:llm"],
-                outputs="ko_single_turn",
+                inputs=["target_prompts", "model_registry", "params:target_language", TEACHER, "params:llm", "params:languages"],
+                outputs=["ko_single_turn", "ko_single_turn_metrics"],
                 name="ko_single_turn_node",
             ),
             Node(
                 multi_turn_node,
-                inputs=["target_prompts", "model_registry", "params:data_synthesis.multi_turn", "params:data_synthesis.teacher", "params:llm"],
-                outputs="ko_multi_turn",
+                inputs=["target_prompts", "model_registry", "params:data_synthesis.multi_turn", TEACHER, "params:llm", "params:languages"],
+                outputs=["ko_multi_turn", "ko_multi_turn_metrics"],
                 name="ko_multi_turn_node",
+            ),
+            Node(
+                xl_instruct_node,
+                inputs=["seed_passages_raw", "model_registry", "params:data_synthesis.xl_instruct", TEACHER, "params:llm"],
+                outputs=["xl_instruct_pairs", "xl_instruct_metrics"],
+                name="xl_instruct_reverse_instructions_node",
             ),
             Node(
                 build_sft_mixture_node,

@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import pandas as pd
 
+from kowen_kedro.data.prompts import to_conversations
+from kowen_kedro.data.validation import validate_records
+from kowen_kedro.rewards.metrics import CATEGORIES
 from kowen_kedro.runtime import resolve_models
 from kowen_kedro.tiny.build import TinyConfig, build_tiny_models
 
 
 def build_tiny_models_node(
-    user_prompts: pd.DataFrame, preference_pairs: pd.DataFrame, seed_passages: pd.DataFrame, params: dict
+    user_prompts: pd.DataFrame,
+    preference_pairs: pd.DataFrame,
+    seed_passages: pd.DataFrame,
+    params: dict,
+    raw_input_report: dict | None = None,
 ) -> dict:
-    """Build tokenizer, tiny Qwen2 LMs, RM and COMET QE from the shipped text; returns the manifest."""
+    """Build tokenizer, tiny Qwen2 LMs, RM and COMET QE from the shipped text; returns the manifest.
+
+    ``raw_input_report`` only orders the node after input validation."""
     params = dict(params)
     out_dir = params.pop("out_dir")
     texts = [t["content"] for conv in user_prompts["conversation"] for t in conv]
@@ -23,6 +32,32 @@ def build_tiny_models_node(
     ]
     chats += [list(conv[:2]) for conv in user_prompts["conversation"] if len(conv) > 1]
     return build_tiny_models(texts, chats, out_dir, TinyConfig(**params))
+
+
+def validate_raw_inputs_node(
+    user_prompts: pd.DataFrame, preference_pairs: pd.DataFrame, seed_passages: pd.DataFrame, eval_prompts: pd.DataFrame
+) -> dict:
+    """Check every raw input before any model is built or called; errors name file, line and field.
+
+    The tiny-model build depends on this node, and every node that loads a model depends on the
+    build (through ``model_registry``), so bad input stops the run before any model is trained or called.
+    """
+    from kowen_kedro.data.prompts import as_frame
+
+    prompts = to_conversations(as_frame(user_prompts))
+    validate_records(
+        preference_pairs,
+        {"pair_id": str, "language": str, "category": str, "prompt": str, "chosen": str, "rejected": str},
+        allowed={"category": set(CATEGORIES)},
+    )
+    validate_records(seed_passages, {"passage_id": str, "text": str})
+    validate_records(eval_prompts, {"id": str, "language": str, "instruction": str})
+    return {
+        "user_prompts": len(prompts),
+        "preference_pairs": len(preference_pairs),
+        "seed_passages": len(seed_passages),
+        "eval_prompts": len(eval_prompts),
+    }
 
 
 def resolve_models_node(tiny_manifest: dict, models: dict) -> dict:

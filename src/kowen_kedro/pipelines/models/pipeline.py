@@ -2,15 +2,21 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from .nodes import build_tiny_models_node, resolve_models_node
+from .nodes import build_tiny_models_node, resolve_models_node, validate_raw_inputs_node
 
 
 def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
             Node(
+                validate_raw_inputs_node,
+                inputs=["user_prompts_raw", "preference_pairs_raw", "seed_passages_raw", "eval_prompts_raw"],
+                outputs="raw_input_report",
+                name="validate_raw_inputs_node",
+            ),
+            Node(
                 build_tiny_models_node,
-                inputs=["user_prompts_raw", "preference_pairs_raw", "seed_passages_raw", "params:tiny_models"],
+                inputs=["user_prompts_raw", "preference_pairs_raw", "seed_passages_raw", "params:tiny_models", "raw_input_report"],
                 outputs="tiny_models",
                 name="build_tiny_models_node",
             ),

@@ -1,0 +1,81 @@
+"""`make bench`: speed figures of the CPU paths, printed and saved to data/08_reporting/bench.json.
+
+* transformers backend: generation throughput one-by-one (batch 1) vs batched (batch 16);
+* call cache: time of a rerun served from the cache, as a ratio of the first run.
+Runs on the built-in tiny teacher (built first if missing). Figures depend on the machine: compare
+runs on the same machine only.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+
+def tiny_teacher() -> str:
+    from conftest import RAW, read_jsonl  # the test fixtures' loaders, no pytest needed
+
+    from kowen_kedro.pipelines.models.nodes import build_tiny_models_node
+
+    raw = {n: read_jsonl(RAW / f"{n}.jsonl") for n in ("user_prompts", "preference_pairs", "seed_passages")}
+    manifest = build_tiny_models_node(
+        raw["user_prompts"], raw["preference_pairs"], raw["seed_passages"], {"out_dir": str(ROOT / "data/06_models/tiny")}
+    )
+    return manifest["models"]["teacher"]
+
+
+def main() -> None:
+    from kowen_kedro.offline import configure_offline
+
+    configure_offline()
+    import torch
+
+    from kowen_kedro.llm.backends import CachedGenerator, SamplingParams, TransformersBackend
+    from kowen_kedro.llm.cache import CallCache
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    teacher = tiny_teacher()
+    prompts = [json.loads(l)["conversation"][0]["content"] for l in open(ROOT / "data/01_raw/user_prompts.jsonl")][:32]
+    requests = [[{"role": "user", "content": p}] for p in prompts]
+    params = SamplingParams(max_new_tokens=32, temperature=0.7, seed=0)
+    results: dict[str, float] = {}
+    for batch in (1, 16):
+        backend = TransformersBackend(teacher, batch_size=batch)
+        backend.generate(requests[:2], params, 0)  # load + warm up
+        t = time.perf_counter()
+        out = backend.generate(requests, params, 0)
+        dt = time.perf_counter() - t
+        toks = sum(c.completion_tokens for c in out)
+        results[f"generate_batch{batch}_requests_per_s"] = len(requests) / dt
+        results[f"generate_batch{batch}_tokens_per_s"] = toks / dt
+    results["batched_speedup"] = results["generate_batch16_requests_per_s"] / results["generate_batch1_requests_per_s"]
+    with tempfile.TemporaryDirectory() as tmp:
+        gen = CachedGenerator(TransformersBackend(teacher, batch_size=16), CallCache(Path(tmp) / "c.sqlite"), progress=False)
+        t = time.perf_counter()
+        gen.generate(requests, params, n=2)
+        first = time.perf_counter() - t
+        gen2 = CachedGenerator(TransformersBackend(teacher, batch_size=16), CallCache(Path(tmp) / "c.sqlite"), progress=False)
+        t = time.perf_counter()
+        gen2.generate(requests, params, n=2)
+        rerun = time.perf_counter() - t
+        assert gen2.stats.calls == 0
+    results["cache_first_run_s"] = first
+    results["cache_rerun_s"] = rerun
+    results["cache_rerun_ratio"] = rerun / first
+    out_path = ROOT / "data/08_reporting/bench.json"
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(results, indent=2))
+    width = max(map(len, results))
+    for k, v in results.items():
+        print(f"{k:<{width}}  {v:10.4f}")
+    print(f"(saved to {out_path.relative_to(ROOT)})")
+
+
+if __name__ == "__main__":
+    main()
