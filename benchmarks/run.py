@@ -1,7 +1,8 @@
 """`make bench`: speed figures of the CPU paths, printed and saved to data/08_reporting/bench.json.
 
 * transformers backend: generation throughput one-by-one (batch 1) vs batched (batch 16);
-* call cache: time of a rerun served from the cache, as a ratio of the first run.
+* call cache: time of a rerun served from the cache, as a ratio of the first run;
+* COMET QE (the tiny UnifiedMetric): segments/s at batch sizes 1, 8 and 32.
 Runs on the built-in tiny teacher (built first if missing). Figures depend on the machine: compare
 runs on the same machine only.
 """
@@ -18,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 
-def tiny_teacher() -> str:
+def tiny_models() -> dict:
     from conftest import RAW, read_jsonl  # the test fixtures' loaders, no pytest needed
 
     from kowen_kedro.pipelines.models.nodes import build_tiny_models_node
@@ -27,7 +28,7 @@ def tiny_teacher() -> str:
     manifest = build_tiny_models_node(
         raw["user_prompts"], raw["preference_pairs"], raw["seed_passages"], {"out_dir": str(ROOT / "data/06_models/tiny")}
     )
-    return manifest["models"]["teacher"]
+    return manifest["models"]
 
 
 def main() -> None:
@@ -40,7 +41,8 @@ def main() -> None:
     from kowen_kedro.llm.cache import CallCache
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    teacher = tiny_teacher()
+    models = tiny_models()
+    teacher = models["teacher"]
     prompts = [json.loads(l)["conversation"][0]["content"] for l in open(ROOT / "data/01_raw/user_prompts.jsonl")][:32]
     requests = [[{"role": "user", "content": p}] for p in prompts]
     params = SamplingParams(max_new_tokens=32, temperature=0.7, seed=0)
@@ -68,6 +70,17 @@ def main() -> None:
     results["cache_first_run_s"] = first
     results["cache_rerun_s"] = rerun
     results["cache_rerun_ratio"] = rerun / first
+    from kowen_kedro.translation.qe import CometQE
+
+    pairs = [json.loads(l) for l in open(ROOT / "data/01_raw/preference_pairs.jsonl")]
+    src = [p["chosen"] for p in pairs if p["language"] == "en"] * 3
+    mt = [p["chosen"] for p in pairs if p["language"] == "ko"] * 3
+    for batch in (1, 8, 32):
+        qe = CometQE(models["qe"], batch_size=batch)
+        qe.score(src[:2], mt[:2])  # load + warm up
+        t = time.perf_counter()
+        qe.score(src, mt)
+        results[f"qe_batch{batch}_segments_per_s"] = len(src) / (time.perf_counter() - t)
     out_path = ROOT / "data/08_reporting/bench.json"
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps(results, indent=2))

@@ -63,11 +63,21 @@ def test_outputs_have_their_schemas(first_run):
     assert {"prompt_id", "language", "prompt", "conversation", "n_turns"} <= set(prompts.columns)
     assert set(prompts["language"]) == {"en", "ko"}
     translated = read(p, "data/03_primary/translated_prompts.jsonl")
-    assert {"prompt_id", "source_prompt", "prompt", "language", "qe_score"} <= set(translated.columns)
+    assert {"prompt_id", "source_prompt", "prompt", "language", "qe_score", "winners"} <= set(translated.columns)
     assert translated["qe_score"].between(0, 1).all() and (translated["language"] == "ko").all()
-    scored = read(p, "data/02_intermediate/scored_prompt_translations.jsonl")
-    non_empty = int((scored["prompt"].str.strip() != "").sum())
-    assert len(translated) == non_empty - math.floor(0.2 * non_empty)  # empty ones, then the bottom 20%, dropped
+    assert all(set(w) <= {"seq2seq:mt", "llm:translator"} and w for w in translated["winners"])
+    all_translations = read(p, "data/02_intermediate/prompt_translations.jsonl")
+    ok = int(all_translations["reject_reason"].isna().sum())
+    assert len(translated) == ok - math.floor(0.2 * ok)  # rejected rows, then the bottom 20%, dropped
+    prefs = read(p, "data/03_primary/translated_preference_pairs.jsonl")
+    assert list(prefs.columns) == ["pair_id", "source_pair_id", "language", "category", "prompt", "chosen", "rejected", "qe_score"]
+    assert (prefs["language"] == "ko").all() and set(prefs["category"]) <= {"chat", "chat_hard", "safety", "reasoning"}
+    clo = read(p, "data/05_model_input/clo_pairs.jsonl")
+    assert list(clo.columns) == ["pair_id", "language", "x_en", "y_en", "x_l", "y_l", "qe_score"]
+    assert clo["pair_id"].is_unique and len(clo) > 0
+    xl_sft = read(p, "data/05_model_input/xl_instruct_sft.jsonl")
+    assert all(m[0]["content"].endswith("Korean.") and m[1]["role"] == "assistant" for m in xl_sft["messages"])
+    assert (p / "data/08_reporting/qe_histogram.png").stat().st_size > 1000
     xl = read(p, "data/03_primary/xl_instruct_pairs.jsonl")
     assert list(xl.columns) == ["passage_id", "instruction", "response", "raw_instruction", "refined", "finish_reason"]
     assert len(xl) > 0 and xl["instruction"].str.len().gt(0).all()
@@ -129,8 +139,10 @@ def test_one_mlflow_run_with_all_stages(first_run):
     assert "data_synthesis.ko_single_turn.dropped_wrong_language" in metrics
     assert "data_synthesis.decontamination.removed" in metrics
     assert run.data.params["sft.global_batch_size"] == "16"
-    artifacts = {a.path for d in ("evaluation", "reward_model") for a in client.list_artifacts(run.info.run_id, d)}
-    assert artifacts == {"evaluation/evaluation_summary.csv", "reward_model/rm_accuracy_table.csv"}
+    artifacts = {a.path for d in ("evaluation", "reward_model", "translation_qe") for a in client.list_artifacts(run.info.run_id, d)}
+    assert artifacts == {"evaluation/evaluation_summary.csv", "reward_model/rm_accuracy_table.csv", "translation_qe/qe_histogram.png"}
+    for name in ("translation_qe.kept", "translation_qe.preferences.ko.kept", "translation_qe.clo.kept", "translation_qe.xl_instruct.kept"):
+        assert name in metrics, name
 
 
 def test_rerun_reuses_every_finished_step(first_run):

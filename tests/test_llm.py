@@ -93,3 +93,15 @@ def test_translate_preserving_format_keeps_layout():
     assert out[1] == "HI. BYE."
     assert "```python\nx = 1. # not a sentence\n```" in out[0]
     assert out[0].startswith("# TITLE HERE\n\nFIRST SENTENCE. SECOND ONE!\n- BULLET ONE. MORE TEXT.\n  1. NESTED ITEM\n")
+
+
+def test_a_splitter_that_changes_text_is_not_trusted():
+    from kowen_kedro.translation.segment import segment
+
+    squash = lambda line: [" ".join(line.split())]  # noqa: E731 - normalises whitespace: must be rejected
+    text = "One.  Two!\tThree?"
+    segs = segment(text, squash)
+    assert "".join(s.text for s in segs) == text
+    assert [s.text for s in segs if s.translate] == ["One.", "Two!", "Three?"]
+    whole = segment("A b. C d.", lambda line: ["A b. ", "C d."])  # a faithful custom splitter is used
+    assert [s.text for s in whole] == ["A b.", " ", "C d."]

@@ -40,7 +40,7 @@ def test_manifest_and_rebuild_is_skipped(tiny_models, raw_data):
     from kowen_kedro.pipelines.models.nodes import build_tiny_models_node
 
     models = tiny_models["models"]
-    assert set(models) == {"tokenizer", "base", "student", "teacher", "reward_model_init", "qe"}
+    assert set(models) == {"tokenizer", "base", "student", "teacher", "reward_model_init", "qe", "mt"}
     for path in models.values():
         assert Path(path).exists()
     out_dir = str(Path(models["base"]).parent)

@@ -9,6 +9,8 @@ What is built (all loadable with the ordinary ``from_pretrained(path)`` code the
 * ``teacher`` - ``base`` further tuned on the shipped chat examples, so it answers in chat format.
 * ``reward_model`` - ``Qwen2ForSequenceClassification`` on the ``base`` body with a fresh score head
   initialised N(0, 1/sqrt(d_model + 1)) (the RM-transfer paper's initialisation).
+* ``mt`` - a tiny M2M100 encoder-decoder (language tokens ``__en__``/``__ko__``) trained on the
+  shipped parallel sentences, for the seq2seq translator.
 * ``qe`` - a real unbabel-comet ``UnifiedMetric`` (inputs: mt, src; CometKiwi's layout) over a tiny
   local XLM-R encoder, stored as ``checkpoints/model.ckpt`` with ``hparams.yaml`` one folder up.
 
@@ -63,15 +65,16 @@ class TinyConfig:
     batch_size: int = 16
     learning_rate: float = 3e-3
     seed: int = 0
+    mt_steps: int = 200
     qe_hidden_size: int = 32
     qe_layers: int = 2
     qe_vocab_size: int = 800
     extra: dict = field(default_factory=dict)
 
 
-def build_key(config: TinyConfig, texts: list[str], chats: list[list[dict]]) -> str:
+def build_key(config: TinyConfig, texts: list[str], chats: list[list[dict]], parallel: list[dict] | None = None) -> str:
     """Hash of everything that determines the built models."""
-    payload = json.dumps({"config": asdict(config), "texts": texts, "chats": chats, "v": 3}, sort_keys=True)
+    payload = json.dumps({"config": asdict(config), "texts": texts, "chats": chats, "parallel": parallel, "v": 4}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -88,17 +91,20 @@ def load_manifest_if_current(out_dir: str | Path, key: str) -> dict | None:
     return manifest
 
 
-def build_tiny_models(texts: list[str], chats: list[list[dict]], out_dir: str | Path, config: TinyConfig) -> dict:
+def build_tiny_models(
+    texts: list[str], chats: list[list[dict]], out_dir: str | Path, config: TinyConfig, parallel: list[dict] | None = None
+) -> dict:
     """Build every tiny model under ``out_dir`` (skipped when current) and return the manifest.
 
     Args:
         texts: raw text (prompts, responses, passages) for tokenizer training and pre-training.
         chats: chat conversations (``[{role, content}, ...]``) the teacher is tuned on.
+        parallel: ``{"en": ..., "ko": ...}`` sentence pairs the tiny seq2seq MT model is trained on.
         out_dir: folder for the models; paths in the manifest are absolute.
         config: sizes and steps.
     """
     out = Path(out_dir).resolve()
-    key = build_key(config, texts, chats)
+    key = build_key(config, texts, chats, parallel)
     current = load_manifest_if_current(out, key)
     if current is not None:
         logger.info("Tiny models in %s are current (build key %s): skipping the build", out, key)
@@ -119,6 +125,7 @@ def build_tiny_models(texts: list[str], chats: list[list[dict]], out_dir: str | 
     teacher_dir = _save_lm(base, tokenizer, out / "teacher")
     rm_dir = build_reward_model(base_dir, out / "reward_model_init", seed=config.seed)
     qe_ckpt = build_tiny_comet_qe(texts, out / "qe", config)
+    mt_dir = build_tiny_mt(tok_dir, parallel or [], out / "mt", config)
     manifest = {
         "build_key": key,
         "models": {
@@ -128,6 +135,7 @@ def build_tiny_models(texts: list[str], chats: list[list[dict]], out_dir: str | 
             "teacher": str(teacher_dir),
             "reward_model_init": str(rm_dir),
             "qe": str(qe_ckpt),
+            "mt": str(mt_dir),
         },
         "config": asdict(config),
     }
@@ -319,3 +327,53 @@ def build_tiny_comet_qe(texts: list[str], out_dir: Path, config: TinyConfig) -> 
     with open(out_dir / "hparams.yaml", "w") as f:
         yaml.safe_dump({**dict(metric.hparams), "class_identifier": "unified_metric"}, f)
     return ckpt
+
+
+def build_tiny_mt(tokenizer_dir: Path, parallel: list[dict], out_dir: Path, config: TinyConfig) -> Path:
+    """A tiny M2M100 translation model over the chat tokenizer plus language tokens, trained both ways
+    on ``parallel`` (``[{lang: text, ...}]``) with M2M100's layout: ``__src__ text </s>`` ->
+    ``__tgt__ text </s>``, decoder start = EOS."""
+    import torch
+    from transformers import AutoTokenizer, M2M100Config, M2M100ForConditionalGeneration
+
+    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    langs = sorted({lang for row in parallel for lang in row}) or ["en", "ko"]
+    tok.add_special_tokens({"additional_special_tokens": list(tok.additional_special_tokens) + [f"__{l}__" for l in langs]})
+    eos, pad = tok.convert_tokens_to_ids(IM_END), tok.pad_token_id
+    cfg = M2M100Config(
+        vocab_size=len(tok), d_model=config.hidden_size, encoder_layers=2, decoder_layers=2,
+        encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=2 * config.hidden_size,
+        decoder_ffn_dim=2 * config.hidden_size, max_position_embeddings=256, dropout=0.0,
+        pad_token_id=pad, eos_token_id=eos, bos_token_id=pad, decoder_start_token_id=eos,
+        scale_embedding=True, encoder_layerdrop=0.0, decoder_layerdrop=0.0,
+    )
+    torch.manual_seed(config.seed)
+    model = M2M100ForConditionalGeneration(cfg)
+    examples = []
+    for row in parallel:
+        for src in row:
+            for tgt in row:
+                if src != tgt:
+                    s_ids = [tok.convert_tokens_to_ids(f"__{src}__")] + tok(row[src], add_special_tokens=False)["input_ids"][:120] + [eos]
+                    t_ids = [tok.convert_tokens_to_ids(f"__{tgt}__")] + tok(row[tgt], add_special_tokens=False)["input_ids"][:120] + [eos]
+                    examples.append((s_ids, t_ids))
+    if examples and config.mt_steps:
+        gen = torch.Generator().manual_seed(config.seed)
+        opt = torch.optim.AdamW(model.parameters(), lr=config.learning_rate)
+        model.train()
+        for step in range(config.mt_steps):
+            batch = [examples[i] for i in torch.randint(len(examples), (config.batch_size,), generator=gen).tolist()]
+            sw, tw = max(len(s) for s, _ in batch), max(len(t) for _, t in batch)
+            src = torch.tensor([s + [pad] * (sw - len(s)) for s, _ in batch])
+            labels = torch.tensor([t + [-100] * (tw - len(t)) for _, t in batch])
+            loss = model(input_ids=src, attention_mask=(src != pad).long(), labels=labels).loss
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+            if step % 100 == 0 or step == config.mt_steps - 1:
+                logger.info("tiny MT step %d/%d loss %.3f", step + 1, config.mt_steps, loss.item())
+        model.eval()
+    model.generation_config.forced_bos_token_id = None
+    model.save_pretrained(out_dir)
+    tok.save_pretrained(out_dir)
+    return out_dir

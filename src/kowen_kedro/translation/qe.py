@@ -24,6 +24,7 @@ class CometQE:
     checkpoint: str
     batch_size: int = 32
     gpus: int = 0
+    progress: bool = False
     cache: CallCache | None = None
     _model: Any = field(default=None, repr=False)
 
@@ -47,7 +48,7 @@ class CometQE:
                 [{"src": sources[i], "mt": translations[i]} for i in todo],
                 batch_size=self.batch_size,
                 gpus=self.gpus,
-                progress_bar=False,
+                progress_bar=self.progress,
             )
             new = {keys[i]: float(s) for i, s in zip(todo, out.scores)}
             if self.cache:

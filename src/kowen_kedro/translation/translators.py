@@ -25,6 +25,7 @@ class LLMTranslator:
 
     generator: CachedGenerator
     max_new_tokens: int = 256
+    name: str = "llm"
 
     def translate(self, texts: list[str], src: str, tgt: str) -> list[str]:
         src_name, tgt_name = language_name(src), language_name(tgt)

@@ -31,7 +31,24 @@ def build_tiny_models_node(
         for p in preference_pairs.to_dict("records")
     ]
     chats += [list(conv[:2]) for conv in user_prompts["conversation"] if len(conv) > 1]
-    return build_tiny_models(texts, chats, out_dir, TinyConfig(**params))
+    return build_tiny_models(texts, chats, out_dir, TinyConfig(**params), parallel=parallel_sentences(preference_pairs, user_prompts))
+
+
+def parallel_sentences(preference_pairs: pd.DataFrame, user_prompts: pd.DataFrame) -> list[dict]:
+    """The shipped data's parallel En/Ko texts: pairs ``en-NNN``/``ko-NNN`` (and ``en-mt-NNN``/``ko-mt-NNN``
+    conversations) were written as translations of each other."""
+    out = []
+    pairs = preference_pairs.set_index("pair_id")
+    for pid in pairs.index:
+        if pid.startswith("en-") and "ko-" + pid[3:] in pairs.index:
+            for field in ("prompt", "chosen", "rejected"):
+                out.append({"en": pairs.loc[pid, field], "ko": pairs.loc["ko-" + pid[3:], field]})
+    convs = dict(zip(user_prompts["conversation_id"], user_prompts["conversation"]))
+    for cid, conv in convs.items():
+        other = convs.get("ko-" + cid[3:]) if cid.startswith("en-mt-") else None
+        if other:
+            out += [{"en": a["content"], "ko": b["content"]} for a, b in zip(conv, other)]
+    return out
 
 
 def validate_raw_inputs_node(

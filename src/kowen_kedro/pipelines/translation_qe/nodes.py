@@ -1,56 +1,158 @@
-"""Nodes of translation_qe: sentence-level translation keeping formatting, COMET QE, bottom-fraction filter."""
+"""Nodes of translation_qe: best-of-k sentence-level translation with COMET QE, filtering, and the
+translated datasets (prompts, preference pairs, CLO, XL-Instruct)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import pandas as pd
 
 from kowen_kedro.runtime import as_mlflow_metrics, cached_generator, call_cache, registry_model
-from kowen_kedro.translation.qe import CometQE, filter_bottom_fraction
-from kowen_kedro.translation.segment import translate_preserving_format
+from kowen_kedro.translation.datasets import clo_rows, keep_best, translate_columns, xl_instruct_rows
+from kowen_kedro.translation.qe import CometQE
+from kowen_kedro.translation.segment import sat_splitter, split_sentences
+from kowen_kedro.translation.seq2seq import Seq2SeqTranslator
 from kowen_kedro.translation.translators import LLMTranslator, language_name
 
 
-def translate_prompts_node(
-    prompts: pd.DataFrame, registry: dict, params: dict, source_language: str, target_language: str, llm: dict
-) -> pd.DataFrame:
-    """Translate the single-turn source-language prompts sentence by sentence."""
-    language_name(source_language), language_name(target_language)  # fail before any work on a bad code
-    pool = prompts[(prompts["language"] == source_language) & (prompts["n_turns"] == 1)]
-    pool = pool.head(int(params["max_prompts"]))
-    translator = LLMTranslator(
-        cached_generator(registry_model(registry, "translator"), params["backend"], llm),
-        max_new_tokens=int(params["max_new_tokens"]),
-    )
-    out = translate_preserving_format(
-        list(pool["prompt"]), lambda sents: translator.translate(sents, source_language, target_language)
-    )
-    return pd.DataFrame(
-        {
-            "prompt_id": [f"{pid}-{target_language}" for pid in pool["prompt_id"]],
-            "source_prompt_id": list(pool["prompt_id"]),
-            "source_language": source_language,
-            "source_prompt": list(pool["prompt"]),
-            "language": target_language,
-            "prompt": out,
-        }
-    )
+def make_translators(configs: list[dict], registry: dict, llm: dict) -> list:
+    """Translators from ``[{type: seq2seq|llm, model_role, ...options}]``; names ``<type>:<role>``."""
+    out = []
+    for cfg in configs:
+        cfg = dict(cfg)
+        kind, role = cfg.pop("type"), cfg.pop("model_role")
+        model = registry_model(registry, role)
+        if kind == "seq2seq":
+            out.append(Seq2SeqTranslator(model, cache=call_cache(llm), name=f"seq2seq:{role}", **cfg))
+        elif kind == "llm":
+            backend = cfg.pop("backend", {"backend": "transformers"})
+            out.append(LLMTranslator(cached_generator(model, backend, llm), name=f"llm:{role}", **cfg))
+        else:
+            raise ValueError(f"unknown translator type {kind!r}: expected 'seq2seq' or 'llm'")
+    return out
 
 
-def score_translations_node(translations: pd.DataFrame, registry: dict, params: dict, llm: dict) -> pd.DataFrame:
-    """Reference-free COMET QE (src, mt) per translation."""
-    qe = CometQE(registry_model(registry, "qe"), batch_size=int(params["batch_size"]), gpus=int(params["gpus"]), cache=call_cache(llm))
-    scores = qe.score(list(translations["source_prompt"]), list(translations["prompt"])) if len(translations) else []
-    return translations.assign(qe_score=scores)
+def _tools(registry: dict, params: dict, llm: dict):
+    translators = make_translators(params["translators"], registry, llm)
+    qe_cfg = params["qe"]
+    qe = CometQE(registry_model(registry, "qe"), batch_size=int(qe_cfg["batch_size"]), gpus=int(qe_cfg["gpus"]),
+                 progress=bool(qe_cfg.get("progress", False)), cache=call_cache(llm))
+    return translators, qe
 
 
-def filter_translations_node(scored: pd.DataFrame, params: dict) -> tuple[pd.DataFrame, dict]:
-    """Drop empty translations and the bottom fraction by QE (XL-Instruct: 20%)."""
-    non_empty = scored[scored["prompt"].str.strip() != ""]
-    kept, dropped = filter_bottom_fraction(non_empty, "qe_score", float(params["drop_bottom_fraction"]))
-    metrics = {
-        "qe.mean": float(scored["qe_score"].mean()) if len(scored) else float("nan"),
-        "qe.kept": len(kept),
-        "qe.dropped_low_qe": len(dropped),
-        "qe.dropped_empty": len(scored) - len(non_empty),
-    }
-    return kept.reset_index(drop=True), as_mlflow_metrics(metrics)
+def make_splitter(cfg: dict | None):
+    """``{type: rule}`` (default, offline) or ``{type: sat, model: sat-3l-sm}`` (wtpsplit)."""
+    cfg = dict(cfg or {"type": "rule"})
+    kind = cfg.pop("type", "rule")
+    if kind == "rule":
+        return split_sentences
+    if kind == "sat":
+        return sat_splitter(**cfg)
+    raise ValueError(f"unknown splitter type {kind!r}: expected 'rule' or 'sat'")
+
+
+def _run(df: pd.DataFrame, columns: list[str], registry: dict, params: dict, llm: dict, src: str, tgt: str) -> pd.DataFrame:
+    translators, qe = _tools(registry, params, llm)
+    splitter = make_splitter(params.get("splitter"))
+    try:
+        return translate_columns(df, columns, translators, qe, src, tgt, int(params["max_sentence_chars"]), splitter)
+    finally:
+        for t in translators:
+            close = getattr(getattr(t, "generator", None), "close", None)
+            if close:
+                close()
+
+
+def _check_languages(*codes: str) -> None:
+    for code in codes:
+        language_name(code)
+
+
+def translate_prompts_node(prompts: pd.DataFrame, registry: dict, params: dict, src: str, tgt: str, llm: dict) -> pd.DataFrame:
+    """Single-turn source-language prompts -> target language (Kowen translates prompts before completion)."""
+    _check_languages(src, tgt)
+    pool = prompts[(prompts["language"] == src) & (prompts["n_turns"] == 1)].head(int(params["prompts"]["max_prompts"]))
+    out = _run(pool[["prompt_id", "prompt"]].reset_index(drop=True), ["prompt"], registry, params, llm, src, tgt)
+    return pd.DataFrame({
+        "prompt_id": [f"{pid}-{tgt}" for pid in out["prompt_id"]],
+        "source_prompt_id": out["prompt_id"],
+        "source_language": src,
+        "source_prompt": out["prompt"],
+        "language": tgt,
+        "prompt": out[f"prompt_{tgt}"],
+        "qe_score": out["qe_score"],
+        "winners": out["prompt_winners"],
+        "reject_reason": out["reject_reason"],
+    })
+
+
+def filter_translations_node(translations: pd.DataFrame, params: dict) -> tuple[pd.DataFrame, dict]:
+    """Drop rejected rows and the bottom fraction by QE (XL-Instruct: 20%)."""
+    kept, report = keep_best(translations, float(params["filter"]["drop_bottom_fraction"]))
+    return kept, as_mlflow_metrics(report)
+
+
+def translate_preferences_node(pairs: pd.DataFrame, registry: dict, params: dict, src: str, llm: dict) -> tuple[pd.DataFrame, dict]:
+    """Source-language preference pairs translated into each of ``preferences.languages`` (RM transfer)."""
+    cfg = params["preferences"]
+    _check_languages(src, *cfg["languages"])
+    pool = pairs[pairs["language"] == src].head(int(cfg["max_pairs"])).reset_index(drop=True)
+    parts, metrics = [], {}
+    for tgt in cfg["languages"]:
+        out = _run(pool, ["prompt", "chosen", "rejected"], registry, params, llm, src, tgt)
+        kept, report = keep_best(out, float(cfg["drop_bottom_fraction"]))
+        parts.append(pd.DataFrame({
+            "pair_id": [f"{p}-{tgt}" for p in kept["pair_id"]],
+            "source_pair_id": kept["pair_id"],
+            "language": tgt,
+            "category": kept["category"],
+            "prompt": kept[f"prompt_{tgt}"],
+            "chosen": kept[f"chosen_{tgt}"],
+            "rejected": kept[f"rejected_{tgt}"],
+            "qe_score": kept["qe_score"],
+        }))
+        metrics.update({f"{tgt}.{k}": v for k, v in report.items()})
+    return pd.concat(parts, ignore_index=True), as_mlflow_metrics(metrics)
+
+
+def build_clo_dataset_node(en_single_turn: pd.DataFrame, registry: dict, params: dict, src: str, tgt: str, llm: dict) -> tuple[pd.DataFrame, dict]:
+    """CLO's cross-lingual pairs (x_en, y_en, x_l, y_l) from English SFT pairs, QE-filtered."""
+    _check_languages(src, tgt)
+    pool = en_single_turn.head(int(params["clo"]["max_pairs"]))
+    base = pd.DataFrame({
+        "prompt_id": pool["prompt_id"].values,
+        "x_en": [m[0]["content"] for m in pool["messages"]],
+        "y_en": [m[1]["content"] for m in pool["messages"]],
+    })
+    out = _run(base, ["x_en", "y_en"], registry, params, llm, src, tgt)
+    kept, report = keep_best(out, float(params["filter"]["drop_bottom_fraction"]))
+    return clo_rows(kept, tgt), as_mlflow_metrics(report)
+
+
+def build_xl_instruct_sft_node(xl_pairs: pd.DataFrame, registry: dict, params: dict, src: str, tgt: str, llm: dict) -> tuple[pd.DataFrame, dict]:
+    """XL-Instruct stage 3-4: translate the response, append a cross-lingual instruction, QE filter."""
+    _check_languages(src, tgt)
+    out = _run(xl_pairs.reset_index(drop=True), ["response"], registry, params, llm, src, tgt)
+    kept, report = keep_best(out, float(params["filter"]["drop_bottom_fraction"]))
+    return xl_instruct_rows(kept, tgt, seed=int(params["xl_instruct"]["seed"])), as_mlflow_metrics(report)
+
+
+def qe_histogram_node(*tables: pd.DataFrame) -> Any:
+    """One figure: the QE score distribution of every translated set (MLflow artifact)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = ["prompts", "preference pairs", "CLO pairs", "XL-Instruct"]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, table in zip(names, tables):
+        scores = table["qe_score"].dropna() if "qe_score" in table else []
+        if len(scores):
+            ax.hist(scores, bins=20, alpha=0.5, label=f"{name} (n={len(scores)})")
+    ax.set_xlabel("passage QE score (mean of sentence scores)")
+    ax.set_ylabel("rows")
+    ax.set_title("Translation quality estimation")
+    ax.legend()
+    fig.tight_layout()
+    return fig

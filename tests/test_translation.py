@@ -1,0 +1,115 @@
+"""translation_qe library: best-of-k by QE, rejection rules, translated datasets, seq2seq MT."""
+
+import math
+from dataclasses import dataclass, field
+
+import pandas as pd
+import pytest
+
+from kowen_kedro.translation.best_of_k import translate_best_of_k
+from kowen_kedro.translation.datasets import clo_rows, keep_best, translate_columns, xl_instruct_rows
+
+
+@dataclass
+class Fake:
+    """Translates by tagging each sentence; records what it was asked."""
+
+    name: str
+    tag: str
+    seen: list = field(default_factory=list)
+
+    def translate(self, texts, src, tgt):
+        self.seen.extend(texts)
+        return [f"{self.tag}[{t}]" for t in texts]
+
+
+class TagQE:
+    """QE = a fixed score per (tag, sentence) so the argmax is known in advance."""
+
+    def __init__(self, table):
+        self.table = table
+        self.calls = 0
+
+    def score(self, sources, translations):
+        self.calls += 1
+        return [self.table.get((mt.split("[")[0], src), 0.1) for src, mt in zip(sources, translations)]
+
+
+def test_best_of_k_picks_argmax_per_sentence_and_keeps_format():
+    a, b = Fake("A", "a"), Fake("B", "b")
+    qe = TagQE({("a", "One."): 0.9, ("b", "One."): 0.5, ("a", "Two!"): 0.2, ("b", "Two!"): 0.7})
+    text = "- One. Two!\n\n```\ncode stays\n```\n"
+    [res] = translate_best_of_k([text], [a, b], qe, "en", "ko")
+    assert res.text == "- a[One.] b[Two!]\n\n```\ncode stays\n```\n"
+    assert res.winners == ["A", "B"] and res.sentence_scores == [0.9, 0.7]
+    assert res.passage_score == pytest.approx(0.8)
+    assert set(a.seen) == {"One.", "Two!"} and qe.calls == 1  # one batched QE call for all candidates
+
+
+def test_ties_go_to_the_first_translator_and_sentences_are_translated_once():
+    a, b = Fake("A", "a"), Fake("B", "b")
+    res = translate_best_of_k(["Same. Same.", "Same."], [a, b], TagQE({}), "en", "ko")
+    assert [r.winners for r in res] == [["A", "A"], ["A"]]
+    assert a.seen == ["Same."]  # deduplicated across and within texts
+
+
+def test_rejections_are_reasoned_not_truncated():
+    a = Fake("A", "a")
+    res = translate_best_of_k(["", "```\nonly code\n```", "x" * 30 + ".", "Fine."], [a], TagQE({}), "en", "ko", max_sentence_chars=20)
+    assert [r.rejected for r in res] == ["empty source", "empty source", "a sentence is longer than max_sentence_chars=20", None]
+    assert res[3].text == "a[Fine.]" and all(math.isnan(r.passage_score) for r in res[:3])
+    assert a.seen == ["Fine."]
+
+
+def test_translator_names_must_be_unique():
+    with pytest.raises(ValueError, match="unique"):
+        translate_best_of_k(["Hi."], [Fake("A", "a"), Fake("A", "b")], TagQE({}), "en", "ko")
+
+
+def test_unknown_language_code_fails_before_any_work():
+    a = Fake("A", "a")
+    with pytest.raises(ValueError, match="unknown language code 'xx'"):
+        translate_columns(pd.DataFrame({"t": ["Hi."]}), ["t"], [a], TagQE({}), "en", "xx", 100)
+    assert a.seen == []
+
+
+def test_translate_columns_and_keep_best_floor():
+    df = pd.DataFrame({"q": [f"Q{i}." for i in range(10)] + [""], "r": [f"R{i}." for i in range(11)]})
+    qe = TagQE({("a", f"Q{i}."): i / 10 for i in range(10)} | {("a", f"R{i}."): i / 10 for i in range(11)})
+    out = translate_columns(df, ["q", "r"], [Fake("A", "a")], qe, "en", "ko", 100)
+    assert out.loc[3, "q_ko"] == "a[Q3.]" and out.loc[3, "qe_score"] == pytest.approx(0.3)
+    assert out.loc[10, "reject_reason"] == "q: empty source"
+    kept, report = keep_best(out, 0.2)
+    assert report == {"rows": 11, "rejected": 1, "dropped_low_qe": 2, "kept": 8, "qe_mean": pytest.approx(0.45), "qe_min_kept": pytest.approx(0.2)}
+    assert list(kept["q"]) == [f"Q{i}." for i in range(2, 10)]
+
+
+def test_clo_rows_have_four_fields_one_row_per_pair():
+    pairs = pd.DataFrame({"prompt_id": ["p1", "p2"], "x_en": ["Hi?", "Yo?"], "y_en": ["Hello.", "Hey."],
+                          "x_en_ko": ["안녕?", "요?"], "y_en_ko": ["안녕하세요.", "네."], "qe_score": [0.8, 0.6]})
+    rows = clo_rows(pairs, "ko")
+    assert list(rows.columns) == ["pair_id", "language", "x_en", "y_en", "x_l", "y_l", "qe_score"]
+    assert rows.to_dict("records")[0] == {"pair_id": "p1", "language": "ko", "x_en": "Hi?", "y_en": "Hello.", "x_l": "안녕?", "y_l": "안녕하세요.", "qe_score": 0.8}
+
+
+def test_xl_instruct_rows_append_a_template_and_use_the_translation():
+    pairs = pd.DataFrame({"passage_id": ["p1"], "instruction": ["Explain tides."], "response_ko": ["조수는 ..."],
+                          "qe_score": [0.7], "response_winners": [["A"]]})
+    row = xl_instruct_rows(pairs, "ko", seed=0).iloc[0]
+    assert row["messages"][0]["content"].startswith("Explain tides. ") and row["messages"][0]["content"].endswith("Korean.")
+    assert row["messages"][1] == {"role": "assistant", "content": "조수는 ..."}
+
+
+@pytest.mark.slow
+def test_tiny_seq2seq_translates_offline_and_rejects_long_sources(tiny_models, tmp_path):
+    from kowen_kedro.llm.cache import CallCache
+    from kowen_kedro.translation.seq2seq import Seq2SeqTranslator, SourceTooLongError
+
+    mt = Seq2SeqTranslator(tiny_models["models"]["mt"], max_new_tokens=16, max_source_tokens=40, cache=CallCache(tmp_path / "c.sqlite"))
+    out = mt.translate(["What is the largest planet?", "Hello."], "en", "ko")
+    assert len(out) == 2 and all(isinstance(o, str) for o in out)
+    assert mt.translate(["What is the largest planet?"], "en", "ko") == out[:1]  # cached, same result
+    with pytest.raises(SourceTooLongError, match="max_source_tokens=40"):
+        mt.translate(["word " * 200], "en", "ko")
+    with pytest.raises(ValueError, match="no language token"):
+        mt.translate(["Hola."], "es", "ko")
