@@ -104,12 +104,20 @@ def test_outputs_have_their_schemas(first_run):
     assert {"win_rate", "win_rate_se", "language_fidelity"} <= set(summary.columns)
     table = pd.read_csv(p / "data/08_reporting/rm_accuracy_table.csv")
     assert list(table.columns) == ["language", "chat", "chat_hard", "safety", "reasoning", "avg"]
-    assert set(table["language"]) == {"en", "ko"}
+    assert set(table["language"]) == {"en", "ko"} and not table.isna().any().any()  # every language x category
+    transfer = pd.read_csv(p / "data/08_reporting/rm_transfer_table.csv")
+    assert list(transfer.columns) == ["eval_language", "category", "rm_en", "rm_ko", "delta"]
+    assert len(transfer) == 2 * 5 and (transfer["delta"] == transfer["rm_en"] - transfer["rm_ko"]).all()
+    assert "| ko | delta |" in (p / "data/08_reporting/rm_transfer_table.md").read_text()
+    collapse = pd.read_csv(p / "data/08_reporting/rm_collapse_table.csv")
+    assert list(collapse["model"]) == ["base", "rm_en", "rm_ko"] and collapse["mean_f"].between(0.5, 1).all()
+    assert (p / "data/08_reporting/rm_collapse.png").stat().st_size > 1000
 
 
 def test_models_are_versioned_and_iterations_chained(first_run):
     p = first_run
-    for name in ("reward_model", "sft_model", "dpo_iter_1/policy", "dpo_iter_2/policy", "aligned_policy"):
+    for name in ("reward_model", "sft_model", "dpo_iter_1/policy", "dpo_iter_2/policy", "aligned_policy",
+                 "rm_transfer_source/reward_model", "rm_transfer_target/reward_model"):
         assert (latest(p / "data/06_models" / name) / "config.json").exists(), name
     spec1 = json.loads(next((p / "data/06_models/_runs/dpo_iter_1").glob("*/spec.json")).read_text())
     spec2 = json.loads(next((p / "data/06_models/_runs/dpo_iter_2").glob("*/spec.json")).read_text())
@@ -140,7 +148,14 @@ def test_one_mlflow_run_with_all_stages(first_run):
     assert "data_synthesis.decontamination.removed" in metrics
     assert run.data.params["sft.global_batch_size"] == "16"
     artifacts = {a.path for d in ("evaluation", "reward_model", "translation_qe") for a in client.list_artifacts(run.info.run_id, d)}
-    assert artifacts == {"evaluation/evaluation_summary.csv", "reward_model/rm_accuracy_table.csv", "translation_qe/qe_histogram.png"}
+    assert artifacts == {
+        "evaluation/evaluation_summary.csv", "reward_model/rm_accuracy_table.csv", "translation_qe/qe_histogram.png",
+        "reward_model/rm_transfer_table.csv", "reward_model/rm_transfer_table.md", "reward_model/rm_collapse_table.csv",
+        "reward_model/rm_collapse.png",
+    }
+    for name in ("rm_transfer_source.accuracy.ko.avg", "rm_transfer_target.accuracy.en.avg", "reward_model.collapse.base",
+                 "reward_model.data.excluded_identical", "rm_transfer_source.loss", "rm_transfer_target.loss"):
+        assert name in metrics, name
     for name in ("translation_qe.kept", "translation_qe.preferences.ko.kept", "translation_qe.clo.kept", "translation_qe.xl_instruct.kept"):
         assert name in metrics, name
 
@@ -153,7 +168,7 @@ def test_rerun_reuses_every_finished_step(first_run):
     cache = p / "data/02_intermediate/llm_call_cache.sqlite"
     calls_before = len(CallCache(cache))
     runs = {f: f.stat().st_size for f in (p / "data/06_models/_runs").glob("*/*/train.log")}
-    assert len(runs) == 4  # reward model, SFT, DPO iterations 1 and 2
+    assert len(runs) == 6  # reward model, the two RM-transfer RMs, SFT, DPO iterations 1 and 2
     teacher = p / "data/06_models/tiny/teacher/model.safetensors"
     teacher_mtime = teacher.stat().st_mtime_ns
     run_default(p, {"tiny_models.pretrain_steps": 60, "tiny_models.teacher_steps": 60})

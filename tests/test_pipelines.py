@@ -75,17 +75,19 @@ def test_every_model_using_node_runs_after_raw_input_validation(project):
 
 
 def test_bad_raw_input_fails_validation_naming_the_line(tmp_path):
-    from kowen_kedro.datasets import JSONLinesDataset
-    from kowen_kedro.data.validation import DataValidationError
-    from kowen_kedro.pipelines.models.nodes import validate_raw_inputs_node
     from conftest import RAW
+    from kowen_kedro.data.validation import DataValidationError
+    from kowen_kedro.datasets import JSONLinesDataset
+    from kowen_kedro.pipelines.models.nodes import validate_raw_inputs_node
 
     good = {n: JSONLinesDataset(str(RAW / f"{n}.jsonl")).load() for n in ("user_prompts", "preference_pairs", "seed_passages", "eval_prompts")}
     assert validate_raw_inputs_node(*good.values())["preference_pairs"] == 48
-    lines = (RAW / "preference_pairs.jsonl").read_text().splitlines()
-    lines[2] = lines[2].replace('"category": "chat"', '"category": "coding"')
-    bad = tmp_path / "preference_pairs.jsonl"
+    lines = (RAW / "user_prompts.jsonl").read_text().splitlines()
+    lines[2] = lines[2].replace('"role": "user"', '"role": "assistant"', 1)
+    bad = tmp_path / "user_prompts.jsonl"
     bad.write_text("\n".join(lines) + "\n")
     with pytest.raises(DataValidationError) as err:
-        validate_raw_inputs_node(good["user_prompts"], JSONLinesDataset(str(bad)).load(), good["seed_passages"], good["eval_prompts"])
-    assert (err.value.line, err.value.field) == (3, "category") and str(bad) in str(err.value)
+        validate_raw_inputs_node(JSONLinesDataset(str(bad)).load(), *list(good.values())[1:])
+    assert (err.value.line, err.value.field) == (3, "conversation[0].role") and str(bad) in str(err.value)
+    with pytest.raises(DataValidationError, match="field 'category': required column missing"):
+        validate_raw_inputs_node(good["user_prompts"], good["preference_pairs"].drop(columns="category"), good["seed_passages"], good["eval_prompts"])

@@ -92,6 +92,9 @@ def test_reward_model_head_initialisation(tiny_models):
     w = rm.score.weight.detach()
     assert w.shape == (1, 64) and rm.score.bias is None
     assert abs(w.std().item() - 1 / math.sqrt(65)) < 0.05  # N(0, 1/sqrt(d_model + 1)), 64 draws
+    from kowen_kedro.rewards.heads import score_head_std
+
+    assert score_head_std(64) == 1 / math.sqrt(65)
     scores = RewardScorer(tiny_models["models"]["reward_model_init"], batch_size=2).score(["q", "q"], ["a", "a longer answer"])
     assert len(scores) == 2 and scores[0] != scores[1]
 

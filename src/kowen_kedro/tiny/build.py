@@ -234,24 +234,11 @@ def _save_lm(model, tokenizer, out_dir: Path) -> Path:
     return out_dir
 
 
-def score_head_std(hidden_size: int) -> float:
-    """Standard deviation of the RM score-head initialisation: 1 / sqrt(d_model + 1)."""
-    return 1.0 / math.sqrt(hidden_size + 1)
-
-
-def init_score_head(model, seed: int = 0) -> None:
-    """Re-initialise a sequence-classification head as N(0, 1/sqrt(d_model+1)), no bias."""
-    import torch
-
-    gen = torch.Generator().manual_seed(seed)
-    w = model.score.weight
-    with torch.no_grad():
-        w.copy_(torch.randn(w.shape, generator=gen) * score_head_std(model.config.hidden_size))
-
-
 def build_reward_model(base_dir: str | Path, out_dir: Path, seed: int = 0) -> Path:
     """A reward model (1 output) on the body of the causal LM in ``base_dir``."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from kowen_kedro.rewards.heads import init_score_head
 
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     model = AutoModelForSequenceClassification.from_pretrained(

@@ -9,6 +9,7 @@ marker is written last, by rank 0.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import logging
 import os
@@ -75,6 +76,30 @@ def freeze_all_but_attention(model) -> int:
     return trainable
 
 
+PROBE_SIZE = 8
+
+
+def probe_rewards(trainer, tokenizer, eval_data) -> dict | None:
+    """Rewards of the first eval ``chosen`` chats from the trained model *before* it is saved, so a
+    reload can be checked against them (a random head after save is a classic RM bug). All ranks
+    run the forward pass (ZeRO-3 gathers parameters collectively)."""
+    import torch
+
+    if eval_data is None or len(eval_data) == 0:
+        return None
+    chats = [eval_data[i]["chosen"] for i in range(min(PROBE_SIZE, len(eval_data)))]
+    texts = [tokenizer.apply_chat_template(c, tokenize=False) for c in chats]
+    model = trainer.model
+    device = next(model.parameters()).device
+    model.eval()
+    scores = []
+    with torch.no_grad():
+        for text in texts:  # one at a time: no padding effects in the comparison
+            enc = tokenizer(text, return_tensors="pt", add_special_tokens=False).to(device)
+            scores.append(float(model(**enc).logits[0, 0].float()))
+    return {"chats": chats, "rewards": scores}
+
+
 def build_config(spec: LaunchSpec):
     """The TRL config object for ``spec`` (created before the model so ZeRO-3 can partition at load)."""
     import torch
@@ -116,9 +141,14 @@ def load_model(spec: LaunchSpec, config):
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     if spec.kind == "reward":
-        model = AutoModelForSequenceClassification.from_pretrained(
-            spec.model, num_labels=1, dtype=dtype, pad_token_id=tokenizer.pad_token_id
+        model, info = AutoModelForSequenceClassification.from_pretrained(
+            spec.model, num_labels=1, dtype=dtype, pad_token_id=tokenizer.pad_token_id, output_loading_info=True
         )
+        if "score.weight" in info.get("missing_keys", []):  # a base LM: the head is new
+            from kowen_kedro.rewards.heads import init_score_head
+
+            init_score_head(model, seed=spec.seed)
+            logger.info("new score head initialised from N(0, 1/sqrt(d_model + 1))")
     else:
         model = AutoModelForCausalLM.from_pretrained(spec.model, dtype=dtype)
     return model, tokenizer
@@ -129,6 +159,7 @@ def run(spec: LaunchSpec) -> dict:
     from datasets import load_dataset
     from transformers import set_seed
 
+    fingerprint = spec.fingerprint()  # before anything runs: libraries may mutate what they are given
     set_seed(spec.seed)
     if spec.deepspeed:
         # deepspeed.comm must be initialised before the model loads: under ZeRO-3, from_pretrained runs
@@ -140,10 +171,13 @@ def run(spec: LaunchSpec) -> dict:
     model, tokenizer = load_model(spec, config)
     peft_config = None
     if spec.finetuning == "lora":
+        if spec.deepspeed and spec.deepspeed.get("zero_optimization", {}).get("stage") == 3:
+            raise ValueError("LoRA with ZeRO-3 is not supported here (the merged model cannot be gathered); "
+                             "use training.deepspeed.zero_stage 2 or launcher 'python' for LoRA runs")
         from peft import LoraConfig
 
         lora = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.05, "target_modules": ["q_proj", "v_proj"]}
-        lora.update(spec.lora)
+        lora.update(copy.deepcopy(spec.lora))  # peft extends modules_to_save in place
         if spec.kind == "reward":
             lora.setdefault("task_type", "SEQ_CLS")
             lora.setdefault("modules_to_save", ["score"])
@@ -187,6 +221,7 @@ def run(spec: LaunchSpec) -> dict:
     metrics = dict(result.metrics)
     if data.get("eval") is not None:
         metrics.update(trainer.evaluate())
+    probe = probe_rewards(trainer, tokenizer, data.get("eval")) if spec.kind == "reward" else None
     final = spec.final_dir
     if peft_config is not None:
         trainer.model = trainer.model.merge_and_unload() if hasattr(trainer.model, "merge_and_unload") else trainer.model
@@ -200,7 +235,9 @@ def run(spec: LaunchSpec) -> dict:
         from kowen_kedro.model_identity import model_identity
 
         model_identity(final)  # hash once here; versioned copies carry the stored identity
-        record = {"fingerprint": spec.fingerprint(), "final_dir": str(final), "metrics": metrics}
+        record = {"fingerprint": fingerprint, "final_dir": str(final), "metrics": metrics}
+        if probe is not None:
+            record["probe"] = probe
         tmp = Path(spec.output_dir) / (COMPLETE_MARKER + ".tmp")
         tmp.write_text(json.dumps(record, indent=2, default=str))
         tmp.replace(Path(spec.output_dir) / COMPLETE_MARKER)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pandas as pd
 
+from kowen_kedro.data.parallel import parallel_sentences
 from kowen_kedro.data.prompts import to_conversations
 from kowen_kedro.data.validation import validate_records
-from kowen_kedro.rewards.metrics import CATEGORIES
+from kowen_kedro.rewards.data import PAIR_COLUMNS, require_columns
 from kowen_kedro.runtime import resolve_models
 from kowen_kedro.tiny.build import TinyConfig, build_tiny_models
 
@@ -34,23 +35,6 @@ def build_tiny_models_node(
     return build_tiny_models(texts, chats, out_dir, TinyConfig(**params), parallel=parallel_sentences(preference_pairs, user_prompts))
 
 
-def parallel_sentences(preference_pairs: pd.DataFrame, user_prompts: pd.DataFrame) -> list[dict]:
-    """The shipped data's parallel En/Ko texts: pairs ``en-NNN``/``ko-NNN`` (and ``en-mt-NNN``/``ko-mt-NNN``
-    conversations) were written as translations of each other."""
-    out = []
-    pairs = preference_pairs.set_index("pair_id")
-    for pid in pairs.index:
-        if pid.startswith("en-") and "ko-" + pid[3:] in pairs.index:
-            for field in ("prompt", "chosen", "rejected"):
-                out.append({"en": pairs.loc[pid, field], "ko": pairs.loc["ko-" + pid[3:], field]})
-    convs = dict(zip(user_prompts["conversation_id"], user_prompts["conversation"]))
-    for cid, conv in convs.items():
-        other = convs.get("ko-" + cid[3:]) if cid.startswith("en-mt-") else None
-        if other:
-            out += [{"en": a["content"], "ko": b["content"]} for a, b in zip(conv, other)]
-    return out
-
-
 def validate_raw_inputs_node(
     user_prompts: pd.DataFrame, preference_pairs: pd.DataFrame, seed_passages: pd.DataFrame, eval_prompts: pd.DataFrame
 ) -> dict:
@@ -62,11 +46,7 @@ def validate_raw_inputs_node(
     from kowen_kedro.data.prompts import as_frame
 
     prompts = to_conversations(as_frame(user_prompts))
-    validate_records(
-        preference_pairs,
-        {"pair_id": str, "language": str, "category": str, "prompt": str, "chosen": str, "rejected": str},
-        allowed={"category": set(CATEGORIES)},
-    )
+    require_columns(preference_pairs, PAIR_COLUMNS)  # bad rows are excluded with counts by reward_model
     validate_records(seed_passages, {"passage_id": str, "text": str})
     validate_records(eval_prompts, {"id": str, "language": str, "instruction": str})
     return {

@@ -1,58 +1,143 @@
-"""Nodes of reward_model: seeded stratified split, Bradley-Terry training (TRL, DeepSpeed), per-language x category accuracy."""
+"""Nodes of reward_model: cleaning + stratified split, Bradley-Terry training (TRL, DeepSpeed),
+RewardBench-style accuracy per language x category, the RM-transfer comparison (English-trained vs
+target-language-trained RM) and representation-collapse analysis."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pandas as pd
 
-from kowen_kedro.data.validation import validate_records
+from kowen_kedro.data.parallel import parallel_sentences
+from kowen_kedro.rewards.analysis import collapse_score
+from kowen_kedro.rewards.data import clean_pairs, stratified_split, to_chat_pairs
 from kowen_kedro.rewards.metrics import CATEGORIES, accuracy_table
 from kowen_kedro.rewards.scoring import RewardScorer
 from kowen_kedro.runtime import as_mlflow_metrics, registry_model
 from kowen_kedro.training.stages import train_stage
 
-PAIR_FIELDS = {"pair_id": str, "language": str, "category": str, "prompt": str, "chosen": str, "rejected": str}
+
+def split_preferences_node(pairs: pd.DataFrame, params: dict) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Exclude unusable pairs (counted), then a seeded 80/20 split per language x category."""
+    clean, report = clean_pairs(pairs)
+    train, evaluation = stratified_split(clean, float(params["eval_fraction"]), int(params["seed"]))
+    report.update({"train": len(train), "eval": len(evaluation)})
+    return train, evaluation, as_mlflow_metrics(report)
 
 
-def split_preferences_node(pairs: pd.DataFrame, params: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Validate, then split each (language, category) cell into train / eval (at least one eval pair per cell)."""
-    validate_records(pairs, PAIR_FIELDS, allowed={"category": set(CATEGORIES)})
-    frac, seed = float(params["eval_fraction"]), int(params["seed"])
-    eval_parts = []
-    for _, cell in pairs.groupby(["language", "category"], sort=True):
-        n = max(1, round(frac * len(cell))) if len(cell) > 1 else 0
-        eval_parts.append(cell.sample(n=n, random_state=seed))
-    eval_df = pd.concat(eval_parts)
-    train_df = pairs.drop(index=eval_df.index)
-    return train_df.reset_index(drop=True), eval_df.reset_index(drop=True)
-
-
-def _conversational(df: pd.DataFrame) -> list[dict]:
-    return [
-        {
-            "chosen": [{"role": "user", "content": r["prompt"]}, {"role": "assistant", "content": r["chosen"]}],
-            "rejected": [{"role": "user", "content": r["prompt"]}, {"role": "assistant", "content": r["rejected"]}],
-        }
-        for r in df.to_dict("records")
-    ]
-
-
-def train_reward_model_node(train: pd.DataFrame, evaluation: pd.DataFrame, registry: dict, params: dict, training: dict) -> str:
+def train_reward_model_node(train: pd.DataFrame, evaluation: pd.DataFrame, registry: dict, params: dict, training: dict, stage: str = "reward_model") -> str:
     """Bradley-Terry RM with TRL's RewardTrainer, launched like every training; returns the model folder."""
     record = train_stage(
-        "reward", "reward_model", registry_model(registry, "reward_model_init"),
-        _conversational(train), params, training, eval_records=_conversational(evaluation),
+        "reward", stage, registry_model(registry, "reward_model_init"),
+        to_chat_pairs(train), params, training, eval_records=to_chat_pairs(evaluation),
     )
     return record["final_dir"]
 
 
+def score_pairs(reward_model: str, pairs: pd.DataFrame, params: dict) -> pd.DataFrame:
+    scorer = RewardScorer(reward_model, batch_size=int(params["batch_size"]), max_length=int(params["max_length"]))
+    prompts = list(pairs["prompt"])
+    return pairs.assign(
+        chosen_reward=scorer.score(prompts, list(pairs["chosen"])),
+        rejected_reward=scorer.score(prompts, list(pairs["rejected"])),
+    )
+
+
 def evaluate_reward_model_node(reward_model: str, evaluation: pd.DataFrame, params: dict) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """Score chosen/rejected; accuracy per language x category (RewardBench style) + MLflow metrics."""
-    scorer = RewardScorer(reward_model, batch_size=int(params["batch_size"]), max_length=int(params["max_length"]))
-    prompts = list(evaluation["prompt"])
-    scored = evaluation.assign(
-        chosen_reward=scorer.score(prompts, list(evaluation["chosen"])),
-        rejected_reward=scorer.score(prompts, list(evaluation["rejected"])),
-    )
+    scored = score_pairs(reward_model, evaluation, params)
     table = accuracy_table(scored)
     metrics = {f"accuracy.{lang}.{col}": v for lang, row in table.iterrows() for col, v in row.items()}
     return scored, table.reset_index(), as_mlflow_metrics(metrics)
+
+
+# ---------------------------------------------------------------- RM transfer (namespaced per RM)
+
+def _train_language(role: str, source_language: str, target_language: str) -> str:
+    if role not in ("source", "target"):
+        raise ValueError(f"RM-transfer role must be 'source' or 'target', got {role!r}")
+    return source_language if role == "source" else target_language
+
+
+def transfer_training_pairs_node(
+    train: pd.DataFrame, translated: pd.DataFrame, role: str, source_language: str, target_language: str
+) -> pd.DataFrame:
+    """The RM's training data: the source-language training pairs themselves (role ``source``), or
+    their translated copies in the target language (role ``target``): same content, so the two RMs
+    differ only in language."""
+    train_language = _train_language(role, source_language, target_language)
+    source = train[train["language"] == source_language]
+    if train_language == source_language:
+        return source.reset_index(drop=True)
+    copies = translated[(translated["language"] == train_language) & translated["source_pair_id"].isin(source["pair_id"])]
+    if copies.empty:
+        raise ValueError(f"no translated preference pairs in {train_language!r}: add it to translation_qe.preferences.languages")
+    return copies[["pair_id", "language", "category", "prompt", "chosen", "rejected"]].reset_index(drop=True)
+
+
+def train_transfer_rm_node(train: pd.DataFrame, evaluation: pd.DataFrame, registry: dict, params: dict, training: dict, role: str) -> str:
+    """One RM of the transfer experiment (run folder ``rm_transfer_<role>``)."""
+    return train_reward_model_node(train, evaluation, registry, params, training, stage=f"rm_transfer_{role}")
+
+
+def transfer_accuracy_node(
+    reward_model: str, evaluation: pd.DataFrame, params: dict, role: str, source_language: str, target_language: str
+) -> tuple[pd.DataFrame, dict]:
+    """This RM's accuracy on every evaluation language (one row per language, ``train_language`` column)."""
+    train_language = _train_language(role, source_language, target_language)
+    table = accuracy_table(score_pairs(reward_model, evaluation, params)).reset_index()
+    metrics = {f"accuracy.{r['language']}.avg": r["avg"] for r in table.to_dict("records")}
+    return table.assign(train_language=train_language), as_mlflow_metrics(metrics)
+
+
+def transfer_comparison_node(source_table: pd.DataFrame, target_table: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """RM-transfer Table 1: per evaluation language and category, source-language RM vs
+    target-language RM accuracy and the delta (source - target), as a table and as markdown."""
+    cols = CATEGORIES + ["avg"]
+    src, tgt = source_table.set_index("language")[cols], target_table.set_index("language")[cols]
+    src_name, tgt_name = source_table["train_language"].iloc[0], target_table["train_language"].iloc[0]
+    rows = []
+    for lang in src.index:
+        for col in cols:
+            a, b = float(src.loc[lang, col]), float(tgt.loc[lang, col])
+            rows.append({"eval_language": lang, "category": col, f"rm_{src_name}": a, f"rm_{tgt_name}": b, "delta": a - b})
+    table = pd.DataFrame(rows)
+    wide = table.pivot(index="eval_language", columns="category", values=[f"rm_{src_name}", f"rm_{tgt_name}", "delta"])
+    lines = [
+        f"| eval language | RM | {' | '.join(cols)} |",
+        "|---|---|" + "---|" * len(cols),
+    ]
+    for lang in wide.index:
+        for label in (f"rm_{src_name}", f"rm_{tgt_name}", "delta"):
+            vals = " | ".join(f"{100 * wide.loc[lang, (label, c)]:+.1f}" if label == "delta" else f"{100 * wide.loc[lang, (label, c)]:.1f}" for c in cols)
+            lines.append(f"| {lang} | {label.replace('rm_', 'trained on ')} | {vals} |")
+    return table, "\n".join(lines) + "\n"
+
+
+def representation_collapse_node(
+    registry: dict, rm_source: str, rm_target: str, pairs: pd.DataFrame, user_prompts: pd.DataFrame,
+    languages: list[str], source_language: str, target_language: str,
+) -> tuple[pd.DataFrame, Any, dict]:
+    """Mean f = sigma_1 / sum(sigma) over parallel texts, for the base model and each RM (Figure 1)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    parallel = parallel_sentences(pairs, user_prompts)
+    langs = [source_language, target_language]
+    models = {"base": registry_model(registry, "student"), f"rm_{source_language}": rm_source, f"rm_{target_language}": rm_target}
+    rows = []
+    for name, path in models.items():
+        mean_f, fs = collapse_score(path, parallel, langs)
+        rows.append({"model": name, "mean_f": mean_f, "n_items": len(fs), "uniform_baseline": 1 / len(langs)})
+    table = pd.DataFrame(rows)
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    ax.bar(table["model"], table["mean_f"], color=["#888", "#1f77b4", "#ff7f0e"])
+    ax.axhline(1 / len(langs), ls="--", c="k", lw=0.8, label="orthogonal (1/L)")
+    ax.set_ylabel("mean sigma_1 / sum(sigma)")
+    ax.set_ylim(0, 1)
+    ax.set_title("Representation collapse across languages")
+    ax.legend()
+    fig.tight_layout()
+    return table, fig, as_mlflow_metrics({f"collapse.{r['model']}": r["mean_f"] for r in rows})

@@ -1,0 +1,71 @@
+"""Preference data for reward models: cleaning with counts, chat-format conversion, splits."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from kowen_kedro.data.prompts import normalise
+from kowen_kedro.data.validation import DataValidationError, line_of, source_of
+from kowen_kedro.rewards.metrics import CATEGORIES
+
+PAIR_COLUMNS = ["pair_id", "language", "category", "prompt", "chosen", "rejected"]
+
+
+def require_columns(df: pd.DataFrame, columns: list[str]) -> None:
+    """A missing column is an error naming the file and the column."""
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise DataValidationError(source_of(df), None, missing[0], f"required column missing (need {columns})")
+
+
+def clean_pairs(df: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """Exclude pairs that cannot train or evaluate an RM, and count each reason.
+
+    Reasons, checked in this order: ``empty`` (prompt, chosen or rejected missing/blank),
+    ``identical`` (chosen == rejected after normalisation), ``unknown_category``.
+    Excluded rows are logged with their file line; nothing is dropped silently.
+    """
+    require_columns(df, PAIR_COLUMNS)
+    reasons = []
+    for r, row in enumerate(df.to_dict("records")):
+        texts = [row.get(k) for k in ("prompt", "chosen", "rejected")]
+        if any(not isinstance(t, str) or not t.strip() for t in texts):
+            reasons.append("empty")
+        elif normalise(row["chosen"]) == normalise(row["rejected"]):
+            reasons.append("identical")
+        elif row.get("category") not in CATEGORIES:
+            reasons.append("unknown_category")
+        else:
+            reasons.append(None)
+    reason = pd.Series(reasons, index=df.index, dtype=object)
+    report = {"pairs": len(df), "kept": int(reason.isna().sum())}
+    for name in ("empty", "identical", "unknown_category"):
+        report[f"excluded_{name}"] = int((reason == name).sum())
+    if report["kept"] < len(df):
+        import logging
+
+        bad = [f"line {line_of(df, i)}: {x}" for i, x in enumerate(reasons) if x]
+        logging.getLogger(__name__).warning("%s: excluded %d pairs (%s)", source_of(df), len(bad), "; ".join(bad[:10]))
+    return df[reason.isna()].reset_index(drop=True), report
+
+
+def to_chat_pairs(df: pd.DataFrame) -> list[dict]:
+    """TRL's conversational preference format: ``{chosen: [user, assistant], rejected: [...]}``."""
+    return [
+        {
+            "chosen": [{"role": "user", "content": r["prompt"]}, {"role": "assistant", "content": r["chosen"]}],
+            "rejected": [{"role": "user", "content": r["prompt"]}, {"role": "assistant", "content": r["rejected"]}],
+        }
+        for r in df.to_dict("records")
+    ]
+
+
+def stratified_split(pairs: pd.DataFrame, eval_fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Train / eval split per (language, category) cell: round(fraction x cell) eval pairs, at least one
+    when the cell has two or more."""
+    eval_parts = [
+        cell.sample(n=max(1, round(eval_fraction * len(cell))) if len(cell) > 1 else 0, random_state=seed)
+        for _, cell in pairs.groupby(["language", "category"], sort=True)
+    ]
+    eval_df = pd.concat(eval_parts) if eval_parts else pairs.iloc[:0]
+    return pairs.drop(index=eval_df.index).reset_index(drop=True), eval_df.reset_index(drop=True)
