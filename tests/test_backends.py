@@ -142,8 +142,8 @@ def test_sigkill_mid_generation_then_rerun(tmp_path):
     proc.wait()
     first = log.read_text().split()
     stored = len(CallCache(cache))
-    assert 12 <= stored < 40  # killed part-way, finished batches durable
-    assert stored >= len(first) - 4  # at most the one batch in flight was lost
+    assert 0 < stored < 40  # killed part-way; finished batches are durable
+    assert len(first) - 4 <= stored <= len(first)  # at most the one batch in flight (4 calls) was lost
     log.write_text("")
     out = json.loads(subprocess.run([sys.executable, str(script), str(cache), str(log), "0"], capture_output=True, text=True, check=True).stdout)
     second = log.read_text().split()
