@@ -51,16 +51,30 @@ def make_splitter(cfg: dict | None):
     raise ValueError(f"unknown splitter type {kind!r}: expected 'rule' or 'sat'")
 
 
-def _run(df: pd.DataFrame, columns: list[str], registry: dict, params: dict, llm: dict, src: str, tgt: str) -> pd.DataFrame:
-    translators, qe = _tools(registry, params, llm)
-    splitter = make_splitter(params.get("splitter"))
-    try:
-        return translate_columns(df, columns, translators, qe, src, tgt, int(params["max_sentence_chars"]), splitter)
-    finally:
-        for t in translators:
+class _Tools:
+    """Translators, QE and splitter of one node, loaded once and closed at the end (``with``)."""
+
+    def __init__(self, registry: dict, params: dict, llm: dict):
+        self.translators, self.qe = _tools(registry, params, llm)
+        self.splitter = make_splitter(params.get("splitter"))
+        self.max_sentence_chars = int(params["max_sentence_chars"])
+
+    def run(self, df: pd.DataFrame, columns: list[str], src: str, tgt: str) -> pd.DataFrame:
+        return translate_columns(df, columns, self.translators, self.qe, src, tgt, self.max_sentence_chars, self.splitter)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        for t in self.translators:  # end worker-process backends (frees their GPU memory)
             close = getattr(getattr(t, "generator", None), "close", None)
             if close:
                 close()
+
+
+def _run(df: pd.DataFrame, columns: list[str], registry: dict, params: dict, llm: dict, src: str, tgt: str) -> pd.DataFrame:
+    with _Tools(registry, params, llm) as tools:
+        return tools.run(df, columns, src, tgt)
 
 
 def _check_languages(*codes: str) -> None:
@@ -98,8 +112,9 @@ def translate_preferences_node(pairs: pd.DataFrame, registry: dict, params: dict
     _check_languages(src, *cfg["languages"])
     pool = pairs[pairs["language"] == src].head(int(cfg["max_pairs"])).reset_index(drop=True)
     parts, metrics = [], {}
-    for tgt in cfg["languages"]:
-        out = _run(pool, ["prompt", "chosen", "rejected"], registry, params, llm, src, tgt)
+    with _Tools(registry, params, llm) as tools:  # models loaded once for all target languages
+        outputs = {tgt: tools.run(pool, ["prompt", "chosen", "rejected"], src, tgt) for tgt in cfg["languages"]}
+    for tgt, out in outputs.items():
         kept, report = keep_best(out, float(cfg["drop_bottom_fraction"]))
         parts.append(pd.DataFrame({
             "pair_id": [f"{p}-{tgt}" for p in kept["pair_id"]],
