@@ -105,3 +105,22 @@ def test_a_splitter_that_changes_text_is_not_trusted():
     assert [s.text for s in segs if s.translate] == ["One.", "Two!", "Three?"]
     whole = segment("A b. C d.", lambda line: ["A b. ", "C d."])  # a faithful custom splitter is used
     assert [s.text for s in whole] == ["A b.", " ", "C d."]
+
+
+def test_cached_values_computes_each_missing_key_once_and_stores_first(tmp_path):
+    from kowen_kedro.llm.cache import cached_values
+
+    cache = CallCache(tmp_path / "c.sqlite")
+    cache.put_many({"b": 20})
+    asked = []
+
+    def compute(todo):
+        asked.append(list(todo))
+        return [{"a": 1, "c": 3}[["a", "b", "a", "c"][i]] for i in todo]
+
+    assert cached_values(cache, ["a", "b", "a", "c"], compute) == [1, 20, 1, 3]
+    assert asked == [[0, 3]]  # "b" from the cache, "a" once
+    assert cached_values(cache, ["c", "a"], compute) == [3, 1] and asked == [[0, 3]]  # all stored
+    assert cached_values(None, ["x", "x"], lambda todo: [len(todo)]) == [1, 1]
+    with pytest.raises(ValueError, match="2 keys"):
+        cached_values(None, ["p", "q"], lambda todo: [0])

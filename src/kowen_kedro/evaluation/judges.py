@@ -12,7 +12,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence
 
-from kowen_kedro.llm.cache import CallCache, call_key
+from kowen_kedro.llm.cache import CallCache, cached_values, call_key
 from kowen_kedro.model_identity import model_identity
 from kowen_kedro.translation.translators import language_name
 
@@ -62,28 +62,26 @@ class LocalPairwiseJudge:
         return ids[0][0], ids[1][0]
 
     def prefer_a(self, messages: Sequence[list[dict[str, str]]]) -> list[float]:
-        import torch
-
         model_id = model_identity(self.model)
         keys = [call_key({"judge": self.name, "model": model_id, "messages": m, "kind": "logprob_ab"}) for m in messages]
-        found = self.cache.get_many(keys) if self.cache else {}
-        todo = [i for i, k in enumerate(keys) if k not in found]
-        if todo:
-            self._load()
-            a_id, b_id = self._verdict_ids()
-            new: dict[str, float] = {}
-            for start in range(0, len(todo), self.batch_size):
-                idx = todo[start : start + self.batch_size]
-                texts = [self._tok.apply_chat_template(messages[i], tokenize=False, add_generation_prompt=True) for i in idx]
-                enc = self._tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
-                with torch.no_grad():
-                    last = self._lm(**enc).logits[:, -1, :].float()
-                pair = torch.softmax(last[:, [a_id, b_id]], dim=-1)[:, 0]
-                new.update({keys[i]: float(p) for i, p in zip(idx, pair.tolist())})
-            if self.cache:
-                self.cache.put_many(new)
-            found.update(new)
-        return [found[k] for k in keys]
+        return cached_values(self.cache, keys, lambda todo: self._score([messages[i] for i in todo]))
+
+    def _score(self, messages: Sequence[list[dict[str, str]]]) -> list[float]:
+        import torch
+
+        self._load()
+        a_id, b_id = self._verdict_ids()
+        out: list[float] = []
+        for start in range(0, len(messages), self.batch_size):
+            texts = [
+                self._tok.apply_chat_template(m, tokenize=False, add_generation_prompt=True)
+                for m in messages[start : start + self.batch_size]
+            ]
+            enc = self._tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+            with torch.no_grad():
+                last = self._lm(**enc).logits[:, -1, :].float()
+            out.extend(torch.softmax(last[:, [a_id, b_id]], dim=-1)[:, 0].tolist())
+        return out
 
 
 def judge_pairs(

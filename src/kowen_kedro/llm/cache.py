@@ -12,7 +12,7 @@ import json
 import sqlite3
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 
 def call_key(payload: dict[str, Any]) -> str:
@@ -68,3 +68,27 @@ class CallCache:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+
+def cached_values(cache: CallCache | None, keys: list[str], compute: Callable[[list[int]], list[Any]]) -> list[Any]:
+    """The value of each key: from ``cache`` when present, else from ``compute``.
+
+    ``compute`` gets the positions (in ``keys``) of the first occurrence of each missing key - identical
+    keys are computed once - and returns their values in that order. New values are stored before
+    they are returned. With ``cache=None`` everything is computed (still once per distinct key).
+    """
+    found = cache.get_many(keys) if cache is not None else {}
+    first: dict[str, int] = {}
+    for i, k in enumerate(keys):
+        if k not in found:
+            first.setdefault(k, i)
+    if first:
+        todo = list(first.values())
+        values = compute(todo)
+        if len(values) != len(todo):
+            raise ValueError(f"compute returned {len(values)} values for {len(todo)} keys")
+        new = {keys[i]: v for i, v in zip(todo, values)}
+        if cache is not None:
+            cache.put_many(new)
+        found.update(new)
+    return [found[k] for k in keys]

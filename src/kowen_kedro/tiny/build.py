@@ -24,7 +24,7 @@ import json
 import logging
 import math
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable
 
@@ -69,7 +69,6 @@ class TinyConfig:
     qe_hidden_size: int = 32
     qe_layers: int = 2
     qe_vocab_size: int = 800
-    extra: dict = field(default_factory=dict)
 
 
 def build_key(config: TinyConfig, texts: list[str], chats: list[list[dict]], parallel: list[dict] | None = None) -> str:

@@ -11,7 +11,7 @@ import pandas as pd
 
 from pathlib import Path
 
-from kowen_kedro.llm.cache import CallCache, call_key
+from kowen_kedro.llm.cache import CallCache, cached_values, call_key
 from kowen_kedro.model_identity import model_identity
 
 logger = logging.getLogger(__name__)
@@ -41,20 +41,17 @@ class CometQE:
     def score(self, sources: list[str], translations: list[str]) -> list[float]:
         qe_id = model_identity(Path(self.checkpoint).parents[1]) if self.checkpoint.endswith(".ckpt") else self.checkpoint
         keys = [call_key({"qe": qe_id, "src": s, "mt": m}) for s, m in zip(sources, translations)]
-        found = self.cache.get_many(keys) if self.cache else {}
-        todo = [i for i, k in enumerate(keys) if k not in found]
-        if todo:
+
+        def predict(todo: list[int]) -> list[float]:
             out = self._load().predict(
                 [{"src": sources[i], "mt": translations[i]} for i in todo],
                 batch_size=self.batch_size,
                 gpus=self.gpus,
                 progress_bar=self.progress,
             )
-            new = {keys[i]: float(s) for i, s in zip(todo, out.scores)}
-            if self.cache:
-                self.cache.put_many(new)
-            found.update(new)
-        return [found[k] for k in keys]
+            return [float(x) for x in out.scores]
+
+        return cached_values(self.cache, keys, predict)
 
 
 def filter_bottom_fraction(df: pd.DataFrame, score_col: str, fraction: float) -> tuple[pd.DataFrame, pd.DataFrame]:

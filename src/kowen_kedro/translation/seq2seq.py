@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from kowen_kedro.llm.cache import CallCache, call_key
+from kowen_kedro.llm.cache import CallCache, cached_values, call_key
 from kowen_kedro.model_identity import model_identity
 
 
@@ -73,30 +73,25 @@ class Seq2SeqTranslator:
         settings = {"max_new_tokens": self.max_new_tokens, "num_beams": self.num_beams}
         ident = model_identity(self.model)
         keys = [call_key({"mt": ident, "src": src, "tgt": tgt, "text": t, **settings}) for t in texts]
-        found = self.cache.get_many(keys) if self.cache else {}
-        todo = [i for i, k in enumerate(keys) if k not in found]
-        if todo:
-            import torch
+        return cached_values(self.cache, keys, lambda todo: self._generate([texts[i] for i in todo], src, tgt))
 
-            self._load()
-            encoded = self._encode([texts[i] for i in todo], src)  # length check before any work
-            forced = self._lang_id(tgt)
-            pad = self._tok.pad_token_id
-            new: dict[str, str] = {}
-            for start in range(0, len(todo), self.batch_size):
-                idx = todo[start : start + self.batch_size]
-                seqs = encoded[start : start + self.batch_size]
-                width = max(map(len, seqs))
-                input_ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs], device=self._lm.device)
-                mask = (torch.arange(width)[None, :] < torch.tensor([len(s) for s in seqs])[:, None]).to(self._lm.device)
-                with torch.no_grad():
-                    out = self._lm.generate(
-                        input_ids=input_ids, attention_mask=mask, forced_bos_token_id=forced,
-                        max_new_tokens=self.max_new_tokens, num_beams=self.num_beams, do_sample=False,
-                    )
-                for i, row in zip(idx, out):
-                    new[keys[i]] = self._tok.decode(row, skip_special_tokens=True).strip()
-            if self.cache:
-                self.cache.put_many(new)
-            found.update(new)
-        return [found[k] for k in keys]
+    def _generate(self, texts: list[str], src: str, tgt: str) -> list[str]:
+        import torch
+
+        self._load()
+        encoded = self._encode(texts, src)  # length check before any work
+        forced = self._lang_id(tgt)
+        pad = self._tok.pad_token_id
+        out: list[str] = []
+        for start in range(0, len(encoded), self.batch_size):
+            seqs = encoded[start : start + self.batch_size]
+            width = max(map(len, seqs))
+            input_ids = torch.tensor([s + [pad] * (width - len(s)) for s in seqs], device=self._lm.device)
+            mask = (torch.arange(width)[None, :] < torch.tensor([len(s) for s in seqs])[:, None]).to(self._lm.device)
+            with torch.no_grad():
+                gen = self._lm.generate(
+                    input_ids=input_ids, attention_mask=mask, forced_bos_token_id=forced,
+                    max_new_tokens=self.max_new_tokens, num_beams=self.num_beams, do_sample=False,
+                )
+            out.extend(self._tok.decode(row, skip_special_tokens=True).strip() for row in gen)
+        return out
