@@ -16,7 +16,7 @@ export KEDRO_DISABLE_TELEMETRY := 1
 export PYTHONUNBUFFERED := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv run test test-fast bench viz mlflow-ui lock clean-data
+.PHONY: venv run test test-fast bench bench-gpu viz mlflow-ui lock clean-data
 
 venv: $(STAMP)
 
@@ -43,6 +43,11 @@ test-fast: venv
 ## Speed figures of the CPU paths (generation throughput, cache-hit reruns).
 bench: venv
 	$(BIN)/python benchmarks/run.py
+
+# SFT + DPO throughput and MFU, Qwen2.5-0.5B/1.5B-shaped random models, bf16 ZeRO-3, one GPU (docs/benchmarks.md)
+bench-gpu: venv
+	$(BIN)/python benchmarks/train_throughput.py --shape qwen2.5-0.5b
+	$(BIN)/python benchmarks/train_throughput.py --shape qwen2.5-1.5b
 
 viz: venv
 	$(BIN)/kedro viz build

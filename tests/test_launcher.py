@@ -18,8 +18,10 @@ def sft_records():
     ]
 
 
-def test_two_process_zero3_sft_trains_saves_and_is_reused(tiny_models, tmp_path):
+def test_two_process_zero3_attention_only_sft_trains_saves_and_is_reused(tiny_models, tmp_path):
     from transformers import AutoModelForCausalLM
+
+    from kowen_kedro.training.finetuning import freeze_all_but_attention
 
     train = tmp_path / "train.jsonl"
     train.write_text("".join(json.dumps(r) + "\n" for r in sft_records()))
@@ -27,7 +29,7 @@ def test_two_process_zero3_sft_trains_saves_and_is_reused(tiny_models, tmp_path)
         kind="sft", model=tiny_models["models"]["base"], train_file=str(train), output_dir=str(tmp_path / "run"),
         trainer_args={"num_train_epochs": 1, "learning_rate": 1e-3, "per_device_train_batch_size": 2, "max_length": 64,
                       "assistant_only_loss": True},
-        global_batch_size=8, deepspeed=zero_config(3), world_size=2,
+        global_batch_size=8, deepspeed=zero_config(3), world_size=2, finetuning="attention_only",
     )
     record = launch(spec)
     log = (tmp_path / "run" / "train.log").read_text()
@@ -36,8 +38,12 @@ def test_two_process_zero3_sft_trains_saves_and_is_reused(tiny_models, tmp_path)
     final = Path(record["final_dir"])
     before = AutoModelForCausalLM.from_pretrained(tiny_models["models"]["base"])
     after = AutoModelForCausalLM.from_pretrained(final)  # gathered ZeRO-3 weights, full shapes
-    changed = [n for (n, a), (_, b) in zip(before.named_parameters(), after.named_parameters()) if not (a == b).all()]
-    assert changed and all(a.shape == b.shape for a, b in zip(before.parameters(), after.parameters()))
+    changed = {n for (n, a), (_, b) in zip(before.named_parameters(), after.named_parameters()) if not (a == b).all()}
+    assert all(a.shape == b.shape for a, b in zip(before.parameters(), after.parameters()))
+    attention = {n for n, _ in before.named_parameters() if ".self_attn." in n}
+    assert changed and changed <= attention  # nothing outside attention moved under ZeRO-3 either
+    # the count is taken on the ZeRO-3-partitioned model (ds_numel), and equals the unpartitioned one
+    assert record["metrics"]["trainable_params"] == freeze_all_but_attention(before)
     assert json.loads((final / "generation_config.json").read_text())["eos_token_id"]
     log_size = len(log)
     assert launch(spec) == record  # same spec + data: not relaunched

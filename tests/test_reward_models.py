@@ -105,6 +105,7 @@ def _reload_scores(final_dir, probe):
     [
         pytest.param({"model": "reward_model_init", "finetuning": "full", "world_size": 1, "launcher": "deepspeed"}, id="full-zero3"),
         pytest.param({"model": "base", "finetuning": "lora", "world_size": 1, "launcher": "python"}, id="lora-new-head"),
+        pytest.param({"model": "base", "finetuning": "lora", "world_size": 2, "launcher": "deepspeed"}, id="lora-zero3-2proc"),
         pytest.param({"model": "reward_model_init", "finetuning": "full", "world_size": 2, "launcher": "deepspeed"}, id="zero3-2proc"),
     ],
 )
@@ -127,3 +128,10 @@ def test_saved_reward_model_reloads_with_identical_scores(case, tiny_models, raw
     assert _reload_scores(record["final_dir"], probe) == pytest.approx(probe["rewards"], abs=1e-4)
     if case["model"] == "base":  # a causal-LM checkpoint: the head was new and got the paper's init
         assert "new score head initialised" in (tmp_path / "run" / "train.log").read_text()
+    if case["finetuning"] == "lora":  # rank-8 q/v adapters + the full score head, merged into the saved model
+        from transformers import AutoConfig
+
+        cfg = AutoConfig.from_pretrained(record["final_dir"])
+        h, layers, head = cfg.hidden_size, cfg.num_hidden_layers, cfg.hidden_size // cfg.num_attention_heads
+        assert record["metrics"]["trainable_params"] == layers * 8 * (2 * h + h + cfg.num_key_value_heads * head) + h
+        assert (tmp_path / "run" / "adapter" / "adapter_config.json").exists()

@@ -48,11 +48,58 @@ def test_unknown_stage_parameter_fails_before_launch(tmp_path):
         train_stage("sft", "sft", "m", [{"messages": []}], {"learning_rate": 1e-5}, {"work_dir": str(tmp_path)})
 
 
-def test_commands():
-    cmd = build_command(__import__("pathlib").Path("s.json"), 2)
-    assert cmd[1:3] == ["--num_gpus", "2"] and cmd[-4:] == ["--module", "kowen_kedro.training.entry", "--spec", "s.json"]
-    with pytest.raises(ValueError):
-        build_command(__import__("pathlib").Path("s.json"), 2, launcher="python")
+def test_commands_single_node_multi_node_and_python(tmp_path):
+    from pathlib import Path
+
+    spec = LaunchSpec(kind="sft", model="m", train_file="t", output_dir="o", world_size=2)
+    cmd = build_command(Path("s.json"), spec)
+    assert cmd[1:3] == ["--master_addr", "127.0.0.1"] and cmd[3:5] == ["--num_gpus", "2"]
+    assert cmd[-4:] == ["--module", "kowen_kedro.training.entry", "--spec", "s.json"]
+    with pytest.raises(ValueError, match="one process"):
+        build_command(Path("s.json"), spec, launcher="python")
+    hosts = tmp_path / "hostfile"
+    hosts.write_text("node-a slots=4\nnode-b slots=4\n")
+    multi = LaunchSpec(kind="sft", model="m", train_file="t", output_dir="o", world_size=8, num_nodes=2, hostfile=str(hosts))
+    cmd = build_command(Path("s.json"), multi)
+    assert cmd[1:7] == ["--hostfile", str(hosts), "--num_nodes", "2", "--num_gpus", "4"]  # 8 processes on 2 nodes
+    assert "--master_addr" not in cmd  # the first host of the hostfile is the master
+    assert multi.fingerprint() == LaunchSpec(**{**multi.__dict__, "hostfile": "elsewhere"}).fingerprint()
+    with pytest.raises(ValueError, match="needs a hostfile"):
+        build_command(Path("s.json"), LaunchSpec(kind="sft", model="m", train_file="t", output_dir="o", world_size=8, num_nodes=2))
+    with pytest.raises(ValueError, match="not a positive multiple of num_nodes"):
+        build_command(Path("s.json"), LaunchSpec(kind="sft", model="m", train_file="t", output_dir="o", world_size=3, num_nodes=2, hostfile=str(hosts)))
+
+
+def test_failure_cause_is_the_childs_exception_not_the_launchers():
+    from kowen_kedro.training.launcher import _cause
+
+    tail = [
+        "Traceback (most recent call last):",
+        "kowen_kedro.training.checkpoints.NonFiniteLossError: training loss is not finite (nan) at optimizer step 3",
+        "[launch.py:335:sigkill_handler] Killing subprocess 123",
+        "subprocess.CalledProcessError: Command '['python', '-u']' returned non-zero exit status 1.",
+    ]
+    assert _cause(tail) == "NonFiniteLossError: training loss is not finite (nan) at optimizer step 3"
+    assert _cause(["all fine"]) is None
+
+
+def test_stage_parameters_reach_the_spec(tmp_path, monkeypatch):
+    import kowen_kedro.training.stages as stages
+
+    seen = {}
+    monkeypatch.setattr(stages, "launch", lambda spec, launcher: seen.setdefault("spec", spec) and {"final_dir": "x"})
+    training = {"work_dir": str(tmp_path), "launcher": "python", "precision": "bf16", "gradient_checkpointing": True,
+                "keep_checkpoints": True}
+    stage = {"trainer_args": {"learning_rate": 1e-5}, "callbacks": ["pkg.mod:Cb"]}
+    train_stage("sft", "sft", "m", [{"messages": []}], stage, training)
+    spec = seen["spec"]
+    assert spec.trainer_args == {"learning_rate": 1e-5, "gradient_checkpointing": True}
+    assert (spec.precision, spec.keep_checkpoints, spec.callbacks) == ("bf16", True, ["pkg.mod:Cb"])
+    assert spec.output_dir == str(tmp_path / "sft" / spec.fingerprint())
+    stage["trainer_args"]["gradient_checkpointing"] = False  # the stage's own setting wins
+    seen.clear()
+    train_stage("sft", "sft", "m", [{"messages": []}], stage, training)
+    assert seen["spec"].trainer_args["gradient_checkpointing"] is False
 
 
 def _fake_model(folder, marker):

@@ -131,3 +131,27 @@ def build_mixture(parts: dict[str, pd.DataFrame], sizes: dict[str, int | float],
     mixed = pd.concat(chosen, ignore_index=True).sample(frac=1.0, random_state=seed).reset_index(drop=True)
     report["total"] = len(mixed)
     return mixed, report
+
+
+def select_languages(df: pd.DataFrame, languages: str | list[str], source: str, target: str) -> pd.DataFrame:
+    """Rows of ``df`` whose ``language`` is in ``languages``.
+
+    ``languages`` is ``"all"`` or a list of codes, where ``source`` / ``target`` stand for the recipe's
+    source and target language: CLO's baselines SFT, SFT-eng and SFT-tgt are ``[source, target]``,
+    ``[source]`` and ``[target]``.
+
+    Raises:
+        ValueError: no ``language`` column, or no row left.
+    """
+    if languages == "all":
+        return df
+    if isinstance(languages, str):
+        languages = [languages]
+    codes = [{"source": source, "target": target}.get(code, code) for code in languages]
+    if "language" not in df.columns:
+        raise ValueError("cannot select languages: the data has no 'language' column")
+    kept = df[df["language"].isin(codes)].reset_index(drop=True)
+    if kept.empty:
+        present = sorted(df["language"].dropna().unique())
+        raise ValueError(f"no rows in languages {codes}; the data has {present}")
+    return kept

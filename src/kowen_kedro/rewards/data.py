@@ -27,7 +27,7 @@ def clean_pairs(df: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     """
     require_columns(df, PAIR_COLUMNS)
     reasons = []
-    for r, row in enumerate(df.to_dict("records")):
+    for row in df.to_dict("records"):
         texts = [row.get(k) for k in ("prompt", "chosen", "rejected")]
         if any(not isinstance(t, str) or not t.strip() for t in texts):
             reasons.append("empty")

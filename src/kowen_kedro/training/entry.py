@@ -2,14 +2,19 @@
 
 Started by :mod:`kowen_kedro.training.launcher` under ``deepspeed`` (any world size) or plain python.
 ``spec.kind`` picks TRL's ``SFTTrainer``, ``RewardTrainer`` or ``DPOTrainer``; every other knob is
-in the spec. The model is saved to ``<output_dir>/final`` (ZeRO-3 weights gathered) and a completion
-marker is written last, by rank 0.
+in the spec.
+
+Crash safety: checkpoints are committed with a marker and a relaunch resumes from the newest committed
+one (:mod:`kowen_kedro.training.checkpoints`); a NaN/inf loss stops the run. The final model is written
+to ``<output_dir>/final.partial`` (ZeRO-3 weights gathered; LoRA adapters merged into a fresh copy of
+the base), gets the chat template's stop tokens in ``generation_config.json``, is renamed to
+``final`` and only then is the completion marker written, by rank 0.
 """
 
 from __future__ import annotations
 
 import argparse
-import copy
+import importlib
 import json
 import logging
 import os
@@ -18,11 +23,25 @@ import time
 from pathlib import Path
 from typing import Any
 
+from kowen_kedro.training.checkpoints import (
+    commit_callback,
+    committed_checkpoints,
+    install_nonfinite_guard,
+    prepare_resume,
+    remove_checkpoints,
+)
+from kowen_kedro.training.finetuning import (
+    check_optimizer,
+    drop_empty_param_groups,
+    freeze_all_but_attention,
+    lora_config,
+    merge_lora_adapter,
+    parameter_counts,
+)
 from kowen_kedro.training.spec import COMPLETE_MARKER, LaunchSpec, gradient_accumulation_steps
 
 logger = logging.getLogger("kowen_kedro.training.entry")
 
-ATTENTION_PARAM_KEYS = ("self_attn.",)
 
 
 def _rank() -> int:
@@ -37,6 +56,15 @@ def mlflow_callback(prefix: str):
         def __init__(self) -> None:
             self.run_id = os.environ.get("KOWEN_MLFLOW_RUN_ID")
             self._client = None
+
+        def log_now(self, metrics: dict[str, Any], step: int = 0) -> None:
+            """Log outside the Trainer's logging (rank 0 only), e.g. parameter counts before training."""
+            if _rank() == 0 and self.run_id:
+                try:
+                    self._log(metrics, step)
+                except Exception as err:
+                    logger.warning("MLflow logging disabled for this run: %s", err)
+                    self.run_id = None
 
         def _log(self, metrics: dict[str, Any], step: int) -> None:
             if not self.run_id:
@@ -65,17 +93,6 @@ def mlflow_callback(prefix: str):
     return MlflowParentRunCallback()
 
 
-def freeze_all_but_attention(model) -> int:
-    """Train attention projections only (CLO); returns the number of trainable parameters."""
-    trainable = 0
-    for name, param in model.named_parameters():
-        param.requires_grad = any(k in name for k in ATTENTION_PARAM_KEYS)
-        trainable += param.numel() if param.requires_grad else 0
-    if trainable == 0:
-        raise ValueError("attention_only fine-tuning found no parameter named like " + repr(ATTENTION_PARAM_KEYS))
-    return trainable
-
-
 PROBE_SIZE = 8
 
 
@@ -100,26 +117,54 @@ def probe_rewards(trainer, tokenizer, eval_data) -> dict | None:
     return {"chats": chats, "rewards": scores}
 
 
+
+#: Trainer defaults of every launch (a recipe's trainer_args override them).
+DEFAULT_TRAINER_ARGS: dict[str, Any] = {
+    "report_to": [],
+    "logging_steps": 1,
+    # Checkpoints for resume: committed by a marker, the newest two kept (one always survives a crash
+    # during the next save), all removed once the final model is saved unless keep_checkpoints.
+    "save_strategy": "steps",
+    "save_steps": 500,
+    "save_total_limit": 2,
+    # The Trainer would hide a NaN loss from the logs and keep training; the guard stops instead.
+    "logging_nan_inf_filter": False,
+    "dataloader_num_workers": 0,
+    "disable_tqdm": True,
+}
+
+
+def precision_flags(precision: str, cuda: bool, bf16_supported: bool) -> dict[str, bool]:
+    """``{"bf16", "fp16"}`` for a spec's precision (``auto``: bf16 on a GPU that has it, else fp32)."""
+    if precision == "auto":
+        return {"bf16": cuda and bf16_supported, "fp16": False}
+    if precision in ("bf16", "fp16", "fp32"):
+        return {"bf16": precision == "bf16", "fp16": precision == "fp16"}
+    raise ValueError(f"precision must be auto, bf16, fp16 or fp32, not {precision!r}")
+
+
 def build_config(spec: LaunchSpec):
     """The TRL config object for ``spec`` (created before the model so ZeRO-3 can partition at load)."""
     import torch
     from trl import DPOConfig, RewardConfig, SFTConfig
 
     cls = {"sft": SFTConfig, "reward": RewardConfig, "dpo": DPOConfig}[spec.kind]
+    cuda = torch.cuda.is_available()
     args: dict[str, Any] = {
+        **DEFAULT_TRAINER_ARGS,
         "output_dir": spec.output_dir,
-        "report_to": [],
-        "logging_steps": 1,
-        "save_strategy": "no",
         "seed": spec.seed,
-        "bf16": torch.cuda.is_available() and torch.cuda.is_bf16_supported(),
+        **precision_flags(spec.precision, cuda, cuda and torch.cuda.is_bf16_supported()),
         # On CPU, accelerate counts the processes only when use_cpu is set (MULTI_CPU); DeepSpeed still
         # drives training (its CPU accelerator) - see run() for the process-group side.
-        "use_cpu": not torch.cuda.is_available(),
-        "dataloader_num_workers": 0,
-        "disable_tqdm": True,
+        "use_cpu": not cuda,
     }
     args.update(spec.trainer_args)
+    limit = args.get("save_total_limit")
+    if limit is not None and int(limit) < 2:
+        raise ValueError(f"save_total_limit={limit}: keep at least 2 checkpoints, so that a crash while one is "
+                         "being written leaves a complete one to resume from")
+    check_optimizer(args.get("optim"), cuda)
     if spec.global_batch_size:
         per_device = int(args.get("per_device_train_batch_size", 8))
         args["per_device_train_batch_size"] = per_device
@@ -136,7 +181,7 @@ def load_model(spec: LaunchSpec, config):
     import torch
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-    dtype = torch.bfloat16 if config.bf16 else torch.float32
+    dtype = torch.bfloat16 if config.bf16 else torch.float16 if config.fp16 else torch.float32
     tokenizer = AutoTokenizer.from_pretrained(spec.model)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -154,8 +199,46 @@ def load_model(spec: LaunchSpec, config):
     return model, tokenizer
 
 
+def load_callbacks(entries: list[Any]) -> list:
+    """TrainerCallbacks from ``"package.module:Class"`` or ``{"class": ..., "kwargs": {...}}`` entries."""
+    out = []
+    for entry in entries:
+        path, kwargs = (entry, {}) if isinstance(entry, str) else (entry["class"], entry.get("kwargs", {}))
+        module, _, name = path.partition(":")
+        if not name:
+            raise ValueError(f"callback {path!r}: expected 'package.module:ClassName'")
+        out.append(getattr(importlib.import_module(module), name)(**kwargs))
+    return out
+
+
+def _build_trainer(spec: LaunchSpec, config, model, tokenizer, data, callbacks, peft_config):
+    common = dict(
+        args=config,
+        train_dataset=data["train"],
+        eval_dataset=data.get("eval"),
+        processing_class=tokenizer,
+        callbacks=callbacks,
+        peft_config=peft_config,
+    )
+    if spec.kind == "sft":
+        from trl import SFTTrainer
+
+        return SFTTrainer(model=model, **common)
+    if spec.kind == "reward":
+        from trl import RewardTrainer
+
+        return RewardTrainer(model=model, **common)
+    from trl import DPOTrainer
+
+    ref = None
+    if spec.ref_model:
+        ref, _ = load_model(LaunchSpec(**{**spec.__dict__, "model": spec.ref_model}), config)
+    return DPOTrainer(model=model, ref_model=ref, **common)
+
+
 def run(spec: LaunchSpec) -> dict:
-    """Train according to ``spec`` and save the final model; returns the train metrics."""
+    """Train according to ``spec`` (resuming from a committed checkpoint) and save the final model."""
+    import torch
     from datasets import load_dataset
     from transformers import set_seed
 
@@ -171,76 +254,74 @@ def run(spec: LaunchSpec) -> dict:
     model, tokenizer = load_model(spec, config)
     peft_config = None
     if spec.finetuning == "lora":
-        if spec.deepspeed and spec.deepspeed.get("zero_optimization", {}).get("stage") == 3:
-            raise ValueError("LoRA with ZeRO-3 is not supported here (the merged model cannot be gathered); "
-                             "use training.deepspeed.zero_stage 2 or launcher 'python' for LoRA runs")
-        from peft import LoraConfig
-
-        lora = {"r": 8, "lora_alpha": 16, "lora_dropout": 0.05, "target_modules": ["q_proj", "v_proj"]}
-        lora.update(copy.deepcopy(spec.lora))  # peft extends modules_to_save in place
-        if spec.kind == "reward":
-            lora.setdefault("task_type", "SEQ_CLS")
-            lora.setdefault("modules_to_save", ["score"])
-        else:
-            lora.setdefault("task_type", "CAUSAL_LM")
-        peft_config = LoraConfig(**lora)
+        peft_config = lora_config(spec.kind, spec.lora)
     elif spec.finetuning == "attention_only":
-        n = freeze_all_but_attention(model)
-        logger.info("attention-only fine-tuning: %d trainable parameters", n)
+        freeze_all_but_attention(model)
+    elif spec.finetuning != "full":
+        raise ValueError(f"finetuning must be full, lora or attention_only, not {spec.finetuning!r}")
 
     data_files = {"train": spec.train_file}
     if spec.eval_file:
         data_files["eval"] = spec.eval_file
     data = load_dataset("json", data_files=data_files)
-    common = dict(
-        args=config,
-        train_dataset=data["train"],
-        eval_dataset=data.get("eval"),
-        processing_class=tokenizer,
-        callbacks=[mlflow_callback(spec.mlflow_prefix)],
-        peft_config=peft_config,
-    )
-    if spec.kind == "sft":
-        from trl import SFTTrainer
+    tracker = mlflow_callback(spec.mlflow_prefix)
+    callbacks = [tracker, commit_callback(), *load_callbacks(spec.callbacks)]
+    trainer = _build_trainer(spec, config, model, tokenizer, data, callbacks, peft_config)
+    install_nonfinite_guard(trainer)
+    drop_empty_param_groups(trainer)
+    counts = parameter_counts(trainer.model)  # after peft wrapping (done by the trainer)
+    logger.info("%s fine-tuning: %d of %d parameters trainable", spec.finetuning, counts["trainable_params"], counts["total_params"])
+    tracker.log_now(counts)
 
-        trainer = SFTTrainer(model=model, **common)
-    elif spec.kind == "reward":
-        from trl import RewardTrainer
-
-        trainer = RewardTrainer(model=model, **common)
-    else:
-        from trl import DPOTrainer
-
-        ref = None
-        if spec.ref_model:
-            ref, _ = load_model(LaunchSpec(**{**spec.__dict__, "model": spec.ref_model}), config)
-        trainer = DPOTrainer(model=model, ref_model=ref, **common)
-
-    resume = any(Path(spec.output_dir).glob("checkpoint-*"))
-    result = trainer.train(resume_from_checkpoint=True if resume else None)
-    metrics = dict(result.metrics)
+    out = Path(spec.output_dir)
+    if _rank() == 0:
+        prepare_resume(out)
+    trainer.accelerator.wait_for_everyone()
+    committed = committed_checkpoints(out)
+    resume = committed[-1] if committed else None
+    if resume is not None:
+        logger.info("resuming from committed checkpoint %s", resume)
+    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    metrics = {**result.metrics, **counts, "global_step": result.global_step,
+               "resumed_from_step": int(resume.name.split("-")[1]) if resume else 0}
     if data.get("eval") is not None:
         metrics.update(trainer.evaluate())
     probe = probe_rewards(trainer, tokenizer, data.get("eval")) if spec.kind == "reward" else None
-    final = spec.final_dir
+
+    final, partial = spec.final_dir, out / "final.partial"
+    if _rank() == 0:
+        for stale in (partial, final, out / "adapter"):  # left by a run killed while saving
+            shutil.rmtree(stale, ignore_errors=True)
+    trainer.accelerator.wait_for_everyone()
     if peft_config is not None:
-        trainer.model = trainer.model.merge_and_unload() if hasattr(trainer.model, "merge_and_unload") else trainer.model
-    trainer.save_model(str(final))
+        trainer.save_model(str(out / "adapter"))  # adapter weights only (gathered under ZeRO-3)
+    else:
+        trainer.save_model(str(partial))
     trainer.accelerator.wait_for_everyone()
     if _rank() == 0:
-        tokenizer.save_pretrained(final)
-        gen_cfg = Path(spec.model) / "generation_config.json"
-        if spec.kind != "reward" and gen_cfg.exists():
-            shutil.copy(gen_cfg, final / "generation_config.json")
+        if peft_config is not None:
+            dtype = torch.bfloat16 if config.bf16 else torch.float16 if config.fp16 else torch.float32
+            merge_lora_adapter(spec.kind, spec.model, out / "adapter", partial, dtype=dtype)
+        tokenizer.save_pretrained(partial)
+        if spec.kind != "reward":
+            from kowen_kedro.training.generation_config import finalize_generation_config
+
+            finalize_generation_config(partial, tokenizer, base_model=spec.model)
+        partial.replace(final)
         from kowen_kedro.model_identity import model_identity
 
         model_identity(final)  # hash once here; versioned copies carry the stored identity
         record = {"fingerprint": fingerprint, "final_dir": str(final), "metrics": metrics}
         if probe is not None:
             record["probe"] = probe
-        tmp = Path(spec.output_dir) / (COMPLETE_MARKER + ".tmp")
+        tmp = out / (COMPLETE_MARKER + ".tmp")
         tmp.write_text(json.dumps(record, indent=2, default=str))
-        tmp.replace(Path(spec.output_dir) / COMPLETE_MARKER)
+        tmp.replace(out / COMPLETE_MARKER)
+        if not spec.keep_checkpoints:
+            removed = remove_checkpoints(out)
+            if removed:
+                logger.info("removed %d checkpoint folder(s) now that %s is saved", removed, final)
+    trainer.accelerator.wait_for_everyone()
     return metrics
 
 
@@ -254,6 +335,10 @@ def main(argv: list[str] | None = None) -> None:
 
     configure_offline()
     spec = LaunchSpec.from_json(Path(ns.spec).read_text())
+    if spec.mlflow_run_id:  # the spec file reaches every node; the launcher's environment may not
+        os.environ.setdefault("KOWEN_MLFLOW_RUN_ID", spec.mlflow_run_id)
+        if spec.mlflow_tracking_uri:
+            os.environ.setdefault("MLFLOW_TRACKING_URI", spec.mlflow_tracking_uri)
     run(spec)
 
 

@@ -6,7 +6,11 @@
   ``KOWEN_MLFLOW_RUN_ID`` / ``MLFLOW_TRACKING_URI``.
 * A finished run leaves ``_COMPLETE.json`` holding the spec fingerprint: launching the same spec
   again returns at once (resume after a crash of a later step costs nothing).
-* A failed child raises :class:`TrainingLaunchError` with its exit code and the tail of its log.
+* A failed child raises :class:`TrainingLaunchError` with its exit code, the exception that ended it
+  and the tail of its log.
+* A killed run relaunched with the same spec lands in the same folder (see
+  :mod:`kowen_kedro.training.stages`) and resumes from its last committed checkpoint
+  (:mod:`kowen_kedro.training.checkpoints`).
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -31,10 +36,12 @@ ENTRY_MODULE = "kowen_kedro.training.entry"
 class TrainingLaunchError(RuntimeError):
     """The training child process failed."""
 
-    def __init__(self, returncode: int, log_path: Path, tail: str):
+    def __init__(self, returncode: int, log_path: Path, tail: str, cause: str | None = None):
         self.returncode = returncode
         self.log_path = log_path
-        super().__init__(f"training child exited with code {returncode} (log: {log_path}); last lines:\n{tail}")
+        self.cause = cause
+        head = f"training child exited with code {returncode}" + (f": {cause}" if cause else "")
+        super().__init__(f"{head}\n(log: {log_path}); last lines:\n{tail}")
 
 
 def _free_port() -> int:
@@ -43,23 +50,44 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def build_command(spec_path: Path, world_size: int, launcher: str = "deepspeed") -> list[str]:
-    """The command line that runs the entry point on ``spec_path``."""
+def build_command(spec_path: Path, spec: LaunchSpec, launcher: str = "deepspeed") -> list[str]:
+    """The command line that runs the entry point on ``spec_path``.
+
+    ``deepspeed``: one node = ``--num_gpus <world_size>`` on 127.0.0.1; several nodes = ``--hostfile``
+    with ``--num_nodes`` and ``--num_gpus <world_size / num_nodes>`` (the first host is the master).
+    """
     if launcher == "deepspeed":
         exe = shutil.which("deepspeed", path=str(Path(sys.executable).parent)) or "deepspeed"
-        return [
-            exe,
-            "--num_gpus", str(world_size),
-            "--master_addr", "127.0.0.1",
+        per_node = spec.processes_per_node
+        cmd = [exe]
+        if spec.hostfile:
+            if not Path(spec.hostfile).exists():
+                raise FileNotFoundError(f"training.hostfile {spec.hostfile} does not exist")
+            cmd += ["--hostfile", str(spec.hostfile), "--num_nodes", str(spec.num_nodes)]
+        else:
+            cmd += ["--master_addr", "127.0.0.1"]
+        return cmd + [
+            "--num_gpus", str(per_node),
             "--master_port", str(_free_port()),
             "--module", ENTRY_MODULE,
             "--spec", str(spec_path),
         ]
     if launcher == "python":
-        if world_size != 1:
+        if spec.world_size != 1:
             raise ValueError("launcher 'python' runs one process; use 'deepspeed' for world_size > 1")
         return [sys.executable, "-m", ENTRY_MODULE, "--spec", str(spec_path)]
     raise ValueError(f"unknown launcher {launcher!r}: expected 'deepspeed' or 'python'")
+
+
+def _cause(tail: list[str]) -> str | None:
+    """The last ``SomethingError: message`` line of a child's log (the exception that ended it)."""
+    for line in reversed(tail):
+        if "CalledProcessError" in line:  # the deepspeed launcher's own report of the failed worker
+            continue
+        m = re.search(r"\b([A-Za-z_.]*(?:Error|Exception)): (.+)$", line)
+        if m:
+            return f"{m.group(1).rsplit('.', 1)[-1]}: {m.group(2)}"
+    return None
 
 
 def completed(spec: LaunchSpec) -> dict | None:
@@ -71,18 +99,24 @@ def completed(spec: LaunchSpec) -> dict | None:
     return record if record.get("fingerprint") == spec.fingerprint() and spec.final_dir.exists() else None
 
 
-def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment of the child: the parent's, plus the active MLflow run so the child logs into it."""
-    env = dict(os.environ)
-    try:
-        import mlflow
+def active_mlflow_run() -> tuple[str | None, str | None]:
+    """(run id, tracking URI) of the active MLflow run (kedro-mlflow's run of this ``kedro run``)."""
+    import mlflow
 
-        run = mlflow.active_run()
-        if run is not None:
-            env["KOWEN_MLFLOW_RUN_ID"] = run.info.run_id
-            env["MLFLOW_TRACKING_URI"] = mlflow.get_tracking_uri()
-    except ImportError:  # pragma: no cover - mlflow is a core dependency
-        pass
+    run = mlflow.active_run()
+    return (run.info.run_id, mlflow.get_tracking_uri()) if run is not None else (None, None)
+
+
+def child_env(spec: LaunchSpec | None = None, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment of the child: the parent's, plus the MLflow run so the child logs into it.
+
+    The run id also travels in the spec file (multi-node launches do not forward the environment).
+    """
+    env = dict(os.environ)
+    if spec is not None and spec.mlflow_run_id:
+        env["KOWEN_MLFLOW_RUN_ID"] = spec.mlflow_run_id
+        if spec.mlflow_tracking_uri:
+            env["MLFLOW_TRACKING_URI"] = spec.mlflow_tracking_uri
     # The child must not open a run of its own through transformers' callback.
     env["DISABLE_MLFLOW_INTEGRATION"] = "TRUE"
     env.setdefault("PYTHONUNBUFFERED", "1")
@@ -101,25 +135,27 @@ def launch(spec: LaunchSpec, launcher: str = "deepspeed", tail_lines: int = 60) 
         return done
     out = Path(spec.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if spec.mlflow_run_id is None:
+        spec.mlflow_run_id, spec.mlflow_tracking_uri = active_mlflow_run()
     spec_path = out / "spec.json"
     spec_path.write_text(spec.to_json())
     log_path = out / "train.log"
-    cmd = build_command(spec_path, spec.world_size, launcher)
+    cmd = build_command(spec_path, spec, launcher)
     logger.info("Launching %s training: %s (log: %s)", spec.kind, " ".join(cmd), log_path)
     tail: deque[str] = deque(maxlen=tail_lines)
     with open(log_path, "a") as log, subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=child_env(), bufsize=1
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=child_env(spec), bufsize=1
     ) as proc:
         assert proc.stdout is not None
         for line in proc.stdout:
             log.write(line)
             tail.append(line.rstrip("\n"))
-            if "{'loss'" in line or "'train_runtime'" in line or "Error" in line:
+            if "{'loss'" in line or "'train_runtime'" in line or "Error" in line or "checkpoint" in line:
                 # child lines may hold "[...]" (paths, rank tags): never let a Rich handler parse them as markup
                 logger.info("%s: %s", spec.kind, line.rstrip(), extra={"markup": False})
         returncode = proc.wait()
     if returncode != 0:
-        raise TrainingLaunchError(returncode, log_path, "\n".join(tail))
+        raise TrainingLaunchError(returncode, log_path, "\n".join(tail), _cause(list(tail)))
     done = completed(spec)
     if done is None:
         raise TrainingLaunchError(0, log_path, "child exited 0 but wrote no completion marker\n" + "\n".join(tail))

@@ -16,6 +16,9 @@ Kind = Literal["sft", "reward", "dpo"]
 
 COMPLETE_MARKER = "_COMPLETE.json"
 FINAL_DIR = "final"
+NOT_FINGERPRINTED = frozenset(
+    {"output_dir", "train_file", "eval_file", "hostfile", "keep_checkpoints", "mlflow_run_id", "mlflow_tracking_uri"}
+)
 
 
 @dataclass
@@ -34,9 +37,18 @@ class LaunchSpec:
     finetuning: Literal["full", "lora", "attention_only"] = "full"
     lora: dict[str, Any] = field(default_factory=dict)
     deepspeed: dict[str, Any] | None = None
-    world_size: int = 1
+    world_size: int = 1  # processes in all (GPUs in production)
+    num_nodes: int = 1
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # auto: bf16 where the GPU has it, else fp32
+    # TrainerCallbacks to add, as "package.module:Class" or {"class": "...", "kwargs": {...}}.
+    callbacks: list[Any] = field(default_factory=list)
     mlflow_prefix: str = "train"
     seed: int = 0
+    # Where the run happens and is tracked, not what it computes: left out of the fingerprint.
+    hostfile: str | None = None
+    keep_checkpoints: bool = False
+    mlflow_run_id: str | None = None
+    mlflow_tracking_uri: str | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
@@ -49,11 +61,12 @@ class LaunchSpec:
         """Hash of the spec plus the content of its data files: equal fingerprints train the same model.
 
         Paths (output folder, data file names, model folders) are left out: data files and local
-        model folders count by content.
+        model folders count by content. Where the run executes and is tracked (hostfile, MLflow run,
+        checkpoint retention) is left out too, so a resumed run under a new MLflow run is the same run.
         """
         from kowen_kedro.model_identity import model_identity
 
-        fields = {k: v for k, v in asdict(self).items() if k not in ("output_dir", "train_file", "eval_file")}
+        fields = {k: v for k, v in asdict(self).items() if k not in NOT_FINGERPRINTED}
         fields["model"] = model_identity(self.model)  # content, not the (versioned) path
         fields["ref_model"] = model_identity(self.ref_model) if self.ref_model else None
         h = hashlib.sha256(json.dumps(fields, sort_keys=True).encode())
@@ -65,6 +78,15 @@ class LaunchSpec:
     @property
     def final_dir(self) -> Path:
         return Path(self.output_dir) / FINAL_DIR
+
+    @property
+    def processes_per_node(self) -> int:
+        """``world_size / num_nodes``; raises when that is not a whole number or a multi-node run has no hostfile."""
+        if self.world_size < 1 or self.num_nodes < 1 or self.world_size % self.num_nodes:
+            raise ValueError(f"world_size={self.world_size} is not a positive multiple of num_nodes={self.num_nodes}")
+        if self.num_nodes > 1 and not self.hostfile:
+            raise ValueError(f"num_nodes={self.num_nodes} needs a hostfile (training.hostfile) listing the nodes")
+        return self.world_size // self.num_nodes
 
 
 def gradient_accumulation_steps(global_batch_size: int, per_device_batch_size: int, world_size: int) -> int:

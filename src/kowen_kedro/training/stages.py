@@ -3,7 +3,8 @@
 Parameters come in two dicts: the stage's own (``params:sft``, ``params:reward_model.training``,
 ``params:dpo``...) and the shared ``params:training`` (launcher, world size, DeepSpeed, work folder).
 The run folder is ``<work_dir>/<stage>/<fingerprint>``, so identical inputs reuse a finished run
-(a rerun after a crash of a later node costs nothing) and different inputs never collide.
+(a rerun after a crash of a later node costs nothing), a killed run resumes from its last committed
+checkpoint, and different inputs never collide.
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from typing import Any, Iterable
 from kowen_kedro.training.launcher import launch
 from kowen_kedro.training.spec import Kind, LaunchSpec, zero_config
 
-STAGE_KEYS = {"trainer_args", "global_batch_size", "finetuning", "lora", "seed", "ref_model"}
-TRAINING_KEYS = {"launcher", "world_size", "work_dir", "deepspeed"}
+STAGE_KEYS = {"trainer_args", "global_batch_size", "finetuning", "lora", "seed", "ref_model", "callbacks"}
+TRAINING_KEYS = {"launcher", "world_size", "num_nodes", "hostfile", "work_dir", "deepspeed", "precision",
+                 "gradient_checkpointing", "keep_checkpoints"}
 
 
 def _write_jsonl(records: Iterable[dict], folder: Path, stem: str) -> str:
@@ -64,6 +66,9 @@ def train_stage(
         raise ValueError(f"{stage}: no training records")
     work = Path(training_cfg.get("work_dir", "data/06_models/_runs")) / stage
     launcher = training_cfg.get("launcher", "deepspeed")
+    trainer_args = dict(stage_cfg.get("trainer_args", {}))
+    if training_cfg.get("gradient_checkpointing") is not None:  # a stage's own setting wins
+        trainer_args.setdefault("gradient_checkpointing", bool(training_cfg["gradient_checkpointing"]))
     spec = LaunchSpec(
         kind=kind,
         model=model,
@@ -71,14 +76,20 @@ def train_stage(
         eval_file=_write_jsonl(eval_records, work / "data", "eval") if eval_records else None,
         output_dir="",
         ref_model=stage_cfg.get("ref_model"),
-        trainer_args=dict(stage_cfg.get("trainer_args", {})),
+        trainer_args=trainer_args,
         global_batch_size=stage_cfg.get("global_batch_size"),
         finetuning=stage_cfg.get("finetuning", "full"),
         lora=dict(stage_cfg.get("lora", {})),
         deepspeed=deepspeed_config(training_cfg.get("deepspeed")) if launcher == "deepspeed" else None,
         world_size=int(training_cfg.get("world_size", 1)),
+        num_nodes=int(training_cfg.get("num_nodes", 1)),
+        hostfile=training_cfg.get("hostfile"),
+        precision=training_cfg.get("precision", "auto"),
+        callbacks=list(stage_cfg.get("callbacks", [])),
+        keep_checkpoints=bool(training_cfg.get("keep_checkpoints", False)),
         mlflow_prefix=stage,
         seed=int(stage_cfg.get("seed", 0)),
     )
+    spec.processes_per_node  # noqa: B018 - validates world_size / num_nodes / hostfile before any work
     spec.output_dir = str(work / spec.fingerprint())
     return launch(spec, launcher=launcher)

@@ -10,7 +10,10 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(
                 train_sft_node,
-                inputs=["sft_dataset", "model_registry", "params:sft", "params:training"],
+                inputs=[
+                    "sft_dataset", "model_registry", "params:sft", "params:training",
+                    "params:source_language", "params:target_language",
+                ],
                 outputs="sft_model",
                 name="train_sft_node",
             )

@@ -1,0 +1,184 @@
+"""`make bench-gpu`: SFT and DPO training throughput (tokens/s) and MFU through the project's launcher.
+
+A Qwen2.5-0.5B- or 1.5B-shaped model with random weights is built from its config (no hub), saved, and
+trained for a few steps by the same path as every training here: ``LaunchSpec`` -> ``deepspeed`` ->
+``kowen_kedro.training.entry`` -> TRL, bf16 (on a GPU that has it), ZeRO-3, one process per GPU.
+Every sequence is exactly ``--seq-len`` tokens (long texts truncated by TRL's ``max_length``), so
+tokens per step are known; steady-state seconds per step come from a step timer callback in the child
+(device-synchronised; the first ``--warmup`` steps left out). FLOPs: PaLM convention, see
+:mod:`kowen_kedro.training.throughput`.
+
+    python benchmarks/train_throughput.py --shape qwen2.5-0.5b            # on a GPU
+    python benchmarks/train_throughput.py --shape micro --steps 4 --seq-len 64 --batch 2   # CPU smoke run
+
+Results are printed as a markdown table and written to ``data/08_reporting/bench_gpu_<shape>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+#: Architecture of the public Qwen2.5 checkpoints (their config.json); weights are random here.
+SHAPES = {
+    "qwen2.5-0.5b": dict(hidden_size=896, intermediate_size=4864, num_hidden_layers=24, num_attention_heads=14,
+                         num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True),
+    "qwen2.5-1.5b": dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
+                         num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True),
+    "micro": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, vocab_size=4096, tie_word_embeddings=True),
+}
+#: Per-device batch (sequences for SFT, pairs for DPO) that fits an 80 GB GPU at 2048 tokens without
+#: gradient checkpointing (activations + fp32 logits over the 152k vocabulary dominate).
+DEFAULT_BATCH = {"qwen2.5-0.5b": {"sft": 8, "dpo": 4}, "qwen2.5-1.5b": {"sft": 4, "dpo": 2}, "micro": {"sft": 2, "dpo": 2}}
+
+
+def build_model(shape: str, seq_len: int, work: Path) -> Path:
+    """Tokenizer trained on the shipped text (its ids all fall inside the model's vocabulary) + a random model."""
+    import torch
+    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
+
+    sys.path.insert(0, str(ROOT / "tests"))
+    from conftest import RAW, read_jsonl
+
+    from kowen_kedro.tiny.build import IM_END, PAD_TOKEN, train_chat_tokenizer
+
+    texts = [m["content"] for conv in read_jsonl(RAW / "user_prompts.jsonl")["conversation"] for m in conv]
+    out = work / f"{shape}-random"
+    tok = train_chat_tokenizer(texts, vocab_size=2048, out_dir=out)
+    cfg = Qwen2Config(**SHAPES[shape], max_position_embeddings=max(4096, seq_len),
+                      bos_token_id=tok.convert_tokens_to_ids(PAD_TOKEN), eos_token_id=tok.convert_tokens_to_ids(IM_END),
+                      pad_token_id=tok.convert_tokens_to_ids(PAD_TOKEN))
+    torch.manual_seed(0)
+    dtype = torch.bfloat16 if torch.cuda.is_available() else torch.float32
+    model = Qwen2ForCausalLM(cfg).to(dtype)
+    model.generation_config = GenerationConfig(eos_token_id=cfg.eos_token_id, pad_token_id=cfg.pad_token_id)
+    model.save_pretrained(out)
+    return out
+
+
+def long_texts(model_dir: Path, n: int, min_tokens: int, seed: int) -> list[str]:
+    """``n`` texts of random (non-special) tokens, each longer than ``min_tokens`` after re-tokenisation."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    rng = random.Random(seed)
+    special = set(tok.all_special_ids)
+    ids = [i for i in range(len(tok)) if i not in special]
+    texts = []
+    while len(texts) < n:
+        text = tok.decode([rng.choice(ids) for _ in range(2 * min_tokens)])
+        if len(tok(text, add_special_tokens=False)["input_ids"]) > min_tokens + 8:
+            texts.append(text)
+    return texts
+
+
+def run_one(kind: str, model_dir: Path, args, work: Path) -> dict:
+    from transformers import AutoConfig
+
+    from kowen_kedro.training.launcher import launch
+    from kowen_kedro.training.spec import LaunchSpec, zero_config
+    from kowen_kedro.training.throughput import dpo_flops_per_token, peak_tflops, train_flops_per_token
+
+    batch = args.batch or DEFAULT_BATCH[args.shape][kind]
+    steps = args.steps
+    rows_needed = batch * args.world_size * steps
+    texts = long_texts(model_dir, rows_needed * (2 if kind == "dpo" else 1) + 1, args.seq_len, seed=1)
+    data = work / f"{kind}.jsonl"
+    if kind == "sft":
+        rows = [{"text": t} for t in texts[:rows_needed]]
+    else:  # prompt + completion are truncated together to max_length: both sequences are seq_len long
+        rows = [{"prompt": "Q:", "chosen": texts[2 * i], "rejected": texts[2 * i + 1]} for i in range(rows_needed)]
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    timer = work / f"{kind}_steps.json"
+    trainer_args = {
+        "max_steps": steps, "learning_rate": 1e-5, "lr_scheduler_type": "constant", "per_device_train_batch_size": batch,
+        "max_length": args.seq_len, "save_strategy": "no", "logging_steps": steps,
+        "gradient_checkpointing": args.gradient_checkpointing,
+    }
+    if kind == "sft":
+        trainer_args["packing"] = False
+    if args.liger:
+        trainer_args["use_liger_kernel"] = True
+    spec = LaunchSpec(
+        kind=kind, model=str(model_dir), train_file=str(data), output_dir=str(work / f"run-{kind}"),
+        ref_model=str(model_dir) if kind == "dpo" else None, trainer_args=trainer_args,
+        deepspeed=zero_config(args.zero_stage), world_size=args.world_size, mlflow_prefix=f"bench_{kind}",
+        callbacks=[{"class": "kowen_kedro.training.throughput:step_timer_callback", "kwargs": {"path": str(timer), "warmup_steps": args.warmup}}],
+    )
+    launch(spec)
+    timing = json.loads(timer.read_text())
+    cfg = AutoConfig.from_pretrained(model_dir)
+    sequences = batch * args.world_size * (2 if kind == "dpo" else 1)
+    tokens_per_step = sequences * args.seq_len
+    tokens_per_s = tokens_per_step / timing["seconds_per_step"]
+    flops_token = (dpo_flops_per_token if kind == "dpo" else train_flops_per_token)(cfg, args.seq_len)
+    peak = peak_tflops(timing["device"])
+    achieved = tokens_per_s * flops_token / 1e12
+    return {
+        "kind": kind, "shape": args.shape, "device": timing["device"], "world_size": args.world_size,
+        "zero_stage": args.zero_stage, "seq_len": args.seq_len, "per_device_batch": batch,
+        "gradient_checkpointing": args.gradient_checkpointing, "liger": args.liger,
+        "steps_timed": timing["steps"] - timing["warmup_steps"], "seconds_per_step": timing["seconds_per_step"],
+        "tokens_per_s": tokens_per_s, "tokens_per_s_per_gpu": tokens_per_s / args.world_size,
+        "model_tflops_per_s": achieved, "mfu": achieved / (peak * args.world_size) if peak else None,
+        "peak_tflops_per_gpu": peak, "max_memory_allocated_gib": timing["max_memory_allocated_gib"],
+        "flops_per_token": flops_token,
+    }
+
+
+def markdown(results: list[dict]) -> str:
+    lines = ["| run | device | seq x batch | s/step | tokens/s | model TFLOP/s | MFU | peak mem |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "n/a"
+        mem = f"{r['max_memory_allocated_gib']:.1f} GiB" if r["max_memory_allocated_gib"] is not None else "n/a"
+        lines.append(f"| {r['kind']} {r['shape']} ZeRO-{r['zero_stage']} x{r['world_size']}"
+                     f"{' +GC' if r['gradient_checkpointing'] else ''}{' +liger' if r['liger'] else ''} | {r['device']} | "
+                     f"{r['seq_len']} x {r['per_device_batch']} | {r['seconds_per_step']:.3f} | {r['tokens_per_s']:.0f} | "
+                     f"{r['model_tflops_per_s']:.1f} | {mfu} | {mem} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--shape", choices=sorted(SHAPES), default="qwen2.5-0.5b")
+    parser.add_argument("--kinds", nargs="+", choices=["sft", "dpo"], default=["sft", "dpo"])
+    parser.add_argument("--seq-len", type=int, default=2048)
+    parser.add_argument("--batch", type=int, default=None, help="per-device batch (default: per shape and kind)")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=5, help="first steps left out of the timing")
+    parser.add_argument("--world-size", type=int, default=1)
+    parser.add_argument("--zero-stage", type=int, default=3)
+    parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--liger", action="store_true", help="TRL use_liger_kernel (the gpu extra)")
+    parser.add_argument("--work", default=None, help="folder for the model and runs (default: a temporary one)")
+    parser.add_argument("--out", default=None, help="JSON results (default: data/08_reporting/bench_gpu_<shape>.json)")
+    args = parser.parse_args(argv)
+    if args.steps <= args.warmup:
+        parser.error("--steps must be larger than --warmup")
+
+    from kowen_kedro.offline import configure_offline
+
+    configure_offline()
+    with tempfile.TemporaryDirectory(prefix="kowen-bench-") as tmp:
+        work = Path(args.work or tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        model_dir = build_model(args.shape, args.seq_len, work)
+        results = [run_one(kind, model_dir, args, work) for kind in args.kinds]
+    out = Path(args.out or ROOT / "data" / "08_reporting" / f"bench_gpu_{args.shape}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    print(markdown(results))
+    print(f"\nwritten to {out}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
