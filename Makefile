@@ -57,7 +57,8 @@ mlflow-ui: venv
 
 ## Regenerate requirements.lock from the current environment.
 lock: venv
-	$(BIN)/pip freeze --exclude-editable | grep -v -E '^(torch==|kowen)' > requirements.lock.new
+	{ printf '# Exact versions of every package in a working CPU environment (pip freeze, torch excluded:\n# the Makefile installs torch==2.13.0 first). Used as a pip constraints file by `make`.\n# Regenerate with `make lock` after changing pyproject.toml.\n'; \
+	  $(BIN)/pip freeze --exclude-editable | grep -v -E '^(torch==|kowen)'; } > requirements.lock.new
 	mv requirements.lock.new requirements.lock
 
 clean-data:

@@ -2,7 +2,9 @@
 
 * transformers backend: generation throughput one-by-one (batch 1) vs batched (batch 16);
 * call cache: time of a rerun served from the cache, as a ratio of the first run;
-* COMET QE (the tiny UnifiedMetric): segments/s at batch sizes 1, 8 and 32.
+* COMET QE (the tiny UnifiedMetric): segments/s at batch sizes 1, 8 and 32;
+* DPO reference-model cost: wall time of ``trainer.train()`` with a reference model forward per step
+  vs reference log-probs precomputed once (TRL ``precompute_ref_log_probs``), 1 and 3 epochs.
 Runs on the built-in tiny teacher (built first if missing). Figures depend on the machine: compare
 runs on the same machine only.
 """
@@ -81,6 +83,7 @@ def main() -> None:
         t = time.perf_counter()
         qe.score(src, mt)
         results[f"qe_batch{batch}_segments_per_s"] = len(src) / (time.perf_counter() - t)
+    results.update(dpo_reference_cost(models["student"], pairs))
     out_path = ROOT / "data/08_reporting/bench.json"
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps(results, indent=2))
@@ -88,6 +91,33 @@ def main() -> None:
     for k, v in results.items():
         print(f"{k:<{width}}  {v:10.4f}")
     print(f"(saved to {out_path.relative_to(ROOT)})")
+
+
+def dpo_reference_cost(policy: str, pairs: list[dict]) -> dict[str, float]:
+    """Seconds of ``DPOTrainer.train()`` (precompute included) with and without precomputed reference log-probs."""
+    import tempfile
+
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+
+    rows = [{"prompt": [{"role": "user", "content": r["prompt"]}],
+             "chosen": [{"role": "assistant", "content": r["chosen"]}],
+             "rejected": [{"role": "assistant", "content": r["rejected"]}]} for r in pairs]
+    out: dict[str, float] = {}
+    for epochs in (1, 3):
+        for precompute in (False, True):
+            with tempfile.TemporaryDirectory() as tmp:
+                args = DPOConfig(output_dir=tmp, per_device_train_batch_size=8, num_train_epochs=epochs, max_length=128,
+                                 learning_rate=1e-5, report_to=[], use_cpu=True, save_strategy="no", logging_steps=1000,
+                                 disable_tqdm=True, precompute_ref_log_probs=precompute, seed=0)
+                trainer = DPOTrainer(model=AutoModelForCausalLM.from_pretrained(policy), args=args,
+                                     train_dataset=Dataset.from_list(rows), processing_class=AutoTokenizer.from_pretrained(policy))
+                t = time.perf_counter()
+                trainer.train()
+                out[f"dpo_{epochs}ep_{'precomputed_ref' if precompute else 'ref_forward'}_s"] = time.perf_counter() - t
+        out[f"dpo_{epochs}ep_precompute_speedup"] = out[f"dpo_{epochs}ep_ref_forward_s"] / out[f"dpo_{epochs}ep_precomputed_ref_s"]
+    return out
 
 
 if __name__ == "__main__":

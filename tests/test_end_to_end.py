@@ -5,6 +5,7 @@ including the DeepSpeed children's losses, artifacts), iteration chaining, and t
 all finished work (no training relaunched, no LLM call repeated).
 """
 
+import hashlib
 import json
 import math
 import shutil
@@ -112,17 +113,35 @@ def test_outputs_have_their_schemas(first_run):
     collapse = pd.read_csv(p / "data/08_reporting/rm_collapse_table.csv")
     assert list(collapse["model"]) == ["base", "rm_en", "rm_ko"] and collapse["mean_f"].between(0.5, 1).all()
     assert (p / "data/08_reporting/rm_collapse.png").stat().st_size > 1000
+    report = pd.read_csv(p / "data/08_reporting/evaluation_report.csv")
+    assert {"alpacaeval", "xl_alpacaeval", "mt_bench", "rubric", "nlu:kowen_mc_en", "nlu:kowen_mc_ko"} <= set(report["benchmark"])
+    assert "| mt_bench | turn2 |" in (p / "data/08_reporting/evaluation_report.md").read_text()
+    curve = pd.read_csv(p / "data/08_reporting/iteration_curve.csv")
+    assert sorted(curve["iteration"].unique()) == [1, 2]  # iteration 3 is disabled in the default
+    assert (p / "data/08_reporting/iteration_curve.png").stat().st_size > 1000
+    xl = read(p, "data/05_model_input/xl_alpacaeval_prompts.jsonl")
+    assert (xl["language"] == "ko").all() and xl["instruction"].str.endswith("Korean.").all()
+    grades = read(p, "data/07_model_output/mt_bench_grades.jsonl")
+    assert grades["score_turn1"].between(1, 10).all() and grades["score_turn2"].between(1, 10).all()
 
 
 def test_models_are_versioned_and_iterations_chained(first_run):
     p = first_run
     for name in ("reward_model", "sft_model", "dpo_iter_1/policy", "dpo_iter_2/policy", "aligned_policy",
-                 "rm_transfer_source/reward_model", "rm_transfer_target/reward_model"):
+                 "rm_transfer_source/reward_model", "rm_transfer_target/reward_model", "cross_lingual_policy"):
         assert (latest(p / "data/06_models" / name) / "config.json").exists(), name
     spec1 = json.loads(next((p / "data/06_models/_runs/dpo_iter_1").glob("*/spec.json")).read_text())
     spec2 = json.loads(next((p / "data/06_models/_runs/dpo_iter_2").glob("*/spec.json")).read_text())
     assert "data/06_models/sft_model/" in spec1["model"]
     assert "data/06_models/dpo_iter_1/policy/" in spec2["model"]  # iteration 2 starts from iteration 1
+
+    def checksum(folder) -> str:
+        return hashlib.sha256((Path(folder) / "model.safetensors").read_bytes()).hexdigest()
+
+    # ... with iteration 1's trained weights, byte for byte (not the SFT model's)
+    assert checksum(spec2["model"]) == checksum(latest(p / "data/06_models/dpo_iter_1/policy"))
+    assert checksum(spec2["model"]) != checksum(spec1["model"])
+    assert spec2["ref_model"] is None  # reference: previous = the policy the iteration starts from
     assert (spec1["trainer_args"]["beta"], spec2["trainer_args"]["beta"]) == (0.1, 1.0)
     assert spec1["deepspeed"]["zero_optimization"]["stage"] == 3
     assert not (p / "data/06_models/_runs/dpo_iter_3").exists()  # disabled: passed through
@@ -139,17 +158,31 @@ def test_one_mlflow_run_with_all_stages(first_run):
     metrics = run.data.metrics
     for stage in ("data_synthesis", "translation_qe", "reward_model", "sft", "dpo_iter_1", "dpo_iter_2", "evaluation"):
         assert any(k.startswith(stage + ".") for k in metrics), stage
-    for loss in ("sft.loss", "reward_model.loss", "dpo_iter_1.loss", "dpo_iter_2.loss"):  # from the DeepSpeed children
+    for loss in ("sft.loss", "reward_model.loss", "dpo_iter_1.loss", "dpo_iter_2.loss", "cross_lingual.loss",
+                 "cross_lingual.nll_tgt", "cross_lingual.eval_loss"):  # from the DeepSpeed children
         assert loss in metrics, loss
     assert "evaluation.win_rate.all" in metrics and "reward_model.accuracy.en.avg" in metrics
+    for name in ("evaluation.xl_alpacaeval.win_rate.ko", "evaluation.xl_alpacaeval.language_fidelity.ko",
+                 "evaluation.mt_bench.turn1.ko", "evaluation.mt_bench.turn2.all", "evaluation.rubric.naturalness.all",
+                 "evaluation.nlu.kowen_mc_ko.acc", "evaluation.alpacaeval.unparseable"):
+        assert name in metrics, name
+    assert 1 <= metrics["evaluation.mt_bench.turn2.all"] <= 10 and 1 <= metrics["evaluation.rubric.precision.all"] <= 5
     for part in ("en_single_turn", "ko_single_turn", "ko_multi_turn", "xl_instruct"):
         assert metrics[f"data_synthesis.{part}.generation.calls"] > 0, part
     assert "data_synthesis.ko_single_turn.dropped_wrong_language" in metrics
     assert "data_synthesis.decontamination.removed" in metrics
+    for i in (1, 2):  # reward statistics of every iteration
+        for name in ("chosen_reward_mean", "rejected_reward_mean", "margin_mean", "tie_share", "pairs"):
+            assert f"dpo_iter_{i}.{name}" in metrics, (i, name)
+    assert metrics["cross_lingual.trainable_params"] < metrics["cross_lingual.total_params"]  # attention only
+    assert run.data.params["cross_lingual.method"] == "clo"
     assert run.data.params["sft.global_batch_size"] == "16"
     artifacts = {a.path for d in ("evaluation", "reward_model", "translation_qe") for a in client.list_artifacts(run.info.run_id, d)}
     assert artifacts == {
-        "evaluation/evaluation_summary.csv", "reward_model/rm_accuracy_table.csv", "translation_qe/qe_histogram.png",
+        "evaluation/evaluation_summary.csv", "evaluation/xl_alpacaeval_summary.csv", "evaluation/mt_bench_summary.csv",
+        "evaluation/rubric_summary.csv", "evaluation/nlu_results.csv", "evaluation/iteration_curve.csv",
+        "evaluation/iteration_curve.png", "evaluation/evaluation_report.csv", "evaluation/evaluation_report.md",
+        "reward_model/rm_accuracy_table.csv", "translation_qe/qe_histogram.png",
         "reward_model/rm_transfer_table.csv", "reward_model/rm_transfer_table.md", "reward_model/rm_collapse_table.csv",
         "reward_model/rm_collapse.png",
     }
@@ -168,7 +201,7 @@ def test_rerun_reuses_every_finished_step(first_run):
     cache = p / "data/02_intermediate/llm_call_cache.sqlite"
     calls_before = len(CallCache(cache))
     runs = {f: f.stat().st_size for f in (p / "data/06_models/_runs").glob("*/*/train.log")}
-    assert len(runs) == 6  # reward model, the two RM-transfer RMs, SFT, DPO iterations 1 and 2
+    assert len(runs) == 7  # reward model, the two RM-transfer RMs, SFT, DPO iterations 1 and 2, CLO
     teacher = p / "data/06_models/tiny/teacher/model.safetensors"
     teacher_mtime = teacher.stat().st_mtime_ns
     run_default(p, {"tiny_models.pretrain_steps": 60, "tiny_models.teacher_steps": 60})

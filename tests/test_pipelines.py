@@ -65,6 +65,37 @@ def test_kowen_7b_recipe_resolves_to_paper_settings(project):
     assert params["evaluation"]["judge"]["seed"] == 0
 
 
+def test_clo_and_xl_instruct_recipes_resolve_to_paper_settings(project):
+    with KedroSession.create(project_path=ROOT, env="clo") as session:
+        params = session.load_context().params
+    clo = params["cross_lingual"]["clo"]
+    assert (clo["finetuning"], clo["trainer_args"]["learning_rate"], clo["trainer_args"]["beta"],
+            clo["trainer_args"]["clo_lambda"], clo["trainer_args"]["num_train_epochs"]) == ("attention_only", 5e-5, 0.1, 0.5, 1)
+    assert clo["trainer_args"]["load_best_model_at_end"] and clo["trainer_args"]["per_device_train_batch_size"] % 2 == 0
+    assert params["cross_lingual"]["method"] == "clo" and "baseline_dpo" in params["cross_lingual"]
+    with KedroSession.create(project_path=ROOT, env="xl_instruct") as session:
+        sft = session.load_context().params["sft"]
+    assert (sft["finetuning"], sft["lora"]["r"], sft["lora"]["target_modules"], sft["trainer_args"]["learning_rate"],
+            sft["trainer_args"]["warmup_ratio"], sft["seed"]) == ("lora", 8, ["q_proj", "v_proj"], 1e-4, 0.03, 1)
+
+
+def test_dpo_reference_is_the_previous_or_the_initial_policy(monkeypatch):
+    import pandas as pd
+
+    import kowen_kedro.pipelines.preference_alignment.nodes as nodes
+
+    seen = []
+    monkeypatch.setattr(nodes, "train_stage", lambda kind, stage, model, records, cfg, training: seen.append((model, cfg)) or {"final_dir": "out"})
+    pairs = pd.DataFrame([{"prompt": "q", "chosen": "a", "rejected": "b"}])
+    dpo = {"trainer_args": {"beta": 1.0}}
+    nodes.train_dpo_node("iter1", "sft", pairs, {**dpo, "reference": "previous"}, {}, "dpo_iter_2")
+    nodes.train_dpo_node("iter1", "sft", pairs, {**dpo, "reference": "initial"}, {}, "dpo_iter_2")
+    assert seen[0] == ("iter1", dpo)  # no ref_model: TRL's frozen copy of the start policy
+    assert seen[1] == ("iter1", {**dpo, "ref_model": "sft"})
+    with pytest.raises(ValueError, match="reference must be one of"):
+        nodes.train_dpo_node("iter1", "sft", pairs, {**dpo, "reference": "base"}, {}, "dpo_iter_2")
+
+
 def test_every_model_using_node_runs_after_raw_input_validation(project):
     default = project["__default__"]
     after = {n.name for n in default.from_nodes("validate_raw_inputs_node").nodes}

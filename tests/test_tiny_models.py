@@ -2,26 +2,11 @@
 
 import math
 import os
-import socket
 from pathlib import Path
 
 import pytest
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    """Any connection attempt to a non-loopback address fails the test."""
-    real = socket.socket.connect
-
-    def guarded(self, address):
-        host = address[0] if isinstance(address, tuple) else address
-        if isinstance(host, str) and not (host.startswith("127.") or host in ("localhost", "::1") or host.startswith("/")):
-            raise AssertionError(f"network access attempted: {address}")
-        return real(self, address)
-
-    monkeypatch.setattr(socket.socket, "connect", guarded)
 
 
 def test_offline_switches_are_on():
@@ -97,6 +82,20 @@ def test_reward_model_head_initialisation(tiny_models):
     assert score_head_std(64) == 1 / math.sqrt(65)
     scores = RewardScorer(tiny_models["models"]["reward_model_init"], batch_size=2).score(["q", "q"], ["a", "a longer answer"])
     assert len(scores) == 2 and scores[0] != scores[1]
+
+
+def test_reward_scores_are_cached_batch_by_batch(tiny_models, tmp_path):
+    from kowen_kedro.llm.cache import CallCache
+    from kowen_kedro.rewards.scoring import RewardScorer
+
+    rm = tiny_models["models"]["reward_model_init"]
+    cache = CallCache(tmp_path / "c.sqlite")
+    prompts, completions = ["q"] * 5, ["a", "b", "a longer answer", "a", "c"]
+    first = RewardScorer(rm, batch_size=2, cache=cache).score(prompts, completions)
+    assert len(cache) == 4  # one entry per distinct (prompt, completion)
+    again = RewardScorer(rm, batch_size=2, cache=cache)
+    assert again.score(prompts, completions) == first and again._rm is None  # nothing re-scored, RM never loaded
+    assert first == pytest.approx(RewardScorer(rm, batch_size=2).score(prompts, completions), abs=1e-5)
 
 
 def test_comet_qe_loads_from_local_checkpoint(tiny_models, no_network):

@@ -84,6 +84,18 @@ def test_translate_columns_and_keep_best_floor():
     assert list(kept["q"]) == [f"Q{i}." for i in range(2, 10)]
 
 
+def test_an_empty_translation_rejects_the_row():
+    class Silent(Fake):
+        def translate(self, texts, src, tgt):
+            return ["" if t == "Drop me." else f"{self.tag}[{t}]" for t in texts]
+
+    df = pd.DataFrame({"q": ["Keep me.", "Drop me."]})
+    out = translate_columns(df, ["q"], [Silent("S", "s")], TagQE({}), "en", "ko", 100)
+    assert pd.isna(out.loc[0, "reject_reason"]) and out.loc[1, "reject_reason"] == "q: empty translation"
+    kept, report = keep_best(out, 0.0)
+    assert list(kept["q"]) == ["Keep me."] and report["rejected"] == 1
+
+
 def test_clo_rows_have_four_fields_one_row_per_pair():
     pairs = pd.DataFrame({"prompt_id": ["p1", "p2"], "x_en": ["Hi?", "Yo?"], "y_en": ["Hello.", "Hey."],
                           "x_en_ko": ["안녕?", "요?"], "y_en_ko": ["안녕하세요.", "네."], "qe_score": [0.8, 0.6]})

@@ -1,8 +1,11 @@
-"""Project settings (Kedro 1.x). Kept small: hooks come from installed plugins (kedro-mlflow)."""
+"""Project settings (Kedro 1.x). Hooks: kedro-mlflow's (auto-registered plugin) + API keys from credentials."""
 
 from kedro.config import OmegaConfigLoader
 
+from kowen_kedro.hooks import CredentialsEnvHook
 from kowen_kedro.offline import configure_offline
+
+HOOKS = (CredentialsEnvHook(),)
 
 configure_offline()
 

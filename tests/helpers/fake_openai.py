@@ -11,10 +11,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 class FakeOpenAI:
     """Serves ``/v1/chat/completions``; each request takes the next action of ``script``
     (then the last one forever): ``"ok"``, ``429``, ``500``, ``"slow"`` (sleeps past client timeouts),
-    ``"malformed"`` (200 with a non-JSON body), ``"no_choices"`` (200, JSON without choices)."""
+    ``"malformed"`` (200 with a non-JSON body), ``"no_choices"`` (200, JSON without choices).
+    ``script`` may instead be a callable ``body -> (text, top_logprobs | None)`` answering every request;
+    the top log-probs are returned (for the first token) when the request asks for ``logprobs``."""
 
     def __init__(self, script: list, slow_seconds: float = 2.0):
-        self.script = list(script)
+        self.script = script if callable(script) else list(script)
         self.slow_seconds = slow_seconds
         self.requests: list[dict] = []
         self._lock = threading.Lock()
@@ -29,7 +31,7 @@ class FakeOpenAI:
                 with outer._lock:
                     outer.requests.append(body)
                     n = len(outer.requests)
-                    action = outer.script[min(n - 1, len(outer.script) - 1)]
+                    action = "ok" if callable(outer.script) else outer.script[min(n - 1, len(outer.script) - 1)]
                 if action == "slow":
                     time.sleep(outer.slow_seconds)
                     action = "ok"
@@ -47,10 +49,16 @@ class FakeOpenAI:
                 elif action == "no_choices":
                     payload = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": body["model"]}).encode()
                 else:
-                    text = "echo: " + body["messages"][-1]["content"]
+                    text, top = (outer.script(body) if callable(outer.script)
+                                 else ("echo: " + body["messages"][-1]["content"], None))
+                    choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+                    if top and body.get("logprobs"):
+                        first = max(top, key=top.get)
+                        choice["logprobs"] = {"content": [{"token": first, "logprob": top[first], "bytes": None, "top_logprobs": [
+                            {"token": t, "logprob": lp, "bytes": None} for t, lp in top.items()]}]}
                     payload = json.dumps({
                         "id": f"cmpl-{n}", "object": "chat.completion", "created": 0, "model": body["model"],
-                        "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
+                        "choices": [choice],
                         "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
                     }).encode()
                 self.send_response(200)

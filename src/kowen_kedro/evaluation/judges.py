@@ -1,13 +1,24 @@
-"""Pairwise LLM judges (AlpacaEval style).
+"""LLM judges: pairwise preference (AlpacaEval style) and single-answer scores (MT-Bench, rubric).
 
-The judge sees an instruction and two responses in positions A and B, and answers "A" or "B".
-:class:`LocalPairwiseJudge` reads the next-token probabilities of "A" and "B" (AlpacaEval's weighted
-preference), so any causal LM - the tiny default included - always yields a verdict in [0, 1].
-Positions are randomised with a seed and recorded; :func:`judge_pairs` undoes the swap.
+Two kinds of judge, one interface (``prefer_a(messages)`` -> P(A better) or None; ``grade(messages,
+low, high)`` -> expected score or None):
+
+* :class:`LocalPairwiseJudge` / :class:`LocalChoiceJudge` - a local causal LM. Pairwise reads the
+  next-token probabilities of "A" and "B"; grades score every candidate answer "1".."N" by its
+  log-likelihood as the continuation and take the expected value. So any model - the tiny default
+  included - always yields a verdict.
+* :class:`OpenAIJudge` - any OpenAI-compatible endpoint (GPT-4o in the papers), temperature 0, with
+  ``logprobs`` / ``top_logprobs`` requested: verdicts come from the first answer token's
+  probabilities where the endpoint returns them, otherwise from the text
+  (:mod:`kowen_kedro.evaluation.verdicts`); replies that cannot be read give None and are counted.
+
+Every judge call goes through the call cache. Positions are randomised with a seed and recorded;
+:func:`judge_pairs` undoes the swap.
 """
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence
@@ -33,8 +44,8 @@ def judge_messages(instruction: str, a: str, b: str, language: str | None) -> li
 class PairwiseJudge(Protocol):
     name: str
 
-    def prefer_a(self, messages: Sequence[list[dict[str, str]]]) -> list[float]:
-        """Probability that A is better, per request."""
+    def prefer_a(self, messages: Sequence[list[dict[str, str]]]) -> list[float | None]:
+        """Probability that A is better, per request (None: the reply could not be read)."""
 
 
 @dataclass
@@ -105,6 +116,135 @@ def judge_pairs(
     ]
     p_a = judge.prefer_a(messages)
     return [
-        {"model_position": pos, "p_a": p, "preference": p if pos == "A" else 1.0 - p}
+        {"model_position": pos, "p_a": p, "preference": None if p is None else (p if pos == "A" else 1.0 - p)}
         for pos, p in zip(positions, p_a)
     ]
+
+
+@dataclass
+class LocalChoiceJudge:
+    """A local causal LM grading by candidate likelihood: P(k) is proportional to
+    p_model("k" | prompt) over the candidates "low".."high" (multi-token candidates included), and the
+    verdict is the expected score."""
+
+    model: str
+    batch_size: int = 16
+    cache: CallCache | None = None
+    name: str = "local"
+    _lm: Any = field(default=None, repr=False)
+    _tok: Any = field(default=None, repr=False)
+
+    def grade(self, messages: Sequence[list[dict[str, str]]], low: int, high: int) -> list[float | None]:
+        model_id = model_identity(self.model)
+        keys = [call_key({"judge": self.name, "model": model_id, "messages": m, "kind": "expected_score", "range": [low, high]})
+                for m in messages]
+        return cached_values(self.cache, keys, lambda todo: [self._grade(messages[i], low, high) for i in todo])
+
+    def _grade(self, messages: list[dict[str, str]], low: int, high: int) -> float:
+        import torch
+
+        from kowen_kedro.evaluation.verdicts import expected_score
+
+        if self._lm is None:
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            self._tok = AutoTokenizer.from_pretrained(self.model)
+            self._lm = AutoModelForCausalLM.from_pretrained(self.model).eval()
+        prompt = self._tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        prompt_ids = self._tok(prompt, add_special_tokens=False)["input_ids"]
+        candidates = [self._tok(str(k), add_special_tokens=False)["input_ids"] for k in range(low, high + 1)]
+        width = len(prompt_ids) + max(map(len, candidates))
+        pad = self._tok.pad_token_id if self._tok.pad_token_id is not None else 0
+        ids = torch.tensor([prompt_ids + c + [pad] * (width - len(prompt_ids) - len(c)) for c in candidates])
+        with torch.no_grad():
+            logp = torch.log_softmax(self._lm(input_ids=ids).logits.float(), dim=-1)
+        n = len(prompt_ids)
+        scores = [sum(float(logp[j, n - 1 + t, tok]) for t, tok in enumerate(c)) for j, c in enumerate(candidates)]
+        top = max(scores)
+        value = expected_score([math.exp(s - top) for s in scores], low)
+        assert value is not None  # the mass of the best candidate is 1
+        return value
+
+
+@dataclass
+class OpenAIJudge:
+    """An OpenAI-compatible chat endpoint as judge; reads log-probs where offered, else the text.
+
+    Uses :class:`~kowen_kedro.llm.backends.OpenAIBackend` for the client (key, base_url, retries,
+    concurrency). Replies (text + the first token's top log-probs) are cached per request.
+    """
+
+    backend: Any  # OpenAIBackend
+    cache: CallCache | None = None
+    max_tokens: int = 16
+    top_logprobs: int = 20
+    name: str = "openai"
+
+    def _key(self, messages, kind: str) -> str:
+        return call_key({"judge": self.name, "model": self.backend.model, "base_url": self.backend.base_url,
+                         "messages": messages, "kind": kind, "max_tokens": self.max_tokens})
+
+    def _call(self, messages: list[dict[str, str]]) -> dict[str, Any]:
+        import openai
+
+        from kowen_kedro.llm.backends import GenerationError
+
+        client = self.backend._client()
+        kwargs = dict(model=self.backend.model, messages=messages, max_tokens=self.max_tokens, temperature=0.0)
+        try:
+            try:
+                resp = client.chat.completions.create(**kwargs, logprobs=True, top_logprobs=self.top_logprobs)
+            except openai.BadRequestError:  # an endpoint without log-probs: read the text
+                resp = client.chat.completions.create(**kwargs)
+        except openai.APIError as err:
+            raise GenerationError(f"judge {self.backend.model}: call failed after retries: {err}") from err
+        if not getattr(resp, "choices", None):
+            return {"text": None, "top_logprobs": None}
+        choice = resp.choices[0]
+        top = None
+        content = getattr(getattr(choice, "logprobs", None), "content", None)
+        if content:
+            first = next((c for c in content if (c.token or "").strip()), content[0])  # skip leading whitespace tokens
+            top = {t.token: t.logprob for t in (first.top_logprobs or [])} or {first.token: first.logprob}
+        return {"text": (choice.message.content or "").strip(), "top_logprobs": top}
+
+    def replies(self, messages: Sequence[list[dict[str, str]]], kind: str) -> list[dict[str, Any]]:
+        from concurrent.futures import ThreadPoolExecutor
+
+        def compute(todo: list[int]) -> list[dict[str, Any]]:
+            with ThreadPoolExecutor(max_workers=max(1, self.backend.concurrency)) as pool:
+                return list(pool.map(lambda i: self._call(messages[i]), todo))
+
+        return cached_values(self.cache, [self._key(m, kind) for m in messages], compute)
+
+    def prefer_a(self, messages: Sequence[list[dict[str, str]]]) -> list[float | None]:
+        from kowen_kedro.evaluation.verdicts import pairwise_verdict
+
+        return [pairwise_verdict(r["text"], r["top_logprobs"]) for r in self.replies(messages, "pairwise")]
+
+    def grade(self, messages: Sequence[list[dict[str, str]]], low: int, high: int) -> list[float | None]:
+        from kowen_kedro.evaluation.verdicts import score_verdict
+
+        return [score_verdict(r["text"], low, high, r["top_logprobs"]) for r in self.replies(messages, f"grade{low}-{high}")]
+
+
+def make_judges(cfg: dict[str, Any], local_model: str, cache: CallCache | None):
+    """(pairwise judge, grading judge) from ``evaluation.judge`` parameters.
+
+    ``backend: local`` (default) uses ``local_model`` (the ``judge`` role); ``backend: openai`` takes
+    ``model``, ``base_url``, ``api_key_env``, ``concurrency`` like the generation backends (the key:
+    ``$api_key_env``, which :mod:`kowen_kedro.hooks` fills from ``credentials.yml``).
+    """
+    backend = cfg.get("backend", "local")
+    if backend == "local":
+        batch = int(cfg.get("batch_size", 8))
+        return (LocalPairwiseJudge(local_model, batch_size=batch, cache=cache),
+                LocalChoiceJudge(local_model, batch_size=batch, cache=cache))
+    if backend == "openai":
+        from kowen_kedro.llm.backends import OpenAIBackend
+
+        api = OpenAIBackend(model=cfg.get("model") or local_model, base_url=cfg.get("base_url"),
+                            api_key_env=cfg.get("api_key_env", "OPENAI_API_KEY"), concurrency=int(cfg.get("concurrency", 8)))
+        judge = OpenAIJudge(api, cache=cache, max_tokens=int(cfg.get("max_tokens", 16)))
+        return judge, judge
+    raise ValueError(f"evaluation judge backend must be 'local' or 'openai', not {backend!r}")

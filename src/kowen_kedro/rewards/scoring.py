@@ -14,13 +14,16 @@ class RewardScorer:
     """Scores ``[user: prompt, assistant: completion]`` chats with a reward model.
 
     Inputs longer than ``max_length`` tokens are truncated from the *left* (the prompt's start is
-    dropped), so the response end, where the RM reads its score, is always kept.
+    dropped), so the response end, where the RM reads its score, is always kept. With a ``cache``,
+    every score is stored as its batch finishes (key: RM content identity, max_length, prompt,
+    completion), so a killed scoring step resumes and a rerun scores nothing twice.
     """
 
     model: str
     batch_size: int = 16
     max_length: int = 1024
     device: str | None = None
+    cache: Any = None  # a kowen_kedro.llm.cache.CallCache
     _rm: Any = field(default=None, repr=False)
     _tok: Any = field(default=None, repr=False)
 
@@ -36,6 +39,22 @@ class RewardScorer:
         self._rm = AutoModelForSequenceClassification.from_pretrained(self.model, dtype=dtype).to(self.device).eval()
 
     def score(self, prompts: list[str], completions: list[str]) -> list[float]:
+        from kowen_kedro.llm.cache import call_key, cached_values
+        from kowen_kedro.model_identity import model_identity
+
+        rm_id = model_identity(self.model)
+        keys = [call_key({"rm": rm_id, "max_length": self.max_length, "prompt": p, "completion": c})
+                for p, c in zip(prompts, completions)]
+        scores: list[float] = []
+        for start in range(0, len(keys), self.batch_size):  # stored batch by batch
+            part = slice(start, start + self.batch_size)
+            scores += cached_values(
+                self.cache, keys[part],
+                lambda todo, ps=prompts[part], cs=completions[part]: self._score([ps[i] for i in todo], [cs[i] for i in todo]),
+            )
+        return scores
+
+    def _score(self, prompts: list[str], completions: list[str]) -> list[float]:
         import torch
 
         self._load()

@@ -1,8 +1,8 @@
 """The one training entry point: ``python -m kowen_kedro.training.entry --spec spec.json``.
 
 Started by :mod:`kowen_kedro.training.launcher` under ``deepspeed`` (any world size) or plain python.
-``spec.kind`` picks TRL's ``SFTTrainer``, ``RewardTrainer`` or ``DPOTrainer``; every other knob is
-in the spec.
+``spec.kind`` picks TRL's ``SFTTrainer``, ``RewardTrainer``, ``DPOTrainer`` or the CLO trainer (a
+``DPOTrainer`` subclass, :mod:`kowen_kedro.preference.clo_trainer`); every other knob is in the spec.
 
 Crash safety: checkpoints are committed with a marker and a relaunch resumes from the newest committed
 one (:mod:`kowen_kedro.training.checkpoints`); a NaN/inf loss stops the run. The final model is written
@@ -148,7 +148,10 @@ def build_config(spec: LaunchSpec):
     import torch
     from trl import DPOConfig, RewardConfig, SFTConfig
 
-    cls = {"sft": SFTConfig, "reward": RewardConfig, "dpo": DPOConfig}[spec.kind]
+    if spec.kind == "clo":
+        from kowen_kedro.preference.clo_trainer import CLOConfig as cls
+    else:
+        cls = {"sft": SFTConfig, "reward": RewardConfig, "dpo": DPOConfig}[spec.kind]
     cuda = torch.cuda.is_available()
     args: dict[str, Any] = {
         **DEFAULT_TRAINER_ARGS,
@@ -230,8 +233,10 @@ def _build_trainer(spec: LaunchSpec, config, model, tokenizer, data, callbacks, 
         return RewardTrainer(model=model, **common)
     from trl import DPOTrainer
 
+    if spec.kind == "clo":
+        from kowen_kedro.preference.clo_trainer import CLOTrainer as DPOTrainer  # noqa: N814
     ref = None
-    if spec.ref_model:
+    if spec.ref_model:  # else TRL's default: a frozen copy of the start model (or the LoRA-disabled base)
         ref, _ = load_model(LaunchSpec(**{**spec.__dict__, "model": spec.ref_model}), config)
     return DPOTrainer(model=model, ref_model=ref, **common)
 

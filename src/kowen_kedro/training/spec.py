@@ -1,6 +1,6 @@
 """Launch specs: everything a training child process needs, written to JSON before the launch.
 
-One spec shape serves every training in the project (SFT, reward model, DPO); ``kind`` picks the TRL
+One spec shape serves every training in the project (SFT, reward model, DPO, CLO); ``kind`` picks the
 trainer in :mod:`kowen_kedro.training.entry`.
 """
 
@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-Kind = Literal["sft", "reward", "dpo"]
+Kind = Literal["sft", "reward", "dpo", "clo"]
 
 COMPLETE_MARKER = "_COMPLETE.json"
 FINAL_DIR = "final"

@@ -45,6 +45,8 @@ def translate_columns(
         for i, r in enumerate(results):
             if r.rejected and reasons[i] is None:
                 reasons[i] = f"{col}: {r.rejected}"
+            elif reasons[i] is None and not r.text.strip():  # a translator returned nothing for a real source
+                reasons[i] = f"{col}: empty translation"
     out["qe_score"] = np.mean(np.array(col_scores, dtype=float), axis=0) if len(df) else []
     out["reject_reason"] = reasons
     return out

@@ -6,7 +6,12 @@ from dataclasses import dataclass
 
 from kowen_kedro.llm.backends import CachedGenerator, SamplingParams
 
-LANGUAGE_NAMES = {"en": "English", "ko": "Korean", "zh": "Chinese", "es": "Spanish", "it": "Italian", "ja": "Japanese"}
+# ISO 639-1 codes: the papers' languages (Kowen, RM transfer, CLO, XL-Instruct's 11 XL-AlpacaEval languages).
+LANGUAGE_NAMES = {
+    "en": "English", "ko": "Korean", "zh": "Chinese", "es": "Spanish", "it": "Italian", "ja": "Japanese",
+    "de": "German", "pt": "Portuguese", "hu": "Hungarian", "lt": "Lithuanian", "ga": "Irish", "mt": "Maltese",
+    "hi": "Hindi", "fr": "French", "fi": "Finnish", "tr": "Turkish",
+}
 
 PROMPT = (
     "Translate the following {src} text into {tgt}. Reply with the translation only.\n\n{text}"

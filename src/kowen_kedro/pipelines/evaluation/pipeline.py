@@ -1,36 +1,64 @@
-"""evaluation: aligned policy vs the SFT model, judged pairwise (AlpacaEval style), plus language fidelity."""
+"""evaluation: the aligned policy against the SFT model and on its own.
+
+* AlpacaEval-style pairwise win rate on the multilingual prompts, and on XL-AlpacaEval (cross-lingual:
+  English prompt + "Answer in {lang}"), with language fidelity;
+* MT-Bench style 1-10 grades for turn 1 and turn 2; XL-Instruct's 1-5 rubric;
+* lm-evaluation-harness NLU tasks on the saved model;
+* win rate and fidelity per DPO iteration (curve); one report table of everything.
+"""
 
 from kedro.pipeline import Node, Pipeline
 
-from .nodes import generate_outputs_node, judge_node, summarize_node
+from kowen_kedro.pipelines.preference_alignment.pipeline import MAX_DPO_ITERATIONS
+
+from .nodes import (
+    generate_outputs_node,
+    iteration_curve_node,
+    judge_node,
+    mt_bench_node,
+    nlu_node,
+    report_node,
+    rubric_node,
+    summarize_node,
+    summarize_xl_node,
+    xl_alpacaeval_node,
+)
+
+GEN, JUDGE = "params:evaluation.generation", "params:evaluation.judge"
+
+
+def _pairwise(prompts: str, prefix: str, summarize, summary: str) -> list[Node]:
+    return [
+        Node(generate_outputs_node, inputs=["aligned_policy", prompts, GEN, "params:llm"],
+             outputs=f"{prefix}policy_eval_outputs", name=f"generate_{prefix}policy_outputs_node"),
+        Node(generate_outputs_node, inputs=["sft_model", prompts, GEN, "params:llm"],
+             outputs=f"{prefix}reference_eval_outputs", name=f"generate_{prefix}reference_outputs_node"),
+        Node(judge_node, inputs=[f"{prefix}policy_eval_outputs", f"{prefix}reference_eval_outputs", "model_registry", JUDGE, "params:llm"],
+             outputs=f"{prefix}judgements", name=f"judge_{prefix}pairwise_node"),
+        Node(summarize, inputs=[f"{prefix}judgements", f"{prefix}policy_eval_outputs", "params:languages", JUDGE],
+             outputs=[summary, f"{prefix}evaluation_metrics" if prefix else "evaluation_metrics"],
+             name=f"summarize_{prefix}evaluation_node"),
+    ]
 
 
 def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
-            Node(
-                generate_outputs_node,
-                inputs=["aligned_policy", "eval_prompts_raw", "params:evaluation.generation", "params:llm"],
-                outputs="policy_eval_outputs",
-                name="generate_policy_outputs_node",
-            ),
-            Node(
-                generate_outputs_node,
-                inputs=["sft_model", "eval_prompts_raw", "params:evaluation.generation", "params:llm"],
-                outputs="reference_eval_outputs",
-                name="generate_reference_outputs_node",
-            ),
-            Node(
-                judge_node,
-                inputs=["policy_eval_outputs", "reference_eval_outputs", "model_registry", "params:evaluation.judge", "params:llm"],
-                outputs="judgements",
-                name="judge_pairwise_node",
-            ),
-            Node(
-                summarize_node,
-                inputs=["judgements", "policy_eval_outputs", "params:languages"],
-                outputs=["evaluation_summary", "evaluation_metrics"],
-                name="summarize_evaluation_node",
-            ),
+            *_pairwise("eval_prompts_raw", "", summarize_node, "evaluation_summary"),
+            Node(xl_alpacaeval_node, inputs=["eval_prompts_raw", "params:evaluation.xl_alpacaeval", "params:source_language"],
+                 outputs="xl_alpacaeval_prompts", name="build_xl_alpacaeval_node"),
+            *_pairwise("xl_alpacaeval_prompts", "xl_", summarize_xl_node, "xl_alpacaeval_summary"),
+            Node(mt_bench_node, inputs=["aligned_policy", "mt_bench_prompts_raw", "model_registry", GEN, JUDGE, "params:llm"],
+                 outputs=["mt_bench_grades", "mt_bench_summary", "mt_bench_metrics"], name="mt_bench_node"),
+            Node(rubric_node, inputs=["policy_eval_outputs", "model_registry", JUDGE, "params:llm"],
+                 outputs=["rubric_summary", "rubric_metrics"], name="rubric_node"),
+            Node(nlu_node, inputs=["aligned_policy", "nlu_mc_raw", "params:evaluation.nlu"],
+                 outputs=["nlu_results", "nlu_metrics"], name="lm_eval_nlu_node"),
+            Node(iteration_curve_node,
+                 inputs=[f"dpo_iter_{i}.policy" for i in range(1, MAX_DPO_ITERATIONS + 1)]
+                 + ["sft_model", "eval_prompts_raw", "model_registry", GEN, JUDGE, "params:llm", "params:languages"],
+                 outputs=["iteration_curve", "iteration_curve_plot"], name="iteration_curve_node"),
+            Node(report_node, inputs=["evaluation_summary", "xl_alpacaeval_summary", "mt_bench_summary", "rubric_summary", "nlu_results"],
+                 outputs=["evaluation_report", "evaluation_report_md"], name="evaluation_report_node"),
         ]
     )

@@ -7,9 +7,10 @@ import logging
 import pandas as pd
 
 from kowen_kedro.llm.backends import SamplingParams
+from kowen_kedro.preference.cross_lingual import train_cross_lingual
 from kowen_kedro.preference.pairs import PAIR_COLUMNS, best_worst_pairs
 from kowen_kedro.rewards.scoring import RewardScorer
-from kowen_kedro.runtime import as_mlflow_metrics, cached_generator
+from kowen_kedro.runtime import as_mlflow_metrics, cached_generator, call_cache
 from kowen_kedro.training.stages import train_stage
 
 logger = logging.getLogger(__name__)
@@ -38,11 +39,12 @@ def sample_completions_node(policy: str, prompts: pd.DataFrame, dpo: dict, sampl
     return pd.DataFrame(rows, columns=COMPLETION_COLUMNS)
 
 
-def score_completions_node(reward_model: str, completions: pd.DataFrame, params: dict) -> pd.DataFrame:
-    """Reward of every completion."""
+def score_completions_node(reward_model: str, completions: pd.DataFrame, params: dict, llm: dict) -> pd.DataFrame:
+    """Reward of every completion (cached per (RM, prompt, completion): a killed iteration resumes)."""
     if completions.empty:
         return completions.assign(reward=pd.Series(dtype=float))
-    scorer = RewardScorer(reward_model, batch_size=int(params["batch_size"]), max_length=int(params["max_length"]))
+    scorer = RewardScorer(reward_model, batch_size=int(params["batch_size"]), max_length=int(params["max_length"]),
+                          cache=call_cache(llm))
     return completions.assign(reward=scorer.score(list(completions["prompt"]), list(completions["completion"])))
 
 
@@ -63,14 +65,27 @@ def build_pairs_node(scored: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     return pairs, as_mlflow_metrics(stats)
 
 
-def train_dpo_node(policy: str, pairs: pd.DataFrame, dpo: dict, training: dict, stage: str) -> str:
-    """DPO on the iteration's pairs, starting from (and referenced to) the current policy.
+REFERENCES = ("previous", "initial")
 
+
+def train_dpo_node(policy: str, initial_policy: str, pairs: pd.DataFrame, dpo: dict, training: dict, stage: str) -> str:
+    """DPO on the iteration's pairs, starting from the current policy.
+
+    The reference is ``dpo.reference``: ``previous`` (the policy this iteration starts from, Kowen) or
+    ``initial`` (the fixed policy the first iteration started from). With ``finetuning: lora`` and
+    ``previous``, the adapter-disabled base is the reference (no second model in memory); with
+    ``trainer_args.precompute_ref_log_probs: true`` reference log-probs are computed once up front.
     A disabled iteration (``enabled: false``) passes the input policy through unchanged.
     """
     if not dpo.get("enabled", True):
         logger.info("%s disabled: passing the policy through", stage)
         return policy
+    reference = dpo.get("reference", "previous")
+    if reference not in REFERENCES:
+        raise ValueError(f"{stage}.dpo.reference must be one of {REFERENCES}, not {reference!r}")
+    stage_cfg = {k: v for k, v in dpo.items() if k != "reference"}
+    if reference == "initial" and initial_policy != policy:
+        stage_cfg["ref_model"] = initial_policy
     records = [
         {
             "prompt": [{"role": "user", "content": r["prompt"]}],
@@ -79,7 +94,7 @@ def train_dpo_node(policy: str, pairs: pd.DataFrame, dpo: dict, training: dict, 
         }
         for r in pairs.to_dict("records")
     ]
-    return train_stage("dpo", stage, policy, records, dpo, training)["final_dir"]
+    return train_stage("dpo", stage, policy, records, stage_cfg, training)["final_dir"]
 
 
 def select_policy_node(*policies_and_keep) -> str:
@@ -89,3 +104,12 @@ def select_policy_node(*policies_and_keep) -> str:
     if not 1 <= keep <= len(policies):
         raise ValueError(f"preference_alignment.keep_iteration={keep}: must be between 1 and {len(policies)}")
     return policies[keep - 1]
+
+
+def train_cross_lingual_node(init_policy: str, clo_pairs: pd.DataFrame, params: dict, training: dict) -> tuple[str, dict]:
+    """CLO (or its SFT+DPO baseline, ``params.method``) on the paired English/target data."""
+    if not params.get("enabled", True):
+        logger.info("cross_lingual disabled: passing the policy through")
+        return init_policy, as_mlflow_metrics({"enabled": 0})
+    final, metrics = train_cross_lingual(init_policy, clo_pairs, params, training)
+    return final, as_mlflow_metrics(metrics)

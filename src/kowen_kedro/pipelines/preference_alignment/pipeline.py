@@ -3,6 +3,9 @@
 ``dpo_iter_1`` starts from ``sft_model``; ``dpo_iter_<i+1>`` starts from ``dpo_iter_<i>.policy``. Each
 iteration reads its own ``dpo_iter_<i>.dpo`` parameters (beta, lr, ``enabled``...); a disabled iteration
 passes the policy through. ``aligned_policy`` is iteration ``keep_iteration``'s policy.
+
+``cross_lingual_policy``: CLO on the paired English/target data (or its SFT+DPO baseline), from the
+SFT model.
 """
 
 from kedro.pipeline import Node, Pipeline
@@ -13,6 +16,7 @@ from .nodes import (
     sample_completions_node,
     score_completions_node,
     select_policy_node,
+    train_cross_lingual_node,
     train_dpo_node,
 )
 
@@ -31,7 +35,7 @@ def iteration_template() -> Pipeline:
             ),
             Node(
                 score_completions_node,
-                inputs=["reward_model", "completions", "params:scoring"],
+                inputs=["reward_model", "completions", "params:scoring", "params:llm"],
                 outputs="scored_completions",
                 name="score_completions_node",
             ),
@@ -43,7 +47,7 @@ def iteration_template() -> Pipeline:
             ),
             Node(
                 train_dpo_node,
-                inputs=["policy_in", "preference_pairs", "params:dpo", "params:training", "params:stage"],
+                inputs=["policy_in", "initial_policy", "preference_pairs", "params:dpo", "params:training", "params:stage"],
                 outputs="policy",
                 name="train_dpo_node",
             ),
@@ -67,6 +71,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 namespace=ns,
                 inputs={
                     "policy_in": "sft_model" if i == 1 else f"dpo_iter_{i - 1}.policy",
+                    "initial_policy": "sft_model",
                     "dpo_prompts": "dpo_prompts",
                     "reward_model": "reward_model",
                 },
@@ -89,6 +94,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 outputs="aligned_policy",
                 name="select_aligned_policy_node",
                 namespace="preference_alignment",  # it reads the namespaced per-iteration policies
+            ),
+            Node(
+                train_cross_lingual_node,
+                inputs=["sft_model", "clo_pairs", "params:cross_lingual", "params:training"],
+                outputs=["cross_lingual_policy", "cross_lingual_metrics"],
+                name="train_cross_lingual_node",
             ),
         ]
     )

@@ -1,0 +1,76 @@
+"""Benchmark sets built from AlpacaEval-format prompts (``instruction`` + optional ``id``, ``dataset``).
+
+* :func:`xl_alpacaeval` - XL-Instruct's cross-lingual AlpacaEval: drop the prompts XL-Instruct's
+  Table 4 lists as unsuitable for a cross-lingual answer, then append to every prompt a seeded random
+  "Answer in {lang}" instruction from Table 5 (without the word "language"), per target language.
+* :func:`two_turn_set` - MT-Bench / Ko-MT-Bench style two-turn questions, validated.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from typing import Iterable
+
+import pandas as pd
+
+from kowen_kedro.data.validation import DataValidationError, line_of, source_of, validate_records
+from kowen_kedro.data.xl_instruct import CROSS_LINGUAL_TEMPLATES
+from kowen_kedro.translation.translators import language_name
+
+#: XL-Instruct Table 4 (AlpacaEval prompt ids and the start of their text). The paper's text says 8
+#: prompts were removed (805 -> 797) while its table lists these 10; we drop all 10 and say so.
+XL_ALPACAEVAL_EXCLUDED = {
+    183: "Write a story about Anakin Skywalker encountering a Jedi who speaks and acts like a 1920s British aristocrat.",
+    200: 'Write "Test"',
+    350: "I'm an English speaker trying to learn Japanese Kanji using mnemonics.",
+    458: "Give me a list of 5 words where the letters of the words are in alphabetical order.",
+    476: "Rewrite the given text and correct grammar, spelling, and punctuation errors.",
+    495: "During writing, we added an asterisk for the word that did not come to mind.",
+    635: "Correct the transcription of an excerpt containing errors.",
+    662: "You should capitalize the sentence according to the guide.",
+    663: "Create alliterations by finding synonyms for words in the given sentence.",
+    714: "Rewrite the text and correct the spelling errors.",
+}
+
+
+def _norm(text: str) -> str:
+    return re.sub(r"\s+", " ", str(text)).strip().lower()
+
+
+def excluded(instruction: str, prefixes: Iterable[str] = XL_ALPACAEVAL_EXCLUDED.values()) -> bool:
+    """Whether ``instruction`` starts with one of the excluded prompts (whitespace and case ignored)."""
+    text = _norm(instruction)
+    return any(text.startswith(_norm(p)) for p in prefixes)
+
+
+def xl_alpacaeval(prompts: pd.DataFrame, languages: list[str], seed: int) -> pd.DataFrame:
+    """``id, language, instruction, source_instruction, template, dataset`` rows: one per kept prompt x language.
+
+    Raises:
+        DataValidationError: a prompt without ``instruction`` (file, line, field).
+    """
+    validate_records(prompts, {"instruction": str})
+    rng = random.Random(seed)
+    rows = []
+    for i, r in enumerate(prompts.to_dict("records")):
+        if excluded(r["instruction"]):
+            continue
+        base_id = str(r.get("id", i))
+        for lang in languages:
+            template = rng.choice(CROSS_LINGUAL_TEMPLATES)
+            rows.append({
+                "id": f"{base_id}-xl-{lang}", "language": lang,
+                "instruction": f"{r['instruction'].rstrip()} {template.format(lang=language_name(lang))}",
+                "source_instruction": r["instruction"], "template": template, "dataset": "xl_alpacaeval",
+            })
+    return pd.DataFrame(rows, columns=["id", "language", "instruction", "source_instruction", "template", "dataset"])
+
+
+def two_turn_set(rows: pd.DataFrame) -> pd.DataFrame:
+    """Validate MT-Bench style rows: ``id, language, category, turns`` with exactly two non-empty turns."""
+    validate_records(rows, {"id": str, "language": str, "category": str, "turns": list})
+    for r, turns in enumerate(rows["turns"]):
+        if len(turns) != 2 or not all(isinstance(t, str) and t.strip() for t in turns):
+            raise DataValidationError(source_of(rows), line_of(rows, r), "turns", "expected two non-empty questions")
+    return rows.reset_index(drop=True)

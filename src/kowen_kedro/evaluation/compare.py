@@ -1,0 +1,52 @@
+"""Comparisons across runs in the MLflow store (used by ``notebooks/compare_runs.ipynb``).
+
+* :func:`runs_table` - one row per run: run id, start time, params and metrics (MLflow's own
+  ``search_runs`` frame, columns ``params.*`` / ``metrics.*``).
+* :func:`compare_by_param` - the evaluation metrics of the newest run per value of a parameter, e.g.
+  ``cross_lingual.method`` (CLO vs SFT+DPO) with win rate, XL-AlpacaEval, fidelity and MT-Bench per language.
+* :func:`rm_transfer_table` - English-trained vs target-language-trained RM accuracy per language and
+  category from one run's ``rm_transfer_source/target.accuracy.*`` metrics, with the delta.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+DEFAULT_METRICS = ("evaluation.win_rate", "evaluation.xl_alpacaeval.win_rate", "evaluation.language_fidelity",
+                   "evaluation.xl_alpacaeval.language_fidelity", "evaluation.mt_bench.turn1", "evaluation.mt_bench.turn2")
+
+
+def runs_table(tracking_uri: str = "sqlite:///mlflow.db", experiment: str = "kowen_kedro") -> pd.DataFrame:
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri)
+    return mlflow.search_runs(experiment_names=[experiment]).sort_values("start_time").reset_index(drop=True)
+
+
+def compare_by_param(runs: pd.DataFrame, param: str, metric_prefixes=DEFAULT_METRICS) -> pd.DataFrame:
+    """``value, metric, language, score`` rows of the newest run for each value of ``params.<param>``."""
+    col = f"params.{param}"
+    if col not in runs.columns:
+        raise ValueError(f"no run logged parameter {param!r}")
+    newest = runs.dropna(subset=[col]).sort_values("start_time").groupby(col).tail(1)
+    rows = []
+    for _, run in newest.iterrows():
+        for prefix in metric_prefixes:
+            for c in runs.columns:
+                if c.startswith(f"metrics.{prefix}.") and c.count(".") == prefix.count(".") + 2 and pd.notna(run[c]):
+                    rows.append({"value": run[col], "metric": prefix, "language": c.rsplit(".", 1)[1], "score": float(run[c])})
+    return pd.DataFrame(rows, columns=["value", "metric", "language", "score"])
+
+
+def rm_transfer_table(run: pd.Series, source: str = "rm_transfer_source", target: str = "rm_transfer_target") -> pd.DataFrame:
+    """``eval_language, category, source_rm, target_rm, delta`` from one run's RM-transfer metrics."""
+    rows = []
+    prefix = f"metrics.{source}.accuracy."
+    for c in run.index:
+        if c.startswith(prefix) and pd.notna(run[c]):
+            lang, category = c[len(prefix):].split(".", 1)
+            other = run.get(f"metrics.{target}.accuracy.{lang}.{category}")
+            rows.append({"eval_language": lang, "category": category, "source_rm": float(run[c]),
+                         "target_rm": float(other) if pd.notna(other) else float("nan")})
+    table = pd.DataFrame(rows, columns=["eval_language", "category", "source_rm", "target_rm"])
+    return table.assign(delta=table["source_rm"] - table["target_rm"]).sort_values(["eval_language", "category"]).reset_index(drop=True)

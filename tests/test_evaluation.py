@@ -1,0 +1,230 @@
+"""Evaluation: verdict reading, judges (position swap, local log-prob judges, an OpenAI-compatible
+judge with and without logprobs), benchmark sets, grading, lm-eval offline, reports."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from kowen_kedro.data.validation import DataValidationError
+from kowen_kedro.evaluation.benchmarks import XL_ALPACAEVAL_EXCLUDED, two_turn_set, xl_alpacaeval
+from kowen_kedro.evaluation.grading import rubric_messages, turn_messages
+from kowen_kedro.evaluation.judges import judge_pairs
+from kowen_kedro.evaluation.reports import report_markdown, report_table
+from kowen_kedro.evaluation.scoring import UnparseableVerdictsError, check_unparseable, mt_bench_table
+from kowen_kedro.evaluation.verdicts import (
+    expected_score,
+    pairwise_from_logprobs,
+    pairwise_verdict,
+    score_verdict,
+)
+from kowen_kedro.evaluation.winrate import win_rate
+
+
+def test_win_rate_known_values():
+    assert win_rate([1, 0, 1, 1]) == pytest.approx((75.0, 100 * math.sqrt(0.25 / 4)))  # var(ddof=1) = 0.25
+    assert win_rate([0.5, 0.5]) == (50.0, 0.0)
+    assert math.isnan(win_rate([1.0])[1])
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("A", 1.0), ("B", 0.0), ("[[B]]", 0.0), ("  b.", 0.0), ("**A** is better because ...", 1.0),
+    ("Output (a) is better.", 1.0), ("My verdict: B", 0.0), ("The better response is A.", 1.0), ("[[C]]", 0.5),
+    ("Tie", 0.5), ("", None), (None, None), ("Both responses are fine.", None), ("I cannot decide", None),
+])
+def test_pairwise_verdict_from_text(text, expected):
+    assert pairwise_verdict(text) == expected
+
+
+def test_pairwise_and_score_verdicts_from_logprobs():
+    lp = {"A": math.log(0.6), " B": math.log(0.2), "The": math.log(0.2)}
+    assert pairwise_from_logprobs(lp) == pytest.approx(0.75)
+    assert pairwise_verdict("B", lp) == pytest.approx(0.75)  # log-probs win over the sampled text
+    assert pairwise_verdict("B", {"The": 0.0}) == 0.0  # no verdict token among them: the text
+    scores = {"7": math.log(0.5), "8": math.log(0.25), "x": math.log(0.25)}
+    assert score_verdict("Rating: [[3]]", 1, 10, scores) == pytest.approx((7 * 0.5 + 8 * 0.25) / 0.75)
+    assert expected_score([0.0, 1.0, 1.0], low=1) == 2.5 and expected_score([0, 0], low=1) is None
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("Rating: [[7]]", 7.0), ("[[10]]", 10.0), ("I'd give it 8/10.", 8.0), ("Score: 4", 4.0), ("6", 6.0),
+    ("[[11]] then [[9]]", 9.0), ("no number here", None), ("", None), ("Rating: [[0]]", None),
+])
+def test_score_verdict_from_text(text, expected):
+    assert score_verdict(text, 1, 10) == expected
+
+
+def test_unparseable_verdicts_are_counted_and_fail_above_the_threshold():
+    assert check_unparseable([1.0, None, 0.0, 0.5], "x", max_share=0.25) == {"x.unparseable": 1, "x.unparseable_share": 0.25}
+    with pytest.raises(UnparseableVerdictsError, match="2 of 4 judge replies could not be read"):
+        check_unparseable([1.0, None, None, 0.5], "x", max_share=0.25)
+
+
+class FixedJudge:
+    """Prefers the response whose text contains 'good'; None for 'garbled'."""
+
+    name = "fixed"
+
+    def __init__(self):
+        self.seen = []
+
+    def prefer_a(self, messages):
+        out = []
+        for m in messages:
+            text = m[0]["content"]
+            self.seen.append(text)
+            a = text.split("Response A:\n")[1].split("\n\nResponse B:")[0]
+            b = text.split("Response B:\n")[1].split("\n\nWhich")[0]
+            out.append(None if "garbled" in a + b else (1.0 if "good" in a else 0.0 if "good" in b else 0.5))
+        return out
+
+
+def test_position_randomisation_is_seeded_recorded_and_undone():
+    judge = FixedJudge()
+    n = 40
+    records = judge_pairs(judge, ["q"] * n, ["good"] * n, ["bad"] * n, ["en"] * n, seed=7)
+    positions = [r["model_position"] for r in records]
+    assert {"A", "B"} == set(positions) and 10 < positions.count("A") < 30  # both positions used
+    assert all(r["preference"] == 1.0 for r in records)  # the model's win survives every swap
+    assert [r["p_a"] for r in records] == [1.0 if p == "A" else 0.0 for p in positions]
+    assert [r["model_position"] for r in judge_pairs(FixedJudge(), ["q"] * n, ["good"] * n, ["bad"] * n, ["en"] * n, seed=7)] == positions
+    assert [r["model_position"] for r in judge_pairs(FixedJudge(), ["q"] * n, ["good"] * n, ["bad"] * n, ["en"] * n, seed=8)] != positions
+    ko = FixedJudge()
+    judge_pairs(ko, ["질문"], ["garbled"], ["bad"], ["ko"], seed=0)
+    assert "expects an answer in Korean" in ko.seen[0]  # language-aware instruction for non-English sets
+    assert judge_pairs(FixedJudge(), ["q"], ["garbled"], ["x"], ["en"], seed=0)[0]["preference"] is None
+
+
+def test_local_judges_give_probabilities_and_expected_scores_for_the_tiny_model(tiny_models, tmp_path):
+    from kowen_kedro.evaluation.judges import LocalChoiceJudge, LocalPairwiseJudge, judge_messages
+    from kowen_kedro.llm.cache import CallCache
+
+    judge_model = tiny_models["models"]["teacher"]
+    cache = CallCache(tmp_path / "c.sqlite")
+    p = LocalPairwiseJudge(judge_model, cache=cache).prefer_a(
+        [judge_messages("Say hi.", "Hi!", "Go away.", "en"), judge_messages("인사해 주세요.", "안녕하세요!", "Hello", "ko")])
+    assert all(0.0 <= x <= 1.0 for x in p) and p[0] != p[1]
+    grader = LocalChoiceJudge(judge_model, cache=cache)
+    grades = grader.grade([turn_messages(["Say hi."], ["Hi!"], 1, "en"), rubric_messages("Say hi.", "Hi!", "precision", "en")], 1, 10)
+    assert all(1.0 <= g <= 10.0 for g in grades) and grades[0] != grades[1]
+    again = LocalChoiceJudge(judge_model, cache=cache)
+    assert again.grade([turn_messages(["Say hi."], ["Hi!"], 1, "en")], 1, 10) == grades[:1] and again._lm is None  # cached
+
+
+def test_openai_judge_reads_logprobs_or_text_and_counts_garbage(tmp_path):
+    from helpers.fake_openai import FakeOpenAI
+
+    from kowen_kedro.evaluation.judges import OpenAIJudge, judge_messages
+    from kowen_kedro.llm.backends import OpenAIBackend
+    from kowen_kedro.llm.cache import CallCache
+
+    replies = {"first": ("A", {"A": math.log(0.8), "B": math.log(0.2)}), "second": ("[[B]]", None), "third": ("no idea", None)}
+
+    def respond(body):
+        text, top = replies[body["messages"][0]["content"].split("Instruction:\n")[1].split("\n")[0]]
+        return text, top
+
+    with FakeOpenAI(respond) as server:
+        judge = OpenAIJudge(OpenAIBackend(model="judge-x", base_url=server.base_url, concurrency=2), cache=CallCache(tmp_path / "c.sqlite"))
+        msgs = [judge_messages(k, "a", "b", "en") for k in ("first", "second", "third")]
+        assert judge.prefer_a(msgs) == [pytest.approx(0.8), 0.0, None]
+        assert all(r.get("logprobs") is True and r.get("top_logprobs") == 20 and r["temperature"] == 0.0 for r in server.requests)
+        calls = len(server.requests)
+        assert judge.prefer_a(msgs) == [pytest.approx(0.8), 0.0, None] and len(server.requests) == calls  # cached
+
+
+def test_xl_alpacaeval_drops_table_4_prompts_and_appends_a_seeded_template():
+    prompts = pd.DataFrame({"id": ["1", "2", "3"], "instruction": [
+        "Explain photosynthesis.", 'Write "Test"', "  rewrite the text and correct the SPELLING errors. It solves problems comon."]})
+    xl = xl_alpacaeval(prompts, ["ko", "de"], seed=0)
+    assert list(xl["id"]) == ["1-xl-ko", "1-xl-de"] and len(XL_ALPACAEVAL_EXCLUDED) == 10
+    assert xl.loc[0, "instruction"].startswith("Explain photosynthesis. ") and xl.loc[0, "instruction"].endswith("Korean.")
+    assert "language" not in xl.loc[0, "template"] and xl.loc[1, "instruction"].endswith("German.")
+    assert xl_alpacaeval(prompts, ["ko", "de"], seed=0).equals(xl)
+    templates = {xl_alpacaeval(pd.DataFrame({"instruction": ["q"] * 30}), ["ko"], seed=s).loc[0, "template"] for s in range(12)}
+    assert len(templates) > 1
+
+
+def test_two_turn_set_validation():
+    good = pd.DataFrame([{"id": "m1", "language": "ko", "category": "writing", "turns": ["첫 질문", "둘째 질문"]}])
+    assert len(two_turn_set(good)) == 1
+    bad = good.assign(turns=[["only one"]])
+    bad.attrs["source"] = "data/01_raw/mt_bench_prompts.jsonl"
+    with pytest.raises(DataValidationError, match="mt_bench_prompts.jsonl, line 1, field 'turns'"):
+        two_turn_set(bad)
+
+
+def test_turn_two_is_graded_with_turn_one_context():
+    m = turn_messages(["Q1?", "Q2?"], ["A1.", "A2."], 2, "ko")[1]["content"]
+    assert m.index("Q1?") < m.index("A1.") < m.index("Q2?") < m.index("A2.") and "Korean" in m
+    assert "Q2?" not in turn_messages(["Q1?", "Q2?"], ["A1.", "A2."], 1, "en")[1]["content"]
+    with pytest.raises(ValueError, match="unknown rubric criterion"):
+        rubric_messages("q", "a", "humour", "en")
+
+
+def test_mt_bench_table_and_report():
+    graded = pd.DataFrame({"language": ["en", "en", "ko"], "score_turn1": [8.0, 6.0, 4.0], "score_turn2": [7.0, None, 2.0]})
+    table = mt_bench_table(graded).set_index("language")
+    assert table.loc["en", "turn1"] == 7.0 and table.loc["en", "turn2"] == 7.0 and table.loc["all", "turn2"] == 4.5
+    assert table.loc["all", "average"] == pytest.approx((8 + 6 + 4 + 7 + 2) / 5)
+    alpaca = pd.DataFrame([{"language": "ko", "win_rate": 60.0, "win_rate_se": 5.0, "language_fidelity": 0.9}])
+    nlu = pd.DataFrame([{"task": "kowen_mc_ko", "metric": "acc", "value": 0.5, "stderr": 0.1}])
+    report = report_table(alpaca, alpaca.assign(win_rate=40.0), mt_bench_table(graded), pd.DataFrame([{"language": "ko", "naturalness": 3.5}]), nlu)
+    assert set(report["benchmark"]) == {"alpacaeval", "xl_alpacaeval", "mt_bench", "rubric", "nlu:kowen_mc_ko"}
+    md = report_markdown(report)
+    assert "| xl_alpacaeval | win_rate |" in md and "| nlu:kowen_mc_ko | acc |" in md
+
+
+@pytest.mark.slow
+def test_lm_eval_harness_runs_the_shipped_task_offline_on_the_tiny_model(tiny_models, raw_data, tmp_path, no_network):
+    from conftest import RAW, read_jsonl
+    from kowen_kedro.evaluation.nlu import local_mc_tasks, run_lm_eval
+
+    rows = read_jsonl(RAW / "nlu_mc.jsonl")
+    names = local_mc_tasks(rows, tmp_path)
+    assert names == ["kowen_mc_en", "kowen_mc_ko"]
+    results = run_lm_eval(tiny_models["models"]["base"], names, tmp_path, batch_size=4)
+    acc = results[results["metric"] == "acc"].set_index("task")["value"]
+    assert set(acc.index) == set(names) and all(0.0 <= v <= 1.0 and (8 * v).is_integer() for v in acc)  # 8 items each
+    bad = rows.copy()
+    bad.loc[2, "answer"] = 4
+    with pytest.raises(DataValidationError, match="line 3, field 'answer'"):
+        local_mc_tasks(bad, tmp_path / "bad")
+
+
+def test_run_comparisons_from_an_mlflow_store(tmp_path):
+    import mlflow
+
+    from kowen_kedro.evaluation.compare import compare_by_param, rm_transfer_table, runs_table
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_experiment("kowen_kedro")
+    for method, wr in (("sft_dpo", 40.0), ("clo", 55.0), ("clo", 60.0)):  # the newest clo run counts
+        with mlflow.start_run():
+            mlflow.log_param("cross_lingual.method", method)
+            mlflow.log_metrics({"evaluation.xl_alpacaeval.win_rate.ko": wr, "evaluation.xl_alpacaeval.win_rate.all": wr,
+                                "rm_transfer_source.accuracy.ko.chat": 0.75, "rm_transfer_target.accuracy.ko.chat": 0.5})
+    runs = runs_table(uri)
+    table = compare_by_param(runs, "cross_lingual.method")
+    ko = table[(table["metric"] == "evaluation.xl_alpacaeval.win_rate") & (table["language"] == "ko")].set_index("value")["score"]
+    assert ko.to_dict() == {"sft_dpo": 40.0, "clo": 60.0}
+    rm = rm_transfer_table(runs.iloc[-1])
+    assert rm.to_dict("records") == [{"eval_language": "ko", "category": "chat", "source_rm": 0.75, "target_rm": 0.5, "delta": 0.25}]
+    with pytest.raises(ValueError, match="no run logged parameter"):
+        compare_by_param(runs, "nope")
+
+
+def test_api_keys_from_credentials_reach_the_environment_without_overriding_it(monkeypatch):
+    from kowen_kedro.hooks import export_api_keys
+
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    monkeypatch.setenv("JUDGE_KEY", "from-env")
+    names = export_api_keys({"openai": {"api_key": "sk-test"}, "judge": {"api_key": "sk-other", "env": "JUDGE_KEY"},
+                             "mlflow": {"user": "x"}})
+    assert names == ["OPENAI_API_KEY"]
+    import os
+
+    assert os.environ["OPENAI_API_KEY"] == "sk-test" and os.environ["JUDGE_KEY"] == "from-env"
