@@ -114,7 +114,9 @@ def test_outputs_have_their_schemas(first_run):
     assert list(collapse["model"]) == ["base", "rm_en", "rm_ko"] and collapse["mean_f"].between(0.5, 1).all()
     assert (p / "data/08_reporting/rm_collapse.png").stat().st_size > 1000
     report = pd.read_csv(p / "data/08_reporting/evaluation_report.csv")
-    assert {"alpacaeval", "xl_alpacaeval", "mt_bench", "rubric", "nlu:kowen_mc_en", "nlu:kowen_mc_ko"} <= set(report["benchmark"])
+    assert {"alpacaeval", "m_alpacaeval", "xl_alpacaeval", "mt_bench", "rubric", "nlu:kowen_mc_en", "nlu:kowen_mc_ko"} <= set(report["benchmark"])
+    m = read(p, "data/05_model_input/m_alpacaeval_prompts.jsonl")
+    assert len(m) > 0 and (m["language"] == "ko").all() and m["id"].str.endswith("-m-ko").all()
     assert "| mt_bench | turn2 |" in (p / "data/08_reporting/evaluation_report.md").read_text()
     curve = pd.read_csv(p / "data/08_reporting/iteration_curve.csv")
     assert sorted(curve["iteration"].unique()) == [1, 2]  # iteration 3 is disabled in the default
@@ -164,7 +166,8 @@ def test_one_mlflow_run_with_all_stages(first_run):
     assert "evaluation.win_rate.all" in metrics and "reward_model.accuracy.en.avg" in metrics
     for name in ("evaluation.xl_alpacaeval.win_rate.ko", "evaluation.xl_alpacaeval.language_fidelity.ko",
                  "evaluation.mt_bench.turn1.ko", "evaluation.mt_bench.turn2.all", "evaluation.rubric.naturalness.all",
-                 "evaluation.nlu.kowen_mc_ko.acc", "evaluation.alpacaeval.unparseable"):
+                 "evaluation.nlu.kowen_mc_ko.acc", "evaluation.alpacaeval.unparseable", "evaluation.m_alpacaeval.win_rate.ko",
+                 "translation_qe.m_alpacaeval.kept"):
         assert name in metrics, name
     assert 1 <= metrics["evaluation.mt_bench.turn2.all"] <= 10 and 1 <= metrics["evaluation.rubric.precision.all"] <= 5
     for part in ("en_single_turn", "ko_single_turn", "ko_multi_turn", "xl_instruct"):
@@ -180,6 +183,7 @@ def test_one_mlflow_run_with_all_stages(first_run):
     artifacts = {a.path for d in ("evaluation", "reward_model", "translation_qe") for a in client.list_artifacts(run.info.run_id, d)}
     assert artifacts == {
         "evaluation/evaluation_summary.csv", "evaluation/xl_alpacaeval_summary.csv", "evaluation/mt_bench_summary.csv",
+        "evaluation/m_alpacaeval_summary.csv",
         "evaluation/rubric_summary.csv", "evaluation/nlu_results.csv", "evaluation/iteration_curve.csv",
         "evaluation/iteration_curve.png", "evaluation/evaluation_report.csv", "evaluation/evaluation_report.md",
         "reward_model/rm_accuracy_table.csv", "translation_qe/qe_histogram.png",

@@ -32,9 +32,11 @@ def export_api_keys(credentials: dict) -> list[str]:
 class CredentialsEnvHook:
     @hook_impl
     def after_context_created(self, context) -> None:
+        from kedro.config import MissingConfigException
+
         try:
             credentials = context.config_loader["credentials"]
-        except (KeyError, ValueError):  # no credentials file: keys come from the environment
+        except (KeyError, ValueError, MissingConfigException):  # no credentials file: keys come from the environment
             return
         names = export_api_keys(credentials)
         if names:

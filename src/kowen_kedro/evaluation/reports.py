@@ -17,9 +17,11 @@ def _melt(df: pd.DataFrame, benchmark: str, metrics: list[str]) -> list[dict]:
 
 
 def report_table(alpacaeval: pd.DataFrame, xl: pd.DataFrame, mt_bench: pd.DataFrame, rubric: pd.DataFrame,
-                 nlu: pd.DataFrame) -> pd.DataFrame:
+                 nlu: pd.DataFrame, m: pd.DataFrame | None = None) -> pd.DataFrame:
     """``benchmark, metric, language, value`` rows: win rates (+SE, fidelity), MT-Bench turns, rubric, NLU."""
     rows = _melt(alpacaeval, "alpacaeval", ["win_rate", "win_rate_se", "language_fidelity"])
+    if m is not None:
+        rows += _melt(m, "m_alpacaeval", ["win_rate", "win_rate_se", "language_fidelity"])
     rows += _melt(xl, "xl_alpacaeval", ["win_rate", "win_rate_se", "language_fidelity"])
     rows += _melt(mt_bench, "mt_bench", ["turn1", "turn2", "average"])
     rows += _melt(rubric, "rubric", ["objectivity", "naturalness", "informativeness", "precision"])

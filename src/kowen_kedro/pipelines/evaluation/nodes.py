@@ -85,6 +85,10 @@ def summarize_xl_node(judgements: pd.DataFrame, model_outputs: pd.DataFrame, lan
     return summarize_node(judgements, model_outputs, languages, params, name="xl_alpacaeval")
 
 
+def summarize_m_node(judgements: pd.DataFrame, model_outputs: pd.DataFrame, languages: list[str], params: dict):
+    return summarize_node(judgements, model_outputs, languages, params, name="m_alpacaeval")
+
+
 def xl_alpacaeval_node(eval_prompts: pd.DataFrame, params: dict, source_language: str) -> pd.DataFrame:
     """XL-AlpacaEval from the source-language prompts: Table-4 prompts dropped, seeded "Answer in {lang}" appended."""
     source = eval_prompts[eval_prompts["language"] == source_language] if "language" in eval_prompts else eval_prompts
@@ -148,8 +152,8 @@ def iteration_curve_node(*args) -> tuple[pd.DataFrame, object]:
     return curve, iteration_curve_figure(curve)
 
 
-def report_node(alpacaeval: pd.DataFrame, xl: pd.DataFrame, mt_bench: pd.DataFrame, rubric: pd.DataFrame,
+def report_node(alpacaeval: pd.DataFrame, xl: pd.DataFrame, m: pd.DataFrame, mt_bench: pd.DataFrame, rubric: pd.DataFrame,
                 nlu: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     """One table of every evaluation number, per language (CSV + markdown artifacts)."""
-    table = report_table(alpacaeval, xl, mt_bench, rubric, nlu)
+    table = report_table(alpacaeval, xl, mt_bench, rubric, nlu, m=m)
     return table, report_markdown(table)

@@ -1,7 +1,8 @@
 """evaluation: the aligned policy against the SFT model and on its own.
 
-* AlpacaEval-style pairwise win rate on the multilingual prompts, and on XL-AlpacaEval (cross-lingual:
-  English prompt + "Answer in {lang}"), with language fidelity;
+* AlpacaEval-style pairwise win rate on the multilingual prompts, on their machine translation
+  (m-AlpacaEval style, from translation_qe) and on XL-AlpacaEval (cross-lingual: English prompt +
+  "Answer in {lang}"), with language fidelity;
 * MT-Bench style 1-10 grades for turn 1 and turn 2; XL-Instruct's 1-5 rubric;
 * lm-evaluation-harness NLU tasks on the saved model;
 * win rate and fidelity per DPO iteration (curve); one report table of everything.
@@ -19,6 +20,7 @@ from .nodes import (
     nlu_node,
     report_node,
     rubric_node,
+    summarize_m_node,
     summarize_node,
     summarize_xl_node,
     xl_alpacaeval_node,
@@ -48,6 +50,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(xl_alpacaeval_node, inputs=["eval_prompts_raw", "params:evaluation.xl_alpacaeval", "params:source_language"],
                  outputs="xl_alpacaeval_prompts", name="build_xl_alpacaeval_node"),
             *_pairwise("xl_alpacaeval_prompts", "xl_", summarize_xl_node, "xl_alpacaeval_summary"),
+            *_pairwise("m_alpacaeval_prompts", "m_", summarize_m_node, "m_alpacaeval_summary"),
             Node(mt_bench_node, inputs=["aligned_policy", "mt_bench_prompts_raw", "model_registry", GEN, JUDGE, "params:llm"],
                  outputs=["mt_bench_grades", "mt_bench_summary", "mt_bench_metrics"], name="mt_bench_node"),
             Node(rubric_node, inputs=["policy_eval_outputs", "model_registry", JUDGE, "params:llm"],
@@ -58,7 +61,8 @@ def create_pipeline(**kwargs) -> Pipeline:
                  inputs=[f"dpo_iter_{i}.policy" for i in range(1, MAX_DPO_ITERATIONS + 1)]
                  + ["sft_model", "eval_prompts_raw", "model_registry", GEN, JUDGE, "params:llm", "params:languages"],
                  outputs=["iteration_curve", "iteration_curve_plot"], name="iteration_curve_node"),
-            Node(report_node, inputs=["evaluation_summary", "xl_alpacaeval_summary", "mt_bench_summary", "rubric_summary", "nlu_results"],
+            Node(report_node, inputs=["evaluation_summary", "xl_alpacaeval_summary", "m_alpacaeval_summary", "mt_bench_summary",
+                                      "rubric_summary", "nlu_results"],
                  outputs=["evaluation_report", "evaluation_report_md"], name="evaluation_report_node"),
         ]
     )

@@ -171,3 +171,20 @@ def qe_histogram_node(*tables: pd.DataFrame) -> Any:
     ax.legend()
     fig.tight_layout()
     return fig
+
+
+def translate_eval_set_node(eval_prompts: pd.DataFrame, registry: dict, params: dict, src: str, tgt: str, llm: dict) -> tuple[pd.DataFrame, dict]:
+    """m-AlpacaEval style set: the source-language evaluation instructions machine-translated to ``tgt``
+    (best-of-k + QE like every translation here; rejected rows dropped, no QE floor: it is a test set)."""
+    _check_languages(src, tgt)
+    pool = eval_prompts[eval_prompts["language"] == src][["id", "instruction"]].reset_index(drop=True)
+    out = _run(pool, ["instruction"], registry, params, llm, src, tgt)
+    kept, report = keep_best(out, 0.0)
+    return pd.DataFrame({
+        "id": [f"{i}-m-{tgt}" for i in kept["id"]],
+        "language": tgt,
+        "instruction": kept[f"instruction_{tgt}"],
+        "source_instruction": kept["instruction"],
+        "qe_score": kept["qe_score"],
+        "dataset": "m_alpacaeval",
+    }), as_mlflow_metrics(report)

@@ -1,6 +1,7 @@
 """translation_qe: sentence-level best-of-k translation chosen by COMET QE, bottom-fraction filter,
 and the translated datasets: prompts (for SFT/DPO), preference pairs per target language (RM
-transfer), the CLO dataset (x_en, y_en, x_l, y_l) and XL-Instruct's cross-lingual SFT rows."""
+transfer), the CLO dataset (x_en, y_en, x_l, y_l), XL-Instruct's cross-lingual SFT rows, and the machine-translated
+evaluation set (m-AlpacaEval style)."""
 
 from kedro.pipeline import Node, Pipeline
 
@@ -9,6 +10,7 @@ from .nodes import (
     build_xl_instruct_sft_node,
     filter_translations_node,
     qe_histogram_node,
+    translate_eval_set_node,
     translate_preferences_node,
     translate_prompts_node,
 )
@@ -30,6 +32,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs=["prompt_translations", P],
                 outputs=["translated_prompts", "translation_qe_metrics"],
                 name="filter_translations_node",
+            ),
+            Node(
+                translate_eval_set_node,
+                inputs=["eval_prompts_raw", "model_registry", P, "params:source_language", "params:target_language", "params:llm"],
+                outputs=["m_alpacaeval_prompts", "m_alpacaeval_translation_metrics"],
+                name="translate_eval_set_node",
             ),
             Node(
                 translate_preferences_node,
