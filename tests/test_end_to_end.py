@@ -165,7 +165,7 @@ def test_one_mlflow_run_with_all_stages(first_run):
         assert loss in metrics, loss
     assert "evaluation.win_rate.all" in metrics and "reward_model.accuracy.en.avg" in metrics
     for name in ("evaluation.xl_alpacaeval.win_rate.ko", "evaluation.xl_alpacaeval.language_fidelity.ko",
-                 "evaluation.mt_bench.turn1.ko", "evaluation.mt_bench.turn2.all", "evaluation.rubric.naturalness.all",
+                 "evaluation.mt_bench.turn1.ko", "evaluation.mt_bench.turn2.all", "evaluation.mt_bench.language_fidelity.ko", "evaluation.rubric.naturalness.all",
                  "evaluation.nlu.kowen_mc_ko.acc", "evaluation.alpacaeval.unparseable", "evaluation.m_alpacaeval.win_rate.ko",
                  "translation_qe.m_alpacaeval.kept"):
         assert name in metrics, name

@@ -147,6 +147,16 @@ def test_xl_alpacaeval_drops_table_4_prompts_and_appends_a_seeded_template():
     assert len(templates) > 1
 
 
+def test_a_raw_alpacaeval_file_gets_ids_and_a_language():
+    from kowen_kedro.evaluation.benchmarks import alpacaeval_prompts
+
+    raw = pd.DataFrame({"instruction": ["a", "b"], "output": ["x", "y"], "generator": "gpt4", "dataset": "helpful_base"})
+    out = alpacaeval_prompts(raw)
+    assert list(out["id"]) == ["alpaca-0", "alpaca-1"] and set(out["language"]) == {"en"}
+    kept = pd.DataFrame({"id": ["k1"], "language": ["ko"], "instruction": ["q"]})
+    assert alpacaeval_prompts(kept).equals(kept)
+
+
 def test_two_turn_set_validation():
     good = pd.DataFrame([{"id": "m1", "language": "ko", "category": "writing", "turns": ["첫 질문", "둘째 질문"]}])
     assert len(two_turn_set(good)) == 1
@@ -165,8 +175,10 @@ def test_turn_two_is_graded_with_turn_one_context():
 
 
 def test_mt_bench_table_and_report():
-    graded = pd.DataFrame({"language": ["en", "en", "ko"], "score_turn1": [8.0, 6.0, 4.0], "score_turn2": [7.0, None, 2.0]})
+    graded = pd.DataFrame({"language": ["en", "en", "ko"], "score_turn1": [8.0, 6.0, 4.0], "score_turn2": [7.0, None, 2.0],
+                           "in_language": [1.0, 0.5, 0.0]})
     table = mt_bench_table(graded).set_index("language")
+    assert table.loc["en", "language_fidelity"] == 0.75 and table.loc["all", "language_fidelity"] == 0.5
     assert table.loc["en", "turn1"] == 7.0 and table.loc["en", "turn2"] == 7.0 and table.loc["all", "turn2"] == 4.5
     assert table.loc["all", "average"] == pytest.approx((8 + 6 + 4 + 7 + 2) / 5)
     alpaca = pd.DataFrame([{"language": "ko", "win_rate": 60.0, "win_rate_se": 5.0, "language_fidelity": 0.9}])

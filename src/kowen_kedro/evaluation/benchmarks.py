@@ -4,6 +4,8 @@
   Table 4 lists as unsuitable for a cross-lingual answer, then append to every prompt a seeded random
   "Answer in {lang}" instruction from Table 5 (without the word "language"), per target language.
 * :func:`two_turn_set` - MT-Bench / Ko-MT-Bench style two-turn questions, validated.
+* :func:`alpacaeval_prompts` - any AlpacaEval-format source (the 805-prompt file has ``instruction``,
+  ``output``, ``generator``, ``dataset`` but no ``id`` / ``language``) made usable by every set.
 """
 
 from __future__ import annotations
@@ -32,6 +34,17 @@ XL_ALPACAEVAL_EXCLUDED = {
     663: "Create alliterations by finding synonyms for words in the given sentence.",
     714: "Rewrite the text and correct the spelling errors.",
 }
+
+
+def alpacaeval_prompts(df: pd.DataFrame, default_language: str = "en") -> pd.DataFrame:
+    """Add ``id`` (``alpaca-<row>``) and ``language`` (``default_language``) where the source lacks them."""
+    out = df.copy()
+    if "id" not in out.columns:
+        out["id"] = [f"alpaca-{i}" for i in range(len(out))]
+    if "language" not in out.columns:
+        out["language"] = default_language
+    out.attrs = dict(df.attrs)
+    return out
 
 
 def _norm(text: str) -> str:

@@ -23,7 +23,7 @@ def report_table(alpacaeval: pd.DataFrame, xl: pd.DataFrame, mt_bench: pd.DataFr
     if m is not None:
         rows += _melt(m, "m_alpacaeval", ["win_rate", "win_rate_se", "language_fidelity"])
     rows += _melt(xl, "xl_alpacaeval", ["win_rate", "win_rate_se", "language_fidelity"])
-    rows += _melt(mt_bench, "mt_bench", ["turn1", "turn2", "average"])
+    rows += _melt(mt_bench, "mt_bench", ["turn1", "turn2", "average", "language_fidelity"])
     rows += _melt(rubric, "rubric", ["objectivity", "naturalness", "informativeness", "precision"])
     for r in nlu.to_dict("records"):
         task = r["task"]

@@ -56,8 +56,10 @@ def mt_bench_table(graded: pd.DataFrame) -> pd.DataFrame:
     for lang in sorted(graded["language"].unique()) + ["all"]:
         part = graded if lang == "all" else graded[graded["language"] == lang]
         t1, t2 = pd.to_numeric(part["score_turn1"]), pd.to_numeric(part["score_turn2"])
-        rows.append({"language": lang, "n": len(part), "turn1": t1.mean(), "turn2": t2.mean(),
-                     "average": pd.concat([t1, t2]).mean()})
+        row = {"language": lang, "n": len(part), "turn1": t1.mean(), "turn2": t2.mean(), "average": pd.concat([t1, t2]).mean()}
+        if "in_language" in part:
+            row["language_fidelity"] = float(part["in_language"].mean())
+        rows.append(row)
     return pd.DataFrame(rows)
 
 

@@ -9,7 +9,7 @@ import tempfile
 import pandas as pd
 
 from kowen_kedro.data.validation import validate_records
-from kowen_kedro.evaluation.benchmarks import two_turn_set, xl_alpacaeval
+from kowen_kedro.evaluation.benchmarks import alpacaeval_prompts, two_turn_set, xl_alpacaeval
 from kowen_kedro.evaluation.judges import judge_pairs, make_judges
 from kowen_kedro.evaluation.nlu import local_mc_tasks, run_lm_eval
 from kowen_kedro.evaluation.reports import iteration_curve_figure, report_markdown, report_table
@@ -34,6 +34,7 @@ EVAL_FIELDS = {"id": str, "language": str, "instruction": str}
 
 def generate_outputs_node(model: str, eval_prompts: pd.DataFrame, params: dict, llm: dict) -> pd.DataFrame:
     """The model's answer to every evaluation instruction (AlpacaEval columns + language)."""
+    eval_prompts = alpacaeval_prompts(eval_prompts)
     validate_records(eval_prompts, EVAL_FIELDS)
     gen = cached_generator(model, params["backend"], llm)
     outs = gen.generate(
@@ -91,20 +92,26 @@ def summarize_m_node(judgements: pd.DataFrame, model_outputs: pd.DataFrame, lang
 
 def xl_alpacaeval_node(eval_prompts: pd.DataFrame, params: dict, source_language: str) -> pd.DataFrame:
     """XL-AlpacaEval from the source-language prompts: Table-4 prompts dropped, seeded "Answer in {lang}" appended."""
-    source = eval_prompts[eval_prompts["language"] == source_language] if "language" in eval_prompts else eval_prompts
-    return xl_alpacaeval(source, list(params["languages"]), int(params["seed"]))
+    prompts = alpacaeval_prompts(eval_prompts, source_language)
+    return xl_alpacaeval(prompts[prompts["language"] == source_language], list(params["languages"]), int(params["seed"]))
 
 
-def mt_bench_node(model: str, prompts: pd.DataFrame, registry: dict, generation: dict, judge: dict, llm: dict):
-    """Two-turn answers of ``model`` and their 1-10 grades per turn (turn 2 with turn-1 context)."""
+def mt_bench_node(model: str, prompts: pd.DataFrame, registry: dict, generation: dict, judge: dict, llm: dict,
+                  languages: list[str]):
+    """Two-turn answers of ``model``, their 1-10 grades per turn (turn 2 with turn-1 context) and the
+    language fidelity of both answers."""
     rows = two_turn_set(prompts)
     answers = answer_two_turns(cached_generator(model, generation["backend"], llm), rows, SamplingParams.from_dict(generation["sampling"]))
     _, grader = _judges(registry, judge, llm)
     graded = grade_two_turns(grader, answers)
     share = float(judge.get("max_unparseable_share", 0.05))
     counts = check_unparseable(list(graded["score_turn1"]) + list(graded["score_turn2"]), "mt_bench", share)
+    flat = [(a, lang) for pair, lang in zip(graded["answers"], graded["language"]) for a in pair]
+    in_lang = fidelity([a for a, _ in flat], [lang for _, lang in flat], languages)
+    graded = graded.assign(in_language=[sum(in_lang[2 * i: 2 * i + 2]) / 2 for i in range(len(graded))])
     table = mt_bench_table(graded)
-    metrics = {f"mt_bench.{col}.{r['language']}": r[col] for r in table.to_dict("records") for col in ("turn1", "turn2", "average")}
+    metrics = {f"mt_bench.{col}.{r['language']}": r[col] for r in table.to_dict("records")
+               for col in ("turn1", "turn2", "average", "language_fidelity")}
     return graded.drop(columns=["turns"]), table, as_mlflow_metrics({**metrics, **counts})
 
 

@@ -176,8 +176,11 @@ def qe_histogram_node(*tables: pd.DataFrame) -> Any:
 def translate_eval_set_node(eval_prompts: pd.DataFrame, registry: dict, params: dict, src: str, tgt: str, llm: dict) -> tuple[pd.DataFrame, dict]:
     """m-AlpacaEval style set: the source-language evaluation instructions machine-translated to ``tgt``
     (best-of-k + QE like every translation here; rejected rows dropped, no QE floor: it is a test set)."""
+    from kowen_kedro.evaluation.benchmarks import alpacaeval_prompts
+
     _check_languages(src, tgt)
-    pool = eval_prompts[eval_prompts["language"] == src][["id", "instruction"]].reset_index(drop=True)
+    prompts = alpacaeval_prompts(eval_prompts, src)
+    pool = prompts[prompts["language"] == src][["id", "instruction"]].reset_index(drop=True)
     out = _run(pool, ["instruction"], registry, params, llm, src, tgt)
     kept, report = keep_best(out, 0.0)
     return pd.DataFrame({
