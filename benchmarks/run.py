@@ -110,7 +110,7 @@ def dpo_reference_cost(policy: str, pairs: list[dict]) -> dict[str, float]:
             with tempfile.TemporaryDirectory() as tmp:
                 args = DPOConfig(output_dir=tmp, per_device_train_batch_size=8, num_train_epochs=epochs, max_length=128,
                                  learning_rate=1e-5, report_to=[], use_cpu=True, save_strategy="no", logging_steps=1000,
-                                 disable_tqdm=True, precompute_ref_log_probs=precompute, seed=0)
+                                 disable_tqdm=True, precompute_ref_log_probs=precompute, seed=0, bf16=False)
                 trainer = DPOTrainer(model=AutoModelForCausalLM.from_pretrained(policy), args=args,
                                      train_dataset=Dataset.from_list(rows), processing_class=AutoTokenizer.from_pretrained(policy))
                 t = time.perf_counter()

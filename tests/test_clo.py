@@ -91,7 +91,7 @@ def _clo_trainer(tiny_models, tmp_path, **overrides):
     freeze_all_but_attention(model)
     args = dict(output_dir=str(tmp_path), per_device_train_batch_size=4, per_device_eval_batch_size=4, max_steps=3,
                 learning_rate=5e-3, beta=0.1, clo_lambda=0.5, report_to=[], use_cpu=True, logging_steps=1,
-                save_strategy="no", max_length=64, seed=0)
+                save_strategy="no", max_length=64, seed=0, bf16=False)
     args.update(overrides)
     return CLOTrainer(model=model, args=CLOConfig(**args), train_dataset=Dataset.from_list(clo_records(clo_frame(7))),
                       processing_class=AutoTokenizer.from_pretrained(path))

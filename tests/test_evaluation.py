@@ -211,14 +211,19 @@ def test_run_comparisons_from_an_mlflow_store(tmp_path):
 
     from kowen_kedro.evaluation.compare import compare_by_param, rm_transfer_table, runs_table
 
+    import time
+
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_experiment("kowen_kedro")
+    client = mlflow.tracking.MlflowClient(tracking_uri=uri)  # no global active-run state
+    exp = client.create_experiment("kowen_kedro")
     for method, wr in (("sft_dpo", 40.0), ("clo", 55.0), ("clo", 60.0)):  # the newest clo run counts
-        with mlflow.start_run():
-            mlflow.log_param("cross_lingual.method", method)
-            mlflow.log_metrics({"evaluation.xl_alpacaeval.win_rate.ko": wr, "evaluation.xl_alpacaeval.win_rate.all": wr,
-                                "rm_transfer_source.accuracy.ko.chat": 0.75, "rm_transfer_target.accuracy.ko.chat": 0.5})
+        run = client.create_run(exp)
+        client.log_param(run.info.run_id, "cross_lingual.method", method)
+        for key, value in {"evaluation.xl_alpacaeval.win_rate.ko": wr, "evaluation.xl_alpacaeval.win_rate.all": wr,
+                           "rm_transfer_source.accuracy.ko.chat": 0.75, "rm_transfer_target.accuracy.ko.chat": 0.5}.items():
+            client.log_metric(run.info.run_id, key, value)
+        client.set_terminated(run.info.run_id)
+        time.sleep(0.01)  # distinct start times
     runs = runs_table(uri)
     table = compare_by_param(runs, "cross_lingual.method")
     ko = table[(table["metric"] == "evaluation.xl_alpacaeval.win_rate") & (table["language"] == "ko")].set_index("value")["score"]
@@ -227,6 +232,23 @@ def test_run_comparisons_from_an_mlflow_store(tmp_path):
     assert rm.to_dict("records") == [{"eval_language": "ko", "category": "chat", "source_rm": 0.75, "target_rm": 0.5, "delta": 0.25}]
     with pytest.raises(ValueError, match="no run logged parameter"):
         compare_by_param(runs, "nope")
+
+
+def test_training_precision_is_the_specs_not_a_leftover_environment_value(monkeypatch, tmp_path):
+    """TRL configs default to bf16=True and leave ACCELERATE_MIXED_PRECISION=bf16 in the process; a
+    training child must not inherit it (it silently ran CPU training under bf16 autocast)."""
+    from kowen_kedro.training.entry import build_config
+    from kowen_kedro.training.launcher import child_env
+    from kowen_kedro.training.spec import LaunchSpec
+
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    spec = LaunchSpec(kind="dpo", model="m", train_file="t", output_dir=str(tmp_path))
+    assert "ACCELERATE_MIXED_PRECISION" not in child_env(spec)
+    cfg = build_config(spec)  # precision auto on CPU: fp32
+    assert cfg.bf16 is False and cfg.fp16 is False
+    import os
+
+    assert os.environ["ACCELERATE_MIXED_PRECISION"] == "no"
 
 
 def test_api_keys_from_credentials_reach_the_environment_without_overriding_it(monkeypatch):

@@ -19,8 +19,13 @@ DEFAULT_METRICS = ("evaluation.win_rate", "evaluation.xl_alpacaeval.win_rate", "
 def runs_table(tracking_uri: str = "sqlite:///mlflow.db", experiment: str = "kowen_kedro") -> pd.DataFrame:
     import mlflow
 
+    previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(tracking_uri)
-    return mlflow.search_runs(experiment_names=[experiment]).sort_values("start_time").reset_index(drop=True)
+    try:
+        runs = mlflow.search_runs(experiment_names=[experiment])
+    finally:
+        mlflow.set_tracking_uri(previous)
+    return runs.sort_values("start_time").reset_index(drop=True)
 
 
 def compare_by_param(runs: pd.DataFrame, param: str, metric_prefixes=DEFAULT_METRICS) -> pd.DataFrame:

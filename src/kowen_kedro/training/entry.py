@@ -163,6 +163,9 @@ def build_config(spec: LaunchSpec):
         "use_cpu": not cuda,
     }
     args.update(spec.trainer_args)
+    # TrainingArguments takes its mixed-precision default from $ACCELERATE_MIXED_PRECISION, which any
+    # earlier TRL config in a parent process may have set (TRL configs default to bf16=True): the spec decides.
+    os.environ["ACCELERATE_MIXED_PRECISION"] = "bf16" if args.get("bf16") else "fp16" if args.get("fp16") else "no"
     limit = args.get("save_total_limit")
     if limit is not None and int(limit) < 2:
         raise ValueError(f"save_total_limit={limit}: keep at least 2 checkpoints, so that a crash while one is "

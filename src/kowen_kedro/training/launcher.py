@@ -119,6 +119,8 @@ def child_env(spec: LaunchSpec | None = None, extra: dict[str, str] | None = Non
             env["MLFLOW_TRACKING_URI"] = spec.mlflow_tracking_uri
     # The child must not open a run of its own through transformers' callback.
     env["DISABLE_MLFLOW_INTEGRATION"] = "TRUE"
+    # Precision comes from the spec, not from whatever an earlier in-process TRL config left here.
+    env.pop("ACCELERATE_MIXED_PRECISION", None)
     env.setdefault("PYTHONUNBUFFERED", "1")
     env.update(extra or {})
     return env
