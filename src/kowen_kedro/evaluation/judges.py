@@ -125,10 +125,9 @@ def judge_pairs(
 class LocalChoiceJudge:
     """A local causal LM grading by candidate likelihood: P(k) is proportional to
     p_model("k" | prompt) over the candidates "low".."high" (multi-token candidates included), and the
-    verdict is the expected score."""
+    verdict is the expected score. Each request is one forward pass over its N candidates."""
 
     model: str
-    batch_size: int = 16
     cache: CallCache | None = None
     name: str = "local"
     _lm: Any = field(default=None, repr=False)
@@ -239,7 +238,7 @@ def make_judges(cfg: dict[str, Any], local_model: str, cache: CallCache | None):
     if backend == "local":
         batch = int(cfg.get("batch_size", 8))
         return (LocalPairwiseJudge(local_model, batch_size=batch, cache=cache),
-                LocalChoiceJudge(local_model, batch_size=batch, cache=cache))
+                LocalChoiceJudge(local_model, cache=cache))
     if backend == "openai":
         from kowen_kedro.llm.backends import OpenAIBackend
 
