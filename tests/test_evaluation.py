@@ -243,7 +243,7 @@ def test_training_precision_is_the_specs_not_a_leftover_environment_value(monkey
 
     monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
     spec = LaunchSpec(kind="dpo", model="m", train_file="t", output_dir=str(tmp_path))
-    assert "ACCELERATE_MIXED_PRECISION" not in child_env(spec)
+    assert "ACCELERATE_MIXED_PRECISION" not in child_env()
     cfg = build_config(spec)  # precision auto on CPU: fp32
     assert cfg.bf16 is False and cfg.fp16 is False
     import os

@@ -48,31 +48,38 @@ def _rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
-def mlflow_callback(prefix: str):
-    """A TrainerCallback that logs every ``on_log`` dict into the parent's MLflow run as ``<prefix>.<key>``."""
+def mlflow_callback(prefix: str, run_id: str | None = None, tracking_uri: str | None = None):
+    """A TrainerCallback that logs every ``on_log`` dict into the parent's MLflow run as ``<prefix>.<key>``.
+
+    The run comes from the spec (it reaches every node of a multi-node launch); ``$KOWEN_MLFLOW_RUN_ID``
+    is the fallback for a child started by hand.
+    """
     from transformers import TrainerCallback
 
     class MlflowParentRunCallback(TrainerCallback):
         def __init__(self) -> None:
-            self.run_id = os.environ.get("KOWEN_MLFLOW_RUN_ID")
+            self.run_id = run_id or os.environ.get("KOWEN_MLFLOW_RUN_ID")
             self._client = None
 
         def log_now(self, metrics: dict[str, Any], step: int = 0) -> None:
             """Log outside the Trainer's logging (rank 0 only), e.g. parameter counts before training."""
-            if _rank() == 0 and self.run_id:
-                try:
-                    self._log(metrics, step)
-                except Exception as err:
-                    logger.warning("MLflow logging disabled for this run: %s", err)
-                    self.run_id = None
+            if _rank() == 0:
+                self._safe_log(metrics, step)
 
-        def _log(self, metrics: dict[str, Any], step: int) -> None:
+        def _safe_log(self, metrics: dict[str, Any], step: int) -> None:
             if not self.run_id:
                 return
+            try:
+                self._log(metrics, step)
+            except Exception as err:  # tracking trouble must never stop a training run
+                logger.warning("MLflow logging disabled for this run: %s", err)
+                self.run_id = None
+
+        def _log(self, metrics: dict[str, Any], step: int) -> None:
             from mlflow.entities import Metric
             from mlflow.tracking import MlflowClient
 
-            self._client = self._client or MlflowClient()
+            self._client = self._client or MlflowClient(tracking_uri=tracking_uri)
             now = int(time.time() * 1000)
             batch = [
                 Metric(key=f"{prefix}.{k}", value=float(v), timestamp=now, step=step)
@@ -83,12 +90,8 @@ def mlflow_callback(prefix: str):
                 self._client.log_batch(self.run_id, metrics=batch)
 
         def on_log(self, args, state, control, logs=None, **kwargs):
-            if state.is_world_process_zero and logs and self.run_id:
-                try:
-                    self._log(logs, state.global_step)
-                except Exception as err:  # tracking trouble must never stop a training run
-                    logger.warning("MLflow logging disabled for this run: %s", err)
-                    self.run_id = None
+            if state.is_world_process_zero and logs:
+                self._safe_log(logs, state.global_step)
 
     return MlflowParentRunCallback()
 
@@ -115,7 +118,6 @@ def probe_rewards(trainer, tokenizer, eval_data) -> dict | None:
             enc = tokenizer(text, return_tensors="pt", add_special_tokens=False).to(device)
             scores.append(float(model(**enc).logits[0, 0].float()))
     return {"chats": chats, "rewards": scores}
-
 
 
 #: Trainer defaults of every launch (a recipe's trainer_args override them).
@@ -182,12 +184,18 @@ def build_config(spec: LaunchSpec):
     return cls(**args)
 
 
+def torch_dtype(config):
+    """The weight dtype matching a trainer config's precision flags."""
+    import torch
+
+    return torch.bfloat16 if config.bf16 else torch.float16 if config.fp16 else torch.float32
+
+
 def load_model(spec: LaunchSpec, config):
     """The policy / reward model from ``spec.model`` (a local folder or a hub id)."""
-    import torch
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-    dtype = torch.bfloat16 if config.bf16 else torch.float16 if config.fp16 else torch.float32
+    dtype = torch_dtype(config)
     tokenizer = AutoTokenizer.from_pretrained(spec.model)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -246,7 +254,6 @@ def _build_trainer(spec: LaunchSpec, config, model, tokenizer, data, callbacks, 
 
 def run(spec: LaunchSpec) -> dict:
     """Train according to ``spec`` (resuming from a committed checkpoint) and save the final model."""
-    import torch
     from datasets import load_dataset
     from transformers import set_seed
 
@@ -272,7 +279,7 @@ def run(spec: LaunchSpec) -> dict:
     if spec.eval_file:
         data_files["eval"] = spec.eval_file
     data = load_dataset("json", data_files=data_files)
-    tracker = mlflow_callback(spec.mlflow_prefix)
+    tracker = mlflow_callback(spec.mlflow_prefix, spec.mlflow_run_id, spec.mlflow_tracking_uri)
     callbacks = [tracker, commit_callback(), *load_callbacks(spec.callbacks)]
     trainer = _build_trainer(spec, config, model, tokenizer, data, callbacks, peft_config)
     install_nonfinite_guard(trainer)
@@ -308,8 +315,7 @@ def run(spec: LaunchSpec) -> dict:
     trainer.accelerator.wait_for_everyone()
     if _rank() == 0:
         if peft_config is not None:
-            dtype = torch.bfloat16 if config.bf16 else torch.float16 if config.fp16 else torch.float32
-            merge_lora_adapter(spec.kind, spec.model, out / "adapter", partial, dtype=dtype)
+            merge_lora_adapter(spec.kind, spec.model, out / "adapter", partial, dtype=torch_dtype(config))
         tokenizer.save_pretrained(partial)
         if spec.kind != "reward":
             from kowen_kedro.training.generation_config import finalize_generation_config
@@ -342,12 +348,7 @@ def main(argv: list[str] | None = None) -> None:
     from kowen_kedro.offline import configure_offline
 
     configure_offline()
-    spec = LaunchSpec.from_json(Path(ns.spec).read_text())
-    if spec.mlflow_run_id:  # the spec file reaches every node; the launcher's environment may not
-        os.environ.setdefault("KOWEN_MLFLOW_RUN_ID", spec.mlflow_run_id)
-        if spec.mlflow_tracking_uri:
-            os.environ.setdefault("MLFLOW_TRACKING_URI", spec.mlflow_tracking_uri)
-    run(spec)
+    run(LaunchSpec.from_json(Path(ns.spec).read_text()))
 
 
 if __name__ == "__main__":

@@ -2,8 +2,8 @@
 
 * The spec is written to ``<output_dir>/spec.json``; the child is
   ``deepspeed --num_gpus N --module kowen_kedro.training.entry --spec <spec.json>``.
-* The child logs its metrics into the parent's MLflow run: the run id and tracking URI travel in
-  ``KOWEN_MLFLOW_RUN_ID`` / ``MLFLOW_TRACKING_URI``.
+* The child logs its metrics into the parent's MLflow run: the run id and tracking URI travel in the
+  spec (``mlflow_run_id`` / ``mlflow_tracking_uri``), which reaches every node of a multi-node launch.
 * A finished run leaves ``_COMPLETE.json`` holding the spec fingerprint: launching the same spec
   again returns at once (resume after a crash of a later step costs nothing).
 * A failed child raises :class:`TrainingLaunchError` with its exit code, the exception that ended it
@@ -107,16 +107,9 @@ def active_mlflow_run() -> tuple[str | None, str | None]:
     return (run.info.run_id, mlflow.get_tracking_uri()) if run is not None else (None, None)
 
 
-def child_env(spec: LaunchSpec | None = None, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment of the child: the parent's, plus the MLflow run so the child logs into it.
-
-    The run id also travels in the spec file (multi-node launches do not forward the environment).
-    """
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment of the child: the parent's, minus what must come from the spec instead."""
     env = dict(os.environ)
-    if spec is not None and spec.mlflow_run_id:
-        env["KOWEN_MLFLOW_RUN_ID"] = spec.mlflow_run_id
-        if spec.mlflow_tracking_uri:
-            env["MLFLOW_TRACKING_URI"] = spec.mlflow_tracking_uri
     # The child must not open a run of its own through transformers' callback.
     env["DISABLE_MLFLOW_INTEGRATION"] = "TRUE"
     # Precision comes from the spec, not from whatever an earlier in-process TRL config left here.
@@ -146,7 +139,7 @@ def launch(spec: LaunchSpec, launcher: str = "deepspeed", tail_lines: int = 60) 
     logger.info("Launching %s training: %s (log: %s)", spec.kind, " ".join(cmd), log_path)
     tail: deque[str] = deque(maxlen=tail_lines)
     with open(log_path, "a") as log, subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=child_env(spec), bufsize=1
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=child_env(), bufsize=1
     ) as proc:
         assert proc.stdout is not None
         for line in proc.stdout:

@@ -64,7 +64,7 @@ def summarize_node(judgements: pd.DataFrame, model_outputs: pd.DataFrame, langua
 
     Unreadable verdicts are counted and left out; above ``max_unparseable_share`` the node fails.
     """
-    counts = check_unparseable(list(judgements["preference"].where(judgements["preference"].notna(), None)), name,
+    counts = check_unparseable([None if pd.isna(p) else p for p in judgements["preference"]], name,
                                float(params.get("max_unparseable_share", 0.05)))
     fid = model_outputs.assign(in_language=fidelity(model_outputs["output"], model_outputs["language"], languages))
     rows = []
@@ -142,10 +142,13 @@ def nlu_node(model: str, local_tasks: pd.DataFrame, params: dict) -> tuple[pd.Da
 
 
 def iteration_curve_node(*args) -> tuple[pd.DataFrame, object]:
-    """Win rate vs the SFT model and language fidelity of every enabled DPO iteration (Kowen Figure 2)."""
-    *policies, sft_model, eval_prompts, registry, generation, judge, llm, languages = args
+    """Win rate vs the SFT model and language fidelity of every enabled DPO iteration (Kowen Figure 2).
+
+    The SFT model's answers are the evaluation's ``reference_eval_outputs``; each iteration's policy
+    answers the same prompts (through the call cache).
+    """
+    *policies, sft_model, reference, eval_prompts, registry, generation, judge, llm, languages = args
     rows, previous = [], model_identity(sft_model)
-    reference = generate_outputs_node(sft_model, eval_prompts, generation, llm)
     for i, policy in enumerate(policies, start=1):
         identity = model_identity(policy)
         if identity == previous:  # a disabled iteration passes its input through

@@ -60,7 +60,8 @@ def create_pipeline(**kwargs) -> Pipeline:
                  outputs=["nlu_results", "nlu_metrics"], name="lm_eval_nlu_node"),
             Node(iteration_curve_node,
                  inputs=[f"dpo_iter_{i}.policy" for i in range(1, MAX_DPO_ITERATIONS + 1)]
-                 + ["sft_model", "eval_prompts_raw", "model_registry", GEN, JUDGE, "params:llm", "params:languages"],
+                 + ["sft_model", "reference_eval_outputs", "eval_prompts_raw", "model_registry", GEN, JUDGE, "params:llm",
+                    "params:languages"],
                  outputs=["iteration_curve", "iteration_curve_plot"], name="iteration_curve_node"),
             Node(report_node, inputs=["evaluation_summary", "xl_alpacaeval_summary", "m_alpacaeval_summary", "mt_bench_summary",
                                       "rubric_summary", "nlu_results"],
