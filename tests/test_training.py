@@ -73,6 +73,17 @@ def test_bitsandbytes_optimizers_need_a_gpu():
     check_optimizer(None, cuda_available=False)
 
 
+def test_cpu_training_does_not_compile_deepspeeds_shared_memory_op():
+    """A clean machine has no compiled ``deepspeed_shm_comm``; building it on CPU took minutes and was OOM-killed in CI."""
+    import importlib
+
+    from kowen_kedro.training.entry import skip_cpu_inference_kernels
+
+    ds_torch = importlib.import_module("deepspeed.comm.torch")  # `from deepspeed.comm import torch` is torch itself
+    skip_cpu_inference_kernels()
+    assert ds_torch.build_shm_op() is None
+
+
 def test_precision_and_trainer_defaults(tmp_path):
     from kowen_kedro.training.entry import build_config, precision_flags
     from kowen_kedro.training.spec import LaunchSpec

@@ -252,6 +252,24 @@ def _build_trainer(spec: LaunchSpec, config, model, tokenizer, data, callbacks, 
     return DPOTrainer(model=model, ref_model=ref, **common)
 
 
+def skip_cpu_inference_kernels() -> None:
+    """Keep DeepSpeed from JIT-compiling its shared-memory all-reduce op on a machine without CUDA.
+
+    On the CPU accelerator ``init_distributed`` builds ``deepspeed_shm_comm`` (a C++ extension compiled
+    with ninja on first use: minutes, and it was OOM-killed on a clean CI machine). Only
+    ``inference_all_reduce`` uses it; training collectives go through torch.distributed (gloo). DeepSpeed
+    caches its op-compatibility table in ``deepspeed.ops`` and reads it before building, so marking the op
+    incompatible there makes ``build_shm_op`` return None.
+    """
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    import deepspeed.ops
+
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+
+
 def run(spec: LaunchSpec) -> dict:
     """Train according to ``spec`` (resuming from a committed checkpoint) and save the final model."""
     from datasets import load_dataset
@@ -264,6 +282,7 @@ def run(spec: LaunchSpec) -> dict:
         # zero.Init, whose batch-size check otherwise assumes world size 1 (seen with 2 CPU processes).
         import deepspeed
 
+        skip_cpu_inference_kernels()
         deepspeed.init_distributed()
     config = build_config(spec)
     model, tokenizer = load_model(spec, config)
