@@ -1,5 +1,8 @@
 """Pipeline structure: six stages registered, iterations chained, every dataset declared in the catalog."""
 
+import json
+
+import pandas as pd
 import pytest
 from kedro.framework.project import configure_project, pipelines
 from kedro.framework.session import KedroSession
@@ -52,7 +55,10 @@ def test_kowen_7b_recipe_resolves_to_paper_settings(project):
         context = session.load_context()
         params = context.params
         raw = context.catalog.get("user_prompts_raw")
+        alpaca = context.catalog.get("eval_prompts_raw")
     assert type(raw).__name__ == "HFDataset" and raw.dataset_name == "lmsys/lmsys-chat-1m"
+    assert alpaca.dataset_name == "json"
+    assert alpaca._dataset_kwargs["data_files"] == "hf://datasets/tatsu-lab/alpaca_eval/alpaca_eval.json"
     assert params["models"]["teacher"] == "Qwen/Qwen2.5-72B-Instruct" and params["models"]["student"] == "Qwen/Qwen2.5-7B"
     assert params["data_synthesis"]["mixture"]["sizes"] == {"ko_single_turn": 400000, "en_single_turn": 300000, "ko_multi_turn": 400000}
     assert params["data_synthesis"]["teacher"]["backend"]["backend"] == "vllm"
@@ -122,3 +128,32 @@ def test_bad_raw_input_fails_validation_naming_the_line(tmp_path):
     assert (err.value.line, err.value.field) == (3, "conversation[0].role") and str(bad) in str(err.value)
     with pytest.raises(DataValidationError, match="field 'category': required column missing"):
         validate_raw_inputs_node(good["user_prompts"], good["preference_pairs"].drop(columns="category"), good["seed_passages"], good["eval_prompts"])
+
+
+def test_the_raw_alpacaeval_file_or_hf_dataset_passes_every_node_that_reads_it(tmp_path):
+    """AlpacaEval's own file has no id / language; on the hub it arrives as a HF Dataset (conf/kowen_7b)."""
+    from datasets import Dataset
+
+    from conftest import RAW
+    from kowen_kedro.data.validation import DataValidationError
+    from kowen_kedro.datasets import JSONLinesDataset
+    from kowen_kedro.pipelines.data_synthesis.nodes import decontaminate_node
+    from kowen_kedro.pipelines.evaluation.nodes import xl_alpacaeval_node
+    from kowen_kedro.pipelines.models.nodes import validate_raw_inputs_node
+
+    good = {n: JSONLinesDataset(str(RAW / f"{n}.jsonl")).load() for n in ("user_prompts", "preference_pairs", "seed_passages")}
+    rows = [{"instruction": "Write a haiku about rain.", "output": "x", "generator": "gpt4", "dataset": "helpful_base"},
+            {"instruction": 'Write "Test"', "output": "Test", "generator": "gpt4", "dataset": "oasst"}]
+    raw_file = tmp_path / "alpaca_eval.json"
+    raw_file.write_text(json.dumps(rows))
+    for source in (pd.read_json(raw_file), Dataset.from_list(rows)):
+        assert validate_raw_inputs_node(*good.values(), source)["eval_prompts"] == 2
+        xl = xl_alpacaeval_node(source, {"languages": ["ko"], "seed": 0}, "en")
+        assert list(xl["id"]) == ["alpaca-0-xl-ko"]  # 'Write "Test"' is one of XL-Instruct's excluded prompts
+        prompts = pd.DataFrame({"prompt_id": ["p1", "p2"], "prompt": ["Write a haiku about rain.", "Translate this."],
+                                "language": ["en", "en"]})
+        kept, removed, _ = decontaminate_node(prompts, source, {"ngram": 3, "threshold": 0.5})
+        assert list(removed["prompt_id"]) == ["p1"] and list(kept["prompt_id"]) == ["p2"]
+    with pytest.raises(DataValidationError) as err:
+        validate_raw_inputs_node(*good.values(), Dataset.from_list([{"instruction": "ok"}, {"instruction": " "}]))
+    assert (err.value.line, err.value.field) == (2, "instruction") and "HF dataset" in str(err.value)

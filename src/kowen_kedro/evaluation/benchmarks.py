@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import random
 import re
-from typing import Iterable
+from typing import Any, Iterable
 
 import pandas as pd
 
+from kowen_kedro.data.prompts import as_frame
 from kowen_kedro.data.validation import DataValidationError, line_of, source_of, validate_records
 from kowen_kedro.data.xl_instruct import CROSS_LINGUAL_TEMPLATES
 from kowen_kedro.translation.translators import language_name
@@ -36,8 +37,12 @@ XL_ALPACAEVAL_EXCLUDED = {
 }
 
 
-def alpacaeval_prompts(df: pd.DataFrame, default_language: str = "en") -> pd.DataFrame:
-    """Add ``id`` (``alpaca-<row>``) and ``language`` (``default_language``) where the source lacks them."""
+def alpacaeval_prompts(source: Any, default_language: str = "en") -> pd.DataFrame:
+    """Add ``id`` (``alpaca-<row>``) and ``language`` (``default_language``) where the source lacks them.
+
+    ``source``: a DataFrame (a local JSON/JSONL file) or a HF ``Dataset`` / ``DatasetDict`` (``HFDataset``).
+    """
+    df = as_frame(source)
     out = df.copy()
     if "id" not in out.columns:
         out["id"] = [f"alpaca-{i}" for i in range(len(out))]

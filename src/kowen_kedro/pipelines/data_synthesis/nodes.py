@@ -30,6 +30,9 @@ def ingest_prompts_node(raw: Any, params: dict, languages: list[str]) -> tuple[p
 
 def decontaminate_node(prompts: pd.DataFrame, eval_prompts: pd.DataFrame, params: dict) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
     """Remove prompts whose word n-grams overlap the evaluation prompts (reported, kept for inspection)."""
+    from kowen_kedro.data.prompts import as_frame
+
+    eval_prompts = as_frame(eval_prompts)  # a local file or a HF dataset (the real AlpacaEval)
     validate_records(eval_prompts, {"instruction": str})
     kept, removed = decontaminate(prompts, eval_prompts["instruction"], n=int(params["ngram"]), threshold=float(params["threshold"]))
     logger.info("decontamination removed %d of %d prompts", len(removed), len(prompts))

@@ -44,16 +44,18 @@ def validate_raw_inputs_node(
     build (through ``model_registry``), so bad input stops the run before any model is trained or called.
     """
     from kowen_kedro.data.prompts import as_frame
+    from kowen_kedro.evaluation.benchmarks import alpacaeval_prompts
 
     prompts = to_conversations(as_frame(user_prompts))
     require_columns(preference_pairs, PAIR_COLUMNS)  # bad rows are excluded with counts by reward_model
     validate_records(seed_passages, {"passage_id": str, "text": str})
-    validate_records(eval_prompts, {"id": str, "language": str, "instruction": str})
+    eval_frame = alpacaeval_prompts(eval_prompts)  # the raw AlpacaEval file has no id / language
+    validate_records(eval_frame, {"id": str, "language": str, "instruction": str})
     return {
         "user_prompts": len(prompts),
         "preference_pairs": len(preference_pairs),
         "seed_passages": len(seed_passages),
-        "eval_prompts": len(eval_prompts),
+        "eval_prompts": len(eval_frame),
     }
 
 
