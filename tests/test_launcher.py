@@ -62,3 +62,26 @@ def test_failed_child_raises_with_exit_code_and_log_tail(tiny_models, tmp_path):
     assert err.value.returncode != 0
     assert "no_such_trl_field" in str(err.value)
     assert not (tmp_path / "bad" / "_COMPLETE.json").exists()
+
+
+def test_a_crash_after_the_completion_marker_keeps_the_result(tmp_path, monkeypatch, caplog):
+    """The child wrote its final model and marker, then died tearing down: the result stands; before that it fails."""
+    import sys
+
+    from kowen_kedro.training import launcher
+
+    spec = LaunchSpec(kind="sft", model="m", train_file="t.jsonl", output_dir=str(tmp_path / "run"))
+    marker = {"fingerprint": spec.fingerprint(), "final_dir": str(spec.final_dir), "metrics": {"global_step": 4}}
+    code = ("import os, pathlib, sys; out = pathlib.Path(sys.argv[1]); "
+            "(out / 'final').mkdir(); (out / '_COMPLETE.json').write_text(sys.argv[2]); "
+            "print('terminate called without an active exception', flush=True); os._exit(250)")
+    monkeypatch.setattr(launcher, "build_command", lambda *a: [sys.executable, "-c", code, spec.output_dir, json.dumps(marker)])
+    with caplog.at_level("WARNING"):
+        record = launcher.launch(spec)
+    assert record["metrics"] == {"global_step": 4} and "exited with code 250 after it completed" in caplog.text
+
+    other = LaunchSpec(kind="sft", model="m", train_file="t.jsonl", output_dir=str(tmp_path / "other"))
+    monkeypatch.setattr(launcher, "build_command", lambda *a: [sys.executable, "-c", "import os; os._exit(250)"])
+    with pytest.raises(TrainingLaunchError) as err:
+        launcher.launch(other)
+    assert err.value.returncode == 250

@@ -368,6 +368,16 @@ def main(argv: list[str] | None = None) -> None:
 
     configure_offline()
     run(LaunchSpec.from_json(Path(ns.spec).read_text()))
+    shutdown_distributed()
+
+
+def shutdown_distributed() -> None:
+    """Destroy the process group before the interpreter exits (its communication threads otherwise
+    get torn down at exit, where one rank of a 2-process gloo run was seen to abort)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

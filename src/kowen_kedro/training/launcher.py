@@ -149,9 +149,16 @@ def launch(spec: LaunchSpec, launcher: str = "deepspeed", tail_lines: int = 60) 
                 # child lines may hold "[...]" (paths, rank tags): never let a Rich handler parse them as markup
                 logger.info("%s: %s", spec.kind, line.rstrip(), extra={"markup": False})
         returncode = proc.wait()
-    if returncode != 0:
-        raise TrainingLaunchError(returncode, log_path, "\n".join(tail), _cause(list(tail)))
     done = completed(spec)
+    if returncode != 0:
+        if done is None:
+            raise TrainingLaunchError(returncode, log_path, "\n".join(tail), _cause(list(tail)))
+        # Every rank passed the last barrier after the final model and its marker were written: a crash
+        # while the processes tear down (seen once: a gloo rank aborting with "terminate called without
+        # an active exception") loses nothing, and a relaunch would return this record anyway.
+        logger.warning("training %s exited with code %d after it completed (log: %s): keeping the result",
+                       spec.kind, returncode, log_path)
+        return done
     if done is None:
         raise TrainingLaunchError(0, log_path, "child exited 0 but wrote no completion marker\n" + "\n".join(tail))
     return done
