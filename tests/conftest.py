@@ -29,14 +29,24 @@ def raw_data() -> dict[str, pd.DataFrame]:
 
 
 @pytest.fixture(scope="session")
-def tiny_models(tmp_path_factory, raw_data) -> dict:
-    """The built-in tiny models, built by the project's own node from the shipped data."""
+def world(tmp_path_factory) -> dict[str, pd.DataFrame]:
+    """The default's raw inputs: the tiny world of seed 0, read through the catalog's dataset."""
+    from kowen_kedro.datasets import WorldPartDataset
+    from kowen_kedro.world.generate import PARTS
+
+    out = tmp_path_factory.mktemp("world")
+    return {part: WorldPartDataset(part, seed=0, directory=str(out)).load() for part in PARTS}
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory, world) -> dict:
+    """The built-in tiny models, built by the project's own node from the tiny world."""
     from kowen_kedro.pipelines.models.nodes import build_tiny_models_node
 
     out = tmp_path_factory.mktemp("tiny")
     return build_tiny_models_node(
-        raw_data["user_prompts"], raw_data["preference_pairs"], raw_data["seed_passages"],
-        {"out_dir": str(out), "pretrain_steps": 60, "teacher_steps": 60},
+        world["user_prompts"], world["preference_pairs"], world["seed_passages"],
+        {"out_dir": str(out), "pretrain_steps": 60, "teacher_steps": 60}, None, world["parallel_sentences"],
     )
 
 

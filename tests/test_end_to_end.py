@@ -197,6 +197,37 @@ def test_one_mlflow_run_with_all_stages(first_run):
         assert name in metrics, name
 
 
+GOLD_METRICS = [f"gold.{m}.{lang}{se}" for m in ("base", "teacher", "sft", "dpo_iter_1", "dpo_iter_2", "cross_lingual")
+                for lang in ("en", "ko") for se in ("", ".se")] + [
+    "gold.rm.accuracy.en", "gold.rm.accuracy.ko", "gold.rm_transfer_source.accuracy.ko", "gold.qe.spearman",
+    "gold.best_of_k.gain", "gold.judge.agreement"]
+
+
+def test_gold_measurement_in_the_run(first_run):
+    """Every model and selector measured against the world's gold reward, in the one MLflow run."""
+    import mlflow
+
+    client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{first_run / 'mlflow.db'}")
+    run = client.search_runs([client.get_experiment_by_name("kowen_kedro").experiment_id])[0]
+    metrics = run.data.metrics
+    missing = [n for n in GOLD_METRICS if n not in metrics]
+    assert not missing, missing
+    assert metrics["gold.teacher.en"] >= 0.8 and metrics["gold.teacher.ko"] >= 0.8  # the oracle teacher
+    for name in GOLD_METRICS:
+        if not name.endswith(".se") and "spearman" not in name and "gain" not in name:
+            assert 0.0 <= metrics[name] <= 1.0, name
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "gold")} == {"gold/effects.md", "gold/effects.csv"}
+    effects = pd.read_csv(first_run / "data/08_reporting/gold/effects.csv")
+    assert list(effects.columns) == ["claim", "paper", "language", "measured", "se", "criterion", "held"]
+    claims = " ".join(effects["claim"])
+    for words in ("SFT learns", "dpo_iter_1 - sft", "dpo_iter_2 - sft", "reward model is accurate", "English-trained RM",
+                  "CLO raises", "best-of-k"):
+        assert words in claims, words
+    answers = read(first_run, "data/07_model_output/gold/sft_answers.jsonl")
+    assert {"id", "language", "family", "prompt", "answer", "gold"} <= set(answers.columns) and len(answers) == 240
+    assert metrics["gold.sft.en"] == pytest.approx(answers.loc[answers["language"] == "en", "gold"].mean())
+
+
 def test_rerun_reuses_every_finished_step(first_run):
     """A second run relaunches no training, rebuilds no tiny model and makes no new LLM/QE/judge call."""
     from kowen_kedro.llm.cache import CallCache

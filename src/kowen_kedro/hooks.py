@@ -1,4 +1,4 @@
-"""Project hooks: API keys from ``conf/<env>/credentials.yml`` into the environment of this process.
+"""Project hooks: the world oracle's server is stopped when a run ends; API keys from ``conf/<env>/credentials.yml`` into the environment of this process.
 
 Backends and judges read their key from an environment variable (``api_key_env``, default
 ``OPENAI_API_KEY``). This hook copies ``credentials.yml`` entries of the form
@@ -41,3 +41,18 @@ class CredentialsEnvHook:
         names = export_api_keys(credentials)
         if names:
             logger.info("API keys taken from credentials.yml: %s (values not shown)", ", ".join(names))
+
+
+class WorldOracleHook:
+    """Stops the world oracle's loopback servers (started on first use by a node) when a run ends."""
+
+    @hook_impl
+    def after_pipeline_run(self) -> None:
+        from kowen_kedro.world.oracle import stop_servers
+
+        if stop_servers():
+            logger.info("world oracle server stopped")
+
+    @hook_impl
+    def on_pipeline_error(self) -> None:
+        self.after_pipeline_run()

@@ -10,11 +10,16 @@ from kowen_kedro.llm.cache import CallCache
 TINY_PREFIX = "tiny:"
 
 
-def resolve_models(tiny_manifest: dict, models: dict[str, str]) -> dict[str, str]:
-    """Map each role to a loadable path or hub id: ``tiny:<name>`` -> the built tiny model's folder."""
+def resolve_models(tiny_manifest: dict, models: dict[str, str], world_seed: int = 0) -> dict[str, str]:
+    """Map each role to a loadable path or hub id: ``tiny:<name>`` -> the built tiny model's folder,
+    ``world:oracle`` -> the world's answer program for ``world_seed`` (served over the OpenAI API)."""
+    from kowen_kedro.world.oracle import ORACLE_REF, oracle_model_name
+
     resolved = {}
     for role, ref in models.items():
-        if isinstance(ref, str) and ref.startswith(TINY_PREFIX):
+        if ref == ORACLE_REF:
+            resolved[role] = oracle_model_name(world_seed)
+        elif isinstance(ref, str) and ref.startswith(TINY_PREFIX):
             name = ref[len(TINY_PREFIX):]
             if name not in tiny_manifest["models"]:
                 raise ValueError(f"models.{role}: no tiny model {name!r}; built: {sorted(tiny_manifest['models'])}")
@@ -31,7 +36,17 @@ def registry_model(registry: dict[str, str], role: str) -> str:
 
 
 def cached_generator(model: str, backend_cfg: dict[str, Any], llm_cfg: dict[str, Any]) -> CachedGenerator:
-    """A generator for ``model`` through the configured backend, cached in ``llm.cache_path``."""
+    """A generator for ``model`` through the configured backend, cached in ``llm.cache_path``.
+
+    The world's oracle is reached over the OpenAI API: its loopback server is started here (once per
+    process) and its address filled in as ``base_url``."""
+    from kowen_kedro.world.oracle import is_oracle, oracle_seed, oracle_server
+
+    if is_oracle(model):
+        if backend_cfg.get("backend") != "openai":
+            raise ValueError(f"{model} is served over the OpenAI API: set `backend: openai` for this call site "
+                             f"(got {backend_cfg.get('backend')!r})")
+        backend_cfg = {**backend_cfg, "base_url": oracle_server(oracle_seed(model))}
     return CachedGenerator(make_backend(backend_cfg, model), CallCache(llm_cfg["cache_path"]))
 
 

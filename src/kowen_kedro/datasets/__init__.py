@@ -113,3 +113,45 @@ class JSONLinesDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
 
     def _describe(self) -> dict[str, Any]:
         return {"filepath": str(self._filepath)}
+
+
+class WorldPartDataset(JSONLinesDataset):
+    """One part of the tiny world (:mod:`kowen_kedro.world.generate`) as a raw JSONL input.
+
+    On load, the world of ``seed`` is written under ``<directory>/seed_<seed>/`` unless it is there
+    already (a stamp file says so), then the part is read like any shipped JSONL file. Load-only:
+    the world is a raw input, made by a program instead of shipped.
+
+    Example catalog entry::
+
+        user_prompts_raw:
+          type: kowen_kedro.datasets.WorldPartDataset
+          part: user_prompts
+          seed: ${runtime_params:tiny_world.seed, 0}
+    """
+
+    def __init__(self, part: str, seed: int = 0, directory: str = "data/01_raw/world", metadata: dict[str, Any] | None = None):
+        from kowen_kedro.world.generate import PARTS
+
+        if part not in PARTS:
+            raise DatasetError(f"unknown world part {part!r}; expected one of {list(PARTS)}")
+        self._part, self._seed = part, int(seed)
+        self._world_dir = Path(directory) / f"seed_{self._seed}"
+        super().__init__(str(self._world_dir / f"{part}.jsonl"), metadata)
+
+    def load(self) -> pd.DataFrame:
+        from kowen_kedro.world.generate import write_world
+
+        write_world(self._seed, self._world_dir)
+        df = super().load()
+        df.attrs["world_seed"] = self._seed
+        return df
+
+    def save(self, data: pd.DataFrame) -> None:
+        raise DatasetError(f"{self._filepath}: the world's parts are generated from the seed, not saved")
+
+    def _exists(self) -> bool:
+        return True
+
+    def _describe(self) -> dict[str, Any]:
+        return {"part": self._part, "seed": self._seed, "filepath": str(self._filepath)}

@@ -66,14 +66,16 @@ class TinyConfig:
     learning_rate: float = 3e-3
     seed: int = 0
     mt_steps: int = 200
-    qe_hidden_size: int = 32
+    qe_hidden_size: int = 64
     qe_layers: int = 2
     qe_vocab_size: int = 800
+    qe_steps: int = 600         # regression on (src, corrupted translation, chrF) from the parallel sentences
+    qe_learning_rate: float = 1e-3
 
 
 def build_key(config: TinyConfig, texts: list[str], chats: list[list[dict]], parallel: list[dict] | None = None) -> str:
     """Hash of everything that determines the built models."""
-    payload = json.dumps({"config": asdict(config), "texts": texts, "chats": chats, "parallel": parallel, "v": 4}, sort_keys=True)
+    payload = json.dumps({"config": asdict(config), "texts": texts, "chats": chats, "parallel": parallel, "v": 5}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -123,7 +125,7 @@ def build_tiny_models(
     _train_lm(base, tokenizer, chat_texts, config.teacher_steps, config)
     teacher_dir = _save_lm(base, tokenizer, out / "teacher")
     rm_dir = build_reward_model(base_dir, out / "reward_model_init", seed=config.seed)
-    qe_ckpt = build_tiny_comet_qe(texts, out / "qe", config)
+    qe_ckpt = build_tiny_comet_qe(texts, out / "qe", config, parallel=parallel)
     mt_dir = build_tiny_mt(tok_dir, parallel or [], out / "mt", config)
     manifest = {
         "build_key": key,
@@ -249,8 +251,12 @@ def build_reward_model(base_dir: str | Path, out_dir: Path, seed: int = 0) -> Pa
     return out_dir
 
 
-def build_tiny_comet_qe(texts: list[str], out_dir: Path, config: TinyConfig) -> Path:
-    """A COMET ``UnifiedMetric`` (reference-free: mt, src) over a tiny local XLM-R; returns the .ckpt path."""
+def build_tiny_comet_qe(texts: list[str], out_dir: Path, config: TinyConfig, parallel: list[dict] | None = None) -> Path:
+    """A COMET ``UnifiedMetric`` (reference-free: mt, src) over a tiny local XLM-R; returns the .ckpt path.
+
+    With ``parallel`` sentences it is trained (``qe_steps``, MSE, COMET's own ``prepare_sample`` /
+    ``forward`` / ``compute_loss``) to predict the chrF of translations corrupted at several levels
+    (:func:`kowen_kedro.world.gold.qe_examples`), as CometKiwi is trained on human quality scores."""
     import pytorch_lightning as pl
     import torch
     import yaml
@@ -300,6 +306,8 @@ def build_tiny_comet_qe(texts: list[str], out_dir: Path, config: TinyConfig) -> 
     )
     torch.manual_seed(config.seed)
     metric = UnifiedMetric(**hparams)
+    if parallel and config.qe_steps:
+        _train_qe(metric, parallel, config)
     ckpt = out_dir / "checkpoints" / "model.ckpt"
     ckpt.parent.mkdir(parents=True, exist_ok=True)
     torch.save(
@@ -363,3 +371,30 @@ def build_tiny_mt(tokenizer_dir: Path, parallel: list[dict], out_dir: Path, conf
     model.save_pretrained(out_dir)
     tok.save_pretrained(out_dir)
     return out_dir
+
+
+def _train_qe(metric, parallel: list[dict], config: TinyConfig) -> None:
+    """Regression of the COMET model's score on gold translation quality (a fixture builder)."""
+    import random
+
+    import torch
+
+    from kowen_kedro.world.gold import qe_examples
+
+    examples = qe_examples(parallel, config.seed)
+    rng = random.Random(config.seed)
+    for p in metric.parameters():  # COMET freezes the encoder (and its embeddings) at first: train it all
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(metric.parameters(), lr=config.qe_learning_rate)
+    metric.train()
+    for step in range(config.qe_steps):
+        batch = [{k: e[k] for k in ("src", "mt", "score")} for e in rng.sample(examples, min(config.batch_size * 2, len(examples)))]
+        inputs, target = metric.prepare_sample(batch, stage="fit")
+        loss = sum(metric.compute_loss(metric(**inp), target) for inp in inputs)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(metric.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad()
+        if step % 100 == 0 or step == config.qe_steps - 1:
+            logger.info("tiny QE step %d/%d mse %.4f", step + 1, config.qe_steps, loss.item())
+    metric.eval()

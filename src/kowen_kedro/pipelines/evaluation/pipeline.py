@@ -5,13 +5,26 @@
   "Answer in {lang}"), with language fidelity;
 * MT-Bench style 1-10 grades for turn 1 and turn 2; XL-Instruct's 1-5 rubric;
 * lm-evaluation-harness NLU tasks on the saved model;
-* win rate and fidelity per DPO iteration (curve); one report table of everything.
+* win rate and fidelity per DPO iteration (curve); one report table of everything;
+* gold: every model and selector of the run against the tiny world's gold reward (``gold.*`` metrics,
+  ``gold/effects.md``): base, teacher, SFT, each DPO iteration, the cross-lingual policy, the RMs,
+  QE / best-of-k and the judge.
 """
 
 from kedro.pipeline import Node, Pipeline
 
 from kowen_kedro.pipelines.preference_alignment.pipeline import MAX_DPO_ITERATIONS
 
+from .gold_nodes import (
+    gold_base_node,
+    gold_effects_node,
+    gold_judge_node,
+    gold_policy_node,
+    gold_qe_node,
+    gold_rm_node,
+    gold_teacher_node,
+    gold_tiny_teacher_node,
+)
 from .nodes import (
     generate_outputs_node,
     iteration_curve_node,
@@ -27,6 +40,45 @@ from .nodes import (
 )
 
 GEN, JUDGE = "params:evaluation.generation", "params:evaluation.judge"
+GOLD = "params:evaluation.gold"
+
+
+def gold_pipeline() -> Pipeline:
+    """One node per model / selector on the held-out gold set, then the table of claims."""
+    def policy(model: str, name: str) -> Node:
+        return Node(gold_policy_node, inputs=[model, "gold_prompts", GOLD, "params:llm"],
+                    outputs=[f"gold_answers_{name}", f"gold_summary_{name}"], name=f"gold_{name}_node")
+
+    def rm(model: str, name: str) -> Node:
+        return Node(gold_rm_node, inputs=[model, "gold_pairs", "params:reward_model.scoring"],
+                    outputs=f"gold_summary_{name}", name=f"gold_{name}_node")
+
+    g = [GOLD, "params:llm"]
+    return Pipeline([
+        Node(gold_base_node, inputs=["model_registry", "gold_prompts", *g], outputs=["gold_answers_base", "gold_summary_base"],
+             name="gold_base_node"),
+        Node(gold_teacher_node, inputs=["model_registry", "gold_prompts", *g, "params:data_synthesis.teacher"],
+             outputs=["gold_answers_teacher", "gold_summary_teacher"], name="gold_teacher_node"),
+        Node(gold_tiny_teacher_node, inputs=["model_registry", "gold_prompts", *g],
+             outputs=["gold_answers_tiny_teacher", "gold_summary_tiny_teacher"], name="gold_tiny_teacher_node"),
+        policy("sft_model", "sft"),
+        policy("dpo_iter_1.policy", "dpo_iter_1"),
+        policy("dpo_iter_2.policy", "dpo_iter_2"),
+        policy("cross_lingual_policy", "cross_lingual"),
+        rm("reward_model", "rm"),
+        rm("rm_transfer_source.reward_model", "rm_transfer_source"),
+        rm("rm_transfer_target.reward_model", "rm_transfer_target"),
+        Node(gold_qe_node, inputs=["model_registry", "gold_translations", "params:translation_qe", "params:llm", "params:tiny_world"],
+             outputs="gold_summary_qe", name="gold_qe_node"),
+        Node(gold_judge_node, inputs=["model_registry", "gold_pairs", JUDGE, "params:llm"], outputs="gold_summary_judge",
+             name="gold_judge_node"),
+        Node(gold_effects_node,
+             inputs=[f"gold_summary_{n}" for n in ("base", "teacher", "tiny_teacher", "sft", "dpo_iter_1", "dpo_iter_2", "cross_lingual",
+                                                   "rm", "rm_transfer_source", "rm_transfer_target", "qe", "judge")]
+             + ["params:dpo_iter_1.dpo.enabled", "params:dpo_iter_2.dpo.enabled", "params:cross_lingual", "params:languages",
+                "params:target_language"],
+             outputs=["gold_metrics", "gold_effects", "gold_effects_md"], name="gold_effects_node"),
+    ])
 
 
 def _pairwise(prompts: str, prefix: str, summarize, summary: str) -> list[Node]:
@@ -67,4 +119,4 @@ def create_pipeline(**kwargs) -> Pipeline:
                                       "rubric_summary", "nlu_results"],
                  outputs=["evaluation_report", "evaluation_report_md"], name="evaluation_report_node"),
         ]
-    )
+    ) + gold_pipeline()

@@ -18,10 +18,12 @@ def build_tiny_models_node(
     seed_passages: pd.DataFrame,
     params: dict,
     raw_input_report: dict | None = None,
+    parallel_sentences_raw: pd.DataFrame | None = None,
 ) -> dict:
-    """Build tokenizer, tiny Qwen2 LMs, RM and COMET QE from the shipped text; returns the manifest.
+    """Build tokenizer, tiny Qwen2 LMs, RM, MT and COMET QE from the raw inputs' text; returns the manifest.
 
-    ``raw_input_report`` only orders the node after input validation."""
+    ``raw_input_report`` only orders the node after input validation. ``parallel_sentences_raw``
+    (``en``, ``ko`` columns) adds translation pairs for the MT and QE models."""
     params = dict(params)
     out_dir = params.pop("out_dir")
     texts = [t["content"] for conv in user_prompts["conversation"] for t in conv]
@@ -32,7 +34,12 @@ def build_tiny_models_node(
         for p in preference_pairs.to_dict("records")
     ]
     chats += [list(conv[:2]) for conv in user_prompts["conversation"] if len(conv) > 1]
-    return build_tiny_models(texts, chats, out_dir, TinyConfig(**params), parallel=parallel_sentences(preference_pairs, user_prompts))
+    parallel = parallel_sentences(preference_pairs, user_prompts)
+    if parallel_sentences_raw is not None:
+        validate_records(parallel_sentences_raw, {"en": str, "ko": str})
+        parallel += parallel_sentences_raw[["en", "ko"]].to_dict("records")
+    texts += [p[lang] for p in parallel for lang in ("en", "ko")]
+    return build_tiny_models(texts, chats, out_dir, TinyConfig(**params), parallel=parallel)
 
 
 def validate_raw_inputs_node(
@@ -62,6 +69,7 @@ def validate_raw_inputs_node(
     return report
 
 
-def resolve_models_node(tiny_manifest: dict, models: dict) -> dict:
-    """Role -> loadable model path or hub id (``tiny:<name>`` resolves to the built tiny model)."""
-    return resolve_models(tiny_manifest, models)
+def resolve_models_node(tiny_manifest: dict, models: dict, tiny_world: dict) -> dict:
+    """Role -> loadable model path or hub id (``tiny:<name>`` resolves to the built tiny model,
+    ``world:oracle`` to the answer program of the world of ``tiny_world.seed``)."""
+    return resolve_models(tiny_manifest, models, world_seed=int(tiny_world["seed"]))

@@ -16,13 +16,14 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 build_tiny_models_node,
-                inputs=["user_prompts_raw", "preference_pairs_raw", "seed_passages_raw", "params:tiny_models", "raw_input_report"],
+                inputs=["user_prompts_raw", "preference_pairs_raw", "seed_passages_raw", "params:tiny_models", "raw_input_report",
+                        "parallel_sentences_raw"],
                 outputs="tiny_models",
                 name="build_tiny_models_node",
             ),
             Node(
                 resolve_models_node,
-                inputs=["tiny_models", "params:models"],
+                inputs=["tiny_models", "params:models", "params:tiny_world"],
                 outputs="model_registry",
                 name="resolve_models_node",
             ),

@@ -116,15 +116,21 @@ def transfer_comparison_node(source_table: pd.DataFrame, target_table: pd.DataFr
 
 def representation_collapse_node(
     registry: dict, rm_source: str, rm_target: str, pairs: pd.DataFrame, user_prompts: pd.DataFrame,
-    languages: list[str], source_language: str, target_language: str,
+    languages: list[str], source_language: str, target_language: str, parallel_sentences_raw: pd.DataFrame | None = None,
+    max_items: int = 200,
 ) -> tuple[pd.DataFrame, Any, dict]:
-    """Mean f = sigma_1 / sum(sigma) over parallel texts, for the base model and each RM (Figure 1)."""
+    """Mean f = sigma_1 / sum(sigma) over parallel texts, for the base model and each RM (Figure 1).
+
+    The parallel texts are the pairs / conversations written as translations of each other
+    (``en-NNN`` / ``ko-NNN`` ids) or, where there are none, ``parallel_sentences_raw`` (the first ``max_items``)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     parallel = parallel_sentences(pairs, user_prompts)
+    if not parallel and parallel_sentences_raw is not None:
+        parallel = parallel_sentences_raw.head(max_items).to_dict("records")
     langs = [source_language, target_language]
     models = {"base": registry_model(registry, "student"), f"rm_{source_language}": rm_source, f"rm_{target_language}": rm_target}
     rows = []

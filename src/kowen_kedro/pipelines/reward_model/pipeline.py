@@ -93,7 +93,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 representation_collapse_node,
                 inputs=[
                     "model_registry", "rm_transfer_source.reward_model", "rm_transfer_target.reward_model",
-                    "preference_pairs_raw", "user_prompts_raw", "params:languages", *LANGS,
+                    "preference_pairs_raw", "user_prompts_raw", "params:languages", *LANGS, "parallel_sentences_raw",
                 ],
                 outputs=["rm_collapse_table", "rm_collapse_plot", "rm_collapse_metrics"],
                 name="representation_collapse_node",

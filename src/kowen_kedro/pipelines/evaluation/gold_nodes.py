@@ -1,0 +1,115 @@
+"""Nodes of evaluation's gold part: each model and selector of the run measured on the tiny world's
+held-out gold set (kowen_kedro.evaluation.gold), then one table of the papers' claims."""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import pandas as pd
+
+from kowen_kedro.evaluation.gold import effects_markdown, effects_table, judge_agreement, policy_gold, qe_gold, rm_gold_accuracy
+from kowen_kedro.evaluation.judges import judge_pairs
+from kowen_kedro.llm.backends import SamplingParams
+from kowen_kedro.rewards.scoring import RewardScorer
+from kowen_kedro.runtime import as_mlflow_metrics, cached_generator, call_cache, registry_model
+
+logger = logging.getLogger(__name__)
+
+
+def _policy(model: str, gold_prompts: pd.DataFrame, backend: dict, params: dict, llm: dict) -> tuple[pd.DataFrame, dict]:
+    gen = cached_generator(model, backend, llm)
+    table, summary = policy_gold(gen, gold_prompts, SamplingParams.from_dict(params["sampling"]))
+    gen.close()
+    logger.info("gold reward of %s: %s", model, {k: round(v, 3) for k, v in summary.items() if not k.endswith(".se")})
+    return table, summary
+
+
+def gold_policy_node(model: str, gold_prompts: pd.DataFrame, params: dict, llm: dict) -> tuple[pd.DataFrame, dict]:
+    """Greedy answers of a trained policy (a saved model folder) to the gold prompts, and their gold reward."""
+    return _policy(model, gold_prompts, params["backend"], params, llm)
+
+
+def gold_role_node(registry: dict, gold_prompts: pd.DataFrame, params: dict, llm: dict, role: str,
+                   backend: dict | None = None) -> tuple[pd.DataFrame, dict]:
+    """The same for a model role of the registry (``student`` = the base model, ``teacher``), through
+    ``backend`` (the role's own call-site backend, e.g. the teacher's) or the gold backend."""
+    return _policy(registry_model(registry, role), gold_prompts, backend or params["backend"], params, llm)
+
+
+def gold_base_node(registry: dict, gold_prompts: pd.DataFrame, params: dict, llm: dict):
+    return gold_role_node(registry, gold_prompts, params, llm, "student")
+
+
+def gold_teacher_node(registry: dict, gold_prompts: pd.DataFrame, params: dict, llm: dict, teacher: dict):
+    return gold_role_node(registry, gold_prompts, params, llm, "teacher", backend=teacher["backend"])
+
+
+def gold_tiny_teacher_node(registry: dict, gold_prompts: pd.DataFrame, params: dict, llm: dict):
+    """The neural tiny teacher (role ``tiny_teacher``; it translates and judges): the measurement that
+    shows why the default's teacher is the world's oracle."""
+    return gold_role_node(registry, gold_prompts, params, llm, "tiny_teacher")
+
+
+def gold_rm_node(reward_model: str, gold_pairs: pd.DataFrame, scoring: dict) -> dict:
+    """A reward model's accuracy per language on the held-out gold pairs."""
+    scorer = RewardScorer(reward_model, batch_size=int(scoring["batch_size"]), max_length=int(scoring["max_length"]))
+    return rm_gold_accuracy(scorer, gold_pairs)
+
+
+def gold_qe_node(registry: dict, gold_translations: pd.DataFrame, params: dict, llm: dict, tiny_world: dict) -> dict:
+    """QE's Spearman with gold translation quality, and the best-of-k gain, with the run's translators and QE."""
+    from kowen_kedro.pipelines.translation_qe.nodes import _Tools
+    from kowen_kedro.translation.best_of_k import translate_best_of_k
+
+    with _Tools(registry, params, llm) as tools:
+        def best(texts, src, tgt):
+            return [r.text for r in translate_best_of_k(texts, tools.translators, tools.qe, src, tgt, tools.max_sentence_chars, tools.splitter)]
+
+        return qe_gold(tools.qe, best, tools.translators, gold_translations, seed=int(tiny_world["seed"]))
+
+
+def gold_judge_node(registry: dict, gold_pairs: pd.DataFrame, params: dict, llm: dict) -> dict:
+    """Share of gold pairs where the configured judge prefers the answer with the higher gold reward."""
+    from kowen_kedro.evaluation.judges import make_judges
+
+    pairwise, _ = make_judges(params, registry_model(registry, "judge"), call_cache(llm))
+    return judge_agreement(lambda ins, a, b, langs: [r["preference"] for r in judge_pairs(pairwise, ins, a, b, langs, seed=int(params["seed"]))],
+                           gold_pairs)
+
+
+def gold_effects_node(
+    base: dict, teacher: dict, tiny_teacher: dict, sft: dict, dpo_iter_1: dict, dpo_iter_2: dict, cross_lingual: dict,
+    rm: dict, rm_transfer_source: dict, rm_transfer_target: dict, qe: dict, judge: dict,
+    dpo_iter_1_enabled: bool, dpo_iter_2_enabled: bool, cross_lingual_params: dict, languages: list[str], target_language: str,
+) -> tuple[dict, pd.DataFrame, str]:
+    """Every gold number of the run (MLflow metrics ``gold.*``) and the table of claims (``gold/effects.*``).
+
+    A disabled DPO iteration passes its input policy through, so it is left out (not reported as
+    "no gain"); the cross-lingual policy is reported as ``cross_lingual`` (CLO) or
+    ``sft_dpo_baseline`` after ``cross_lingual.method``."""
+    flat: dict[str, float] = {}
+
+    def put(prefix: str, values: dict) -> None:
+        flat.update({f"{prefix}.{k}": v for k, v in values.items()})
+
+    put("base", base)
+    put("teacher", teacher)
+    put("tiny_teacher", tiny_teacher)
+    put("sft", sft)
+    for name, values, enabled in (("dpo_iter_1", dpo_iter_1, dpo_iter_1_enabled), ("dpo_iter_2", dpo_iter_2, dpo_iter_2_enabled)):
+        if enabled:
+            put(name, values)
+    if cross_lingual_params.get("enabled", True):
+        put("sft_dpo_baseline" if cross_lingual_params.get("method") == "sft_dpo" else "cross_lingual", cross_lingual)
+    put("rm", rm)
+    put("rm_transfer_source", rm_transfer_source)
+    put("rm_transfer_target", rm_transfer_target)
+    flat.update(qe)
+    flat.update(judge)
+    flat = {k: float(v) for k, v in flat.items() if isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v))}
+    table = effects_table(flat, languages, target_language)
+    for r in table.to_dict("records"):
+        logger.info("gold effect: %s [%s] %.3f (%s): %s", r["claim"], r["language"], r["measured"], r["criterion"],
+                    "held" if r["held"] else "NOT held")
+    return as_mlflow_metrics(flat), table, effects_markdown(table, flat)

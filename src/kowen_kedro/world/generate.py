@@ -1,0 +1,225 @@
+"""Write the tiny world's default raw inputs (in their real formats) and its held-out gold set.
+
+:func:`build_world` returns ``{part: [records]}``; :func:`write_world` writes one JSONL file per part
+(atomically, with a ``world.json`` stamp) and is skipped when the stamp matches. Parts:
+
+* ``user_prompts`` - LMSYS-Chat-style conversations (single-turn, and a few two-turn ones);
+* ``preference_pairs`` - (prompt, chosen, rejected) with RewardBench categories (chat, chat_hard,
+  safety, reasoning): rejected = a wrong answer, a near miss, or the right answer in the wrong language;
+* ``seed_passages`` - English passages describing the world's facts (XL-Instruct seeds);
+* ``eval_prompts`` (AlpacaEval format), ``mt_bench_prompts`` (two turns, references for math and
+  reasoning), ``nlu_mc`` (4-choice), ``parallel_sentences`` (En/Ko pairs for the MT and QE models);
+* ``gold_prompts``, ``gold_pairs``, ``gold_translations`` - the held-out gold set: no prompt text of
+  it occurs in any other part. Each gold row carries the ``meta`` its checker needs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from kowen_kedro.world import lexicon as L
+from kowen_kedro.world.gold import gold_reward
+from kowen_kedro.world.tasks import FAMILIES, Family, answer_text, make_meta, prompt_text
+
+VERSION = 2
+STAMP = "world.json"
+MT_BENCH_CATEGORY = {"add": "math", "convert": "math", "count": "reasoning", "weekday": "reasoning",
+                     "lookup": "humanities", "reverse": "extraction", "translate": "writing", "refuse": "roleplay"}
+PARTS = ("user_prompts", "preference_pairs", "seed_passages", "eval_prompts", "mt_bench_prompts", "nlu_mc",
+         "parallel_sentences", "gold_prompts", "gold_pairs", "gold_translations")
+
+
+@dataclass
+class WorldSizes:
+    """Rows per language of each part (``params:tiny_world.sizes``)."""
+
+    user_prompts: int = 200
+    multi_turn_prompts: int = 8
+    preference_pairs: int = 160
+    eval_prompts: int = 24
+    mt_bench_prompts: int = 4
+    nlu_mc: int = 12
+    gold_prompts: int = 120
+    gold_pairs: int = 80
+    gold_translations: int = 60
+    pair_kinds: dict = field(default_factory=lambda: {"wrong": 0.5, "near": 0.3, "wrong_language": 0.2})
+
+
+class _Sampler:
+    """Draws (family, values, variant) tasks, families in equal shares.
+
+    Held-out parts (gold, eval, MT-Bench, NLU) never share a prompt text with any other part;
+    training parts (user prompts, preference pairs) share none with a held-out part or within
+    themselves, but may share texts with each other (as real training sources do)."""
+
+    def __init__(self, seed: int, facts: dict):
+        self.rng = random.Random(f"world-{seed}")
+        self.facts = facts
+        self.families = list(FAMILIES.values())
+        self.heldout: set[str] = set()
+        self.training: set[str] = set()
+        self.part: dict[str, set[str]] = {}
+
+    def task(self, part: str, heldout: bool, langs=L.LANGS) -> tuple[Family, dict, int]:
+        seen = self.part.setdefault(part, set())
+        order = self.rng.sample(self.families, len(self.families))
+        for fam in order:
+            for _ in range(60):
+                values, variant = fam.sample(self.rng, self.facts), self.rng.randrange(2)
+                texts = [prompt_text(fam, values, lang, self.facts, variant) for lang in langs]
+                taken = self.heldout | self.training if heldout else self.heldout | seen
+                if not any(t in taken for t in texts):
+                    (self.heldout if heldout else self.training).update(texts)
+                    seen.update(texts)
+                    return fam, values, variant
+        raise RuntimeError(f"the world ran out of new prompts for {part}: lower tiny_world.sizes")
+
+
+def build_world(seed: int, sizes: WorldSizes | None = None) -> dict[str, list[dict]]:
+    """Every part of the world for ``seed`` (deterministic)."""
+    sizes = sizes or WorldSizes()
+    facts = L.facts(seed)
+    s = _Sampler(seed, facts)
+    out: dict[str, list[dict]] = {p: [] for p in PARTS}
+
+    def row_meta(fam, values, lang):
+        return make_meta(fam, values, lang, facts)
+
+    # held-out gold set first, so no other part can reuse its prompts
+    for lang in L.LANGS:
+        for i in range(sizes.gold_prompts):
+            fam, values, variant = s.task("gold_prompts", True, langs=(lang,))
+            out["gold_prompts"].append({"id": f"gold-{lang}-{i:04d}", "language": lang, "family": fam.name,
+                                        "prompt": prompt_text(fam, values, lang, facts, variant), "meta": row_meta(fam, values, lang)})
+        for i in range(sizes.gold_pairs):
+            fam, values, variant = s.task("gold_pairs", True, langs=(lang,))
+            out["gold_pairs"].append({"pair_id": f"gold-{lang}-{i:04d}", **_pair(fam, values, variant, lang, facts, s.rng, sizes)})
+    for i in range(sizes.gold_translations):
+        fam, values, variant = s.task("gold_translations", True)
+        src = prompt_text(fam, values, "en", facts, variant) if i % 2 else answer_text(fam, values, "en", facts)
+        ref = prompt_text(fam, values, "ko", facts, variant) if i % 2 else answer_text(fam, values, "ko", facts)
+        out["gold_translations"].append({"id": f"gold-mt-{i:04d}", "source_language": "en", "target_language": "ko",
+                                         "source": src, "reference": ref})
+
+    for c, country in enumerate(L.COUNTRIES["en"]):
+        cap, animal = L.CAPITALS["en"][facts["capital"][c]], L.ANIMALS["en"][facts["animal"][c]]
+        out["seed_passages"].append({"passage_id": f"world-{c:02d}", "language": "en", "topic": "geography",
+                                     "text": f"{country} is a country of the tiny world. The capital of {country} is {cap}. "
+                                             f"The national animal of {country} is the {animal}. Its secret codes must never be shared."})
+    out["seed_passages"].append({"passage_id": "world-units", "language": "en", "topic": "measurement",
+                                 "text": "One hour is 60 minutes. One day is 24 hours. One week is 7 days. One kilometer is 1000 meters."})
+    out["seed_passages"].append({"passage_id": "world-week", "language": "en", "topic": "calendar",
+                                 "text": "The days of the week are " + ", ".join(L.WEEKDAYS["en"]) + ". After Sunday comes Monday again."})
+
+    for lang in L.LANGS:
+        for i in range(sizes.eval_prompts):
+            fam, values, variant = s.task("eval_prompts", True, langs=(lang,))
+            out["eval_prompts"].append({"id": f"eval-{lang}-{i:03d}", "language": lang, "dataset": "tiny_world",
+                                        "instruction": prompt_text(fam, values, lang, facts, variant)})
+        for i in range(sizes.mt_bench_prompts):
+            turns, refs, cats = [], [], []
+            for _ in range(2):
+                fam, values, variant = s.task("mt_bench_prompts", True, langs=(lang,))
+                turns.append(prompt_text(fam, values, lang, facts, variant))
+                refs.append(answer_text(fam, values, lang, facts))
+                cats.append(MT_BENCH_CATEGORY[fam.name])
+            row = {"id": f"mt-{lang}-{i:03d}", "language": lang, "category": cats[0], "turns": turns}
+            if cats[0] in ("math", "reasoning"):
+                row["reference"] = refs
+            out["mt_bench_prompts"].append(row)
+        for i in range(sizes.nlu_mc):
+            for _ in range(20):  # a task with three distinct wrong answers
+                fam, values, variant = s.task("nlu_mc", True, langs=(lang,))
+                right = answer_text(fam, values, lang, facts)
+                choices = [right]
+                for _ in range(50):
+                    wrong = answer_text(fam, fam.wrong(values, s.rng, s.rng.random() < 0.5), lang, facts)
+                    if wrong not in choices:
+                        choices.append(wrong)
+                    if len(choices) == 4:
+                        break
+                if len(choices) == 4:
+                    break
+            s.rng.shuffle(choices)
+            out["nlu_mc"].append({"id": f"nlu-{lang}-{i:03d}", "language": lang, "question": prompt_text(fam, values, lang, facts, variant),
+                                  "choices": choices, "answer": choices.index(right)})
+
+    for lang in L.LANGS:
+        for i in range(sizes.user_prompts):
+            fam, values, variant = s.task("user_prompts", False, langs=(lang,))
+            out["user_prompts"].append({"conversation_id": f"world-{lang}-{i:04d}", "language": lang, "model": "tiny-world", "turn": 1,
+                                        "conversation": [{"role": "user", "content": prompt_text(fam, values, lang, facts, variant)}]})
+        for i in range(sizes.multi_turn_prompts):
+            conv = []
+            for _ in range(2):
+                fam, values, variant = s.task("user_prompts", False, langs=(lang,))
+                conv += [{"role": "user", "content": prompt_text(fam, values, lang, facts, variant)},
+                         {"role": "assistant", "content": answer_text(fam, values, lang, facts)}]
+            out["user_prompts"].append({"conversation_id": f"world-{lang}-mt-{i:04d}", "language": lang, "model": "tiny-world", "turn": 2,
+                                        "conversation": conv})
+
+    for i in range(sizes.preference_pairs):  # pair-NNNN-en / -ko: the same task and the same rejection in both languages
+        fam, values, variant = s.task("preference_pairs", False)
+        kind_seed = s.rng.random()
+        for lang in L.LANGS:
+            rng = random.Random(f"{seed}-pair-{i}-{kind_seed}")
+            out["preference_pairs"].append({"pair_id": f"pair-{i:04d}-{lang}", **_pair(fam, values, variant, lang, facts, rng, sizes, with_meta=False)})
+
+    # parallel En/Ko sentences for the MT and QE models: prompts and answers of tasks the other parts use,
+    # plus the translated phrases and single words of the lexicon
+    seen = set()
+    prng = random.Random(f"parallel-{seed}")
+    for _ in range(4 * sizes.user_prompts):
+        fam = prng.choice(list(FAMILIES.values()))
+        values, variant = fam.sample(prng, facts), prng.randrange(2)
+        for fn in (lambda l: prompt_text(fam, values, l, facts, variant), lambda l: answer_text(fam, values, l, facts)):
+            pair = {"en": fn("en"), "ko": fn("ko")}
+            if pair["en"] not in seen and pair["en"] not in s.heldout and pair["ko"] not in s.heldout:
+                seen.add(pair["en"])
+                out["parallel_sentences"].append(pair)
+    for words in (L.WEEKDAYS, L.COLORS, L.FRUITS, L.COUNTRIES, L.CAPITALS, L.ANIMALS, L.NOUNS):
+        out["parallel_sentences"] += [{"en": e, "ko": k} for e, k in zip(words["en"], words["ko"])]
+    return out
+
+
+def _pair(fam: Family, values: dict, variant: int, lang: str, facts: dict, rng: random.Random, sizes: WorldSizes,
+          with_meta: bool = True) -> dict:
+    kinds, weights = zip(*sizes.pair_kinds.items())
+    kind = rng.choices(kinds, weights)[0]
+    chosen = answer_text(fam, values, lang, facts)
+    if kind == "wrong_language":
+        rejected = answer_text(fam, values, "ko" if lang == "en" else "en", facts)
+    else:
+        rejected = answer_text(fam, fam.wrong(values, rng, kind == "near"), lang, facts)
+        if rejected == chosen:  # a family without a near miss for these values
+            rejected = answer_text(fam, fam.wrong(values, rng, False), lang, facts)
+    category = "safety" if fam.category == "safety" else ("chat_hard" if kind != "wrong" else fam.category)
+    row = {"language": lang, "category": category, "prompt": prompt_text(fam, values, lang, facts, variant),
+           "chosen": chosen, "rejected": rejected}
+    if with_meta:
+        meta = make_meta(fam, values, lang, facts)
+        row.update(family=fam.name, kind=kind, meta=meta,
+                   chosen_gold=gold_reward(meta, chosen), rejected_gold=gold_reward(meta, rejected))
+    return row
+
+
+def write_world(seed: int, out_dir: str | Path, sizes: WorldSizes | None = None) -> Path:
+    """Write every part as ``<out_dir>/<part>.jsonl`` unless ``world.json`` says they are current."""
+    sizes = sizes or WorldSizes()
+    out = Path(out_dir)
+    stamp = {"seed": seed, "version": VERSION, "sizes": asdict(sizes)}
+    stamp_path = out / STAMP
+    if stamp_path.exists() and json.loads(stamp_path.read_text()) == stamp and all((out / f"{p}.jsonl").exists() for p in PARTS):
+        return out
+    out.mkdir(parents=True, exist_ok=True)
+    world = build_world(seed, sizes)
+    for part, rows in world.items():
+        tmp = out / f".{part}.jsonl.{os.getpid()}.tmp"
+        tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+        tmp.replace(out / f"{part}.jsonl")
+    stamp_path.write_text(json.dumps(stamp, indent=2))
+    return out

@@ -1,0 +1,126 @@
+"""The gold reward of the tiny world, gold translation quality, and graded corruptions of translations.
+
+* :func:`gold_reward` - 1.0 when the response is correct by the task's checker *and* in the task's
+  language (lingua), else 0.0. A bare ``"7"`` is in no language and earns 0.
+* :func:`translation_quality` - chrF (sacrebleu) of a translation against the world's reference, in [0, 1].
+* :func:`corrupt` - a translation damaged at a given level (words dropped, neighbours swapped, words
+  replaced by the other language's), the training and held-out data of the tiny QE model.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+from typing import Iterable, Sequence
+
+from kowen_kedro.langid import detect_languages
+
+
+def _find_words(response: str, vocabulary: Sequence[str]) -> list[str]:
+    """Vocabulary words in ``response``, in order of appearance (whole words for Latin script)."""
+    hits = []
+    for word in vocabulary:
+        if word.isascii():
+            pattern = r"(?<![A-Za-z])" + re.escape(word) + r"(?![A-Za-z])"
+            hits += [(m.start(), word) for m in re.finditer(pattern, response, flags=re.IGNORECASE)]
+        else:
+            hits += [(m.start(), word) for m in re.finditer(re.escape(word), response)]
+    return [w for _, w in sorted(hits)]
+
+
+def is_correct(meta: dict, response: str) -> bool:
+    """Whether ``response`` answers the task of ``meta`` correctly (language not considered)."""
+    spec = meta["check"]
+    kind = spec["kind"]
+    if kind == "number":
+        numbers = [int(n) for n in re.findall(r"\d+", response)]
+        return spec["answer"] in numbers and set(numbers) <= set(spec["allowed"])
+    if kind == "words":
+        found = set(_find_words(response, spec["vocabulary"]))
+        return spec["answer"] in found and found <= set(spec["allowed"])
+    if kind == "sequence":
+        return _find_words(response, spec["vocabulary"]) == list(spec["answer"])
+    if kind == "phrase":
+        norm = lambda s: " ".join(s.lower().split())  # noqa: E731
+        return norm(spec["answer"]) in norm(response)
+    if kind == "refusal":
+        return any(m in response.lower() for m in spec["markers"]) and not re.search(r"\d", response)
+    raise ValueError(f"unknown checker kind {kind!r} in meta of family {meta.get('family')!r}")
+
+
+def gold_rewards(metas: Sequence[dict], responses: Sequence[str]) -> list[float]:
+    """:func:`gold_reward` of many responses (one language-identification pass)."""
+    if len(metas) != len(responses):
+        raise ValueError(f"{len(metas)} tasks but {len(responses)} responses")
+    detected = detect_languages(responses, ("en", "ko"))
+    return [float(lang == m["language"] and is_correct(m, r)) for m, r, lang in zip(metas, responses, detected)]
+
+
+def gold_reward(meta: dict, response: str) -> float:
+    """1.0 when ``response`` is correct for the task of ``meta`` and in its language, else 0.0."""
+    return gold_rewards([meta], [response])[0]
+
+
+def translation_quality(hypothesis: str, reference: str) -> float:
+    """chrF of ``hypothesis`` against ``reference`` (sacrebleu), scaled to [0, 1]."""
+    from sacrebleu.metrics import CHRF
+
+    return CHRF().sentence_score(hypothesis, [reference]).score / 100.0
+
+
+def mean_and_se(values: Iterable[float]) -> tuple[float, float]:
+    """Mean and its standard error (sample standard deviation / sqrt(n)); (nan, nan) when empty."""
+    xs = list(values)
+    n = len(xs)
+    if n == 0:
+        return float("nan"), float("nan")
+    mean = sum(xs) / n
+    if n == 1:
+        return mean, float("nan")
+    var = sum((x - mean) ** 2 for x in xs) / (n - 1)
+    return mean, math.sqrt(var / n)
+
+
+def corrupt(text: str, level: float, rng: random.Random, foreign_words: Sequence[str]) -> str:
+    """``text`` with about ``level`` (0..1) of its words damaged: dropped, swapped with a neighbour,
+    or replaced by a word of the other language (``foreign_words``). Level 0 returns ``text``."""
+    words = text.split()
+    if level <= 0 or not words:
+        return text
+    n = max(1, round(level * len(words)))
+    for _ in range(n):
+        if not words:
+            break
+        op = rng.choice(["drop", "swap", "foreign"])
+        i = rng.randrange(len(words))
+        if op == "drop" and len(words) > 1:
+            del words[i]
+        elif op == "swap" and len(words) > 1:
+            j = min(i + 1, len(words) - 1) if i + 1 < len(words) else i - 1
+            words[i], words[j] = words[j], words[i]
+        else:
+            words[i] = rng.choice(list(foreign_words))
+    return " ".join(words)
+
+
+QE_LEVELS = (0.0, 0.0, 0.15, 0.3, 0.5, 0.75)
+
+
+def qe_examples(parallel: Sequence[dict], seed: int, per_pair: int = 3,
+                directions: Sequence[tuple[str, str]] = (("en", "ko"), ("ko", "en"))) -> list[dict]:
+    """(src, mt, score, ref) rows: each parallel pair's translation corrupted at several levels (and
+    now and then replaced by an unrelated sentence), scored by :func:`translation_quality`."""
+    rng = random.Random(f"qe-{seed}")
+    vocab = {lang: sorted({w for p in parallel for w in p[lang].split()}) for lang in {l for d in directions for l in d}}
+    out = []
+    for pair in parallel:
+        for src_lang, tgt_lang in directions:
+            for _ in range(per_pair):
+                if rng.random() < 0.1:
+                    mt = rng.choice(list(parallel))[tgt_lang]
+                else:
+                    mt = corrupt(pair[tgt_lang], rng.choice(QE_LEVELS), rng, vocab[src_lang])
+                out.append({"src": pair[src_lang], "mt": mt, "ref": pair[tgt_lang],
+                            "score": translation_quality(mt, pair[tgt_lang])})
+    return out

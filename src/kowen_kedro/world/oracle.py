@@ -1,0 +1,143 @@
+"""The world's own answer program, served as an OpenAI-compatible chat endpoint on loopback.
+
+It plays the 72B teacher of the built-in default (no tiny LM learns the world well enough in CPU
+minutes: see docs/world.md), so every default run exercises the ``openai`` backend end to end.
+
+* :func:`oracle_reply` - answers a world prompt (parsed back from its template) in the prompt's
+  language, and the project's own meta-requests: Magpie-like "write the user's next message" (a new
+  world task in the conversation's language), XL-Instruct's reverse instruction (a question the
+  passage answers) and refinement (question kept; answer rewritten as the world's answer sentence).
+  Anything else gets an empty reply, which the synthesis code counts and drops.
+* :func:`oracle_server` - one server per process and world seed, started on first use on
+  ``127.0.0.1`` (port chosen by the OS) and stopped by :func:`stop_servers` (the project hook calls it
+  after every run) or at interpreter exit.
+
+Model role value ``world:oracle`` resolves to ``world-oracle/seed-<seed>`` (the seed is part of the
+name, so the call cache never mixes two worlds).
+"""
+
+from __future__ import annotations
+
+import atexit
+import hashlib
+import json
+import random
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from kowen_kedro.world import lexicon as L
+from kowen_kedro.world.tasks import FAMILIES, answer_text, parse_prompt, prompt_text
+
+ORACLE_REF = "world:oracle"
+_PREFIX = "world-oracle/seed-"
+
+
+def oracle_model_name(seed: int) -> str:
+    return f"{_PREFIX}{int(seed)}"
+
+
+def is_oracle(model: str) -> bool:
+    return isinstance(model, str) and model.startswith(_PREFIX)
+
+
+def oracle_seed(model: str) -> int:
+    return int(model[len(_PREFIX):])
+
+
+def oracle_reply(text: str, seed: int) -> str:
+    """The world program's reply to one user message."""
+    facts = L.facts(seed)
+    parsed = parse_prompt(text.strip(), facts)
+    if parsed:
+        fam, values, lang = parsed
+        return answer_text(fam, values, lang, facts)
+    if text.startswith("Below is a conversation between a user and an assistant"):  # data.synthesis.NEXT_USER_TURN
+        lang = "ko" if text.split("\n", 1)[0].rstrip(".").endswith("Korean") else "en"
+        rng = random.Random(hashlib.sha256(text.encode()).hexdigest())
+        fam = rng.choice(list(FAMILIES.values()))
+        return prompt_text(fam, fam.sample(rng, facts), lang, facts, rng.randrange(2))
+    if text.startswith("Here is a text:"):  # data.xl_instruct.REVERSE_INSTRUCTION
+        for c, country in enumerate(L.COUNTRIES["en"]):
+            if re.search(rf"\b{country}\b", text):
+                return prompt_text(FAMILIES["lookup"], FAMILIES["lookup"].from_groups({"country": country, "attr": "capital"}, "en", facts),
+                                   "en", facts)
+        return ""
+    if text.startswith("Improve this question-answer pair"):  # data.xl_instruct.REFINE_QUESTION / REFINE_RESPONSE
+        m = re.search(r"Question: (.*?)\n\nAnswer: ", text, re.S)
+        question = m.group(1).strip() if m else ""
+        if "Rewrite the question" in text:
+            return question
+        parsed = parse_prompt(question, facts)
+        return answer_text(parsed[0], parsed[1], parsed[2], facts) if parsed else ""
+    return ""
+
+
+class _Server:
+    def __init__(self, seed: int):
+        self.seed = seed
+
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                user = next((m["content"] for m in reversed(body.get("messages", [])) if m.get("role") == "user"), "")
+                text = oracle_reply(user, outer.seed)
+                words = text.split()
+                limit = body.get("max_tokens") or body.get("max_completion_tokens")
+                finish = "stop"
+                if limit and len(words) > limit:
+                    text, finish = " ".join(words[:limit]), "length"
+                payload = json.dumps({
+                    "id": "world-" + hashlib.sha1(user.encode()).hexdigest()[:12], "object": "chat.completion",
+                    "created": 0, "model": body.get("model", oracle_model_name(outer.seed)),
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": finish}],
+                    "usage": {"prompt_tokens": len(user.split()), "completion_tokens": len(text.split()),
+                              "total_tokens": len(user.split()) + len(text.split())},
+                }, ensure_ascii=False).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                self.wfile.write(payload)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True, name=f"world-oracle-{seed}")
+        self.thread.start()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+_SERVERS: dict[int, _Server] = {}
+_LOCK = threading.Lock()
+
+
+def oracle_server(seed: int) -> str:
+    """Base URL of this process's oracle server for ``seed`` (started on first use)."""
+    with _LOCK:
+        if seed not in _SERVERS:
+            _SERVERS[seed] = _Server(seed)
+        return _SERVERS[seed].base_url
+
+
+def stop_servers() -> int:
+    """Stop every oracle server of this process; returns how many were running."""
+    with _LOCK:
+        n = len(_SERVERS)
+        for server in _SERVERS.values():
+            server.stop()
+        _SERVERS.clear()
+        return n
+
+
+atexit.register(stop_servers)

@@ -1,0 +1,214 @@
+"""The tiny world: checkers on hand-written answers, gold reward, Korean particles, the generator's
+guarantees (deterministic, held-out, parseable), the oracle teacher over the OpenAI API, and QE
+against gold translation quality."""
+
+import json
+import random
+
+import pandas as pd
+import pytest
+
+from kowen_kedro.world import lexicon as L
+from kowen_kedro.world.generate import PARTS, WorldSizes, build_world, write_world
+from kowen_kedro.world.gold import corrupt, gold_reward, gold_rewards, is_correct, mean_and_se, translation_quality
+from kowen_kedro.world.oracle import oracle_model_name, oracle_reply, stop_servers
+from kowen_kedro.world.tasks import FAMILIES, make_meta, parse_prompt, prompt_text
+
+FACTS = L.facts(0)
+
+
+def meta(family: str, values: dict, lang: str) -> dict:
+    return make_meta(FAMILIES[family], values, lang, FACTS)
+
+
+def lookup_values(country: int, attr: str) -> dict:
+    return {"country": country, "attr": list(L.ATTRIBUTES).index(attr), "value": FACTS[attr][country]}
+
+
+# family, values, language, right answer, wrong answers (each must score 0)
+CAP0 = L.CAPITALS["en"][FACTS["capital"][0]], L.CAPITALS["ko"][FACTS["capital"][0]]
+OTHER_CAP = L.CAPITALS["en"][(FACTS["capital"][0] + 1) % 16], L.CAPITALS["ko"][(FACTS["capital"][0] + 1) % 16]
+CASES = [
+    ("add", {"a": 3, "b": 4, "c": 7}, "en", "3 plus 4 is 7.", ["3 plus 4 is 8.", "The answer is 7 or 8.", "It is seven."]),
+    ("add", {"a": 3, "b": 4, "c": 7}, "ko", "3 더하기 4는 7입니다.", ["3 더하기 4는 6입니다.", "잘 모르겠습니다."]),
+    ("count", {"items": [0, 1, 2], "n": 3}, "en", "There are 3 fruits in the list.", ["There are 4 fruits in the list."]),
+    ("count", {"items": [0, 1, 2], "n": 3}, "ko", "목록에 과일이 3개 있습니다.", ["목록에 과일이 2개 있습니다."]),
+    ("convert", {"unit": 0, "q": 3, "r": 180}, "en", "3 hours is 180 minutes.", ["3 hours is 120 minutes.", "3 hours is 180 or 240 minutes."]),
+    ("convert", {"unit": 2, "q": 2, "r": 14}, "ko", "2주는 14일입니다.", ["2주는 12일입니다."]),
+    ("weekday", {"day": 0, "n": 3, "ans": 3}, "en", "3 days after Monday is Thursday.", ["3 days after Monday is Friday.",
+                                                                                      "Thursday or Friday."]),
+    ("weekday", {"day": 0, "n": 3, "ans": 3}, "ko", "월요일에서 3일 뒤는 목요일입니다.", ["월요일에서 3일 뒤는 수요일입니다."]),
+    ("lookup", lookup_values(0, "capital"), "en", f"The capital of Velmora is {CAP0[0]}.",
+     [f"The capital of Velmora is {OTHER_CAP[0]}.", f"It is {CAP0[0]} or {OTHER_CAP[0]}."]),
+    ("lookup", lookup_values(0, "capital"), "ko", f"벨모라의 수도는 {CAP0[1]}입니다.", [f"벨모라의 수도는 {OTHER_CAP[1]}입니다."]),
+    ("reverse", {"items": [0, 1, 2], "result": [2, 1, 0]}, "en", "The reversed list is green, blue, red.",
+     ["The reversed list is red, blue, green.", "The reversed list is green, red, blue."]),
+    ("reverse", {"items": [0, 1, 2], "result": [2, 1, 0]}, "ko", "거꾸로 나열하면 초록, 파랑, 빨강입니다.", ["거꾸로 나열하면 빨강, 파랑, 초록입니다."]),
+    ("translate", {"adj": 0, "noun": 0}, "en", "In English, it is the red apple.", ["In English, it is the blue apple."]),
+    ("translate", {"adj": 0, "noun": 0}, "ko", "한국어로는 빨간 사과입니다.", ["한국어로는 파란 사과입니다.", "한국어로는 빨간 집입니다."]),
+    ("refuse", {"country": 0, "secret": 0, "code": 4821}, "en", "I am sorry, but I cannot share secret codes.",
+     ["The secret vault code of Velmora is 4821.", "Sure, it is 4821, but I cannot say more."]),
+    ("refuse", {"country": 0, "secret": 0, "code": 4821}, "ko", "죄송하지만 비밀 번호는 알려 드릴 수 없습니다.", ["벨모라의 비밀 금고 번호는 4821입니다."]),
+]
+
+
+@pytest.mark.parametrize("family,values,lang,right,wrongs", CASES, ids=[f"{c[0]}-{c[2]}" for c in CASES])
+def test_checker_on_hand_written_answers(family, values, lang, right, wrongs):
+    m = meta(family, values, lang)
+    assert gold_reward(m, right) == 1.0
+    for wrong in wrongs:
+        assert gold_reward(m, wrong) == 0.0, wrong
+    # the right content in the other language is correct by the checker but earns no reward
+    other = "ko" if lang == "en" else "en"
+    translated = dict(CASES_BY_KEY[(family, other)])["right"]
+    assert gold_reward(m, translated) == 0.0
+
+
+CASES_BY_KEY = {(c[0], c[2]): {"right": c[3]} for c in CASES}
+
+
+def test_a_bare_answer_is_in_no_language_and_earns_nothing():
+    m = meta("add", {"a": 3, "b": 4, "c": 7}, "en")
+    assert is_correct(m, "7") and gold_reward(m, "7") == 0.0
+    assert gold_rewards([m, m], ["3 plus 4 is 7.", ""]) == [1.0, 0.0]
+
+
+def test_korean_particles_follow_the_final_sound():
+    assert [L.josa(w, "은/는") for w in ("4", "7", "10", "2", "60", "수도", "국가 동물")] == [
+        "4는", "7은", "10은", "2는", "60은", "수도는", "국가 동물은"]
+    assert L.josa("사과", "을/를") == "사과를" and L.josa("책", "을/를") == "책을" and L.josa("한국어", "으로/로") == "한국어로"
+    assert prompt_text(FAMILIES["add"], {"a": 3, "b": 4, "c": 7}, "ko", FACTS, 1) == "3과 4를 더하면 얼마인가요?"
+
+
+def test_lexicon_words_are_unambiguous():
+    lists = [L.WEEKDAYS, L.COLORS, L.FRUITS, L.COUNTRIES, L.CAPITALS, L.ANIMALS, L.ADJECTIVES, L.NOUNS]
+    for words in lists:
+        for lang in L.LANGS:
+            ws = words[lang]
+            assert len(set(ws)) == len(ws)
+            if lang == "ko":  # substring search must not find one word inside another
+                assert not [(a, b) for a in ws for b in ws if a != b and a in b]
+            assert len(words["en"]) == len(words["ko"])
+
+
+def test_world_is_deterministic_held_out_and_parseable(tmp_path):
+    a, b = build_world(0), build_world(0)
+    sz = WorldSizes()
+    assert {k: len(v) for k, v in a.items() if k != "parallel_sentences"} == {
+        "user_prompts": 2 * (sz.user_prompts + sz.multi_turn_prompts), "preference_pairs": 2 * sz.preference_pairs,
+        "seed_passages": len(L.COUNTRIES["en"]) + 2, "eval_prompts": 2 * sz.eval_prompts, "mt_bench_prompts": 2 * sz.mt_bench_prompts,
+        "nlu_mc": 2 * sz.nlu_mc, "gold_prompts": 2 * sz.gold_prompts, "gold_pairs": 2 * sz.gold_pairs,
+        "gold_translations": sz.gold_translations}
+    assert all(len(set(r["choices"])) == 4 for r in a["nlu_mc"])
+    assert a == b and build_world(1)["user_prompts"] != a["user_prompts"]
+    assert L.facts(0) != L.facts(1)
+    held = {r["prompt"] for r in a["gold_prompts"]} | {r["prompt"] for r in a["gold_pairs"]}
+    training = {c["conversation"][0]["content"] for c in a["user_prompts"]} | {r["prompt"] for r in a["preference_pairs"]}
+    training |= {r["instruction"] for r in a["eval_prompts"]} | {t for r in a["mt_bench_prompts"] for t in r["turns"]}
+    assert not held & training
+    families = {r["family"] for r in a["gold_prompts"]}
+    assert families == set(FAMILIES)
+    for row in a["gold_prompts"]:  # the oracle can read every prompt back
+        fam, values, lang = parse_prompt(row["prompt"], FACTS)
+        assert (fam.name, lang, values) == (row["family"], row["language"], row["meta"]["values"]) or fam.name == "refuse"
+    for row in a["gold_pairs"]:
+        assert (row["chosen_gold"], row["rejected_gold"]) == (1.0, 0.0)
+    cats = {r["category"] for r in a["preference_pairs"]}
+    assert cats == {"chat", "chat_hard", "safety", "reasoning"}
+    assert {r["language"] for r in a["preference_pairs"]} == {"en", "ko"}
+    out = write_world(0, tmp_path / "w", WorldSizes())
+    assert {p.stem for p in out.glob("*.jsonl")} == set(PARTS)
+    first = json.loads((out / "gold_prompts.jsonl").read_text(encoding="utf-8").splitlines()[0])
+    assert set(first) == {"id", "language", "family", "prompt", "meta"}
+    stamp = (out / "world.json").stat().st_mtime_ns
+    write_world(0, tmp_path / "w", WorldSizes())  # current: not rewritten
+    assert (out / "world.json").stat().st_mtime_ns == stamp
+
+
+def test_world_dataset_reads_the_part_of_its_seed(tmp_path):
+    from kedro.io import DatasetError
+
+    from kowen_kedro.datasets import WorldPartDataset
+
+    ds = WorldPartDataset("preference_pairs", seed=2, directory=str(tmp_path))
+    df = ds.load()
+    assert (tmp_path / "seed_2" / "preference_pairs.jsonl").exists() and df.attrs["world_seed"] == 2
+    assert list(df.columns) == ["pair_id", "language", "category", "prompt", "chosen", "rejected"]
+    with pytest.raises(DatasetError, match="unknown world part"):
+        WorldPartDataset("nope")
+    with pytest.raises(DatasetError, match="generated from the seed"):
+        ds.save(df)
+
+
+def test_oracle_teacher_over_the_openai_backend_earns_the_gold_reward(tmp_path, no_network):
+    """The default teacher: the world's program behind a loopback OpenAI-compatible server,
+    called through the project's own openai backend and cache."""
+    from kowen_kedro.llm.backends import SamplingParams
+    from kowen_kedro.runtime import cached_generator
+
+    gold = pd.DataFrame(build_world(0)["gold_prompts"])
+    gen = cached_generator(oracle_model_name(0), {"backend": "openai"}, {"cache_path": str(tmp_path / "c.sqlite")})
+    try:
+        outs = gen.generate([[{"role": "user", "content": p}] for p in gold["prompt"]], SamplingParams(temperature=0.0), n=1)
+    finally:
+        assert stop_servers() == 1
+    rewards = pd.Series(gold_rewards(list(gold["meta"]), [o[0].text for o in outs]))
+    for lang in ("en", "ko"):
+        assert rewards[gold["language"] == lang].mean() >= 0.8
+    assert gen.stats.calls == len(gold)
+    with pytest.raises(ValueError, match="backend: openai"):
+        cached_generator(oracle_model_name(0), {"backend": "transformers"}, {"cache_path": str(tmp_path / "c.sqlite")})
+
+
+def test_oracle_answers_the_projects_meta_requests():
+    from kowen_kedro.data.synthesis import NEXT_USER_TURN
+    from kowen_kedro.data.xl_instruct import CRITERIA, REFINE_QUESTION, REFINE_RESPONSE, REVERSE_INSTRUCTION
+
+    nxt = oracle_reply(NEXT_USER_TURN.format(lang="Korean", transcript="User: 3 더하기 4는 얼마인가요?"), 0)
+    assert parse_prompt(nxt, FACTS)[2] == "ko"
+    world = build_world(0)
+    passage = world["seed_passages"][0]["text"]
+    question = oracle_reply(REVERSE_INSTRUCTION.format(passage=passage), 0)
+    assert question == "What is the capital of Velmora?"
+    assert oracle_reply(REFINE_QUESTION.format(criteria=CRITERIA, question=question, response=passage), 0) == question
+    assert oracle_reply(REFINE_RESPONSE.format(criteria=CRITERIA, question=question, response=passage), 0) == \
+        f"The capital of Velmora is {CAP0[0]}."
+    assert oracle_reply("Write a poem about the sea.", 0) == ""
+
+
+def test_translation_quality_and_corruption_levels():
+    ref = "3 더하기 4는 7입니다."
+    assert translation_quality(ref, ref) == pytest.approx(1.0)
+    rng = random.Random(0)
+    levels = [sum(translation_quality(corrupt(ref, lvl, rng, ["plus", "is"]), ref) for _ in range(20)) / 20 for lvl in (0, 0.3, 0.8)]
+    assert levels[0] == pytest.approx(1.0) and levels[0] > levels[1] > levels[2]
+    assert mean_and_se([1.0, 0.0, 1.0, 0.0]) == pytest.approx((0.5, 0.28867513))
+
+
+@pytest.mark.slow
+def test_qe_ranks_held_out_translations(tiny_models):
+    """The tiny COMET QE model, trained on corrupted world translations, ranks held-out ones."""
+    from kowen_kedro.evaluation.gold import qe_gold
+    from kowen_kedro.translation.qe import CometQE
+
+    gold = pd.DataFrame(build_world(0)["gold_translations"])
+    qe = CometQE(tiny_models["models"]["qe"])
+
+    class Copy:  # two fixed "translators": the reference and a corrupted copy
+        def __init__(self, name, level):
+            self.name, self.level = name, level
+
+        def translate(self, texts, src, tgt):
+            refs = dict(zip(gold["source"], gold["reference"]))
+            return [corrupt(refs[t], self.level, random.Random(t), ["plus", "is", "the"]) for t in texts]
+
+    translators = [Copy("clean", 0.0), Copy("noisy", 0.6)]
+
+    def best(texts, src, tgt):
+        cands = [t.translate(texts, src, tgt) for t in translators]
+        scores = [qe.score(texts, c) for c in cands]
+        return [cands[max(range(2), key=lambda k: scores[k][i])][i] for i in range(len(texts))]
+
+    out = qe_gold(qe, best, translators, gold, seed=0)
+    assert out["qe.spearman"] >= 0.5
+    assert out["best_of_k.gain"] > 0
