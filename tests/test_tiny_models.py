@@ -21,7 +21,7 @@ def test_hub_ids_fail_fast_offline(no_network):
         AutoTokenizer.from_pretrained("Qwen/Qwen2.5-0.5B-Instruct")
 
 
-def test_manifest_and_rebuild_is_skipped(tiny_models, raw_data):
+def test_manifest_and_rebuild_is_skipped(tiny_models, world):
     from kowen_kedro.pipelines.models.nodes import build_tiny_models_node
 
     models = tiny_models["models"]
@@ -31,8 +31,8 @@ def test_manifest_and_rebuild_is_skipped(tiny_models, raw_data):
     out_dir = str(Path(models["base"]).parent)
     stamp = Path(models["teacher"], "model.safetensors").stat().st_mtime_ns
     again = build_tiny_models_node(
-        raw_data["user_prompts"], raw_data["preference_pairs"], raw_data["seed_passages"],
-        {"out_dir": out_dir, "pretrain_steps": 60, "teacher_steps": 60},
+        world["user_prompts"], world["preference_pairs"], world["seed_passages"],
+        {"out_dir": out_dir, "pretrain_steps": 60, "teacher_steps": 60}, None, world["parallel_sentences"],
     )
     assert again == tiny_models
     assert Path(models["teacher"], "model.safetensors").stat().st_mtime_ns == stamp

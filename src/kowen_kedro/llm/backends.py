@@ -99,15 +99,18 @@ class TransformersBackend:
             batch = requests[start : start + self.batch_size]
             texts = [self._tok.apply_chat_template(m, tokenize=False, add_generation_prompt=True) for m in batch]
             enc = self._tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
-            torch.manual_seed(params.seed * 1_000_003 + sample_index * 7919 + start)
-            do_sample = params.temperature > 0
+            processors = None
+            if params.temperature > 0:  # sampling as Gumbel-max over warped logits, one noise stream per request
+                processors = _seeded_sampling(params, [sample_seed(m, params, sample_index) for m in batch], enc["input_ids"].shape[1])
             with torch.no_grad():
                 gen = self._lm.generate(
                     **enc,
                     max_new_tokens=params.max_new_tokens,
-                    do_sample=do_sample,
-                    temperature=params.temperature if do_sample else None,
-                    top_p=params.top_p if do_sample else None,
+                    do_sample=False,
+                    temperature=None,
+                    top_p=None,
+                    top_k=None,
+                    logits_processor=processors,
                     pad_token_id=self._tok.pad_token_id,
                 )
             new = gen[:, enc["input_ids"].shape[1] :]
@@ -124,6 +127,39 @@ class TransformersBackend:
                     )
                 )
         return out
+
+
+def sample_seed(messages: Messages, params: SamplingParams, sample_index: int) -> int:
+    """The seed of one sample: a function of what its cache key holds (request, settings, sample index)
+    only, so a resumed run, another batch size or another batch order samples the same text."""
+    import hashlib
+    import json
+
+    payload = json.dumps({"m": messages, "p": asdict(params), "s": sample_index}, sort_keys=True, ensure_ascii=False)
+    return int.from_bytes(hashlib.sha256(payload.encode()).digest()[:8], "little") & ((1 << 63) - 1)
+
+
+def _seeded_sampling(params: SamplingParams, seeds: list[int], prompt_len: int):
+    """Temperature + top-p warping, then Gumbel noise drawn from a generator seeded by (request seed,
+    step): argmax of the result is a sample of the warped distribution that does not depend on the
+    other rows of the batch. Generation runs greedy over these scores."""
+    import torch
+    from transformers import LogitsProcessor, LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
+
+    class GumbelNoise(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            step = input_ids.shape[1] - prompt_len
+            noise = torch.empty_like(scores, dtype=torch.float32)
+            for row, seed in enumerate(seeds):
+                g = torch.Generator().manual_seed((seed + 1_000_003 * step) % (1 << 63))
+                u = torch.rand(scores.shape[1], generator=g).clamp_(1e-10, 1 - 1e-10)
+                noise[row] = -torch.log(-torch.log(u))
+            return scores.float() + noise.to(scores.device)
+
+    warpers = [TemperatureLogitsWarper(params.temperature)]
+    if params.top_p < 1.0:
+        warpers.append(TopPLogitsWarper(params.top_p))
+    return LogitsProcessorList([*warpers, GumbelNoise()])
 
 
 class GenerationError(RuntimeError):

@@ -4,8 +4,9 @@ What is built (all loadable with the ordinary ``from_pretrained(path)`` code the
 
 * ``tokenizer`` - byte-level BPE trained on the shipped Korean + English text, ChatML chat template
   (Qwen2.5's format) with ``{% generation %}`` markers so TRL can mask non-assistant tokens.
-* ``base`` - a tiny Qwen2-architecture causal LM, briefly pre-trained on the shipped text. It plays the
-  *student* (a base model, like Qwen2.5-7B in Kowen).
+* ``base`` - a tiny Qwen2-architecture causal LM, briefly pre-trained on plain text (prompts, answers
+  and passages as separate documents, no chat format). It plays the *student* (a base model, like
+  Qwen2.5-7B in Kowen).
 * ``teacher`` - ``base`` further tuned on the shipped chat examples, so it answers in chat format.
 * ``reward_model`` - ``Qwen2ForSequenceClassification`` on the ``base`` body with a fresh score head
   initialised N(0, 1/sqrt(d_model + 1)) (the RM-transfer paper's initialisation).
@@ -75,7 +76,7 @@ class TinyConfig:
 
 def build_key(config: TinyConfig, texts: list[str], chats: list[list[dict]], parallel: list[dict] | None = None) -> str:
     """Hash of everything that determines the built models."""
-    payload = json.dumps({"config": asdict(config), "texts": texts, "chats": chats, "parallel": parallel, "v": 5}, sort_keys=True)
+    payload = json.dumps({"config": asdict(config), "texts": texts, "chats": chats, "parallel": parallel, "v": 6}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -120,7 +121,7 @@ def build_tiny_models(
     tokenizer = train_chat_tokenizer(texts, config.vocab_size, tok_dir)
     base = build_causal_lm(tokenizer, config)
     chat_texts = [tokenizer.apply_chat_template(c, tokenize=False) for c in chats]
-    _train_lm(base, tokenizer, texts + chat_texts, config.pretrain_steps, config)
+    _train_lm(base, tokenizer, texts, config.pretrain_steps, config)  # plain text only: a base model, not a chat model
     base_dir = _save_lm(base, tokenizer, out / "base")
     _train_lm(base, tokenizer, chat_texts, config.teacher_steps, config)
     teacher_dir = _save_lm(base, tokenizer, out / "teacher")

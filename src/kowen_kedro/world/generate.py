@@ -176,8 +176,9 @@ def build_world(seed: int, sizes: WorldSizes | None = None) -> dict[str, list[di
     for _ in range(4 * sizes.user_prompts):
         fam = prng.choice(list(FAMILIES.values()))
         values, variant = fam.sample(prng, facts), prng.randrange(2)
-        for fn in (lambda l: prompt_text(fam, values, l, facts, variant), lambda l: answer_text(fam, values, l, facts)):
-            pair = {"en": fn("en"), "ko": fn("ko")}
+        prompts = {lang: prompt_text(fam, values, lang, facts, variant) for lang in L.LANGS}
+        answers = {lang: answer_text(fam, values, lang, facts) for lang in L.LANGS}
+        for pair in (prompts, answers):
             if pair["en"] not in seen and pair["en"] not in s.heldout and pair["ko"] not in s.heldout:
                 seen.add(pair["en"])
                 out["parallel_sentences"].append(pair)

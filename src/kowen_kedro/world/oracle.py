@@ -58,7 +58,7 @@ def oracle_reply(text: str, seed: int) -> str:
         fam = rng.choice(list(FAMILIES.values()))
         return prompt_text(fam, fam.sample(rng, facts), lang, facts, rng.randrange(2))
     if text.startswith("Here is a text:"):  # data.xl_instruct.REVERSE_INSTRUCTION
-        for c, country in enumerate(L.COUNTRIES["en"]):
+        for country in L.COUNTRIES["en"]:
             if re.search(rf"\b{country}\b", text):
                 return prompt_text(FAMILIES["lookup"], FAMILIES["lookup"].from_groups({"country": country, "attr": "capital"}, "en", facts),
                                    "en", facts)

@@ -59,14 +59,10 @@ def gold_rm_node(reward_model: str, gold_pairs: pd.DataFrame, scoring: dict) -> 
 
 def gold_qe_node(registry: dict, gold_translations: pd.DataFrame, params: dict, llm: dict, tiny_world: dict) -> dict:
     """QE's Spearman with gold translation quality, and the best-of-k gain, with the run's translators and QE."""
-    from kowen_kedro.pipelines.translation_qe.nodes import _Tools
-    from kowen_kedro.translation.best_of_k import translate_best_of_k
+    from kowen_kedro.translation.tools import TranslationTools
 
-    with _Tools(registry, params, llm) as tools:
-        def best(texts, src, tgt):
-            return [r.text for r in translate_best_of_k(texts, tools.translators, tools.qe, src, tgt, tools.max_sentence_chars, tools.splitter)]
-
-        return qe_gold(tools.qe, best, tools.translators, gold_translations, seed=int(tiny_world["seed"]))
+    with TranslationTools(registry, params, llm) as tools:
+        return qe_gold(tools.qe, tools.best_of_k, tools.translators, gold_translations, seed=int(tiny_world["seed"]))
 
 
 def gold_judge_node(registry: dict, gold_pairs: pd.DataFrame, params: dict, llm: dict) -> dict:

@@ -7,73 +7,14 @@ from typing import Any
 
 import pandas as pd
 
-from kowen_kedro.runtime import as_mlflow_metrics, cached_generator, call_cache, registry_model
-from kowen_kedro.translation.datasets import clo_rows, keep_best, translate_columns, xl_instruct_rows
-from kowen_kedro.translation.qe import CometQE
-from kowen_kedro.translation.segment import sat_splitter, split_sentences
-from kowen_kedro.translation.seq2seq import Seq2SeqTranslator
-from kowen_kedro.translation.translators import LLMTranslator, language_name
-
-
-def make_translators(configs: list[dict], registry: dict, llm: dict) -> list:
-    """Translators from ``[{type: seq2seq|llm, model_role, ...options}]``; names ``<type>:<role>``."""
-    out = []
-    for cfg in configs:
-        cfg = dict(cfg)
-        kind, role = cfg.pop("type"), cfg.pop("model_role")
-        model = registry_model(registry, role)
-        if kind == "seq2seq":
-            out.append(Seq2SeqTranslator(model, cache=call_cache(llm), name=f"seq2seq:{role}", **cfg))
-        elif kind == "llm":
-            backend = cfg.pop("backend", {"backend": "transformers"})
-            out.append(LLMTranslator(cached_generator(model, backend, llm), name=f"llm:{role}", **cfg))
-        else:
-            raise ValueError(f"unknown translator type {kind!r}: expected 'seq2seq' or 'llm'")
-    return out
-
-
-def _tools(registry: dict, params: dict, llm: dict):
-    translators = make_translators(params["translators"], registry, llm)
-    qe_cfg = params["qe"]
-    qe = CometQE(registry_model(registry, "qe"), batch_size=int(qe_cfg["batch_size"]), gpus=int(qe_cfg["gpus"]),
-                 progress=bool(qe_cfg.get("progress", False)), cache=call_cache(llm))
-    return translators, qe
-
-
-def make_splitter(cfg: dict | None):
-    """``{type: rule}`` (default, offline) or ``{type: sat, model: sat-3l-sm}`` (wtpsplit)."""
-    cfg = dict(cfg or {"type": "rule"})
-    kind = cfg.pop("type", "rule")
-    if kind == "rule":
-        return split_sentences
-    if kind == "sat":
-        return sat_splitter(**cfg)
-    raise ValueError(f"unknown splitter type {kind!r}: expected 'rule' or 'sat'")
-
-
-class _Tools:
-    """Translators, QE and splitter of one node, loaded once and closed at the end (``with``)."""
-
-    def __init__(self, registry: dict, params: dict, llm: dict):
-        self.translators, self.qe = _tools(registry, params, llm)
-        self.splitter = make_splitter(params.get("splitter"))
-        self.max_sentence_chars = int(params["max_sentence_chars"])
-
-    def run(self, df: pd.DataFrame, columns: list[str], src: str, tgt: str) -> pd.DataFrame:
-        return translate_columns(df, columns, self.translators, self.qe, src, tgt, self.max_sentence_chars, self.splitter)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        for t in self.translators:  # end worker-process backends (frees their GPU memory)
-            close = getattr(getattr(t, "generator", None), "close", None)
-            if close:
-                close()
+from kowen_kedro.runtime import as_mlflow_metrics
+from kowen_kedro.translation.datasets import clo_rows, keep_best, xl_instruct_rows
+from kowen_kedro.translation.tools import TranslationTools
+from kowen_kedro.translation.translators import language_name
 
 
 def _run(df: pd.DataFrame, columns: list[str], registry: dict, params: dict, llm: dict, src: str, tgt: str) -> pd.DataFrame:
-    with _Tools(registry, params, llm) as tools:
+    with TranslationTools(registry, params, llm) as tools:
         return tools.run(df, columns, src, tgt)
 
 
@@ -112,7 +53,7 @@ def translate_preferences_node(pairs: pd.DataFrame, registry: dict, params: dict
     _check_languages(src, *cfg["languages"])
     pool = pairs[pairs["language"] == src].head(int(cfg["max_pairs"])).reset_index(drop=True)
     parts, metrics = [], {}
-    with _Tools(registry, params, llm) as tools:  # models loaded once for all target languages
+    with TranslationTools(registry, params, llm) as tools:  # models loaded once for all target languages
         outputs = {tgt: tools.run(pool, ["prompt", "chosen", "rejected"], src, tgt) for tgt in cfg["languages"]}
     for tgt, out in outputs.items():
         kept, report = keep_best(out, float(cfg["drop_bottom_fraction"]))
