@@ -64,6 +64,10 @@ def test_kowen_7b_recipe_resolves_to_paper_settings(project):
     assert params["models"]["teacher"] == "Qwen/Qwen2.5-72B-Instruct" and params["models"]["student"] == "Qwen/Qwen2.5-7B"
     assert params["data_synthesis"]["mixture"]["sizes"] == {"ko_single_turn": 400000, "en_single_turn": 300000, "ko_multi_turn": 400000}
     assert params["data_synthesis"]["teacher"]["backend"]["backend"] == "vllm"
+    from kowen_kedro.llm.backends import make_backend  # base's teacher block leaves no openai-only option behind
+
+    teacher = make_backend(params["data_synthesis"]["teacher"]["backend"], "Qwen/Qwen2.5-72B-Instruct")
+    assert (teacher.inner, teacher.options) == ("vllm", {"tensor_parallel_size": 4, "gpu_memory_utilization": 0.9})
     assert params["sft"]["trainer_args"]["learning_rate"] == 1e-5 and params["sft"]["global_batch_size"] == 128
     betas = [params[f"dpo_iter_{i}"]["dpo"]["trainer_args"]["beta"] for i in (1, 2, 3)]
     assert betas == [0.1, 1.0, 1.0] and params["dpo_iter_1"]["dpo"]["trainer_args"]["learning_rate"] == 5e-7
@@ -167,3 +171,18 @@ def test_the_raw_alpacaeval_file_or_hf_dataset_passes_every_node_that_reads_it(t
     with pytest.raises(DataValidationError) as err:
         validate_raw_inputs_node(*good.values(), Dataset.from_list([{"instruction": "ok"}, {"instruction": " "}]))
     assert (err.value.line, err.value.field) == (2, "instruction") and "HF dataset" in str(err.value)
+
+
+def test_the_world_seed_reaches_catalog_and_parameters_and_samples_env_reads_the_shipped_files(project):
+    """`--params tiny_world.seed=3` makes the raw inputs, the gold set and the oracle use world 3;
+    `--env samples` trains on the hand-written samples (the gold set stays the world's)."""
+    with KedroSession.create(project_path=ROOT, runtime_params={"tiny_world": {"seed": 3}}) as session:
+        context = session.load_context()
+        assert context.params["tiny_world"]["seed"] == 3
+        for name in ("user_prompts_raw", "gold_prompts", "parallel_sentences_raw"):
+            assert "seed_3" in str(context.catalog.get(name)._filepath), name
+        assert context.params["models"]["teacher"] == "world:oracle"
+    with KedroSession.create(project_path=ROOT, env="samples") as session:
+        catalog = session.load_context().catalog
+        assert str(catalog.get("user_prompts_raw")._filepath).endswith("/data/01_raw/user_prompts.jsonl")
+        assert type(catalog.get("gold_prompts")).__name__ == "WorldPartDataset"
