@@ -22,13 +22,15 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 
 def tiny_models() -> dict:
-    from conftest import RAW, read_jsonl  # the test fixtures' loaders, no pytest needed
-
+    """The default run's tiny models (built from the tiny world of seed 0 if missing, as `kedro run` does)."""
+    from kowen_kedro.datasets import WorldPartDataset
     from kowen_kedro.pipelines.models.nodes import build_tiny_models_node
 
-    raw = {n: read_jsonl(RAW / f"{n}.jsonl") for n in ("user_prompts", "preference_pairs", "seed_passages")}
+    raw = {n: WorldPartDataset(n, seed=0, directory=str(ROOT / "data/01_raw/world")).load()
+           for n in ("user_prompts", "preference_pairs", "seed_passages", "parallel_sentences")}
     manifest = build_tiny_models_node(
-        raw["user_prompts"], raw["preference_pairs"], raw["seed_passages"], {"out_dir": str(ROOT / "data/06_models/tiny")}
+        raw["user_prompts"], raw["preference_pairs"], raw["seed_passages"], {"out_dir": str(ROOT / "data/06_models/tiny")},
+        None, raw["parallel_sentences"],
     )
     return manifest["models"]
 
