@@ -25,7 +25,7 @@ from kowen_kedro.world import lexicon as L
 from kowen_kedro.world.gold import gold_reward
 from kowen_kedro.world.tasks import FAMILIES, Family, answer_text, make_meta, prompt_text
 
-VERSION = 2
+VERSION = 3
 STAMP = "world.json"
 MT_BENCH_CATEGORY = {"add": "math", "convert": "math", "count": "reasoning", "weekday": "reasoning",
                      "lookup": "humanities", "reverse": "extraction", "translate": "writing", "refuse": "roleplay"}
@@ -37,7 +37,7 @@ PARTS = ("user_prompts", "preference_pairs", "seed_passages", "eval_prompts", "m
 class WorldSizes:
     """Rows per language of each part (``params:tiny_world.sizes``)."""
 
-    user_prompts: int = 200
+    user_prompts: int = 400
     multi_turn_prompts: int = 8
     preference_pairs: int = 160
     eval_prompts: int = 24
@@ -46,6 +46,7 @@ class WorldSizes:
     gold_prompts: int = 120
     gold_pairs: int = 80
     gold_translations: int = 60
+    parallel_tasks: int = 800     # tasks whose prompt and answer become En/Ko parallel sentences (MT, QE)
     pair_kinds: dict = field(default_factory=lambda: {"wrong": 0.5, "near": 0.3, "wrong_language": 0.2})
 
 
@@ -173,7 +174,7 @@ def build_world(seed: int, sizes: WorldSizes | None = None) -> dict[str, list[di
     # plus the translated phrases and single words of the lexicon
     seen = set()
     prng = random.Random(f"parallel-{seed}")
-    for _ in range(4 * sizes.user_prompts):
+    for _ in range(sizes.parallel_tasks):
         fam = prng.choice(list(FAMILIES.values()))
         values, variant = fam.sample(prng, facts), prng.randrange(2)
         prompts = {lang: prompt_text(fam, values, lang, facts, variant) for lang in L.LANGS}
