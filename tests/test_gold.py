@@ -85,3 +85,41 @@ def test_effects_table_applies_each_criterion_at_its_boundary():
     assert not t.loc["best-of-k QE selection raises translation quality", "held"]
     missing = effects_table({"sft.en": 0.5}, ["en"], "ko").set_index("claim")
     assert not missing.loc["SFT learns the teacher's skill (sft - base)", "held"]  # no base: not held
+
+
+def test_ablation_swap_pairs_reverses_training_pairs_only():
+    from kowen_kedro.pipelines.reward_model.nodes import split_preferences_node
+
+    pairs = pd.DataFrame([{"pair_id": f"p{i}", "language": lang, "category": "chat", "prompt": f"q{i}",
+                           "chosen": f"good{i}", "rejected": f"bad{i}"} for i in range(10) for lang in ("en", "ko")])
+    plain_train, plain_eval, _ = split_preferences_node(pairs, {"eval_fraction": 0.2, "seed": 0})
+    train, evaluation, metrics = split_preferences_node(pairs, {"eval_fraction": 0.2, "seed": 0, "ablation_swap_pairs": True})
+    assert list(train["chosen"]) == list(plain_train["rejected"]) and list(train["rejected"]) == list(plain_train["chosen"])
+    assert evaluation.equals(plain_eval)  # the evaluation pairs keep the truth
+    assert metrics["swapped"]["value"] == len(train) > 0
+
+
+def test_ablation_shuffled_qe_permutes_the_scores_of_each_call():
+    from kowen_kedro.translation.qe import ShuffledQE
+
+    class Fixed:
+        def score(self, sources, translations):
+            return [float(i) for i in range(len(sources))]
+
+    qe = ShuffledQE(Fixed(), seed=0)
+    out = qe.score(["s"] * 20, ["t"] * 20)
+    assert sorted(out) == [float(i) for i in range(20)] and out != sorted(out)  # a permutation, not the identity
+    assert qe.score(["s"] * 20, ["t"] * 20) == out  # deterministic
+
+
+def test_the_qe_ablation_parameter_wraps_the_runs_qe(tmp_path):
+    from kowen_kedro.translation.qe import CometQE, ShuffledQE
+    from kowen_kedro.translation.tools import make_tools
+
+    params = {"translators": [{"type": "seq2seq", "model_role": "mt"}], "qe": {"batch_size": 1, "gpus": 0}}
+    llm = {"cache_path": str(tmp_path / "c.sqlite")}
+    registry = {"mt": "/models/mt", "qe": "/models/qe/checkpoints/model.ckpt"}
+    assert type(make_tools(registry, params, llm)[1]) is CometQE
+    params["qe"]["ablation_shuffle"] = True
+    qe = make_tools(registry, params, llm)[1]
+    assert isinstance(qe, ShuffledQE) and isinstance(qe.inner, CometQE)

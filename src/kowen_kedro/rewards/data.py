@@ -69,3 +69,8 @@ def stratified_split(pairs: pd.DataFrame, eval_fraction: float, seed: int) -> tu
     ]
     eval_df = pd.concat(eval_parts) if eval_parts else pairs.iloc[:0]
     return pairs.drop(index=eval_df.index).reset_index(drop=True), eval_df.reset_index(drop=True)
+
+
+def swap_preferences(pairs: pd.DataFrame) -> pd.DataFrame:
+    """The same pairs with chosen and rejected exchanged (the ablation an RM metric must fail)."""
+    return pairs.assign(chosen=pairs["rejected"].values, rejected=pairs["chosen"].values)

@@ -54,6 +54,22 @@ class CometQE:
         return cached_values(self.cache, keys, predict)
 
 
+@dataclass
+class ShuffledQE:
+    """An ablation: ``inner``'s scores of a call, permuted (seeded by the call's size). Selection and
+    filtering by these scores is chance, so a QE-driven gain must vanish under it."""
+
+    inner: Any
+    seed: int = 0
+
+    def score(self, sources: list[str], translations: list[str]) -> list[float]:
+        import random
+
+        scores = list(self.inner.score(sources, translations))
+        random.Random(f"{self.seed}-{len(scores)}").shuffle(scores)
+        return scores
+
+
 def filter_bottom_fraction(df: pd.DataFrame, score_col: str, fraction: float) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Drop the ``floor(fraction * n)`` lowest-scoring rows (ties broken by original order).
 

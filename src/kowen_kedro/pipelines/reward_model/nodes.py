@@ -4,24 +4,33 @@ target-language-trained RM) and representation-collapse analysis."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pandas as pd
 
 from kowen_kedro.data.parallel import parallel_sentences
 from kowen_kedro.rewards.analysis import collapse_score
-from kowen_kedro.rewards.data import clean_pairs, stratified_split, to_chat_pairs
+from kowen_kedro.rewards.data import clean_pairs, stratified_split, swap_preferences, to_chat_pairs
 from kowen_kedro.rewards.metrics import CATEGORIES, accuracy_table
 from kowen_kedro.rewards.scoring import RewardScorer
 from kowen_kedro.runtime import as_mlflow_metrics, registry_model
 from kowen_kedro.training.stages import train_stage
 
+logger = logging.getLogger(__name__)
+
 
 def split_preferences_node(pairs: pd.DataFrame, params: dict) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """Exclude unusable pairs (counted), then a seeded 80/20 split per language x category."""
+    """Exclude unusable pairs (counted), then a seeded 80/20 split per language x category.
+
+    ``ablation_swap_pairs: true`` exchanges chosen and rejected in the training pairs only (every RM of
+    the run learns the reversed preference; the gold RM accuracy must then fall below chance)."""
     clean, report = clean_pairs(pairs)
     train, evaluation = stratified_split(clean, float(params["eval_fraction"]), int(params["seed"]))
-    report.update({"train": len(train), "eval": len(evaluation)})
+    if params.get("ablation_swap_pairs", False):
+        train = swap_preferences(train)
+        logger.warning("ablation: chosen and rejected exchanged in all %d training pairs", len(train))
+    report.update({"train": len(train), "eval": len(evaluation), "swapped": len(train) if params.get("ablation_swap_pairs") else 0})
     return train, evaluation, as_mlflow_metrics(report)
 
 
