@@ -12,7 +12,9 @@ from kowen_kedro.evaluation.gold import effects_markdown, effects_table, judge_a
 from kowen_kedro.evaluation.judges import judge_pairs
 from kowen_kedro.llm.backends import SamplingParams
 from kowen_kedro.rewards.scoring import RewardScorer
-from kowen_kedro.runtime import as_mlflow_metrics, cached_generator, call_cache, registry_model
+from kowen_kedro.runtime import as_mlflow_metrics, cached_generator, registry_model
+
+from .nodes import _judges  # the evaluation pipeline's one way to build the configured judges
 
 logger = logging.getLogger(__name__)
 
@@ -67,9 +69,7 @@ def gold_qe_node(registry: dict, gold_translations: pd.DataFrame, params: dict, 
 
 def gold_judge_node(registry: dict, gold_pairs: pd.DataFrame, params: dict, llm: dict) -> dict:
     """Share of gold pairs where the configured judge prefers the answer with the higher gold reward."""
-    from kowen_kedro.evaluation.judges import make_judges
-
-    pairwise, _ = make_judges(params, registry_model(registry, "judge"), call_cache(llm))
+    pairwise, _ = _judges(registry, params, llm)
     return judge_agreement(lambda ins, a, b, langs: [r["preference"] for r in judge_pairs(pairwise, ins, a, b, langs, seed=int(params["seed"]))],
                            gold_pairs)
 
