@@ -164,3 +164,23 @@ def test_clo_through_the_launcher_two_zero3_processes_and_the_sft_dpo_baseline(t
     assert dpo_spec["kind"] == "dpo" and dpo_spec["finetuning"] == "full"
     rows = [json.loads(line) for line in Path(dpo_spec["train_file"]).read_text().splitlines()]
     assert len(rows) == 24 and set(rows[0]) == {"prompt", "chosen", "rejected"}  # unpaired standard DPO rows
+
+
+def test_baseline_in_the_same_run_only_beside_clo_and_passes_through_when_off(monkeypatch):
+    """``cross_lingual.baseline_in_same_run``: the SFT+DPO baseline trains beside CLO (stage names of its
+    own), not in a ``sft_dpo`` run (that run's policy is the baseline) and not when cross_lingual is off."""
+    from kowen_kedro.pipelines.preference_alignment import nodes
+    from kowen_kedro.preference.cross_lingual import baseline_in_same_run
+
+    assert baseline_in_same_run({"method": "clo", "baseline_in_same_run": True})
+    assert not baseline_in_same_run({"method": "clo"})
+    assert not baseline_in_same_run({"method": "sft_dpo", "baseline_in_same_run": True})
+    assert not baseline_in_same_run({"enabled": False, "method": "clo", "baseline_in_same_run": True})
+    calls = []
+    monkeypatch.setattr(nodes, "train_cross_lingual",
+                        lambda init, pairs, params, training, stage: calls.append((init, params["method"], stage)) or ("out", {"loss": 1.0}))
+    params = {"method": "clo", "baseline_in_same_run": True}
+    assert nodes.train_cross_lingual_baseline_node("sft", pd.DataFrame(), params, {}) == ("out", {"loss": {"value": 1.0, "step": 0}})
+    assert calls == [("sft", "sft_dpo", "cross_lingual_baseline")]
+    path, metrics = nodes.train_cross_lingual_baseline_node("sft", pd.DataFrame(), {**params, "method": "sft_dpo"}, {})
+    assert path == "sft" and metrics["enabled"]["value"] == 0 and len(calls) == 1

@@ -49,7 +49,7 @@ def project(tmp_path_factory):
 def first_run(project):
     mp = pytest.MonkeyPatch()
     mp.chdir(project)
-    run_default(project, {"tiny_models.pretrain_steps": 60, "tiny_models.teacher_steps": 60})
+    run_default(project)  # the default exactly as `make run` runs it: the effects below are the default's
     yield project
     mp.undo()
 
@@ -130,8 +130,16 @@ def test_outputs_have_their_schemas(first_run):
 def test_models_are_versioned_and_iterations_chained(first_run):
     p = first_run
     for name in ("reward_model", "sft_model", "dpo_iter_1/policy", "dpo_iter_2/policy", "aligned_policy",
-                 "rm_transfer_source/reward_model", "rm_transfer_target/reward_model", "cross_lingual_policy"):
+                 "rm_transfer_source/reward_model", "rm_transfer_target/reward_model", "cross_lingual_policy",
+                 "cross_lingual_baseline_policy"):
         assert (latest(p / "data/06_models" / name) / "config.json").exists(), name
+    # CLO and its SFT+DPO baseline in the same run, both from the SFT model, on the same rows
+    clo = json.loads(next((p / "data/06_models/_runs/cross_lingual").glob("*/spec.json")).read_text())
+    base_sft = json.loads(next((p / "data/06_models/_runs/cross_lingual_baseline_sft").glob("*/spec.json")).read_text())
+    base_dpo = json.loads(next((p / "data/06_models/_runs/cross_lingual_baseline").glob("*/spec.json")).read_text())
+    assert (clo["kind"], base_sft["kind"], base_dpo["kind"]) == ("clo", "sft", "dpo")
+    assert clo["model"] == base_sft["model"] and "data/06_models/sft_model/" in clo["model"]
+    assert "cross_lingual_baseline_sft" in base_dpo["model"]
     spec1 = json.loads(next((p / "data/06_models/_runs/dpo_iter_1").glob("*/spec.json")).read_text())
     spec2 = json.loads(next((p / "data/06_models/_runs/dpo_iter_2").glob("*/spec.json")).read_text())
     assert "data/06_models/sft_model/" in spec1["model"]
@@ -197,7 +205,8 @@ def test_one_mlflow_run_with_all_stages(first_run):
         assert name in metrics, name
 
 
-GOLD_METRICS = [f"gold.{m}.{lang}{se}" for m in ("base", "teacher", "sft", "dpo_iter_1", "dpo_iter_2", "cross_lingual")
+GOLD_METRICS = [f"gold.{m}.{lang}{se}" for m in ("base", "teacher", "sft", "dpo_iter_1", "dpo_iter_2", "cross_lingual",
+                                                 "sft_dpo_baseline")
                 for lang in ("en", "ko") for se in ("", ".se")] + [
     "gold.rm.accuracy.en", "gold.rm.accuracy.ko", "gold.rm_transfer_source.accuracy.ko", "gold.qe.spearman",
     "gold.best_of_k.gain", "gold.judge.agreement"]
@@ -221,11 +230,61 @@ def test_gold_measurement_in_the_run(first_run):
     assert list(effects.columns) == ["claim", "paper", "language", "measured", "se", "criterion", "held"]
     claims = " ".join(effects["claim"])
     for words in ("SFT learns", "dpo_iter_1 - sft", "dpo_iter_2 - sft", "reward model is accurate", "English-trained RM",
-                  "CLO raises", "best-of-k"):
+                  "CLO raises", "SFT+DPO baseline raises", "CLO beats SFT+DPO", "best-of-k"):
         assert words in claims, words
     answers = read(first_run, "data/07_model_output/gold/sft_answers.jsonl")
     assert {"id", "language", "family", "prompt", "answer", "gold"} <= set(answers.columns) and len(answers) == 240
     assert metrics["gold.sft.en"] == pytest.approx(answers.loc[answers["language"] == "en", "gold"].mean())
+
+
+def run_metrics(project: Path) -> dict[str, float]:
+    import mlflow
+
+    client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    return client.search_runs([client.get_experiment_by_name("kowen_kedro").experiment_id])[0].data.metrics
+
+
+def _beats(m: dict, a: str, b: str) -> bool:
+    """``a`` above ``b`` by at least 2 combined standard errors (the DPO criterion of issue 14)."""
+    return m[a] - m[b] > 2 * math.hypot(m[f"{a}.se"], m[f"{b}.se"])
+
+
+# The claims of docs/effects.md, with the margins of issue 14. Those that do not hold on the tiny world
+# (docs/effects.md says why) are strict xfails: CI fails as soon as one starts to hold (update the docs)
+# and the holding ones guard the methods against a regression (a sign error in a loss, a broken QE).
+NOT_HOLDING = "does not hold on the tiny world in the CPU budget: docs/effects.md, 'What does not hold, and why'"
+CLAIMS = [
+    pytest.param(lambda m: m["gold.sft.en"] >= m["gold.base.en"] + 0.2, id="sft-beats-base-en"),
+    pytest.param(lambda m: m["gold.sft.ko"] >= m["gold.base.ko"] + 0.2, id="sft-beats-base-ko"),
+    pytest.param(lambda m: m["gold.qe.spearman"] >= 0.5, id="qe-ranks-translations"),
+    pytest.param(lambda m: m["gold.best_of_k.gain"] > 0, id="best-of-k-gain"),
+    *[pytest.param(lambda m, it=it, lang=lang: _beats(m, f"gold.{it}.{lang}", f"gold.sft.{lang}"),
+                   id=f"{it}-beats-sft-{lang}", marks=pytest.mark.xfail(strict=True, reason=NOT_HOLDING))
+      for it in ("dpo_iter_1", "dpo_iter_2") for lang in ("en", "ko")],
+    *[pytest.param(lambda m, lang=lang: m[f"gold.rm.accuracy.{lang}"] >= 0.85, id=f"rm-accuracy-{lang}",
+                   marks=pytest.mark.xfail(strict=True, reason=NOT_HOLDING)) for lang in ("en", "ko")],
+    pytest.param(lambda m: m["gold.rm_transfer_source.accuracy.ko"] >= 0.7, id="english-rm-transfers",
+                 marks=pytest.mark.xfail(strict=True, reason=NOT_HOLDING)),
+    pytest.param(lambda m: m["gold.cross_lingual.ko"] > m["gold.sft.ko"], id="clo-beats-sft-ko",
+                 marks=pytest.mark.xfail(strict=True, reason=NOT_HOLDING)),
+]
+
+
+@pytest.mark.parametrize("claim", CLAIMS)
+def test_effect_on_the_default_world(first_run, claim):
+    """The default run's gold metrics meet (or, for the xfails, still miss) each claim's criterion."""
+    assert claim(run_metrics(first_run))
+
+
+def test_effects_table_agrees_with_the_run(first_run):
+    """gold/effects.csv says held exactly where the run's metrics meet the criterion."""
+    m = run_metrics(first_run)
+    effects = pd.read_csv(first_run / "data/08_reporting/gold/effects.csv")
+    held = {(r.claim.split("(")[-1].rstrip(")") if "(" in r.claim else r.claim, r.language): bool(r.held)
+            for r in effects.itertuples()}
+    assert held[("sft - base", "en")] == (m["gold.sft.en"] >= m["gold.base.en"] + 0.2)
+    assert held[("dpo_iter_2 - sft", "ko")] == _beats(m, "gold.dpo_iter_2.ko", "gold.sft.ko")
+    assert held[("the reward model is accurate", "ko")] == (m["gold.rm.accuracy.ko"] >= 0.85)
 
 
 def test_rerun_reuses_every_finished_step(first_run):

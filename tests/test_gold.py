@@ -123,3 +123,29 @@ def test_the_qe_ablation_parameter_wraps_the_runs_qe(tmp_path):
     params["qe"]["ablation_shuffle"] = True
     qe = make_tools(registry, params, llm)[1]
     assert isinstance(qe, ShuffledQE) and isinstance(qe.inner, CometQE)
+
+
+def test_prompt_gold_rewards_parse_world_prompts_and_name_a_foreign_row():
+    from kowen_kedro.world.gold import prompt_gold_rewards
+
+    prompts = ["What is 1 plus 2?", "What is 1 plus 2?", "1 더하기 1은 얼마인가요?"]
+    assert prompt_gold_rewards(prompts, ["1 plus 2 is 3.", "1 plus 2 is 4.", "1 더하기 1은 2입니다."], 0) == [1.0, 0.0, 1.0]
+    with pytest.raises(ValueError, match=r"row 1: prompt 'Write a poem\.' is not a prompt of tiny world seed 0"):
+        prompt_gold_rewards(["What is 1 plus 2?", "Write a poem."], ["3", "a poem"], 0)
+
+
+def test_dpo_scoring_with_the_gold_reward_is_a_perfect_reward_model():
+    """``preference_alignment.scoring.reward: gold``: best vs worst by the world's gold reward, no RM loaded."""
+    from kowen_kedro.pipelines.preference_alignment.nodes import build_pairs_node, score_completions_node
+
+    completions = pd.DataFrame([
+        {"prompt_id": "p", "prompt": "Add 3 and 4.", "sample": 0, "completion": "3 plus 4 is 8.", "finish_reason": "stop"},
+        {"prompt_id": "p", "prompt": "Add 3 and 4.", "sample": 1, "completion": "3 plus 4 is 7.", "finish_reason": "stop"},
+    ])
+    params = {"reward": "gold", "world_seed": 0, "batch_size": 2, "max_length": 64}
+    scored = score_completions_node("no/such/reward/model", completions, params, {"cache_path": None})
+    assert list(scored["reward"]) == [0.0, 1.0]
+    pairs, _ = build_pairs_node(scored)
+    assert (pairs["chosen"].iloc[0], pairs["rejected"].iloc[0]) == ("3 plus 4 is 7.", "3 plus 4 is 8.")
+    with pytest.raises(ValueError, match="must be one of"):
+        score_completions_node("rm", completions, {**params, "reward": "oracle"}, {"cache_path": None})

@@ -3,8 +3,9 @@
 ``method: clo`` -> one CLO training (paired rows, NLL + two DPO terms, attention only).
 ``method: sft_dpo`` -> the paper's baseline on the same data: SFT on ``x_en -> y_en`` and
 ``x_l -> y_l``, then standard DPO with the same preference rows, unpaired.
-Switching the method is one parameter, so CLO vs SFT+DPO is one ``kedro run`` per setting, compared in
-MLflow (``cross_lingual.method`` is a logged parameter, the metrics share the ``cross_lingual`` prefix).
+With ``baseline_in_same_run: true`` (the default) a ``clo`` run also trains the baseline from the same
+SFT model on the same rows, so CLO vs SFT+DPO is measured in one run (``gold.cross_lingual`` vs
+``gold.sft_dpo_baseline``, paper 002's comparison).
 """
 
 from __future__ import annotations
@@ -19,6 +20,11 @@ from kowen_kedro.training.stages import train_stage
 METHODS = ("clo", "sft_dpo")
 
 
+def baseline_in_same_run(params: dict[str, Any]) -> bool:
+    """Whether a ``clo`` run also trains the SFT+DPO baseline (``cross_lingual.baseline_in_same_run``)."""
+    return bool(params.get("enabled", True) and params.get("method", "clo") == "clo" and params.get("baseline_in_same_run", False))
+
+
 def split_examples(pairs: pd.DataFrame, eval_fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Seeded split of source examples (both rows of an example always land on the same side)."""
     if not 0 <= eval_fraction < 1:
@@ -29,19 +35,22 @@ def split_examples(pairs: pd.DataFrame, eval_fraction: float, seed: int) -> tupl
     return train.reset_index(drop=True), evaluation.reset_index(drop=True)
 
 
-def train_cross_lingual(init_policy: str, pairs: pd.DataFrame, params: dict[str, Any], training: dict) -> tuple[str, dict]:
-    """Train ``params.method`` from ``init_policy``; returns the final model folder and its metrics."""
+def train_cross_lingual(init_policy: str, pairs: pd.DataFrame, params: dict[str, Any], training: dict,
+                        stage: str = "cross_lingual") -> tuple[str, dict]:
+    """Train ``params.method`` from ``init_policy``; returns the final model folder and its metrics.
+
+    ``stage`` names the training runs (``<stage>`` and, for the baseline's SFT step, ``<stage>_sft``)."""
     method = params.get("method", "clo")
     if method not in METHODS:
         raise ValueError(f"cross_lingual.method must be one of {METHODS}, not {method!r}")
     clo_records(pairs)  # validate in file order first: errors name the file, line and field
     train, evaluation = split_examples(pairs, float(params.get("eval_fraction", 0.0)), int(params.get("seed", 0)))
     if method == "clo":
-        record = train_stage("clo", "cross_lingual", init_policy, clo_records(train), params["clo"], training,
+        record = train_stage("clo", stage, init_policy, clo_records(train), params["clo"], training,
                              eval_records=clo_records(evaluation) if len(evaluation) else None)
     else:
-        sft = train_stage("sft", "cross_lingual_sft", init_policy, sft_baseline_records(train), params["baseline_sft"], training)
-        record = train_stage("dpo", "cross_lingual", sft["final_dir"], dpo_baseline_records(train), params["baseline_dpo"],
+        sft = train_stage("sft", f"{stage}_sft", init_policy, sft_baseline_records(train), params["baseline_sft"], training)
+        record = train_stage("dpo", stage, sft["final_dir"], dpo_baseline_records(train), params["baseline_dpo"],
                              training, eval_records=dpo_baseline_records(evaluation) if len(evaluation) else None)
     metrics = {k: v for k, v in record["metrics"].items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     metrics.update({"train_examples": len(train), "eval_examples": len(evaluation)})

@@ -15,6 +15,8 @@ import re
 from typing import Iterable, Sequence
 
 from kowen_kedro.langid import detect_languages
+from kowen_kedro.world.lexicon import facts as world_facts
+from kowen_kedro.world.tasks import make_meta, parse_prompt
 
 
 def _find_words(response: str, vocabulary: Sequence[str]) -> list[str]:
@@ -55,6 +57,24 @@ def gold_rewards(metas: Sequence[dict], responses: Sequence[str]) -> list[float]
         raise ValueError(f"{len(metas)} tasks but {len(responses)} responses")
     detected = detect_languages(responses, ("en", "ko"))
     return [float(lang == m["language"] and is_correct(m, r)) for m, r, lang in zip(metas, responses, detected)]
+
+
+def prompt_gold_rewards(prompts: Sequence[str], responses: Sequence[str], seed: int) -> list[float]:
+    """Gold rewards of responses to world prompts given as text (the world of ``seed`` parses them).
+
+    The perfect reward model of the tiny world: ``preference_alignment.scoring.reward: gold`` scores
+    DPO's samples with it, the upper bound that separates "the RM is weak" from "DPO does not help".
+    Raises ``ValueError`` naming the row of a prompt no world template wrote."""
+    facts = world_facts(seed)
+    metas = []
+    for i, prompt in enumerate(prompts):
+        parsed = parse_prompt(prompt, facts)
+        if parsed is None:
+            raise ValueError(f"row {i}: prompt {prompt[:60]!r} is not a prompt of tiny world seed {seed}; the gold "
+                             "reward scores world prompts only (use reward: model for other data)")
+        family, values, lang = parsed
+        metas.append(make_meta(family, values, lang, facts))
+    return gold_rewards(metas, responses)
 
 
 def gold_reward(meta: dict, response: str) -> float:

@@ -11,6 +11,7 @@ import pandas as pd
 from kowen_kedro.evaluation.gold import effects_markdown, effects_table, judge_agreement, policy_gold, qe_gold, rm_gold_accuracy
 from kowen_kedro.evaluation.judges import judge_pairs
 from kowen_kedro.llm.backends import SamplingParams
+from kowen_kedro.preference.cross_lingual import baseline_in_same_run
 from kowen_kedro.rewards.scoring import RewardScorer
 from kowen_kedro.runtime import as_mlflow_metrics, cached_generator, registry_model
 
@@ -76,14 +77,15 @@ def gold_judge_node(registry: dict, gold_pairs: pd.DataFrame, params: dict, llm:
 
 def gold_effects_node(
     base: dict, teacher: dict, tiny_teacher: dict, sft: dict, dpo_iter_1: dict, dpo_iter_2: dict, cross_lingual: dict,
-    rm: dict, rm_transfer_source: dict, rm_transfer_target: dict, qe: dict, judge: dict,
+    cross_lingual_baseline: dict, rm: dict, rm_transfer_source: dict, rm_transfer_target: dict, qe: dict, judge: dict,
     dpo_iter_1_enabled: bool, dpo_iter_2_enabled: bool, cross_lingual_params: dict, languages: list[str], target_language: str,
 ) -> tuple[dict, pd.DataFrame, str]:
     """Every gold number of the run (MLflow metrics ``gold.*``) and the table of claims (``gold/effects.*``).
 
     A disabled DPO iteration passes its input policy through, so it is left out (not reported as
     "no gain"); the cross-lingual policy is reported as ``cross_lingual`` (CLO) or
-    ``sft_dpo_baseline`` after ``cross_lingual.method``."""
+    ``sft_dpo_baseline`` after ``cross_lingual.method``, and the baseline trained beside CLO
+    (``cross_lingual.baseline_in_same_run``) as ``sft_dpo_baseline``."""
     flat: dict[str, float] = {}
 
     def put(prefix: str, values: dict) -> None:
@@ -98,6 +100,8 @@ def gold_effects_node(
             put(name, values)
     if cross_lingual_params.get("enabled", True):
         put("sft_dpo_baseline" if cross_lingual_params.get("method") == "sft_dpo" else "cross_lingual", cross_lingual)
+    if baseline_in_same_run(cross_lingual_params):
+        put("sft_dpo_baseline", cross_lingual_baseline)
     put("rm", rm)
     put("rm_transfer_source", rm_transfer_source)
     put("rm_transfer_target", rm_transfer_target)

@@ -65,6 +65,7 @@ def gold_pipeline() -> Pipeline:
         policy("dpo_iter_1.policy", "dpo_iter_1"),
         policy("dpo_iter_2.policy", "dpo_iter_2"),
         policy("cross_lingual_policy", "cross_lingual"),
+        policy("cross_lingual_baseline_policy", "cross_lingual_baseline"),
         rm("reward_model", "rm"),
         rm("rm_transfer_source.reward_model", "rm_transfer_source"),
         rm("rm_transfer_target.reward_model", "rm_transfer_target"),
@@ -74,7 +75,7 @@ def gold_pipeline() -> Pipeline:
              name="gold_judge_node"),
         Node(gold_effects_node,
              inputs=[f"gold_summary_{n}" for n in ("base", "teacher", "tiny_teacher", "sft", "dpo_iter_1", "dpo_iter_2", "cross_lingual",
-                                                   "rm", "rm_transfer_source", "rm_transfer_target", "qe", "judge")]
+                                                   "cross_lingual_baseline", "rm", "rm_transfer_source", "rm_transfer_target", "qe", "judge")]
              + ["params:dpo_iter_1.dpo.enabled", "params:dpo_iter_2.dpo.enabled", "params:cross_lingual", "params:languages",
                 "params:target_language"],
              outputs=["gold_metrics", "gold_effects", "gold_effects_md"], name="gold_effects_node"),

@@ -7,11 +7,12 @@ import logging
 import pandas as pd
 
 from kowen_kedro.llm.backends import SamplingParams
-from kowen_kedro.preference.cross_lingual import train_cross_lingual
+from kowen_kedro.preference.cross_lingual import baseline_in_same_run, train_cross_lingual
 from kowen_kedro.preference.pairs import PAIR_COLUMNS, best_worst_pairs
 from kowen_kedro.rewards.scoring import RewardScorer
 from kowen_kedro.runtime import as_mlflow_metrics, cached_generator, call_cache
 from kowen_kedro.training.stages import train_stage
+from kowen_kedro.world.gold import prompt_gold_rewards
 
 logger = logging.getLogger(__name__)
 
@@ -39,10 +40,22 @@ def sample_completions_node(policy: str, prompts: pd.DataFrame, dpo: dict, sampl
     return pd.DataFrame(rows, columns=COMPLETION_COLUMNS)
 
 
+REWARD_SOURCES = ("model", "gold")
+
+
 def score_completions_node(reward_model: str, completions: pd.DataFrame, params: dict, llm: dict) -> pd.DataFrame:
-    """Reward of every completion (cached per (RM, prompt, completion): a killed iteration resumes)."""
+    """Reward of every completion (cached per (RM, prompt, completion): a killed iteration resumes).
+
+    ``params.reward``: ``model`` (the trained RM, Kowen) or ``gold`` (the tiny world's gold reward of
+    world ``params.world_seed``: a perfect RM, the diagnostic upper bound of docs/effects.md)."""
     if completions.empty:
         return completions.assign(reward=pd.Series(dtype=float))
+    source = params.get("reward", "model")
+    if source not in REWARD_SOURCES:
+        raise ValueError(f"preference_alignment.scoring.reward must be one of {REWARD_SOURCES}, not {source!r}")
+    if source == "gold":
+        rewards = prompt_gold_rewards(list(completions["prompt"]), list(completions["completion"]), int(params["world_seed"]))
+        return completions.assign(reward=rewards)
     scorer = RewardScorer(reward_model, batch_size=int(params["batch_size"]), max_length=int(params["max_length"]),
                           cache=call_cache(llm))
     return completions.assign(reward=scorer.score(list(completions["prompt"]), list(completions["completion"])))
@@ -112,4 +125,15 @@ def train_cross_lingual_node(init_policy: str, clo_pairs: pd.DataFrame, params: 
         logger.info("cross_lingual disabled: passing the policy through")
         return init_policy, as_mlflow_metrics({"enabled": 0})
     final, metrics = train_cross_lingual(init_policy, clo_pairs, params, training)
+    return final, as_mlflow_metrics(metrics)
+
+
+def train_cross_lingual_baseline_node(init_policy: str, clo_pairs: pd.DataFrame, params: dict, training: dict) -> tuple[str, dict]:
+    """CLO's SFT+DPO baseline on the same rows from the same SFT model, beside CLO in the same run.
+
+    Passes the policy through (metric ``enabled`` 0) unless :func:`baseline_in_same_run`."""
+    if not baseline_in_same_run(params):
+        return init_policy, as_mlflow_metrics({"enabled": 0})
+    final, metrics = train_cross_lingual(init_policy, clo_pairs, {**params, "method": "sft_dpo"}, training,
+                                         stage="cross_lingual_baseline")
     return final, as_mlflow_metrics(metrics)

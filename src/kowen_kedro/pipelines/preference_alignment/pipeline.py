@@ -5,7 +5,8 @@ iteration reads its own ``dpo_iter_<i>.dpo`` parameters (beta, lr, ``enabled``..
 passes the policy through. ``aligned_policy`` is iteration ``keep_iteration``'s policy.
 
 ``cross_lingual_policy``: CLO on the paired English/target data (or its SFT+DPO baseline), from the
-SFT model.
+SFT model; ``cross_lingual_baseline_policy``: the SFT+DPO baseline beside it in the same run
+(``cross_lingual.baseline_in_same_run``; the SFT model passed through when off).
 """
 
 from kedro.pipeline import Node, Pipeline
@@ -16,6 +17,7 @@ from .nodes import (
     sample_completions_node,
     score_completions_node,
     select_policy_node,
+    train_cross_lingual_baseline_node,
     train_cross_lingual_node,
     train_dpo_node,
 )
@@ -100,6 +102,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs=["sft_model", "clo_pairs", "params:cross_lingual", "params:training"],
                 outputs=["cross_lingual_policy", "cross_lingual_metrics"],
                 name="train_cross_lingual_node",
+            ),
+            Node(
+                train_cross_lingual_baseline_node,
+                inputs=["sft_model", "clo_pairs", "params:cross_lingual", "params:training"],
+                outputs=["cross_lingual_baseline_policy", "cross_lingual_baseline_metrics"],
+                name="train_cross_lingual_baseline_node",
             ),
         ]
     )
