@@ -152,3 +152,71 @@ def test_sigkill_mid_generation_then_rerun(tmp_path):
     assert len(CallCache(cache)) == 40
     third = json.loads(subprocess.run([sys.executable, str(script), str(cache), str(log), "0"], capture_output=True, text=True, check=True).stdout)
     assert third["calls"] == 0 and third["cached"] == 40  # a finished step rerun makes 0 calls
+
+
+TEACHER_RUN = """
+import sys
+import pandas as pd
+import yaml
+from kedro.io import DataCatalog
+from kowen_kedro.pipelines.data_synthesis.nodes import single_turn_node
+cache, teacher, batch, prompts, out, catalog_yml = sys.argv[1:7]
+teacher_cfg = {"backend": {"backend": "transformers", "batch_size": int(batch)},
+               "sampling": {"max_new_tokens": 16, "temperature": 1.0, "top_p": 0.95, "seed": 0}, "language_filter": False}
+rows, _ = single_turn_node(pd.read_json(prompts, lines=True), {"teacher": teacher}, "en", teacher_cfg, {"cache_path": cache}, ["en", "ko"])
+entry = {k: v for k, v in yaml.safe_load(open(catalog_yml))["en_single_turn"].items() if k not in ("versioned", "metadata")}
+DataCatalog.from_config({"en_single_turn": {**entry, "filepath": out}}).save("en_single_turn", rows)
+"""
+
+
+@pytest.mark.slow
+def test_sampled_teacher_data_killed_and_resumed_is_byte_identical(tiny_models, world, tmp_path):
+    """Issue 15: a sample is a function of its key (request, settings, sample index), so a generation
+    killed with SIGKILL and resumed with another batch size writes exactly the bytes of an uninterrupted
+    run (the real node, the transformers backend sampling at temperature 1, the catalog's dataset)."""
+    from conftest import ROOT
+    from kowen_kedro.data.prompts import ingest_prompts
+    from kowen_kedro.llm.cache import CallCache
+
+    prompts = ingest_prompts(world["user_prompts"], 2000, ["en", "ko"])[0]
+    prompts = prompts[prompts["language"] == "en"].head(256)
+    prompts_file = tmp_path / "prompts.jsonl"
+    prompts.to_json(prompts_file, orient="records", lines=True, force_ascii=False)
+    script = tmp_path / "teacher.py"
+    script.write_text(TEACHER_RUN)
+    teacher, catalog = tiny_models["models"]["teacher"], str(ROOT / "conf/base/catalog.yml")
+
+    def run(cache, batch, out):
+        return [sys.executable, str(script), str(cache), teacher, str(batch), str(prompts_file), str(out), catalog]
+
+    subprocess.run(run(tmp_path / "a.sqlite", 16, tmp_path / "a.jsonl"), check=True, capture_output=True)
+    cache_b = tmp_path / "b.sqlite"
+    proc = subprocess.Popen(run(cache_b, 4, tmp_path / "b.jsonl"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and (not cache_b.exists() or len(CallCache(cache_b)) < 64):
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    stored = len(CallCache(cache_b))
+    assert 0 < stored < 256 and not (tmp_path / "b.jsonl").exists()  # killed mid-generation, nothing written
+    subprocess.run(run(cache_b, 8, tmp_path / "b.jsonl"), check=True, capture_output=True)  # resumed, other batch size
+    a, b = (tmp_path / "a.jsonl").read_bytes(), (tmp_path / "b.jsonl").read_bytes()
+    assert len(a.splitlines()) > 200 and a == b  # (empty answers are dropped)
+    assert len({json.loads(line)["messages"][-1]["content"] for line in a.splitlines()}) > 50  # sampled, not one answer
+
+
+def test_openai_requests_carry_a_seed_that_is_a_function_of_the_key():
+    """The seed sent per request depends on the request, the settings and the sample index only."""
+    from kowen_kedro.llm.backends import api_seed
+
+    a, b = [{"role": "user", "content": "a"}], [{"role": "user", "content": "b"}]
+    p = SamplingParams(temperature=1.0, seed=0)
+    with FakeOpenAI(["ok", "ok", "ok"]) as server:
+        backend = OpenAIBackend("m", base_url=server.base_url, **FAST)
+        backend.generate([a, b], p, 0)
+        backend.generate([b], p, 1)
+    seeds = [r["seed"] for r in server.requests]  # the first two go out concurrently: any order
+    assert sorted(seeds[:2]) == sorted([api_seed(a, p, 0), api_seed(b, p, 0)]) and seeds[2] == api_seed(b, p, 1)
+    assert len(set(seeds)) == 3 and all(0 <= s < 2**31 for s in seeds)
+    assert api_seed(a, p, 0) == api_seed(list(a), SamplingParams(temperature=1.0, seed=0), 0)
+    assert api_seed(a, p, 0) != api_seed(a, SamplingParams(temperature=1.0, seed=1), 0)

@@ -295,10 +295,10 @@ def test_rerun_reuses_every_finished_step(first_run):
     cache = p / "data/02_intermediate/llm_call_cache.sqlite"
     calls_before = len(CallCache(cache))
     runs = {f: f.stat().st_size for f in (p / "data/06_models/_runs").glob("*/*/train.log")}
-    assert len(runs) == 7  # reward model, the two RM-transfer RMs, SFT, DPO iterations 1 and 2, CLO
+    assert len(runs) == 9  # reward model, the two RM-transfer RMs, SFT, DPO iterations 1 and 2, CLO, its SFT+DPO baseline
     teacher = p / "data/06_models/tiny/teacher/model.safetensors"
     teacher_mtime = teacher.stat().st_mtime_ns
-    run_default(p, {"tiny_models.pretrain_steps": 60, "tiny_models.teacher_steps": 60})
+    run_default(p)
     assert {f: f.stat().st_size for f in (p / "data/06_models/_runs").glob("*/*/train.log")} == runs
     assert teacher.stat().st_mtime_ns == teacher_mtime
     assert len(CallCache(cache)) == calls_before

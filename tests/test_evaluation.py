@@ -319,3 +319,36 @@ def test_math_reasoning_coding_turns_are_graded_against_their_reference_answers(
     assert "S1." in t1_coding and "Korean" in t1_coding
     assert "S1." not in t2_coding and "reference" not in t2_coding.lower()
     assert all(r.endswith("Rating: [[") for r in grader.requests)  # the local grader reads the next token
+
+
+# Rows exactly as FastChat publishes data/mt_bench/question.jsonl (keys, order and the "" of question 103).
+FASTCHAT_QUESTIONS = [
+    '{"question_id": 81, "category": "writing", "turns": ["Compose an engaging travel blog post about a recent trip to Hawaii.", "Rewrite your previous response. Start every sentence with the letter A."]}',
+    '{"question_id": 101, "category": "reasoning", "turns": ["Imagine you are participating in a race with a group of people. If you have just overtaken the second person, what\'s your current position?", "If the \\"second person\\" is changed to \\"last person\\" in the above question, what would the answer be?"], "reference": ["You are in second place.", "Uncertain."]}',
+    '{"question_id": 103, "category": "reasoning", "turns": ["Thomas is very healthy, but he has to go to the hospital every day. What could be the reasons?", "Can you explain why the above question is interesting?"], "reference": ["Thomas may work at a hospital.", ""]}',
+    '{"question_id": 111, "category": "math", "turns": ["The vertices of a triangle are at points (0, 0), (-1, 1), and (3, 3). What is the area of the triangle?", "What\'s area of the circle circumscribing the triangle?"], "reference": ["Area is 3", "5pi"]}',
+]
+
+
+def test_fastchat_question_file_as_published_all_rows_both_turns_references_where_given(tmp_path):
+    """FastChat's own question.jsonl: "" is "no reference for this turn"; no row dropped, nothing rejected."""
+    from kowen_kedro.datasets import JSONLinesDataset
+    from kowen_kedro.evaluation.scoring import grade_two_turns
+
+    path = tmp_path / "question.jsonl"
+    path.write_text("\n".join(FASTCHAT_QUESTIONS) + "\n", encoding="utf-8")
+    rows = two_turn_set(JSONLinesDataset(str(path)).load(), "en")
+    assert list(rows["id"]) == ["81", "101", "103", "111"] and all(len(t) == 2 for t in rows["turns"])
+    assert rows["reference"][0] is None and rows["reference"][2] == ["Thomas may work at a hospital.", ""]
+    grader = _RecordingGrader()
+    grade_two_turns(grader, rows.assign(answers=[["a1", "a2"]] * 4))
+    t1 = {i: r for i, r in zip(rows["id"], grader.requests[:4])}
+    t2 = {i: r for i, r in zip(rows["id"], grader.requests[4:])}
+    assert "Thomas may work at a hospital." in t1["103"]  # turn 1 of question 103 has its reference ...
+    assert "reference" not in t2["103"].lower()           # ... turn 2 has none ("")
+    assert "Uncertain." in t2["101"] and "5pi" in t2["111"] and "reference" not in t1["81"].lower()
+    bad = pd.DataFrame([{"question_id": 1, "category": "math", "turns": ["a", "b"], "reference": ["x", 3]}])
+    bad.attrs["source"] = "question.jsonl"
+    with pytest.raises(DataValidationError, match="question.jsonl, line 1, field 'reference'"):
+        two_turn_set(bad)
+    assert two_turn_set(bad.assign(reference=[["", ""]]))["reference"][0] is None

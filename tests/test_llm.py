@@ -95,6 +95,45 @@ def test_translate_preserving_format_keeps_layout():
     assert out[0].startswith("# TITLE HERE\n\nFIRST SENTENCE. SECOND ONE!\n- BULLET ONE. MORE TEXT.\n  1. NESTED ITEM\n")
 
 
+RICH_MARKDOWN = """> Dr. Kim said hi. He left.
+> - Quoted item. Second sentence.
+>> Nested quote.
+
+| Name | Note |
+|:-----|-----:|
+| Dr. Kim | Arrived e.g. today. Left at 3 p.m. sharp. |
+| a \\| b |   |
+| 김 박사 | 오늘 도착했다. 그리고 떠났다. |
+
+See Mr. Park, i.e. the chair, at 10 a.m. today. He waits.
+"""
+
+
+@pytest.mark.parametrize("splitter", ["pysbd", "rule"])
+def test_tables_quotes_and_abbreviations_round_trip(splitter):
+    """Tables cell by cell (pipes, padding and the alignment row kept), quote markers kept like list
+    markers, and no sentence ends at an abbreviation (pysbd, and the rule-based fallback)."""
+    from kowen_kedro.translation.tools import make_splitter
+
+    split = make_splitter({"type": splitter})
+    segs = segment(RICH_MARKDOWN, split)
+    assert "".join(s.text for s in segs) == RICH_MARKDOWN
+    sent = [s.text for s in segs if s.translate]
+    assert not any("|" in t and "\\|" not in t for t in sent) and not any(t.lstrip().startswith(">") for t in sent)
+    assert not any(set(t) <= set(":-| ") for t in sent)
+    for whole in ("Dr. Kim said hi.", "Quoted item.", "Nested quote.", "Dr. Kim", "Arrived e.g. today.", "오늘 도착했다.",
+                  "그리고 떠났다.", "a \\| b", "See Mr. Park, i.e. the chair, at 10 a.m. today."):
+        assert whole in sent, (whole, sent)
+    out = translate_preserving_format([RICH_MARKDOWN], lambda xs: [f"<{x}>" for x in xs], split)[0]
+    lines = out.splitlines()
+    assert lines[0] == "> <Dr. Kim said hi.> <He left.>"
+    assert lines[1] == "> - <Quoted item.> <Second sentence.>"
+    assert lines[2] == ">> <Nested quote.>"
+    assert lines[4] == "| <Name> | <Note> |" and lines[5] == "|:-----|-----:|"
+    assert lines[6].startswith("| <Dr. Kim> | <Arrived e.g. today.> <Left at 3 p.m. sharp.> |")
+    assert lines[7] == "| <a \\| b> |   |"
+
+
 def test_a_splitter_that_changes_text_is_not_trusted():
     from kowen_kedro.translation.segment import segment
 

@@ -10,7 +10,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from kowen_kedro.data.validation import DataValidationError, line_of, source_of, validate_conversation, validate_records
+from kowen_kedro.data.validation import (
+    DataValidationError,
+    is_missing,
+    line_of,
+    source_of,
+    validate_conversation,
+    validate_records,
+)
 from kowen_kedro.langid import detect_languages
 from kowen_kedro.translation.translators import LANGUAGE_NAMES
 
@@ -85,12 +92,33 @@ def to_conversations(raw: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"conversation_id": ids, "conversation": convs, "language": langs})
 
 
-def ingest_prompts(raw: pd.DataFrame, max_chars: int, languages: list[str]) -> tuple[pd.DataFrame, dict]:
-    """First user turn of each conversation; drop empty, over-long and duplicate prompts; tag language.
+def redacted_mask(frame: pd.DataFrame) -> list[bool]:
+    """LMSYS-Chat-1M's ``redacted`` flag per row (its PII was replaced by placeholders such as NAME_1);
+    False where a row or the file has no flag. A flag that is not a boolean is a data error."""
+    if "redacted" not in frame.columns:
+        return [False] * len(frame)
+    out = []
+    for row, value in enumerate(frame["redacted"]):
+        if is_missing(value):
+            out.append(False)
+        elif isinstance(value, (bool, np.bool_)):
+            out.append(bool(value))
+        else:
+            raise DataValidationError(source_of(frame), line_of(frame, row), "redacted", f"expected true or false, got {value!r}")
+    return out
 
-    Returns the prompts (``prompt_id, language, prompt, conversation, n_turns``) and a report of counts.
+
+def ingest_prompts(raw: pd.DataFrame, max_chars: int, languages: list[str],
+                   drop_redacted: bool = True) -> tuple[pd.DataFrame, dict]:
+    """First user turn of each conversation; drop redacted (``drop_redacted``), empty, over-long and
+    duplicate prompts; tag language.
+
+    Returns the prompts (``prompt_id, language, prompt, conversation, n_turns``) and a report of counts
+    (``redacted`` counts LMSYS rows marked ``redacted: true`` whether or not they are dropped).
     """
-    conv = to_conversations(as_frame(raw))
+    frame = as_frame(raw)
+    conv = to_conversations(frame)
+    redacted = redacted_mask(frame)
     df = pd.DataFrame(
         {
             "prompt_id": conv["conversation_id"],
@@ -101,7 +129,10 @@ def ingest_prompts(raw: pd.DataFrame, max_chars: int, languages: list[str]) -> t
     )
     detected = detect_languages(df["prompt"], languages)
     df["language"] = [g if isinstance(g, str) and g else d for g, d in zip(conv["language"], detected)]
-    report = {"raw": len(df)}
+    report = {"raw": len(df), "redacted": sum(redacted)}
+    if drop_redacted:
+        df = df[[not r for r in redacted]]
+        report["dropped_redacted"] = sum(redacted)
     too_long = df["prompt"].str.len() > max_chars
     df = df[~too_long]
     report["dropped_too_long"] = int(too_long.sum())

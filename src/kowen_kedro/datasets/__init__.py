@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
 import shutil
@@ -77,7 +78,10 @@ class ModelDirectoryDataset(AbstractVersionedDataset[str, str]):
 
 
 class JSONLinesDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
-    """JSONL <-> DataFrame. A malformed line raises an error naming the file and line number."""
+    """JSONL <-> DataFrame. A malformed line raises an error naming the file and line number.
+
+    Files are UTF-8; a leading byte-order mark (Excel, PowerShell and Notepad write one) is skipped.
+    A line that is not valid UTF-8 is reported by number, like any other bad line."""
 
     def __init__(self, filepath: str, metadata: dict[str, Any] | None = None):
         self._filepath = Path(filepath)
@@ -85,8 +89,16 @@ class JSONLinesDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
 
     def load(self) -> pd.DataFrame:
         records, lines = [], []
-        with open(self._filepath, encoding="utf-8") as f:
-            for line_no, line in enumerate(f, start=1):
+        with open(self._filepath, "rb") as f:
+            for line_no, raw in enumerate(f, start=1):
+                if line_no == 1 and raw.startswith(codecs.BOM_UTF8):
+                    raw = raw[len(codecs.BOM_UTF8):]
+                try:
+                    line = raw.decode("utf-8")
+                except UnicodeDecodeError as err:
+                    raise DataValidationError(str(self._filepath), line_no, None,
+                                              f"not valid UTF-8 (byte 0x{raw[err.start]:02x} at column {err.start + 1}); "
+                                              "save the file as UTF-8") from None
                 if not line.strip():
                     continue
                 try:

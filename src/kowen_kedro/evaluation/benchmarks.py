@@ -105,7 +105,8 @@ def two_turn_set(source: Any, default_language: str = "en") -> pd.DataFrame:
     ``source``: a DataFrame (local JSON/JSONL) or a HF ``Dataset`` / ``DatasetDict``, in our format
     (``id, language, category, turns``), FastChat's / KoMT-Bench's (``question_id``, ``reference``) or
     HuggingFaceH4's (``prompt_id``, ``prompt``). A missing ``language`` column becomes ``default_language``;
-    ``reference`` (reference answers, one per turn) is a list or None.
+    ``reference`` (reference answers, one per turn) is a list or None; as in FastChat's published
+    ``question.jsonl`` an empty string means "no reference for this turn" (question 103: ``["...", ""]``).
 
     Raises:
         DataValidationError: a row without two non-empty turns, or a ``reference`` that is not a list of
@@ -132,7 +133,9 @@ def two_turn_set(source: Any, default_language: str = "en") -> pd.DataFrame:
     for r, ref in enumerate(references):
         if _missing(ref):
             references[r] = None
-        elif not (isinstance(ref, list) and len(ref) <= 2 and all(isinstance(t, str) and t.strip() for t in ref)):
+        elif not (isinstance(ref, list) and len(ref) <= 2 and all(isinstance(t, str) for t in ref)):
             raise DataValidationError(source_of(rows), line_of(rows, r), "reference",
-                                      "expected a list of one or two non-empty reference answers (one per turn)")
+                                      "expected a list of one or two reference answers (one per turn; \"\" for none)")
+        elif not any(t.strip() for t in ref):  # FastChat writes "" for "no reference for this turn"
+            references[r] = None
     return rows.assign(reference=references).reset_index(drop=True)  # attrs (source, lines) carried along

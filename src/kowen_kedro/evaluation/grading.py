@@ -76,16 +76,17 @@ def turn_messages(turns: Sequence[str], answers: Sequence[str], turn: int, langu
     """Judge request grading ``turn`` (1 or 2) of a two-turn conversation.
 
     ``reference``: reference answers per turn; turn 1 uses the reference prompt when it has one answer,
-    turn 2 when it has two (otherwise that turn is graded without a reference).
+    turn 2 when it has two (otherwise that turn is graded without a reference). An empty answer (FastChat's
+    ``""``) is no reference for its turn.
     """
     ref = list(reference or [])
     note = _note(language)
     if turn == 1:
-        if ref:
+        if ref and ref[0].strip():
             return _messages(TURN1_REFERENCE.format(note=note, q1=turns[0], r1=ref[0], a1=answers[0]))
         return _messages(TURN1.format(note=note, q1=turns[0], a1=answers[0]))
     if turn == 2:
-        if len(ref) >= 2:
+        if len(ref) >= 2 and ref[1].strip():
             return _messages(TURN2_REFERENCE.format(note=note, q1=turns[0], r1=ref[0], q2=turns[1], r2=ref[1],
                                                     a1=answers[0], a2=answers[1]))
         return _messages(TURN2.format(note=note, q1=turns[0], a1=answers[0], q2=turns[1], a2=answers[1]))

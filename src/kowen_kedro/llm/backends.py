@@ -139,6 +139,11 @@ def sample_seed(messages: Messages, params: SamplingParams, sample_index: int) -
     return int.from_bytes(hashlib.sha256(payload.encode()).digest()[:8], "little") & ((1 << 63) - 1)
 
 
+def api_seed(messages: Messages, params: SamplingParams, sample_index: int) -> int:
+    """:func:`sample_seed` in 31 bits, the ``seed`` a vLLM or OpenAI-compatible request carries."""
+    return sample_seed(messages, params, sample_index) % (1 << 31)
+
+
 def _seeded_sampling(params: SamplingParams, seeds: list[int], prompt_len: int):
     """Temperature + top-p warping, then Gumbel noise drawn from a generator seeded by (request seed,
     step): argmax of the result is a sample of the warped distribution that does not depend on the
@@ -211,7 +216,7 @@ class OpenAIBackend:
                     max_tokens=params.max_new_tokens,
                     temperature=params.temperature,
                     top_p=params.top_p,
-                    seed=params.seed + sample_index,
+                    seed=api_seed(messages, params, sample_index),  # best effort on the server's side (README)
                 )
                 if not getattr(resp, "choices", None):
                     raise ValueError("reply has no choices")
@@ -265,12 +270,11 @@ class VLLMBackend:
                 tensor_parallel_size=self.tensor_parallel_size,
                 gpu_memory_utilization=self.gpu_memory_utilization,
             )
-        sp = VSampling(
-            max_tokens=params.max_new_tokens,
-            temperature=params.temperature,
-            top_p=params.top_p,
-            seed=params.seed * 1_000_003 + sample_index,
-        )
+        sp = [  # one per request: vLLM seeds each request's own generator, so its sample is a function of its key
+            VSampling(max_tokens=params.max_new_tokens, temperature=params.temperature, top_p=params.top_p,
+                      seed=api_seed(m, params, sample_index))
+            for m in requests
+        ]
         results = self._llm.chat(list(requests), sp, use_tqdm=True)
         return [
             Completion(

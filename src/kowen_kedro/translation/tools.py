@@ -9,7 +9,7 @@ from kowen_kedro.runtime import cached_generator, call_cache, registry_model
 from kowen_kedro.translation.best_of_k import translate_best_of_k
 from kowen_kedro.translation.datasets import translate_columns
 from kowen_kedro.translation.qe import CometQE, ShuffledQE
-from kowen_kedro.translation.segment import sat_splitter, split_sentences
+from kowen_kedro.translation.segment import pysbd_splitter, sat_splitter, split_sentences
 from kowen_kedro.translation.seq2seq import Seq2SeqTranslator
 from kowen_kedro.translation.translators import LLMTranslator
 
@@ -41,15 +41,21 @@ def make_tools(registry: dict, params: dict, llm: dict):
     return translators, qe
 
 
+SPLITTERS = ("pysbd", "rule", "sat")
+
+
 def make_splitter(cfg: dict | None):
-    """``{type: rule}`` (default, offline) or ``{type: sat, model: sat-3l-sm}`` (wtpsplit)."""
-    cfg = dict(cfg or {"type": "rule"})
-    kind = cfg.pop("type", "rule")
+    """``{type: pysbd, language: en}`` (default: pysbd, offline), ``{type: rule}`` (no dependency) or
+    ``{type: sat, model: sat-3l-sm}`` (wtpsplit's Segment Any Text, where its model is present)."""
+    cfg = dict(cfg or {"type": "pysbd"})
+    kind = cfg.pop("type", "pysbd")
+    if kind == "pysbd":
+        return pysbd_splitter(**cfg)
     if kind == "rule":
         return split_sentences
     if kind == "sat":
         return sat_splitter(**cfg)
-    raise ValueError(f"unknown splitter type {kind!r}: expected 'rule' or 'sat'")
+    raise ValueError(f"unknown splitter type {kind!r}: expected one of {SPLITTERS}")
 
 
 class TranslationTools:

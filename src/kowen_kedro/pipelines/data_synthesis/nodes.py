@@ -24,7 +24,8 @@ def ingest_prompts_node(raw: Any, params: dict, languages: list[str]) -> tuple[p
     from kowen_kedro.data.prompts import as_frame
 
     frame = as_frame(raw, split=params.get("split", "train"))
-    prompts, report = ingest_prompts(frame, max_chars=int(params["max_chars"]), languages=languages)
+    prompts, report = ingest_prompts(frame, max_chars=int(params["max_chars"]), languages=languages,
+                                     drop_redacted=bool(params.get("drop_redacted", True)))
     return prompts, as_mlflow_metrics(report)
 
 

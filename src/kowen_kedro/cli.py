@@ -1,0 +1,67 @@
+"""Project CLI (Kedro loads ``<package>.cli.cli`` over its built-in commands): kedro's own ``run``, except
+that a run stopped by bad input data ends with a short message as the last thing printed.
+
+A :class:`~kowen_kedro.data.validation.DataValidationError` (a raw file's bad line, a missing field, a
+wrong role order, ...) reaches the user wrapped in Kedro's ``DatasetError`` inside a ~200-line
+traceback. Here the run ends with three lines instead (file, line, field, what was expected, and where
+the full traceback went: ``logs/last_error.log``) and exit status 1. Any other error keeps Kedro's
+traceback. Nothing is half-written: every dataset of this project saves through a temporary file, and
+raw inputs are validated before any model work.
+"""
+
+from __future__ import annotations
+
+import traceback
+from pathlib import Path
+
+import click
+from kedro.framework.cli.project import run as kedro_run
+
+from kowen_kedro.data.validation import DataValidationError
+
+ERROR_LOG = Path("logs") / "last_error.log"
+
+
+def data_error(exc: BaseException) -> DataValidationError | None:
+    """The data error behind ``exc`` (itself, or a cause or context of it), else None."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, DataValidationError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def short_message(err: DataValidationError, log: Path) -> str:
+    """What the user reads last: which file, line and field, what is wrong, where the traceback is."""
+    where = [f"file {err.source}"] + ([f"line {err.line}"] if err.line is not None else []) + (
+        [f"field '{err.field}'"] if err.field else [])
+    return (f"kedro run stopped: bad input data, nothing was trained on it.\n"
+            f"  {', '.join(where)}: {err.problem}\n"
+            f"  (full traceback: {log})")
+
+
+def _run(**kwargs):
+    try:
+        return kedro_run.callback(**kwargs)
+    except Exception as exc:  # noqa: BLE001 - anything that is not a data error is re-raised as it is
+        err = data_error(exc)
+        if err is None:
+            raise
+        ERROR_LOG.parent.mkdir(parents=True, exist_ok=True)
+        ERROR_LOG.write_text("".join(traceback.format_exception(exc)), encoding="utf-8")
+        click.echo(short_message(err, ERROR_LOG), err=True)
+        raise SystemExit(1) from None
+
+
+run = click.Command(name="run", params=list(kedro_run.params), callback=_run, help=kedro_run.help,
+                    short_help=kedro_run.short_help)
+
+
+@click.group(name="kowen_kedro")
+def cli() -> None:
+    """Commands of the kowen-kedro project."""
+
+
+cli.add_command(run)

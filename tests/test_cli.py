@@ -1,0 +1,76 @@
+"""The project CLI: a run stopped by bad input data ends with a short message, the traceback goes to a log."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from kedro.io import DatasetError
+
+from conftest import ROOT
+from kowen_kedro.cli import data_error, short_message
+from kowen_kedro.data.validation import DataValidationError
+
+
+def test_data_error_is_found_behind_kedros_wrappers_and_worded_briefly():
+    err = DataValidationError("data/01_raw/p.jsonl", 7, "conversation", "expected a list of messages")
+    try:
+        try:
+            raise err
+        except DataValidationError as inner:
+            raise DatasetError("p: Failed while loading data") from inner
+    except DatasetError as outer:
+        assert data_error(outer) is err
+    assert data_error(ValueError("not data")) is None
+    assert short_message(err, Path("logs/last_error.log")).splitlines() == [
+        "kedro run stopped: bad input data, nothing was trained on it.",
+        "  file data/01_raw/p.jsonl, line 7, field 'conversation': expected a list of messages",
+        "  (full traceback: logs/last_error.log)",
+    ]
+
+
+@pytest.mark.slow
+def test_kedro_run_on_a_bad_file_ends_with_the_short_message(tmp_path):
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copy(ROOT / "pyproject.toml", project / "pyproject.toml")
+    for env in ("base", "samples"):
+        shutil.copytree(ROOT / "conf" / env, project / "conf" / env)
+    (project / "conf" / "local").mkdir()
+    (project / "src").mkdir()  # the package itself is imported from the installed (editable) kowen_kedro
+    shutil.copytree(ROOT / "data" / "01_raw", project / "data" / "01_raw", ignore=shutil.ignore_patterns("world"))
+    bad = project / "data/01_raw/user_prompts.jsonl"
+    lines = bad.read_text(encoding="utf-8").splitlines(keepends=True)
+    lines[2] = '{"conversation_id": "x", broken\n'
+    bad.write_text("".join(lines), encoding="utf-8")
+    kedro = Path(sys.executable).with_name("kedro")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "KEDRO_DISABLE_TELEMETRY": "1"}
+    out = subprocess.run([str(kedro), "run", "--env", "samples"], cwd=project, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert out.returncode == 1, out.stderr[-3000:]
+    assert out.stderr.strip().splitlines()[-3:] == [  # the last thing printed
+        "kedro run stopped: bad input data, nothing was trained on it.",
+        f"  file {bad}, line 3: malformed JSON (Expecting property name enclosed in double quotes)",
+        "  (full traceback: logs/last_error.log)",
+    ]
+    assert "Traceback" not in out.stdout + out.stderr
+    assert "UserWarning" not in out.stdout + out.stderr  # kowen_kedro.QUIET: nothing a user can act on
+    log = (project / "logs/last_error.log").read_text(encoding="utf-8")
+    assert log.startswith("Traceback") and "DataValidationError" in log
+    assert not (project / "data/06_models").exists() and not (project / "data/02_intermediate").exists()
+
+
+def test_quiet_drops_the_listed_third_party_warnings_only():
+    import logging
+
+    from kowen_kedro import _QuietWarnings
+
+    def record(msg):
+        return logging.LogRecord("py.warnings", logging.WARNING, "x.py", 1, msg, None, None)
+
+    quiet = _QuietWarnings()
+    assert not quiet.filter(record("mlflow/pyfunc/utils/data_validation.py:187: UserWarning: \x1b[33mAdd type hints to the `predict`"))
+    assert not quiet.filter(record("omegaconf_config.py:637: UserWarning: register_new_resolver() is deprecated"))
+    assert quiet.filter(record("kowen_kedro/x.py:3: UserWarning: something new"))
