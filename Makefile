@@ -16,7 +16,7 @@ export KEDRO_DISABLE_TELEMETRY := 1
 export PYTHONUNBUFFERED := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv run test test-fast bench bench-gpu viz mlflow-ui lock clean-data
+.PHONY: venv run test test-fast bench bench-gpu viz notebook mlflow-ui lock clean-data
 
 venv: $(STAMP)
 
@@ -51,6 +51,10 @@ bench-gpu: venv
 
 viz: venv
 	$(BIN)/kedro viz build
+
+## Execute notebooks/compare_runs.ipynb on this project's runs -> data/08_reporting/compare_runs.ipynb
+notebook: venv
+	$(BIN)/python notebooks/execute.py
 
 mlflow-ui: venv
 	$(BIN)/kedro mlflow ui

@@ -53,8 +53,9 @@ def main() -> None:
     import pandas as pd
 
     from kowen_kedro.evaluation.gold import policy_gold
-    from kowen_kedro.llm.backends import CachedGenerator, SamplingParams, TransformersBackend
+    from kowen_kedro.llm.backends import SamplingParams, TransformersBackend
     from kowen_kedro.llm.cache import CallCache
+    from kowen_kedro.llm.generator import CachedGenerator
     from kowen_kedro.offline import configure_offline
     from kowen_kedro.preference.pairs import best_worst_pairs
     from kowen_kedro.training.stages import train_stage

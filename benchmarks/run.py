@@ -41,7 +41,8 @@ def main() -> None:
     configure_offline()
     import torch
 
-    from kowen_kedro.llm.backends import CachedGenerator, SamplingParams, TransformersBackend
+    from kowen_kedro.llm.backends import SamplingParams, TransformersBackend
+    from kowen_kedro.llm.generator import CachedGenerator
     from kowen_kedro.llm.cache import CallCache
 
     torch.set_num_threads(max(1, torch.get_num_threads()))

@@ -11,8 +11,9 @@ import time
 import pytest
 
 from helpers.fake_openai import FakeOpenAI
-from kowen_kedro.llm.backends import CachedGenerator, GenerationError, OpenAIBackend, SamplingParams, make_backend
+from kowen_kedro.llm.backends import GenerationError, OpenAIBackend, SamplingParams
 from kowen_kedro.llm.cache import CallCache
+from kowen_kedro.llm.generator import CachedGenerator, make_backend
 
 MSG = [{"role": "user", "content": "hello"}]
 FAST = dict(api_key="test-key", timeout=0.5, max_retries=3, malformed_retries=2)
@@ -109,7 +110,8 @@ def test_worker_subprocess_matches_in_process(tiny_models):
 
 SLOW_RUN = """
 import json, sys, time
-from kowen_kedro.llm.backends import CachedGenerator, Completion, SamplingParams
+from kowen_kedro.llm.backends import Completion, SamplingParams
+from kowen_kedro.llm.generator import CachedGenerator
 from kowen_kedro.llm.cache import CallCache
 
 class Slow:

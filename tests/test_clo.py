@@ -135,7 +135,7 @@ def test_clo_through_the_launcher_two_zero3_processes_and_the_sft_dpo_baseline(t
     import json
     from pathlib import Path
 
-    from kowen_kedro.preference.cross_lingual import train_cross_lingual
+    from kowen_kedro.training.cross_lingual import train_cross_lingual
 
     params = {
         "method": "clo", "eval_fraction": 0.25, "seed": 0,
@@ -170,7 +170,7 @@ def test_baseline_in_the_same_run_only_beside_clo_and_passes_through_when_off(mo
     """``cross_lingual.baseline_in_same_run``: the SFT+DPO baseline trains beside CLO (stage names of its
     own), not in a ``sft_dpo`` run (that run's policy is the baseline) and not when cross_lingual is off."""
     from kowen_kedro.pipelines.preference_alignment import nodes
-    from kowen_kedro.preference.cross_lingual import baseline_in_same_run
+    from kowen_kedro.training.cross_lingual import baseline_in_same_run
 
     assert baseline_in_same_run({"method": "clo", "baseline_in_same_run": True})
     assert not baseline_in_same_run({"method": "clo"})

@@ -352,3 +352,16 @@ def test_fastchat_question_file_as_published_all_rows_both_turns_references_wher
     with pytest.raises(DataValidationError, match="question.jsonl, line 1, field 'reference'"):
         two_turn_set(bad)
     assert two_turn_set(bad.assign(reference=[["", ""]]))["reference"][0] is None
+
+
+def test_same_run_cross_lingual_reads_clo_and_its_baseline_per_language():
+    from kowen_kedro.evaluation.compare import same_run_cross_lingual
+
+    run = pd.Series({"metrics.gold.sft.ko": 0.3, "metrics.gold.sft.ko.se": 0.04, "metrics.gold.cross_lingual.ko": 0.35,
+                     "metrics.gold.cross_lingual.ko.se": 0.05, "metrics.gold.sft_dpo_baseline.ko": 0.31,
+                     "metrics.gold.sft.en": 0.2, "run_id": "r"})
+    table = same_run_cross_lingual(run)
+    assert list(table["language"]) == ["ko"]  # en: neither cross-lingual policy measured
+    row = table.iloc[0]
+    assert (row["sft"], row["cross_lingual"], row["sft_dpo_baseline"], row["cross_lingual.se"]) == (0.3, 0.35, 0.31, 0.05)
+    assert math.isnan(row["sft_dpo_baseline.se"])

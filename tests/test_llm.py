@@ -4,8 +4,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from kowen_kedro.llm.backends import CachedGenerator, Completion, SamplingParams, make_backend
+from kowen_kedro.llm.backends import Completion, SamplingParams
 from kowen_kedro.llm.cache import CallCache, call_key
+from kowen_kedro.llm.generator import CachedGenerator, make_backend
 from kowen_kedro.translation.segment import segment, translate_preserving_format
 
 

@@ -64,7 +64,7 @@ def test_kowen_7b_recipe_resolves_to_paper_settings(project):
     assert params["models"]["teacher"] == "Qwen/Qwen2.5-72B-Instruct" and params["models"]["student"] == "Qwen/Qwen2.5-7B"
     assert params["data_synthesis"]["mixture"]["sizes"] == {"ko_single_turn": 400000, "en_single_turn": 300000, "ko_multi_turn": 400000}
     assert params["data_synthesis"]["teacher"]["backend"]["backend"] == "vllm"
-    from kowen_kedro.llm.backends import make_backend  # base's teacher block leaves no openai-only option behind
+    from kowen_kedro.llm.generator import make_backend  # base's teacher block leaves no openai-only option behind
 
     teacher = make_backend(params["data_synthesis"]["teacher"]["backend"], "Qwen/Qwen2.5-72B-Instruct")
     assert (teacher.inner, teacher.options) == ("vllm", {"tensor_parallel_size": 4, "gpu_memory_utilization": 0.9})

@@ -11,8 +11,9 @@ from kowen_kedro.data.prompts import ingest_prompts, language_code
 from kowen_kedro.data.synthesis import filter_language, multi_turn_conversations
 from kowen_kedro.data.validation import DataValidationError
 from kowen_kedro.data.xl_instruct import CROSS_LINGUAL_TEMPLATES, cross_lingual_instruction, reverse_instructions
-from kowen_kedro.llm.backends import CachedGenerator, Completion
+from kowen_kedro.llm.backends import Completion
 from kowen_kedro.llm.cache import CallCache
+from kowen_kedro.llm.generator import CachedGenerator
 
 
 def test_word_ngrams_and_short_texts():

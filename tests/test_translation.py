@@ -6,8 +6,9 @@ from dataclasses import dataclass, field
 import pandas as pd
 import pytest
 
+from kowen_kedro.data.xl_instruct import xl_instruct_rows
 from kowen_kedro.translation.best_of_k import translate_best_of_k
-from kowen_kedro.translation.datasets import clo_rows, keep_best, translate_columns, xl_instruct_rows
+from kowen_kedro.translation.datasets import clo_rows, keep_best, translate_columns
 
 
 @dataclass

@@ -5,6 +5,19 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Iterable
 
+# ISO 639-1 codes: the papers' languages (Kowen, RM transfer, CLO, XL-Instruct's 11 XL-AlpacaEval languages).
+LANGUAGE_NAMES = {
+    "en": "English", "ko": "Korean", "zh": "Chinese", "es": "Spanish", "it": "Italian", "ja": "Japanese",
+    "de": "German", "pt": "Portuguese", "hu": "Hungarian", "lt": "Lithuanian", "ga": "Irish", "mt": "Maltese",
+    "hi": "Hindi", "fr": "French", "fi": "Finnish", "tr": "Turkish",
+}
+
+
+def language_name(code: str) -> str:
+    if code not in LANGUAGE_NAMES:
+        raise ValueError(f"unknown language code {code!r}; known: {sorted(LANGUAGE_NAMES)}")
+    return LANGUAGE_NAMES[code]
+
 
 @lru_cache(maxsize=8)
 def _detector(languages: tuple[str, ...]):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from kowen_kedro.llm.backends import CachedGenerator, make_backend
 from kowen_kedro.llm.cache import CallCache
+from kowen_kedro.llm.generator import CachedGenerator, make_backend
 
 TINY_PREFIX = "tiny:"
 

@@ -18,8 +18,7 @@ from kowen_kedro.data.validation import (
     validate_conversation,
     validate_records,
 )
-from kowen_kedro.langid import detect_languages
-from kowen_kedro.translation.translators import LANGUAGE_NAMES
+from kowen_kedro.langid import LANGUAGE_NAMES, detect_languages
 
 logger = logging.getLogger(__name__)
 

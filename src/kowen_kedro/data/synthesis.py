@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from kowen_kedro.langid import fidelity
-from kowen_kedro.llm.backends import CachedGenerator, SamplingParams
-from kowen_kedro.translation.translators import language_name
+from kowen_kedro.langid import fidelity, language_name
+from kowen_kedro.llm.backends import SamplingParams
+from kowen_kedro.llm.generator import CachedGenerator
 
 SFT_COLUMNS = ["prompt_id", "language", "messages", "teacher", "n_turns", "finish_reason"]
 

@@ -14,8 +14,9 @@ import random
 
 import pandas as pd
 
-from kowen_kedro.llm.backends import CachedGenerator, SamplingParams
-from kowen_kedro.translation.translators import language_name
+from kowen_kedro.langid import language_name
+from kowen_kedro.llm.backends import SamplingParams
+from kowen_kedro.llm.generator import CachedGenerator
 
 REVERSE_INSTRUCTION = (
     "Here is a text:\n\n{passage}\n\n"
@@ -103,3 +104,24 @@ def cross_lingual_instruction(instruction: str, lang: str, rng: random.Random) -
     """``instruction`` + a randomly chosen cross-lingual generation template for ``lang``."""
     template = rng.choice(CROSS_LINGUAL_TEMPLATES)
     return f"{instruction.rstrip()} {template.format(lang=language_name(lang))}"
+
+
+def xl_instruct_rows(pairs: pd.DataFrame, tgt: str, seed: int) -> pd.DataFrame:
+    """XL-Instruct SFT rows: English instruction + a cross-lingual template, translated response."""
+    rng = random.Random(seed)
+    messages = [
+        [
+            {"role": "user", "content": cross_lingual_instruction(ins, tgt, rng)},
+            {"role": "assistant", "content": resp},
+        ]
+        for ins, resp in zip(pairs["instruction"], pairs[f"response_{tgt}"])
+    ]
+    return pd.DataFrame(
+        {
+            "passage_id": pairs["passage_id"],
+            "language": tgt,
+            "messages": messages,
+            "qe_score": pairs["qe_score"],
+            "winners": pairs["response_winners"],
+        }
+    )

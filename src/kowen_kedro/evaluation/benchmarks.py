@@ -19,9 +19,15 @@ from typing import Any, Iterable
 import pandas as pd
 
 from kowen_kedro.data.prompts import as_frame, as_list
-from kowen_kedro.data.validation import DataValidationError, is_missing, line_of, source_of, validate_records
+from kowen_kedro.data.validation import (
+    DataValidationError,
+    is_missing,
+    line_of,
+    source_of,
+    validate_records,
+)
 from kowen_kedro.data.xl_instruct import CROSS_LINGUAL_TEMPLATES
-from kowen_kedro.translation.translators import language_name
+from kowen_kedro.langid import language_name
 
 #: XL-Instruct Table 4 (AlpacaEval prompt ids and the start of their text). The paper's text says 8
 #: prompts were removed (805 -> 797) while its table lists these 10; we drop all 10 and say so.

@@ -6,6 +6,9 @@
   ``cross_lingual.method`` (CLO vs SFT+DPO) with win rate, XL-AlpacaEval, fidelity and MT-Bench per language.
 * :func:`rm_transfer_table` - English-trained vs target-language-trained RM accuracy per language and
   category from one run's ``rm_transfer_source/target.accuracy.*`` metrics, with the delta.
+* :func:`run_artifact_csv` - a CSV artifact of one run (``gold/effects.csv``, ``evaluation/iteration_curve.csv``).
+* :func:`same_run_cross_lingual` - CLO vs its SFT+DPO baseline vs SFT in one run, per language, from the
+  gold metrics (``gold.cross_lingual.*``, ``gold.sft_dpo_baseline.*``, ``gold.sft.*``).
 """
 
 from __future__ import annotations
@@ -55,3 +58,28 @@ def rm_transfer_table(run: pd.Series, source: str = "rm_transfer_source", target
                          "target_rm": float(other) if pd.notna(other) else float("nan")})
     table = pd.DataFrame(rows, columns=["eval_language", "category", "source_rm", "target_rm"])
     return table.assign(delta=table["source_rm"] - table["target_rm"]).sort_values(["eval_language", "category"]).reset_index(drop=True)
+
+
+def run_artifact_csv(run: pd.Series, path: str, tracking_uri: str = "sqlite:///mlflow.db") -> pd.DataFrame:
+    """The CSV artifact ``path`` of ``run`` (a row of :func:`runs_table`)."""
+    import mlflow
+
+    local = mlflow.artifacts.download_artifacts(run_id=run["run_id"], artifact_path=path, tracking_uri=tracking_uri)
+    return pd.read_csv(local)
+
+
+def same_run_cross_lingual(run: pd.Series) -> pd.DataFrame:
+    """``language, sft, cross_lingual, sft_dpo_baseline`` gold rewards (and SEs) of one run; empty when the
+    run trained neither cross-lingual policy."""
+    rows = []
+    for c in run.index:
+        if c.startswith("metrics.gold.sft.") and not c.endswith(".se") and pd.notna(run[c]):
+            lang = c.rsplit(".", 1)[1]
+            row = {"language": lang}
+            for model in ("sft", "cross_lingual", "sft_dpo_baseline"):
+                row[model] = run.get(f"metrics.gold.{model}.{lang}", float("nan"))
+                row[f"{model}.se"] = run.get(f"metrics.gold.{model}.{lang}.se", float("nan"))
+            if pd.notna(row["cross_lingual"]) or pd.notna(row["sft_dpo_baseline"]):
+                rows.append(row)
+    cols = ["language", "sft", "sft.se", "cross_lingual", "cross_lingual.se", "sft_dpo_baseline", "sft_dpo_baseline.se"]
+    return pd.DataFrame(rows, columns=cols).sort_values("language").reset_index(drop=True)

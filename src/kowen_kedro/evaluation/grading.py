@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from kowen_kedro.translation.translators import language_name
+from kowen_kedro.langid import language_name
 
 SYSTEM = "You are a helpful and precise assistant for checking the quality of an AI assistant's answers."
 LANGUAGE_NOTE = " The user expects the answer in {lang}; an answer in another language must get a low rating."

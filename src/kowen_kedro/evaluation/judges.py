@@ -23,9 +23,9 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence
 
+from kowen_kedro.langid import language_name
 from kowen_kedro.llm.cache import CallCache, cached_values, call_key
 from kowen_kedro.model_identity import model_identity
-from kowen_kedro.translation.translators import language_name
 
 TEMPLATE = (
     "You are a fair judge comparing two responses to the same instruction.{language_note}\n\n"

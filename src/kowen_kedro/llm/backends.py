@@ -1,4 +1,4 @@
-"""Generation backends behind one interface, and the cached generator every call site uses.
+"""Generation engines behind one interface (:class:`~kowen_kedro.llm.types.Backend`).
 
 Backends (choose with ``backend:`` in parameters):
 
@@ -8,60 +8,28 @@ Backends (choose with ``backend:`` in parameters):
 * ``vllm`` - vLLM's offline ``LLM.chat`` (GPU). Written against vLLM's documented API; untested here
   (no GPU with vLLM in this project's CI) - see the README.
 
-A request is chat messages + sampling settings; ``n`` samples per request. :class:`CachedGenerator`
-keys each *sample* (messages, settings, sample index) in the :class:`~kowen_kedro.llm.cache.CallCache`,
-generates only the missing ones, and stores each batch as soon as it is done.
+Call sites use :class:`kowen_kedro.llm.generator.CachedGenerator` over :func:`~kowen_kedro.llm.generator.make_backend`.
+The types are re-exported here for the engines' users.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Sequence
 
-from kowen_kedro.llm.cache import CallCache, call_key
-from kowen_kedro.model_identity import model_identity
+from kowen_kedro.llm.types import (  # noqa: F401 - re-exported
+    Backend,
+    Completion,
+    GenerationError,
+    Messages,
+    SamplingParams,
+    api_seed,
+    sample_seed,
+)
 
 logger = logging.getLogger(__name__)
-
-Messages = list[dict[str, str]]
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    """Sampling settings of one call site."""
-
-    max_new_tokens: int = 256
-    temperature: float = 0.7
-    top_p: float = 0.9
-    seed: int = 0
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> "SamplingParams":
-        d = dict(d or {})
-        unknown = set(d) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise ValueError(f"unknown sampling settings {sorted(unknown)}; expected {sorted(cls.__dataclass_fields__)}")
-        return cls(**d)
-
-
-@dataclass
-class Completion:
-    """One generated sample."""
-
-    text: str
-    finish_reason: str  # "stop" | "length"
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-
-
-class Backend(Protocol):
-    name: str
-    model: str
-
-    def generate(self, requests: Sequence[Messages], params: SamplingParams, sample_index: int) -> list[Completion]:
-        """One sample per request; ``sample_index`` makes the i-th of n samples reproducible."""
 
 
 @dataclass
@@ -129,27 +97,17 @@ class TransformersBackend:
         return out
 
 
-def sample_seed(messages: Messages, params: SamplingParams, sample_index: int) -> int:
-    """The seed of one sample: a function of what its cache key holds (request, settings, sample index)
-    only, so a resumed run, another batch size or another batch order samples the same text."""
-    import hashlib
-    import json
-
-    payload = json.dumps({"m": messages, "p": asdict(params), "s": sample_index}, sort_keys=True, ensure_ascii=False)
-    return int.from_bytes(hashlib.sha256(payload.encode()).digest()[:8], "little") & ((1 << 63) - 1)
-
-
-def api_seed(messages: Messages, params: SamplingParams, sample_index: int) -> int:
-    """:func:`sample_seed` in 31 bits, the ``seed`` a vLLM or OpenAI-compatible request carries."""
-    return sample_seed(messages, params, sample_index) % (1 << 31)
-
-
 def _seeded_sampling(params: SamplingParams, seeds: list[int], prompt_len: int):
     """Temperature + top-p warping, then Gumbel noise drawn from a generator seeded by (request seed,
     step): argmax of the result is a sample of the warped distribution that does not depend on the
     other rows of the batch. Generation runs greedy over these scores."""
     import torch
-    from transformers import LogitsProcessor, LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
+    from transformers import (
+        LogitsProcessor,
+        LogitsProcessorList,
+        TemperatureLogitsWarper,
+        TopPLogitsWarper,
+    )
 
     class GumbelNoise(LogitsProcessor):
         def __call__(self, input_ids, scores):
@@ -165,10 +123,6 @@ def _seeded_sampling(params: SamplingParams, seeds: list[int], prompt_len: int):
     if params.top_p < 1.0:
         warpers.append(TopPLogitsWarper(params.top_p))
     return LogitsProcessorList([*warpers, GumbelNoise()])
-
-
-class GenerationError(RuntimeError):
-    """A call failed for good (after the client's retries and ours)."""
 
 
 @dataclass
@@ -288,115 +242,3 @@ class VLLMBackend:
 
 
 BACKENDS = {"transformers": TransformersBackend, "openai": OpenAIBackend, "vllm": VLLMBackend}
-
-
-def make_backend(config: dict[str, Any], model: str) -> Backend:
-    """A backend from ``{backend: name, subprocess: bool, ...options}`` and a resolved model path or id.
-
-    ``subprocess`` (default: true for vllm, false otherwise) runs the backend in a worker process
-    that is ended when generation is done, so GPU memory is given back before training.
-    """
-    cfg = dict(config)
-    name = cfg.pop("backend", "transformers")
-    in_subprocess = bool(cfg.pop("subprocess", name == "vllm"))
-    if name not in BACKENDS:
-        raise ValueError(f"unknown generation backend {name!r}; expected one of {sorted(BACKENDS)}")
-    unknown = set(cfg) - set(BACKENDS[name].__dataclass_fields__) - {"model"}
-    if unknown:
-        raise ValueError(f"unknown options for backend {name!r}: {sorted(unknown)}")
-    if in_subprocess:
-        from kowen_kedro.llm.worker import SubprocessBackend
-
-        return SubprocessBackend(model=model, inner=name, options=cfg)
-    return BACKENDS[name](model=model, **cfg)
-
-
-@dataclass
-class GenerationStats:
-    """What a generator did: new calls, cache hits, tokens, truncations, empties and (priced) cost."""
-
-    calls: int = 0
-    cached: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    truncated: int = 0
-    empty: int = 0
-    cost_usd: float = 0.0
-
-    def as_dict(self, prefix: str = "") -> dict[str, float]:
-        return {f"{prefix}{k}": v for k, v in asdict(self).items()}
-
-
-class CachedGenerator:
-    """Generate ``n`` samples per request through ``backend``, cached per sample."""
-
-    def __init__(self, backend: Backend, cache: CallCache, flush_every: int = 64, progress: bool = True):
-        self.backend = backend
-        self.cache = cache
-        self.flush_every = flush_every
-        self.progress = progress
-        self.stats = GenerationStats()
-        self.model_id = model_identity(backend.model)
-
-    def _key(self, messages: Messages, params: SamplingParams, sample_index: int) -> str:
-        return call_key(
-            {
-                "backend": self.backend.name,
-                "model": self.model_id,
-                "params": asdict(params),
-                "messages": messages,
-                "sample": sample_index,
-            }
-        )
-
-    def generate(self, requests: Sequence[Messages], params: SamplingParams, n: int = 1) -> list[list[Completion]]:
-        """``n`` completions for each request (outer list follows ``requests``)."""
-        results: list[list[Completion | None]] = [[None] * n for _ in requests]
-        for s in range(n):
-            keys = [self._key(m, params, s) for m in requests]
-            found = self.cache.get_many(keys)
-            # identical requests are one call: generated once, so every copy (and a rerun) agrees
-            first: dict[str, int] = {}
-            for i, k in enumerate(keys):
-                if k not in found:
-                    first.setdefault(k, i)
-            missing = list(first.values())
-            self.stats.cached += sum(k in found for k in keys)
-            bar = _progress(len(missing), f"{self.backend.name} sample {s + 1}/{n}", self.progress)
-            for start in range(0, len(missing), self.flush_every):
-                idx = missing[start : start + self.flush_every]
-                done = self.backend.generate([requests[i] for i in idx], params, s)
-                if len(done) != len(idx):
-                    raise GenerationError(f"backend returned {len(done)} completions for {len(idx)} requests")
-                self.cache.put_many({keys[i]: asdict(c) for i, c in zip(idx, done)})  # durable before use
-                for i, c in zip(idx, done):
-                    found[keys[i]] = asdict(c)
-                    self._count(c)
-                bar.update(len(idx))
-            bar.close()
-            for i, k in enumerate(keys):
-                results[i][s] = Completion(**found[k])
-        return results  # type: ignore[return-value]
-
-    def _count(self, c: Completion) -> None:
-        st = self.stats
-        st.calls += 1
-        st.prompt_tokens += c.prompt_tokens
-        st.completion_tokens += c.completion_tokens
-        st.truncated += c.finish_reason == "length"
-        st.empty += not c.text
-        cost = getattr(self.backend, "cost", None)
-        if cost is not None:
-            st.cost_usd += cost(c.prompt_tokens, c.completion_tokens)
-
-    def close(self) -> None:
-        """End a worker-process backend (frees its GPU memory); the cache stays open."""
-        close = getattr(self.backend, "close", None)
-        if close is not None:
-            close()
-
-
-def _progress(total: int, desc: str, enabled: bool):
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, desc=desc, unit="call", disable=not enabled or total == 0, leave=False)

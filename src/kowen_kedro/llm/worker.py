@@ -20,7 +20,8 @@ import sys
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
-from kowen_kedro.llm.backends import BACKENDS, Completion, GenerationError, Messages, SamplingParams
+from kowen_kedro.llm.backends import BACKENDS
+from kowen_kedro.llm.types import Completion, GenerationError, Messages, SamplingParams
 
 logger = logging.getLogger(__name__)
 

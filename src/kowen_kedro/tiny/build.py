@@ -7,11 +7,10 @@ What is built (all loadable with the ordinary ``from_pretrained(path)`` code the
 * ``base`` - a tiny Qwen2-architecture causal LM, briefly pre-trained on plain text (prompts, answers
   and passages as separate documents, no chat format). It plays the *student* (a base model, like
   Qwen2.5-7B in Kowen).
-* ``teacher`` - ``base`` further tuned on the shipped chat examples, so it answers in chat format.
+* ``teacher`` - ``base`` further tuned on the shipped chat examples (it answers in chat format).
 * ``reward_model`` - ``Qwen2ForSequenceClassification`` on the ``base`` body with a fresh score head
   initialised N(0, 1/sqrt(d_model + 1)) (the RM-transfer paper's initialisation).
-* ``mt`` - a tiny M2M100 encoder-decoder (language tokens ``__en__``/``__ko__``) trained on the
-  shipped parallel sentences, for the seq2seq translator.
+* ``mt`` - a tiny M2M100 (``__en__``/``__ko__``) trained on the parallel sentences (seq2seq translator).
 * ``qe`` - a real unbabel-comet ``UnifiedMetric`` (inputs: mt, src; CometKiwi's layout) over a tiny
   local XLM-R encoder, stored as ``checkpoints/model.ckpt`` with ``hparams.yaml`` one folder up.
 

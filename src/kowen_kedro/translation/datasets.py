@@ -7,16 +7,18 @@ the CLO cross-lingual dataset and XL-Instruct's cross-lingual SFT rows.
 from __future__ import annotations
 
 import math
-import random
 from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
-from kowen_kedro.data.xl_instruct import cross_lingual_instruction
-from kowen_kedro.translation.best_of_k import QualityEstimator, Translator, translate_best_of_k
+from kowen_kedro.langid import language_name
+from kowen_kedro.translation.best_of_k import (
+    QualityEstimator,
+    Translator,
+    translate_best_of_k,
+)
 from kowen_kedro.translation.qe import filter_bottom_fraction
-from kowen_kedro.translation.translators import language_name
 
 
 def translate_columns(
@@ -79,26 +81,5 @@ def clo_rows(pairs: pd.DataFrame, tgt: str) -> pd.DataFrame:
             "x_l": pairs[f"x_en_{tgt}"],
             "y_l": pairs[f"y_en_{tgt}"],
             "qe_score": pairs["qe_score"],
-        }
-    )
-
-
-def xl_instruct_rows(pairs: pd.DataFrame, tgt: str, seed: int) -> pd.DataFrame:
-    """XL-Instruct SFT rows: English instruction + a cross-lingual template, translated response."""
-    rng = random.Random(seed)
-    messages = [
-        [
-            {"role": "user", "content": cross_lingual_instruction(ins, tgt, rng)},
-            {"role": "assistant", "content": resp},
-        ]
-        for ins, resp in zip(pairs["instruction"], pairs[f"response_{tgt}"])
-    ]
-    return pd.DataFrame(
-        {
-            "passage_id": pairs["passage_id"],
-            "language": tgt,
-            "messages": messages,
-            "qe_score": pairs["qe_score"],
-            "winners": pairs["response_winners"],
         }
     )

@@ -4,24 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kowen_kedro.llm.backends import CachedGenerator, SamplingParams
-
-# ISO 639-1 codes: the papers' languages (Kowen, RM transfer, CLO, XL-Instruct's 11 XL-AlpacaEval languages).
-LANGUAGE_NAMES = {
-    "en": "English", "ko": "Korean", "zh": "Chinese", "es": "Spanish", "it": "Italian", "ja": "Japanese",
-    "de": "German", "pt": "Portuguese", "hu": "Hungarian", "lt": "Lithuanian", "ga": "Irish", "mt": "Maltese",
-    "hi": "Hindi", "fr": "French", "fi": "Finnish", "tr": "Turkish",
-}
+from kowen_kedro.langid import LANGUAGE_NAMES, language_name  # noqa: F401 - the names live with the language codes
+from kowen_kedro.llm.backends import SamplingParams
+from kowen_kedro.llm.generator import CachedGenerator
 
 PROMPT = (
     "Translate the following {src} text into {tgt}. Reply with the translation only.\n\n{text}"
 )
-
-
-def language_name(code: str) -> str:
-    if code not in LANGUAGE_NAMES:
-        raise ValueError(f"unknown language code {code!r}; known: {sorted(LANGUAGE_NAMES)}")
-    return LANGUAGE_NAMES[code]
 
 
 @dataclass

@@ -8,14 +8,23 @@ import math
 
 import pandas as pd
 
-from kowen_kedro.evaluation.gold import effects_markdown, effects_table, judge_agreement, policy_gold, qe_gold, rm_gold_accuracy
+from kowen_kedro.evaluation.gold import (
+    effects_markdown,
+    effects_table,
+    judge_agreement,
+    policy_gold,
+    qe_gold,
+    rm_gold_accuracy,
+)
 from kowen_kedro.evaluation.judges import judge_pairs
 from kowen_kedro.llm.backends import SamplingParams
-from kowen_kedro.preference.cross_lingual import baseline_in_same_run
 from kowen_kedro.rewards.scoring import RewardScorer
 from kowen_kedro.runtime import as_mlflow_metrics, cached_generator, registry_model
+from kowen_kedro.training.cross_lingual import baseline_in_same_run
 
-from .nodes import _judges  # the evaluation pipeline's one way to build the configured judges
+from .nodes import (
+    _judges,  # the evaluation pipeline's one way to build the configured judges
+)
 
 logger = logging.getLogger(__name__)
 

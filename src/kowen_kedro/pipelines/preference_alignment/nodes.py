@@ -7,10 +7,10 @@ import logging
 import pandas as pd
 
 from kowen_kedro.llm.backends import SamplingParams
-from kowen_kedro.preference.cross_lingual import baseline_in_same_run, train_cross_lingual
 from kowen_kedro.preference.pairs import PAIR_COLUMNS, best_worst_pairs
 from kowen_kedro.rewards.scoring import RewardScorer
 from kowen_kedro.runtime import as_mlflow_metrics, cached_generator, call_cache
+from kowen_kedro.training.cross_lingual import baseline_in_same_run, train_cross_lingual
 from kowen_kedro.training.stages import train_stage
 from kowen_kedro.world.gold import prompt_gold_rewards
 

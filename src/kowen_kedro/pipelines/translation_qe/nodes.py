@@ -7,10 +7,11 @@ from typing import Any
 
 import pandas as pd
 
+from kowen_kedro.data.xl_instruct import xl_instruct_rows
+from kowen_kedro.langid import language_name
 from kowen_kedro.runtime import as_mlflow_metrics
-from kowen_kedro.translation.datasets import clo_rows, keep_best, xl_instruct_rows
+from kowen_kedro.translation.datasets import clo_rows, keep_best
 from kowen_kedro.translation.tools import TranslationTools
-from kowen_kedro.translation.translators import language_name
 
 
 def _run(df: pd.DataFrame, columns: list[str], registry: dict, params: dict, llm: dict, src: str, tgt: str) -> pd.DataFrame:
