@@ -44,7 +44,7 @@ def split_sentences(line: str) -> list[str]:
     out: list[str] = []
     for part in parts:
         # merge "Dr." + " " + "Kim ..." back: a whitespace part after an abbreviation is not a boundary
-        if out and len(out) >= 2 and out[-1].isspace() and _ends_with_abbreviation(out[-2]):
+        if len(out) >= 2 and out[-1].isspace() and _ends_with_abbreviation(out[-2]):
             space = out.pop()
             out[-1] += space + part
         else:
@@ -147,13 +147,9 @@ def _table_row(row: str, splitter: Splitter) -> list[Segment]:
                 out.append(Segment(part, False))
             continue
         lead = part[: len(part) - len(part.lstrip())]
-        content = part.strip()
-        trail = part[len(lead) + len(content):]
         if lead:
             out.append(Segment(lead, False))
-        out += [Segment(p, not p.isspace()) for p in _pieces(content, splitter)]
-        if trail:
-            out.append(Segment(trail, False))
+        out += [Segment(p, not p.isspace()) for p in _pieces(part[len(lead):], splitter)]  # trailing padding: its own piece
     return out
 
 
