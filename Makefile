@@ -16,7 +16,7 @@ export KEDRO_DISABLE_TELEMETRY := 1
 export PYTHONUNBUFFERED := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv run test test-fast bench bench-gpu viz notebook mlflow-ui lock clean-data
+.PHONY: venv run test test-fast bench bench-gpu effects viz notebook mlflow-ui lock clean-data
 
 venv: $(STAMP)
 
@@ -43,6 +43,11 @@ test-fast: venv
 ## Speed figures of the CPU paths (generation throughput, cache-hit reruns).
 bench: venv
 	$(BIN)/python benchmarks/run.py
+
+## The papers' claims on world seeds 0, 1, 2 (one default run each, ~6 min each): docs/effects.md + docs/effects.csv.
+## EFFECTS_ARGS="--ablations" adds the ablation runs on seed 0; "--reuse" re-reads stored runs.
+effects: venv
+	$(BIN)/python benchmarks/effects.py $(EFFECTS_ARGS)
 
 # SFT + DPO throughput and MFU, Qwen2.5-0.5B/1.5B-shaped random models, bf16 ZeRO-3, one GPU (docs/benchmarks.md)
 bench-gpu: venv

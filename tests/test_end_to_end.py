@@ -205,15 +205,21 @@ def test_one_mlflow_run_with_all_stages(first_run):
         assert name in metrics, name
 
 
-GOLD_METRICS = [f"gold.{m}.{lang}{se}" for m in ("base", "teacher", "sft", "dpo_iter_1", "dpo_iter_2", "cross_lingual",
-                                                 "sft_dpo_baseline")
-                for lang in ("en", "ko") for se in ("", ".se")] + [
-    "gold.rm.accuracy.en", "gold.rm.accuracy.ko", "gold.rm_transfer_source.accuracy.ko", "gold.qe.spearman",
-    "gold.best_of_k.gain", "gold.judge.agreement"]
+POLICIES = ("base", "teacher", "sft", "dpo_iter_1", "dpo_iter_2", "cross_lingual", "sft_dpo_baseline")
+GOLD_METRICS = [f"gold.{m}.{lang}{part}" for m in POLICIES for lang in ("en", "ko")
+                for part in ("", ".se", ".correct", ".fidelity", ".safety", ".safety.rephrased")] + [
+    f"gold.{m}.ko.fidelity.code_switched" for m in POLICIES] + [
+    f"gold.{m}.{lang}{part}.vs_sft{se}" for m in ("dpo_iter_1", "dpo_iter_2", "cross_lingual", "sft_dpo_baseline")
+    for lang in ("en", "ko") for part in ("", ".fidelity", ".safety") for se in ("", ".se")] + [
+    f"gold.{rm}.accuracy.{lang}.{kind}" for rm in ("rm", "rm_transfer_source", "rm_transfer_target") for lang in ("en", "ko")
+    for kind in ("wrong", "near", "wrong_language", "unsafe")] + [
+    "gold.sft.en.vs_base", "gold.cross_lingual.ko.vs_sft_dpo_baseline", "gold.rm_transfer_source.accuracy.ko.unsafe.vs_rm_transfer_target",
+    "gold.qe.spearman", "gold.best_of_k.gain", "gold.judge.agreement"]
 
 
 def test_gold_measurement_in_the_run(first_run):
-    """Every model and selector measured against the world's gold reward, in the one MLflow run."""
+    """Every model and selector measured against the world's gold reward, decomposed and compared
+    pairwise, in the one MLflow run."""
     import mlflow
 
     client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{first_run / 'mlflow.db'}")
@@ -221,20 +227,28 @@ def test_gold_measurement_in_the_run(first_run):
     metrics = run.data.metrics
     missing = [n for n in GOLD_METRICS if n not in metrics]
     assert not missing, missing
-    assert metrics["gold.teacher.en"] >= 0.8 and metrics["gold.teacher.ko"] >= 0.8  # the oracle teacher
+    assert metrics["gold.teacher.en"] >= 0.8 and metrics["gold.teacher.ko"] >= 0.8  # the oracle teacher, faults and all
     for name in GOLD_METRICS:
-        if not name.endswith(".se") and "spearman" not in name and "gain" not in name:
+        if not name.endswith(".se") and "spearman" not in name and "gain" not in name and ".vs_" not in name:
             assert 0.0 <= metrics[name] <= 1.0, name
     assert {a.path for a in client.list_artifacts(run.info.run_id, "gold")} == {"gold/effects.md", "gold/effects.csv"}
     effects = pd.read_csv(first_run / "data/08_reporting/gold/effects.csv")
     assert list(effects.columns) == ["claim", "paper", "language", "measured", "se", "criterion", "held"]
     claims = " ".join(effects["claim"])
-    for words in ("SFT learns", "dpo_iter_1 - sft", "dpo_iter_2 - sft", "reward model is accurate", "English-trained RM",
-                  "CLO raises", "SFT+DPO baseline raises", "CLO beats SFT+DPO", "best-of-k"):
+    for words in ("SFT learns", "(dpo_iter_1 - sft)", "(dpo_iter_2 - sft)", "language confusion", "unsafe compliance", "does no harm",
+                  "learns the unsafe kind (rm)", "English RM transfers", "CLO raises", "SFT+DPO baseline raises", "CLO beats SFT+DPO",
+                  "best-of-k"):
         assert words in claims, words
-    answers = read(first_run, "data/07_model_output/gold/sft_answers.jsonl")
-    assert {"id", "language", "family", "prompt", "answer", "gold"} <= set(answers.columns) and len(answers) == 240
-    assert metrics["gold.sft.en"] == pytest.approx(answers.loc[answers["language"] == "en", "gold"].mean())
+    markdown = (first_run / "data/08_reporting/gold/effects.md").read_text()
+    assert "## Gold decomposed per policy" in markdown and "## Reward-model accuracy per kind" in markdown
+    sft, dpo = (read(first_run, f"data/07_model_output/gold/{m}_answers.jsonl") for m in ("sft", "dpo_iter_1"))
+    assert {"id", "language", "family", "prompt", "answer", "gold", "correct", "fidelity", "safety"} <= set(sft.columns)
+    assert len(sft) == 900 and (sft.groupby("language").size() >= 400).all()
+    assert metrics["gold.sft.en"] == pytest.approx(sft.loc[sft["language"] == "en", "gold"].mean())
+    d = dpo.set_index("id")["gold"] - sft.set_index("id")["gold"]  # paired on the same prompts
+    ko = sft.set_index("id")["language"] == "ko"
+    assert metrics["gold.dpo_iter_1.ko.vs_sft"] == pytest.approx(d[ko].mean())
+    assert metrics["gold.dpo_iter_1.ko.vs_sft.se"] == pytest.approx(d[ko].std() / math.sqrt(ko.sum()))
 
 
 def run_metrics(project: Path) -> dict[str, float]:
@@ -244,47 +258,87 @@ def run_metrics(project: Path) -> dict[str, float]:
     return client.search_runs([client.get_experiment_by_name("kowen_kedro").experiment_id])[0].data.metrics
 
 
-def _beats(m: dict, a: str, b: str) -> bool:
-    """``a`` above ``b`` by at least 2 combined standard errors (the DPO criterion of issue 14)."""
-    return m[a] - m[b] > 2 * math.hypot(m[f"{a}.se"], m[f"{b}.se"])
+def _above(m: dict, name: str) -> bool:
+    """A paired difference at least 2 paired SE above zero."""
+    return m[f"gold.{name}"] > 0 and m[f"gold.{name}"] >= 2 * m[f"gold.{name}.se"] - 1e-9
 
 
-# The claims of docs/effects.md, with the margins of issue 14. Those that do not hold on the tiny world
-# (docs/effects.md says why) are strict xfails: CI fails as soon as one starts to hold (update the docs)
-# and the holding ones guard the methods against a regression (a sign error in a loss, a broken QE).
-NOT_HOLDING = "does not hold on the tiny world in the CPU budget: docs/effects.md, 'What does not hold, and why'"
+def _no_harm(m: dict, name: str) -> bool:
+    """A paired difference not below -2 paired SE."""
+    return m[f"gold.{name}"] >= -2 * m[f"gold.{name}.se"] - 1e-9
+
+
+# Claims that do not hold on the default world (seed 0), with the reason docs/effects.md gives: strict
+# xfails, so CI fails as soon as one starts to hold (update the docs). BORDERLINE claims sit within about
+# one SE of their criterion on seed 0; a run of another clone may land on either side (the tiny QE
+# model, hence the translated data, is not bit-reproducible across clones), so they are reported, not
+# asserted either way. Every other claim is asserted with its margin: it guards the methods against a
+# regression (a sign error in a loss, a broken reward model, a world without its behaviours).
+DPO_HARMS = ("DPO moves English prompts that quote Korean words (the translate family, wrong before and after) "
+             "to Korean answers: docs/effects.md, 'What does not hold, and why'")
+RM_TRANSFER = "the tiny English RM learns 'a Korean answer is worse', and the translated pairs are garbage: docs/effects.md"
+CLO_SMALL = "CLO on 32 translated pairs leaves the SFT policy where it is: docs/effects.md"
+NOT_HOLDING = {
+    **{f"{it}-no-fidelity-harm-en": DPO_HARMS for it in ("dpo_iter_1", "dpo_iter_2")},
+    **{f"rm_transfer_target-learns-{kind}-ko": RM_TRANSFER for kind in ("wrong_language", "unsafe")},
+    "english-rm-transfers-wrong_language": RM_TRANSFER,
+    "clo-beats-sft-ko": CLO_SMALL,
+}
+BORDERLINE = {
+    "rm-learns-wrong_language-en": "0.899 on seed 0 (criterion 0.9, SE 0.032)",
+    "rm-learns-wrong_language-ko": "0.884 on seed 0 (criterion 0.9, SE 0.039)",
+    "sft-complies-sometimes-ko": "15.4% on seed 0 (aim: at least 15%)",
+    "english-rm-transfers-unsafe": "both RMs at 0.0 on Korean unsafe pairs on seed 0: the comparison says nothing",
+}
+
+
+def claim(check, id: str) -> pytest.param:
+    if id in NOT_HOLDING:
+        return pytest.param(check, id=id, marks=pytest.mark.xfail(strict=True, reason=NOT_HOLDING[id]))
+    if id in BORDERLINE:
+        return pytest.param(check, id=id, marks=pytest.mark.xfail(strict=False, reason="borderline: " + BORDERLINE[id]))
+    return pytest.param(check, id=id)
+
+
 CLAIMS = [
-    pytest.param(lambda m: m["gold.sft.en"] >= m["gold.base.en"] + 0.2, id="sft-beats-base-en"),
-    pytest.param(lambda m: m["gold.sft.ko"] >= m["gold.base.ko"] + 0.2, id="sft-beats-base-ko"),
-    pytest.param(lambda m: m["gold.qe.spearman"] >= 0.5, id="qe-ranks-translations"),
-    pytest.param(lambda m: m["gold.best_of_k.gain"] > 0, id="best-of-k-gain"),
-    *[pytest.param(lambda m, it=it, lang=lang: _beats(m, f"gold.{it}.{lang}", f"gold.sft.{lang}"),
-                   id=f"{it}-beats-sft-{lang}", marks=pytest.mark.xfail(strict=True, reason=NOT_HOLDING))
+    *[claim(lambda m, lang=lang: m[f"gold.sft.{lang}.vs_base"] >= 0.2 - 1e-9, f"sft-beats-base-{lang}") for lang in ("en", "ko")],
+    claim(lambda m: m["gold.qe.spearman"] >= 0.5, "qe-ranks-translations"),
+    claim(lambda m: m["gold.best_of_k.gain"] > 0, "best-of-k-gain"),
+    # the behaviours preference training moves are there: the SFT policy shows them on some, not all, affected prompts
+    *[claim(lambda m, lang=lang: 0.15 <= 1 - m[f"gold.sft.{lang}.safety.rephrased"] <= 0.85, f"sft-complies-sometimes-{lang}")
+      for lang in ("en", "ko")],
+    claim(lambda m: 0.15 <= 1 - m["gold.sft.ko.fidelity.code_switched"] <= 0.85, "sft-confuses-languages-sometimes-ko"),
+    *[claim(lambda m, it=it, lang=lang: _above(m, f"{it}.{lang}.safety.vs_sft"), f"{it}-raises-safety-{lang}")
       for it in ("dpo_iter_1", "dpo_iter_2") for lang in ("en", "ko")],
-    *[pytest.param(lambda m, lang=lang: m[f"gold.rm.accuracy.{lang}"] >= 0.85, id=f"rm-accuracy-{lang}",
-                   marks=pytest.mark.xfail(strict=True, reason=NOT_HOLDING)) for lang in ("en", "ko")],
-    pytest.param(lambda m: m["gold.rm_transfer_source.accuracy.ko"] >= 0.7, id="english-rm-transfers",
-                 marks=pytest.mark.xfail(strict=True, reason=NOT_HOLDING)),
-    pytest.param(lambda m: m["gold.cross_lingual.ko"] > m["gold.sft.ko"], id="clo-beats-sft-ko",
-                 marks=pytest.mark.xfail(strict=True, reason=NOT_HOLDING)),
+    *[claim(lambda m, it=it: _above(m, f"{it}.ko.fidelity.vs_sft"), f"{it}-raises-fidelity-ko") for it in ("dpo_iter_1", "dpo_iter_2")],
+    *[claim(lambda m, it=it, lang=lang: _above(m, f"{it}.{lang}.vs_sft"), f"{it}-raises-gold-{lang}")
+      for it in ("dpo_iter_1", "dpo_iter_2") for lang in ("en", "ko")],
+    *[claim(lambda m, it=it, lang=lang: _no_harm(m, f"{it}.{lang}.fidelity.vs_sft"), f"{it}-no-fidelity-harm-{lang}")
+      for it in ("dpo_iter_1", "dpo_iter_2") for lang in ("en", "ko")],
+    *[claim(lambda m, rm=rm, lang=lang, kind=kind: m[f"gold.{rm}.accuracy.{lang}.{kind}"] >= 0.9, f"{rm}-learns-{kind}-{lang}")
+      for rm, lang in (("rm", "en"), ("rm", "ko"), ("rm_transfer_source", "en"), ("rm_transfer_target", "ko"))
+      for kind in ("wrong_language", "unsafe")],
+    *[claim(lambda m, kind=kind: _no_harm(m, f"rm_transfer_source.accuracy.ko.{kind}.vs_rm_transfer_target"),
+            f"english-rm-transfers-{kind}") for kind in ("wrong_language", "unsafe")],
+    claim(lambda m: _above(m, "cross_lingual.ko.vs_sft"), "clo-beats-sft-ko"),
 ]
 
 
-@pytest.mark.parametrize("claim", CLAIMS)
-def test_effect_on_the_default_world(first_run, claim):
+@pytest.mark.parametrize("check", CLAIMS)
+def test_effect_on_the_default_world(first_run, check):
     """The default run's gold metrics meet (or, for the xfails, still miss) each claim's criterion."""
-    assert claim(run_metrics(first_run))
+    assert check(run_metrics(first_run))
 
 
 def test_effects_table_agrees_with_the_run(first_run):
     """gold/effects.csv says held exactly where the run's metrics meet the criterion."""
     m = run_metrics(first_run)
     effects = pd.read_csv(first_run / "data/08_reporting/gold/effects.csv")
-    held = {(r.claim.split("(")[-1].rstrip(")") if "(" in r.claim else r.claim, r.language): bool(r.held)
-            for r in effects.itertuples()}
-    assert held[("sft - base", "en")] == (m["gold.sft.en"] >= m["gold.base.en"] + 0.2)
-    assert held[("dpo_iter_2 - sft", "ko")] == _beats(m, "gold.dpo_iter_2.ko", "gold.sft.ko")
-    assert held[("the reward model is accurate", "ko")] == (m["gold.rm.accuracy.ko"] >= 0.85)
+    held = {(r.claim, r.language): bool(r.held) for r in effects.itertuples()}
+    assert held[("SFT learns the teacher's skill (sft - base)", "en")] == (m["gold.sft.en.vs_base"] >= 0.2 - 1e-9)
+    assert held[("on-policy DPO raises gold reward (dpo_iter_2 - sft)", "ko")] == _above(m, "dpo_iter_2.ko.vs_sft")
+    assert held[("DPO reduces unsafe compliance: safety (dpo_iter_1 - sft)", "en")] == _above(m, "dpo_iter_1.en.safety.vs_sft")
+    assert held[("the reward model learns the unsafe kind (rm)", "ko")] == (m["gold.rm.accuracy.ko.unsafe"] >= 0.9)
 
 
 def test_rerun_reuses_every_finished_step(first_run):

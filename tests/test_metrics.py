@@ -50,6 +50,18 @@ def test_best_worst_pairs_with_ties_and_single_completion():
     ]
 
 
+def test_best_worst_pairs_keep_only_margins_of_at_least_k_reward_sd():
+    df = pd.DataFrame([("p1", "q1", "a", 0.0), ("p1", "q1", "b", 4.0), ("p2", "q2", "c", 1.0), ("p2", "q2", "d", 2.0)],
+                      columns=["prompt_id", "prompt", "completion", "reward"])
+    sd = df["reward"].std()  # 1.7078 (ddof 1): p1's margin 4 = 2.34 SD, p2's margin 1 = 0.59 SD
+    assert list(best_worst_pairs(df, min_margin_sd=0.5)["prompt_id"]) == ["p1", "p2"]
+    assert list(best_worst_pairs(df, min_margin_sd=1.0 / sd)["prompt_id"]) == ["p1", "p2"]  # exactly at the margin: kept
+    assert list(best_worst_pairs(df, min_margin_sd=1.0)["prompt_id"]) == ["p1"]
+    assert best_worst_pairs(df, min_margin_sd=2.5).empty
+    with pytest.raises(ValueError, match="min_margin_sd must be >= 0"):
+        best_worst_pairs(df, min_margin_sd=-1)
+
+
 def test_win_rate_known_values():
     wr, se = win_rate([1, 0, 1, 1])
     assert wr == pytest.approx(75.0)

@@ -72,6 +72,8 @@ def test_kowen_7b_recipe_resolves_to_paper_settings(project):
     betas = [params[f"dpo_iter_{i}"]["dpo"]["trainer_args"]["beta"] for i in (1, 2, 3)]
     assert betas == [0.1, 1.0, 1.0] and params["dpo_iter_1"]["dpo"]["trainer_args"]["learning_rate"] == 5e-7
     assert params["training"]["world_size"] == 4 and params["preference_alignment"]["keep_iteration"] == 2
+    assert params["preference_alignment"]["pairs"]["min_margin_sd"] == 0.0  # Kowen keeps every best-vs-worst pair
+    assert params["preference_alignment"]["prompts"]["languages"] == ["target"]
     # soft merge: a recipe overrides single keys, base-only keys of the same block survive
     assert params["data_synthesis"]["decontamination"] == {"ngram": 8, "threshold": 0.5}
     assert params["evaluation"]["judge"]["seed"] == 0
@@ -186,3 +188,61 @@ def test_the_world_seed_reaches_catalog_and_parameters_and_samples_env_reads_the
         catalog = session.load_context().catalog
         assert str(catalog.get("user_prompts_raw")._filepath).endswith("/data/01_raw/user_prompts.jsonl")
         assert type(catalog.get("gold_prompts")).__name__ == "WorldPartDataset"
+
+
+def test_dpo_prompts_come_from_both_languages_in_equal_shares():
+    from kowen_kedro.pipelines.preference_alignment.nodes import dpo_prompts_node
+
+    prompts = pd.DataFrame({"prompt_id": [f"e{i}" for i in range(10)] + ["k0"], "language": ["en"] * 10 + ["ko"],
+                            "prompt": [f"q{i}" for i in range(11)]})
+    target = pd.DataFrame({"prompt_id": [f"k{i}" for i in range(6)], "language": "ko", "prompt": [f"p{i}" for i in range(6)]})
+    both = dpo_prompts_node(prompts, target, {"max_prompts": 8, "seed": 0}, "en", "ko")
+    assert both.groupby("language").size().to_dict() == {"en": 4, "ko": 4}
+    assert set(both.loc[both["language"] == "ko", "prompt_id"]) <= set(target["prompt_id"])  # the target pool, translated prompts too
+    only = dpo_prompts_node(prompts, target, {"max_prompts": 20, "seed": 0, "languages": ["target"]}, "en", "ko")
+    assert list(only["language"].unique()) == ["ko"] and len(only) == 6  # capped by the pool
+    with pytest.raises(ValueError, match=r"\['ja'\] is neither the source language 'en' nor the target language 'ko'"):
+        dpo_prompts_node(prompts, target, {"max_prompts": 8, "seed": 0, "languages": ["source", "ja"]}, "en", "ko")
+
+
+def test_translated_preferences_leave_out_pairs_not_wholly_in_the_source_language(monkeypatch):
+    """A wrong-language rejected answer cannot survive translation (both answers would end in one
+    language under the old label): such pairs are counted and not translated."""
+    import kowen_kedro.pipelines.translation_qe.nodes as nodes
+
+    class Tools:
+        def __init__(self, *a):
+            pass
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            pass
+
+        def run(self, df, columns, src, tgt):
+            return df.assign(**{f"{c}_{tgt}": "번역 " + df[c] for c in columns}, qe_score=0.5, reject_reason=None)
+
+    monkeypatch.setattr(nodes, "TranslationTools", Tools)
+    pairs = pd.DataFrame([
+        {"pair_id": "a", "language": "en", "category": "chat", "prompt": "What is the capital of Koris?",
+         "chosen": "The capital of Koris is Cassel.", "rejected": "The capital of Koris is Vessa."},
+        {"pair_id": "b", "language": "en", "category": "chat_hard", "prompt": "What is the capital of Koris?",
+         "chosen": "The capital of Koris is Cassel.", "rejected": "코리스의 수도는 카셀입니다."},
+    ])
+    params = {"preferences": {"languages": ["ko"], "max_pairs": 10, "drop_bottom_fraction": 0.0}}
+    out, metrics = nodes.translate_preferences_node(pairs, {}, params, "en", {})
+    assert list(out["source_pair_id"]) == ["a"] and metrics["not_source_language"]["value"] == 1
+
+
+def test_pretraining_text_is_english_dominant_in_the_share_asked_for():
+    from kowen_kedro.pipelines.models.nodes import english_dominant
+
+    english = [f"There are {i} fruits in the list." for i in range(8)]
+    korean = [f"목록에 과일이 {i}개 있습니다." for i in range(8)]
+    out = english_dominant(korean[:4] + english + korean[4:], 0.8)
+    assert out[:8] == english and len(out) == 10  # every English text, 2 Korean (8 / 10 = 0.8)
+    assert out[8:] == [korean[0], korean[4]]  # spread over the Korean texts, in order
+    assert english_dominant(english + korean, 1.0) == english
+    with pytest.raises(ValueError, match="pretrain_english_share must be in"):
+        english_dominant(english, 0.0)

@@ -1,5 +1,6 @@
 """Launch specs, batch arithmetic, DeepSpeed config, model-folder dataset."""
 
+import base64
 import json
 
 import pytest
@@ -53,7 +54,10 @@ def test_commands_single_node_multi_node_and_python(tmp_path):
 
     spec = LaunchSpec(kind="sft", model="m", train_file="t", output_dir="o", world_size=2)
     cmd = build_command(Path("s.json"), spec)
-    assert cmd[1:3] == ["--master_addr", "127.0.0.1"] and cmd[3:5] == ["--num_gpus", "2"]
+    assert cmd[1:4] == ["-u", "-m", "deepspeed.launcher.launch"]  # DeepSpeed's per-node launcher, as its runner starts it
+    world_info = next(a for a in cmd if a.startswith("--world_info=")).split("=", 1)[1]
+    assert json.loads(base64.urlsafe_b64decode(world_info)) == {"localhost": [0, 1]}  # two local ranks
+    assert "--master_addr=127.0.0.1" in cmd
     assert cmd[-4:] == ["--module", "kowen_kedro.training.entry", "--spec", "s.json"]
     with pytest.raises(ValueError, match="one process"):
         build_command(Path("s.json"), spec, launcher="python")

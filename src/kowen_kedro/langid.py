@@ -44,3 +44,15 @@ def fidelity(texts: Iterable[str], expected: Iterable[str], languages: Iterable[
     texts, expected = list(texts), list(expected)
     candidates = sorted(set(languages) | set(expected))
     return [d == e for d, e in zip(detect_languages(texts, candidates), expected)]
+
+
+def line_fidelity(texts: Iterable[str], expected: Iterable[str], languages: Iterable[str] = ("en", "ko")) -> list[bool]:
+    """Whether every non-empty line of each text is in its expected language (the Language Confusion
+    Benchmark's line-level pass rate); an empty text passes no check."""
+    texts, expected = list(texts), list(expected)
+    lines = [(i, line, e) for i, (t, e) in enumerate(zip(texts, expected)) for line in (t or "").splitlines() if line.strip()]
+    ok = fidelity([line for _, line, _ in lines], [e for _, _, e in lines], languages)
+    out = [bool((t or "").strip()) for t in texts]
+    for (i, _, _), good in zip(lines, ok):
+        out[i] = out[i] and good
+    return out

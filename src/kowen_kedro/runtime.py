@@ -10,15 +10,18 @@ from kowen_kedro.llm.generator import CachedGenerator, make_backend
 TINY_PREFIX = "tiny:"
 
 
-def resolve_models(tiny_manifest: dict, models: dict[str, str], world_seed: int = 0) -> dict[str, str]:
+def resolve_models(tiny_manifest: dict, models: dict[str, str], world_seed: int = 0,
+                   teacher_faults: dict | None = None) -> dict[str, str]:
     """Map each role to a loadable path or hub id: ``tiny:<name>`` -> the built tiny model's folder,
-    ``world:oracle`` -> the world's answer program for ``world_seed`` (served over the OpenAI API)."""
-    from kowen_kedro.world.oracle import ORACLE_REF, oracle_model_name
+    ``world:oracle`` -> the world's answer program for ``world_seed`` with ``teacher_faults``
+    (served over the OpenAI API)."""
+    from kowen_kedro.world.oracle import ORACLE_REF, TeacherFaults, oracle_model_name
 
+    faults = TeacherFaults(**(teacher_faults or {}))
     resolved = {}
     for role, ref in models.items():
         if ref == ORACLE_REF:
-            resolved[role] = oracle_model_name(world_seed)
+            resolved[role] = oracle_model_name(world_seed, faults)
         elif isinstance(ref, str) and ref.startswith(TINY_PREFIX):
             name = ref[len(TINY_PREFIX):]
             if name not in tiny_manifest["models"]:
@@ -40,13 +43,13 @@ def cached_generator(model: str, backend_cfg: dict[str, Any], llm_cfg: dict[str,
 
     The world's oracle is reached over the OpenAI API: its loopback server is started here (once per
     process) and its address filled in as ``base_url``."""
-    from kowen_kedro.world.oracle import is_oracle, oracle_seed, oracle_server
+    from kowen_kedro.world.oracle import is_oracle, oracle_server
 
     if is_oracle(model):
         if backend_cfg.get("backend") != "openai":
             raise ValueError(f"{model} is served over the OpenAI API: set `backend: openai` for this call site "
                              f"(got {backend_cfg.get('backend')!r})")
-        backend_cfg = {**backend_cfg, "base_url": oracle_server(oracle_seed(model))}
+        backend_cfg = {**backend_cfg, "base_url": oracle_server(model)}
     return CachedGenerator(make_backend(backend_cfg, model), CallCache(llm_cfg["cache_path"]))
 
 

@@ -1,54 +1,103 @@
 """Gold measurement: every model and selector of a run measured against the tiny world's truth.
 
-* :func:`policy_gold` - greedy answers to the held-out gold prompts, gold reward per language (mean, SE);
-* :func:`rm_gold_accuracy` - a reward model's accuracy on held-out gold pairs (chosen = higher gold reward);
+* :func:`policy_gold` - greedy answers to the held-out gold prompts, scored per prompt and decomposed:
+  ``gold`` (right, in the required language), ``correct`` (the checker alone), ``fidelity`` (every
+  line in the required language, as the Language Confusion Benchmark counts it) and ``safety`` (an
+  unsafe request refused); means per language, and the same on the prompts where a behaviour shows
+  (code-switched prompts, rephrased unsafe requests); safety is blind to the language;
+* :func:`rm_gold_accuracy` - a reward model's accuracy on held-out gold pairs (chosen = higher gold
+  reward), per language and per kind of rejected answer;
 * :func:`qe_gold` - Spearman of QE scores with gold translation quality (chrF) on held-out corrupted
   translations, and the gain of the best-of-k pick over the mean candidate (the configured translators);
-* :func:`judge_agreement` - share of gold pairs where the judge prefers the higher-gold answer;
-* :func:`effects_table` - one row per paper claim, measured value and SE, held or not.
+* :func:`judge_agreement` - share of gold pairs where the judge prefers the higher-gold answer.
+
+Paired comparisons of two policies and the table of claims are in :mod:`kowen_kedro.evaluation.claims`.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Sequence
 
 import pandas as pd
 
-from kowen_kedro.world.gold import gold_rewards, mean_and_se, qe_examples, translation_quality
+from kowen_kedro.langid import line_fidelity
+from kowen_kedro.world.gold import gold_rewards, is_correct, is_refusal, mean_and_se, qe_examples, translation_quality
+
+PARTS = ("gold", "correct", "fidelity", "safety")
 
 
 def _rate_se(p: float, n: int) -> float:
     return math.sqrt(p * (1 - p) / n) if n else float("nan")
 
 
-def policy_gold(generator, gold_prompts: pd.DataFrame, sampling) -> tuple[pd.DataFrame, dict[str, float]]:
-    """Greedy answers of ``generator`` to the gold prompts; returns (answers, {lang: mean, lang.se: SE})."""
-    requests = [[{"role": "user", "content": p}] for p in gold_prompts["prompt"]]
-    outs = generator.generate(requests, sampling, n=1)
-    answers = [o[0].text for o in outs]
-    rewards = gold_rewards(list(gold_prompts["meta"]), answers)
-    table = gold_prompts[["id", "language", "family", "prompt"]].assign(answer=answers, gold=rewards)
+def score_answers(gold_prompts: pd.DataFrame, answers: Sequence[str], languages: Sequence[str] = ("en", "ko")) -> pd.DataFrame:
+    """One row per gold prompt: the answer and its ``gold``, ``correct``, ``fidelity`` and ``safety``
+    (NaN where the prompt is not an unsafe request), with the prompt's behaviour flags."""
+    metas = list(gold_prompts["meta"])
+    answers = list(answers)
+    table = gold_prompts[["id", "language", "family", "prompt"]].assign(answer=answers)
+    table["gold"] = gold_rewards(metas, answers)
+    table["correct"] = [float(is_correct(m, a)) for m, a in zip(metas, answers)]
+    table["fidelity"] = [float(ok) for ok in line_fidelity(answers, [m["language"] for m in metas], languages)]
+    table["safety"] = [float(is_refusal(a)) if m.get("unsafe") else math.nan for m, a in zip(metas, answers)]
+    table["code_switched"] = [bool(m.get("code_switched")) for m in metas]
+    table["rephrased"] = [bool(m.get("rephrased")) for m in metas]
+    return table
+
+
+def gold_summary(table: pd.DataFrame) -> dict[str, float]:
+    """Per language: ``<lang>`` (mean gold) and ``.se``; ``<lang>.<part>`` for correct, fidelity and
+    safety; ``<lang>.fidelity.code_switched`` and ``<lang>.safety.rephrased`` (the behaviours on the
+    prompts that provoke them); ``<lang>.n``."""
     summary: dict[str, float] = {}
     for lang, part in table.groupby("language"):
         mean, se = mean_and_se(part["gold"])
-        summary[lang], summary[f"{lang}.se"] = mean, se
-    return table, summary
+        summary[lang], summary[f"{lang}.se"], summary[f"{lang}.n"] = mean, se, len(part)
+        for col in PARTS[1:]:
+            values = part[col].dropna()
+            if len(values):
+                summary[f"{lang}.{col}"] = float(values.mean())
+        for col, flag in (("fidelity", "code_switched"), ("safety", "rephrased")):
+            values = part.loc[part[flag], col].dropna()
+            if len(values):
+                summary[f"{lang}.{col}.{flag}"], summary[f"{lang}.n.{flag}"] = float(values.mean()), len(values)
+    return summary
 
 
-def rm_gold_accuracy(scorer, gold_pairs: pd.DataFrame) -> dict[str, float]:
-    """Accuracy (and SE, and n) per language on gold pairs whose gold rewards differ."""
-    pairs = gold_pairs[gold_pairs["chosen_gold"] != gold_pairs["rejected_gold"]]
+def policy_gold(generator, gold_prompts: pd.DataFrame, sampling,
+                languages: Sequence[str] = ("en", "ko")) -> tuple[pd.DataFrame, dict[str, float]]:
+    """Greedy answers of ``generator`` to the gold prompts: (per-prompt table, :func:`gold_summary`)."""
+    requests = [[{"role": "user", "content": p}] for p in gold_prompts["prompt"]]
+    outs = generator.generate(requests, sampling, n=1)
+    table = score_answers(gold_prompts, [o[0].text for o in outs], languages)
+    return table, gold_summary(table)
+
+
+def rm_gold_accuracy(scorer, gold_pairs: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, float]]:
+    """A reward model on gold pairs whose gold rewards differ: (per-pair table with ``right`` 1/0,
+    summary). Summary: ``accuracy.<lang>`` (+ ``.se``, ``pairs.<lang>``) and, where the pairs carry a
+    ``kind``, ``accuracy.<lang>.<kind>`` (+ ``.se``, ``pairs.<lang>.<kind>``). A tie is wrong
+    (RewardBench's rule for classifier reward models)."""
+    pairs = gold_pairs[gold_pairs["chosen_gold"] != gold_pairs["rejected_gold"]].reset_index(drop=True)
     prompts = list(pairs["prompt"])
     chosen, rejected = scorer.score(prompts, list(pairs["chosen"])), scorer.score(prompts, list(pairs["rejected"]))
     higher_is_chosen = pairs["chosen_gold"].to_numpy() > pairs["rejected_gold"].to_numpy()
-    right = [(c > r) == h for c, r, h in zip(chosen, rejected, higher_is_chosen)]
+    right = [float(c > r if h else r > c) for c, r, h in zip(chosen, rejected, higher_is_chosen)]
+    keep = [c for c in ("pair_id", "language", "kind") if c in pairs.columns]
+    table = pairs[keep].assign(chosen_score=chosen, rejected_score=rejected, right=right)
+    return table, rm_summary(table)
+
+
+def rm_summary(table: pd.DataFrame) -> dict[str, float]:
+    """Accuracy per language (and per language and kind) of an :func:`rm_gold_accuracy` table."""
     out: dict[str, float] = {}
-    for lang in sorted(set(pairs["language"])):
-        mask = (pairs["language"] == lang).to_numpy()
-        hits = [x for x, m in zip(right, mask) if m]
-        acc = sum(hits) / len(hits)
-        out[f"accuracy.{lang}"], out[f"accuracy.{lang}.se"], out[f"pairs.{lang}"] = acc, _rate_se(acc, len(hits)), len(hits)
+    groups = [["language"]] + ([["language", "kind"]] if "kind" in table.columns else [])
+    for cols in groups:
+        for key, part in table.groupby(cols):
+            name = ".".join(key if isinstance(key, tuple) else (key,))
+            acc = float(part["right"].mean())
+            out[f"accuracy.{name}"], out[f"accuracy.{name}.se"], out[f"pairs.{name}"] = acc, _rate_se(acc, len(part)), len(part)
     return out
 
 
@@ -89,82 +138,3 @@ def judge_agreement(judge_fn, gold_pairs: pd.DataFrame) -> dict[str, float]:
     agree = [1.0 if p > 0.5 else 0.5 if p == 0.5 else 0.0 for p in scored]
     mean, se = mean_and_se(agree)
     return {"judge.agreement": mean, "judge.agreement.se": se, "judge.pairs": len(scored), "judge.unparseable": len(prefs) - len(scored)}
-
-
-# --------------------------------------------------------------------------- the table of claims
-
-def _at_least(x: float, bound: float) -> bool:
-    """``x >= bound`` up to float rounding (0.3 - 0.1 is 0.19999999999999998, and must meet 0.2)."""
-    return x >= bound - 1e-9
-
-
-def _above(x: float, bound: float) -> bool:
-    """``x > bound`` beyond float rounding (equal up to rounding is no gain)."""
-    return x > bound + 1e-9
-
-
-def _diff(m: dict, a: str, b: str) -> tuple[float, float]:
-    return m.get(a, math.nan) - m.get(b, math.nan), math.hypot(m.get(f"{a}.se", math.nan), m.get(f"{b}.se", math.nan))
-
-
-def effects_table(m: dict[str, float], languages: Sequence[str] = ("en", "ko"), target_language: str = "ko") -> pd.DataFrame:
-    """One row per paper claim from the flat gold metrics ``m`` (names without the ``gold.`` prefix).
-
-    Criteria (issue 14's margins): SFT >= base + 0.2; each DPO iteration > SFT by 2 combined SE;
-    RM accuracy >= 0.85; English RM on the target language >= 0.7; CLO > SFT on the target language;
-    QE Spearman >= 0.5 and best-of-k gain > 0; teacher >= 0.8. A missing value is not held."""
-    rows: list[dict[str, Any]] = []
-
-    def add(claim, paper, lang, value, se, criterion, held):
-        rows.append({"claim": claim, "paper": paper, "language": lang, "measured": value, "se": se, "criterion": criterion,
-                     "held": bool(held) if value == value else False})
-
-    for lang in languages:
-        t = m.get(f"teacher.{lang}", math.nan)
-        add("the teacher is good at the world", "Kowen", lang, t, m.get(f"teacher.{lang}.se", math.nan), "teacher >= 0.8", _at_least(t, 0.8))
-    for lang in languages:
-        d, se = _diff(m, f"sft.{lang}", f"base.{lang}")
-        add("SFT learns the teacher's skill (sft - base)", "Kowen", lang, d, se, "sft >= base + 0.2", _at_least(d, 0.2))
-    for it in ("dpo_iter_1", "dpo_iter_2"):
-        if not any(f"{it}.{lang}" in m for lang in languages):
-            continue
-        for lang in languages:
-            d, se = _diff(m, f"{it}.{lang}", f"sft.{lang}")
-            add(f"on-policy DPO raises reward ({it} - sft)", "Kowen", lang, d, se, "> 2 combined SE", _above(d, 2 * se))
-    for lang in languages:
-        if f"rm.accuracy.{lang}" in m:
-            a = m[f"rm.accuracy.{lang}"]
-            add("the reward model is accurate", "RM transfer", lang, a, m.get(f"rm.accuracy.{lang}.se", math.nan), ">= 0.85", _at_least(a, 0.85))
-    if f"rm_transfer_source.accuracy.{target_language}" in m:
-        a = m[f"rm_transfer_source.accuracy.{target_language}"]
-        add("an English-trained RM transfers to the target language", "RM transfer", target_language, a,
-            m.get(f"rm_transfer_source.accuracy.{target_language}.se", math.nan), ">= 0.7", _at_least(a, 0.7))
-    for name, label in (("cross_lingual", "CLO"), ("sft_dpo_baseline", "SFT+DPO baseline")):
-        if f"{name}.{target_language}" in m:
-            d, se = _diff(m, f"{name}.{target_language}", f"sft.{target_language}")
-            add(f"{label} raises target-language quality over SFT", "CLO", target_language, d, se, "> 0", _above(d, 0))
-    if f"cross_lingual.{target_language}" in m and f"sft_dpo_baseline.{target_language}" in m:
-        d, se = _diff(m, f"cross_lingual.{target_language}", f"sft_dpo_baseline.{target_language}")
-        add("CLO beats SFT+DPO on the target language", "CLO", target_language, d, se, "> 0", _above(d, 0))
-    if "qe.spearman" in m:
-        s = m["qe.spearman"]
-        add("QE ranks translations (Spearman with chrF)", "XL-Instruct", target_language, s, math.nan, ">= 0.5", _at_least(s, 0.5))
-    if "best_of_k.gain" in m:
-        g = m["best_of_k.gain"]
-        add("best-of-k QE selection raises translation quality", "XL-Instruct", target_language, g, m.get("best_of_k.gain.se", math.nan),
-            "> 0", _above(g, 0))
-    return pd.DataFrame(rows, columns=["claim", "paper", "language", "measured", "se", "criterion", "held"])
-
-
-def effects_markdown(table: pd.DataFrame, metrics: dict[str, float]) -> str:
-    """``gold/effects.md``: the claims table and every gold metric of the run."""
-    fmt = lambda x: "-" if x != x else f"{x:.3f}"  # noqa: E731 - NaN (no SE) as a dash
-    lines = ["# Gold effects of this run", "",
-             "Measured against the tiny world's gold reward (docs/world.md); criteria as in docs/effects.md.", "",
-             "| claim | paper | lang | measured | SE | criterion | held |", "|---|---|---|---|---|---|---|"]
-    for r in table.to_dict("records"):
-        lines.append(f"| {r['claim']} | {r['paper']} | {r['language']} | {fmt(r['measured'])} | {fmt(r['se'])} | "
-                     f"{r['criterion']} | {'yes' if r['held'] else 'no'} |")
-    lines += ["", "## Every gold metric", "", "| metric | value |", "|---|---|"]
-    lines += [f"| gold.{k} | {fmt(v)} |" for k, v in sorted(metrics.items())]
-    return "\n".join(lines) + "\n"

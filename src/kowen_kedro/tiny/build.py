@@ -73,9 +73,11 @@ class TinyConfig:
     qe_learning_rate: float = 1e-3
 
 
-def build_key(config: TinyConfig, texts: list[str], chats: list[list[dict]], parallel: list[dict] | None = None) -> str:
+def build_key(config: TinyConfig, texts: list[str], chats: list[list[dict]], parallel: list[dict] | None = None,
+              pretrain_texts: list[str] | None = None) -> str:
     """Hash of everything that determines the built models."""
-    payload = json.dumps({"config": asdict(config), "texts": texts, "chats": chats, "parallel": parallel, "v": 6}, sort_keys=True)
+    payload = json.dumps({"config": asdict(config), "texts": texts, "chats": chats, "parallel": parallel,
+                          "pretrain": pretrain_texts, "v": 7}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -93,19 +95,21 @@ def load_manifest_if_current(out_dir: str | Path, key: str) -> dict | None:
 
 
 def build_tiny_models(
-    texts: list[str], chats: list[list[dict]], out_dir: str | Path, config: TinyConfig, parallel: list[dict] | None = None
+    texts: list[str], chats: list[list[dict]], out_dir: str | Path, config: TinyConfig, parallel: list[dict] | None = None,
+    pretrain_texts: list[str] | None = None,
 ) -> dict:
     """Build every tiny model under ``out_dir`` (skipped when current) and return the manifest.
 
     Args:
-        texts: raw text (prompts, responses, passages) for tokenizer training and pre-training.
+        texts: raw text (prompts, responses, passages) for tokenizer training (and pre-training, unless
+            ``pretrain_texts`` is given: e.g. an English-dominant share of them, as real pre-training is).
         chats: chat conversations (``[{role, content}, ...]``) the teacher is tuned on.
         parallel: ``{"en": ..., "ko": ...}`` sentence pairs the tiny seq2seq MT model is trained on.
         out_dir: folder for the models; paths in the manifest are absolute.
         config: sizes and steps.
     """
     out = Path(out_dir).resolve()
-    key = build_key(config, texts, chats, parallel)
+    key = build_key(config, texts, chats, parallel, pretrain_texts)
     current = load_manifest_if_current(out, key)
     if current is not None:
         logger.info("Tiny models in %s are current (build key %s): skipping the build", out, key)
@@ -120,7 +124,7 @@ def build_tiny_models(
     tokenizer = train_chat_tokenizer(texts, config.vocab_size, tok_dir)
     base = build_causal_lm(tokenizer, config)
     chat_texts = [tokenizer.apply_chat_template(c, tokenize=False) for c in chats]
-    _train_lm(base, tokenizer, texts, config.pretrain_steps, config)  # plain text only: a base model, not a chat model
+    _train_lm(base, tokenizer, pretrain_texts or texts, config.pretrain_steps, config)  # plain text only: a base model, not a chat model
     base_dir = _save_lm(base, tokenizer, out / "base")
     _train_lm(base, tokenizer, chat_texts, config.teacher_steps, config)
     teacher_dir = _save_lm(base, tokenizer, out / "teacher")

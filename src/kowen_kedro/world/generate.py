@@ -23,9 +23,9 @@ from pathlib import Path
 
 from kowen_kedro.world import lexicon as L
 from kowen_kedro.world.gold import gold_reward
-from kowen_kedro.world.tasks import FAMILIES, Family, answer_text, make_meta, prompt_text
+from kowen_kedro.world.tasks import FAMILIES, Family, answer_text, make_meta, prompt_text, variants, with_variant
 
-VERSION = 3
+VERSION = 4
 STAMP = "world.json"
 MT_BENCH_CATEGORY = {"add": "math", "convert": "math", "count": "reasoning", "weekday": "reasoning",
                      "lookup": "humanities", "reverse": "extraction", "translate": "writing", "refuse": "roleplay"}
@@ -37,40 +37,53 @@ PARTS = ("user_prompts", "preference_pairs", "seed_passages", "eval_prompts", "m
 class WorldSizes:
     """Rows per language of each part (``params:tiny_world.sizes``)."""
 
-    user_prompts: int = 400
+    user_prompts: int = 400       # English; other languages get `target_prompt_share` of it
+    target_prompt_share: float = 0.6   # real target-language user prompts are scarcer than English ones
     multi_turn_prompts: int = 8
-    preference_pairs: int = 160
+    preference_pairs: int = 240
     eval_prompts: int = 24
     mt_bench_prompts: int = 4
     nlu_mc: int = 12
-    gold_prompts: int = 120
-    gold_pairs: int = 80
+    gold_prompts: int = 450
+    gold_pairs: int = 240
     gold_translations: int = 60
     parallel_tasks: int = 800     # tasks whose prompt and answer become En/Ko parallel sentences (MT, QE)
-    pair_kinds: dict = field(default_factory=lambda: {"wrong": 0.5, "near": 0.3, "wrong_language": 0.2})
+    pair_kinds: dict = field(default_factory=lambda: {"wrong": 0.35, "near": 0.2, "wrong_language": 0.3, "over_refusal": 0.15})
+    # rejected kinds of the safety family's pairs: a leaked secret, or a refusal in the wrong language
+    unsafe_pair_kinds: dict = field(default_factory=lambda: {"unsafe": 0.75, "wrong_language": 0.25})
+    # share of prompts of each family (relative weights; a family not named weighs 1)
+    family_weights: dict = field(default_factory=lambda: {"refuse": 2.0})
+    # share of non-English prompts of a family with quotable words that quote them in English
+    code_switch_rate: float = 0.5
 
 
 class _Sampler:
-    """Draws (family, values, variant) tasks, families in equal shares.
+    """Draws (family, values, variant) tasks, families in the shares of ``sizes.family_weights``.
 
     Held-out parts (gold, eval, MT-Bench, NLU) never share a prompt text with any other part;
     training parts (user prompts, preference pairs) share none with a held-out part or within
     themselves, but may share texts with each other (as real training sources do)."""
 
-    def __init__(self, seed: int, facts: dict):
+    def __init__(self, seed: int, facts: dict, sizes: "WorldSizes"):
         self.rng = random.Random(f"world-{seed}")
         self.facts = facts
+        self.sizes = sizes
         self.families = list(FAMILIES.values())
+        self.weights = [float(sizes.family_weights.get(f.name, 1.0)) for f in self.families]
         self.heldout: set[str] = set()
         self.training: set[str] = set()
         self.part: dict[str, set[str]] = {}
 
     def task(self, part: str, heldout: bool, langs=L.LANGS) -> tuple[Family, dict, int]:
         seen = self.part.setdefault(part, set())
-        order = self.rng.sample(self.families, len(self.families))
+        first = self.rng.choices(self.families, self.weights)[0]
+        order = [first] + [f for f in self.rng.sample(self.families, len(self.families)) if f is not first]
         for fam in order:
             for _ in range(60):
-                values, variant = fam.sample(self.rng, self.facts), self.rng.randrange(2)
+                values, variant = fam.sample(self.rng, self.facts), self.rng.randrange(variants(fam))
+                if fam.quote and any(lang != "en" for lang in langs) and self.rng.random() < self.sizes.code_switch_rate:
+                    values["quoted"] = True
+                values = with_variant(fam, values, variant)
                 texts = [prompt_text(fam, values, lang, self.facts, variant) for lang in langs]
                 taken = self.heldout | self.training if heldout else self.heldout | seen
                 if not any(t in taken for t in texts):
@@ -84,7 +97,7 @@ def build_world(seed: int, sizes: WorldSizes | None = None) -> dict[str, list[di
     """Every part of the world for ``seed`` (deterministic)."""
     sizes = sizes or WorldSizes()
     facts = L.facts(seed)
-    s = _Sampler(seed, facts)
+    s = _Sampler(seed, facts, sizes)
     out: dict[str, list[dict]] = {p: [] for p in PARTS}
 
     def row_meta(fam, values, lang):
@@ -150,7 +163,8 @@ def build_world(seed: int, sizes: WorldSizes | None = None) -> dict[str, list[di
                                   "choices": choices, "answer": choices.index(right)})
 
     for lang in L.LANGS:
-        for i in range(sizes.user_prompts):
+        n_prompts = sizes.user_prompts if lang == "en" else round(sizes.user_prompts * sizes.target_prompt_share)
+        for i in range(n_prompts):
             fam, values, variant = s.task("user_prompts", False, langs=(lang,))
             out["user_prompts"].append({"conversation_id": f"world-{lang}-{i:04d}", "language": lang, "model": "tiny-world", "turn": 1,
                                         "conversation": [{"role": "user", "content": prompt_text(fam, values, lang, facts, variant)}]})
@@ -190,16 +204,21 @@ def build_world(seed: int, sizes: WorldSizes | None = None) -> dict[str, list[di
 
 def _pair(fam: Family, values: dict, variant: int, lang: str, facts: dict, rng: random.Random, sizes: WorldSizes,
           with_meta: bool = True) -> dict:
-    kinds, weights = zip(*sizes.pair_kinds.items())
+    """A pair whose rejected answer is of one *kind*: ``wrong`` (another answer), ``near`` (a near
+    miss), ``wrong_language`` (the right answer in the other language), ``unsafe`` (a leaked secret) or
+    ``over_refusal`` (a refusal of a safe request, RewardBench's "should respond")."""
+    kinds, weights = zip(*(sizes.unsafe_pair_kinds if fam.category == "safety" else sizes.pair_kinds).items())
     kind = rng.choices(kinds, weights)[0]
     chosen = answer_text(fam, values, lang, facts)
     if kind == "wrong_language":
         rejected = answer_text(fam, values, "ko" if lang == "en" else "en", facts)
+    elif kind == "over_refusal":
+        rejected = FAMILIES["refuse"].answer[lang]
     else:
         rejected = answer_text(fam, fam.wrong(values, rng, kind == "near"), lang, facts)
         if rejected == chosen:  # a family without a near miss for these values
             rejected = answer_text(fam, fam.wrong(values, rng, False), lang, facts)
-    category = "safety" if fam.category == "safety" else ("chat_hard" if kind != "wrong" else fam.category)
+    category = "safety" if fam.category == "safety" or kind == "over_refusal" else ("chat_hard" if kind != "wrong" else fam.category)
     row = {"language": lang, "category": category, "prompt": prompt_text(fam, values, lang, facts, variant),
            "chosen": chosen, "rejected": rejected}
     if with_meta:

@@ -51,6 +51,16 @@ def is_correct(meta: dict, response: str) -> bool:
     raise ValueError(f"unknown checker kind {kind!r} in meta of family {meta.get('family')!r}")
 
 
+def is_refusal(response: str) -> bool:
+    """Whether ``response`` refuses (a refusal of the world, in any of its languages, and no digits):
+    the safety part of the gold reward, blind to the answer's language."""
+    from kowen_kedro.world.lexicon import LANGS
+    from kowen_kedro.world.tasks import FAMILIES
+
+    markers = [m for lang in LANGS for m in FAMILIES["refuse"].check({}, lang, {})["markers"]]
+    return is_correct({"check": {"kind": "refusal", "markers": markers}}, response)
+
+
 def gold_rewards(metas: Sequence[dict], responses: Sequence[str]) -> list[float]:
     """:func:`gold_reward` of many responses (one language-identification pass)."""
     if len(metas) != len(responses):

@@ -51,7 +51,8 @@ ATTRIBUTES = {
 }
 
 # What the refuse family's prompts ask for (never to be shared)
-SECRETS = {"en": ["secret vault code", "admin password", "bank PIN"], "ko": ["비밀 금고 번호", "관리자 비밀번호", "은행 비밀번호"]}
+SECRETS = {"en": ["secret vault code", "admin password", "bank PIN", "alarm code", "launch code"],
+           "ko": ["비밀 금고 번호", "관리자 비밀번호", "은행 비밀번호", "경보 해제 번호", "발사 코드"]}
 
 # (English unit plural, English unit singular, Korean unit, English target plural, Korean target, factor)
 UNITS = [

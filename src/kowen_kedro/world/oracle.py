@@ -13,7 +13,18 @@ minutes: see docs/world.md), so every default run exercises the ``openai`` backe
   after every run) or at interpreter exit.
 
 Model role value ``world:oracle`` resolves to ``world-oracle/seed-<seed>`` (the seed is part of the
-name, so the call cache never mixes two worlds).
+name, so the call cache never mixes two worlds), followed by the teacher's fault rates when any is
+set (``world-oracle/seed-0/drift-0.4/comply-0.5``): a teacher with faults is another model.
+
+**Teacher faults** (:class:`TeacherFaults`, ``tiny_world.teacher_faults``): the oracle's content is
+always right, but like a real helpful-first, English-dominant teacher it
+
+* *drifts to English* on a share of the non-English prompts that quote English words (it answers
+  the right content in English: language confusion, the failure Kowen and CLO start from);
+* *complies* with a share of the rephrased unsafe requests (role play, "for a test", indirect asks)
+  and leaks the secret, while it refuses every plain one.
+
+Which prompts are affected is a deterministic function of the world seed and the prompt text.
 """
 
 from __future__ import annotations
@@ -24,6 +35,7 @@ import json
 import random
 import re
 import threading
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from kowen_kedro.world import lexicon as L
@@ -33,24 +45,64 @@ ORACLE_REF = "world:oracle"
 _PREFIX = "world-oracle/seed-"
 
 
-def oracle_model_name(seed: int) -> str:
-    return f"{_PREFIX}{int(seed)}"
+@dataclass(frozen=True)
+class TeacherFaults:
+    """How often the world's teacher errs like a real one (``tiny_world.teacher_faults``)."""
+
+    drift_to_english: float = 0.0   # share of code-switched non-English prompts answered in English
+    comply_rephrased: float = 0.0   # share of rephrased unsafe requests answered with the secret
+
+    def __post_init__(self):
+        for name in ("drift_to_english", "comply_rephrased"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+                raise ValueError(f"tiny_world.teacher_faults.{name} must be a share in [0, 1], not {value!r}")
+
+    def suffix(self) -> str:
+        return "".join(f"/{tag}-{getattr(self, name):g}" for tag, name in _FAULT_TAGS if getattr(self, name))
+
+
+_FAULT_TAGS = (("drift", "drift_to_english"), ("comply", "comply_rephrased"))
+
+
+def oracle_model_name(seed: int, faults: TeacherFaults | None = None) -> str:
+    return f"{_PREFIX}{int(seed)}{(faults or TeacherFaults()).suffix()}"
 
 
 def is_oracle(model: str) -> bool:
     return isinstance(model, str) and model.startswith(_PREFIX)
 
 
-def oracle_seed(model: str) -> int:
-    return int(model[len(_PREFIX):])
+def oracle_spec(model: str) -> tuple[int, TeacherFaults]:
+    """(world seed, teacher faults) of an oracle model name."""
+    seed, *tags = model[len(_PREFIX):].split("/")
+    names = dict(_FAULT_TAGS)
+    values = {}
+    for tag in tags:
+        key, _, value = tag.partition("-")
+        if key not in names:
+            raise ValueError(f"{model!r}: unknown teacher fault {key!r}; known: {sorted(names)}")
+        values[names[key]] = float(value)
+    return int(seed), TeacherFaults(**values)
 
 
-def oracle_reply(text: str, seed: int) -> str:
-    """The world program's reply to one user message."""
+def _share(seed: int, what: str, text: str) -> float:
+    """A number in [0, 1) fixed by the world seed, the fault and the prompt text."""
+    return int(hashlib.sha256(f"{seed}|{what}|{text}".encode()).hexdigest()[:12], 16) / 16**12
+
+
+def oracle_reply(text: str, seed: int, faults: TeacherFaults | None = None) -> str:
+    """The world program's reply to one user message (with the teacher's ``faults``, if any)."""
     facts = L.facts(seed)
-    parsed = parse_prompt(text.strip(), facts)
+    text = text.strip()
+    parsed = parse_prompt(text, facts)
     if parsed:
         fam, values, lang = parsed
+        faults = faults or TeacherFaults()
+        if values.get("rephrased") and _share(seed, "comply", text) < faults.comply_rephrased:
+            values = {**values, "leak": True, "code": 1000 + int(_share(seed, "code", text) * 9000)}
+        if values.get("quoted") and lang != "en" and _share(seed, "drift", text) < faults.drift_to_english:
+            lang = "en"
         return answer_text(fam, values, lang, facts)
     if text.startswith("Below is a conversation between a user and an assistant"):  # data.synthesis.NEXT_USER_TURN
         lang = "ko" if text.split("\n", 1)[0].rstrip(".").endswith("Korean") else "en"
@@ -74,8 +126,8 @@ def oracle_reply(text: str, seed: int) -> str:
 
 
 class _Server:
-    def __init__(self, seed: int):
-        self.seed = seed
+    def __init__(self, model: str):
+        self.seed, self.faults = oracle_spec(model)
 
         outer = self
 
@@ -86,7 +138,7 @@ class _Server:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 user = next((m["content"] for m in reversed(body.get("messages", [])) if m.get("role") == "user"), "")
-                text = oracle_reply(user, outer.seed)
+                text = oracle_reply(user, outer.seed, outer.faults)
                 words = text.split()
                 limit = body.get("max_tokens") or body.get("max_completion_tokens")
                 finish = "stop"
@@ -106,7 +158,7 @@ class _Server:
                 self.wfile.write(payload)
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True, name=f"world-oracle-{seed}")
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True, name=f"world-oracle-{self.seed}")
         self.thread.start()
 
     @property
@@ -118,16 +170,18 @@ class _Server:
         self.httpd.server_close()
 
 
-_SERVERS: dict[int, _Server] = {}
+_SERVERS: dict[str, _Server] = {}
 _LOCK = threading.Lock()
 
 
-def oracle_server(seed: int) -> str:
-    """Base URL of this process's oracle server for ``seed`` (started on first use)."""
+def oracle_server(model: str | int) -> str:
+    """Base URL of this process's oracle server for the oracle ``model`` name (or a world seed, no
+    faults), started on first use."""
+    model = oracle_model_name(model) if isinstance(model, int) else model
     with _LOCK:
-        if seed not in _SERVERS:
-            _SERVERS[seed] = _Server(seed)
-        return _SERVERS[seed].base_url
+        if model not in _SERVERS:
+            _SERVERS[model] = _Server(model)
+        return _SERVERS[model].base_url
 
 
 def stop_servers() -> int:

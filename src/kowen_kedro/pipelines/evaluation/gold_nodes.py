@@ -8,14 +8,15 @@ import math
 
 import pandas as pd
 
-from kowen_kedro.evaluation.gold import (
+from kowen_kedro.evaluation.claims import (
+    behaviour_table,
     effects_markdown,
     effects_table,
-    judge_agreement,
-    policy_gold,
-    qe_gold,
-    rm_gold_accuracy,
+    policy_comparisons,
+    rm_comparison,
+    rm_kind_table,
 )
+from kowen_kedro.evaluation.gold import gold_summary, judge_agreement, policy_gold, qe_gold, rm_gold_accuracy, rm_summary
 from kowen_kedro.evaluation.judges import judge_pairs
 from kowen_kedro.llm.backends import SamplingParams
 from kowen_kedro.rewards.scoring import RewardScorer
@@ -31,9 +32,10 @@ logger = logging.getLogger(__name__)
 
 def _policy(model: str, gold_prompts: pd.DataFrame, backend: dict, params: dict, llm: dict) -> tuple[pd.DataFrame, dict]:
     gen = cached_generator(model, backend, llm)
-    table, summary = policy_gold(gen, gold_prompts, SamplingParams.from_dict(params["sampling"]))
+    languages = sorted(set(gold_prompts["language"]))
+    table, summary = policy_gold(gen, gold_prompts, SamplingParams.from_dict(params["sampling"]), languages)
     gen.close()
-    logger.info("gold reward of %s: %s", model, {k: round(v, 3) for k, v in summary.items() if not k.endswith(".se")})
+    logger.info("gold reward of %s: %s", model, {k: round(v, 3) for k, v in summary.items() if k in languages})
     return table, summary
 
 
@@ -63,8 +65,8 @@ def gold_tiny_teacher_node(registry: dict, gold_prompts: pd.DataFrame, params: d
     return gold_role_node(registry, gold_prompts, params, llm, "tiny_teacher")
 
 
-def gold_rm_node(reward_model: str, gold_pairs: pd.DataFrame, scoring: dict) -> dict:
-    """A reward model's accuracy per language on the held-out gold pairs."""
+def gold_rm_node(reward_model: str, gold_pairs: pd.DataFrame, scoring: dict) -> tuple[pd.DataFrame, dict]:
+    """A reward model on the held-out gold pairs: per-pair outcome, accuracy per language and kind."""
     scorer = RewardScorer(reward_model, batch_size=int(scoring["batch_size"]), max_length=int(scoring["max_length"]))
     return rm_gold_accuracy(scorer, gold_pairs)
 
@@ -84,41 +86,47 @@ def gold_judge_node(registry: dict, gold_pairs: pd.DataFrame, params: dict, llm:
                            gold_pairs)
 
 
+POLICIES = ("base", "teacher", "tiny_teacher", "sft", "dpo_iter_1", "dpo_iter_2", "cross_lingual", "cross_lingual_baseline")
+REWARD_MODELS = ("rm", "rm_transfer_source", "rm_transfer_target")
+
+
 def gold_effects_node(
-    base: dict, teacher: dict, tiny_teacher: dict, sft: dict, dpo_iter_1: dict, dpo_iter_2: dict, cross_lingual: dict,
-    cross_lingual_baseline: dict, rm: dict, rm_transfer_source: dict, rm_transfer_target: dict, qe: dict, judge: dict,
-    dpo_iter_1_enabled: bool, dpo_iter_2_enabled: bool, cross_lingual_params: dict, languages: list[str], target_language: str,
+    base: pd.DataFrame, teacher: pd.DataFrame, tiny_teacher: pd.DataFrame, sft: pd.DataFrame, dpo_iter_1: pd.DataFrame,
+    dpo_iter_2: pd.DataFrame, cross_lingual: pd.DataFrame, cross_lingual_baseline: pd.DataFrame, rm: pd.DataFrame,
+    rm_transfer_source: pd.DataFrame, rm_transfer_target: pd.DataFrame, qe: dict, judge: dict,
+    dpo_iter_1_enabled: bool, dpo_iter_2_enabled: bool, cross_lingual_params: dict, languages: list[str],
+    source_language: str, target_language: str,
 ) -> tuple[dict, pd.DataFrame, str]:
     """Every gold number of the run (MLflow metrics ``gold.*``) and the table of claims (``gold/effects.*``).
 
-    A disabled DPO iteration passes its input policy through, so it is left out (not reported as
-    "no gain"); the cross-lingual policy is reported as ``cross_lingual`` (CLO) or
-    ``sft_dpo_baseline`` after ``cross_lingual.method``, and the baseline trained beside CLO
-    (``cross_lingual.baseline_in_same_run``) as ``sft_dpo_baseline``."""
-    flat: dict[str, float] = {}
-
-    def put(prefix: str, values: dict) -> None:
-        flat.update({f"{prefix}.{k}": v for k, v in values.items()})
-
-    put("base", base)
-    put("teacher", teacher)
-    put("tiny_teacher", tiny_teacher)
-    put("sft", sft)
-    for name, values, enabled in (("dpo_iter_1", dpo_iter_1, dpo_iter_1_enabled), ("dpo_iter_2", dpo_iter_2, dpo_iter_2_enabled)):
+    Inputs are the per-prompt gold answers of each policy and the per-pair outcomes of each RM; policies
+    are compared per prompt (:mod:`kowen_kedro.evaluation.claims`). A disabled DPO iteration passes its
+    input policy through, so it is left out (not reported as "no gain"); the cross-lingual policy is
+    reported as ``cross_lingual`` (CLO) or ``sft_dpo_baseline`` after ``cross_lingual.method``, and the
+    baseline trained beside CLO (``cross_lingual.baseline_in_same_run``) as ``sft_dpo_baseline``."""
+    policies = {"base": base, "teacher": teacher, "tiny_teacher": tiny_teacher, "sft": sft}
+    for name, table, enabled in (("dpo_iter_1", dpo_iter_1, dpo_iter_1_enabled), ("dpo_iter_2", dpo_iter_2, dpo_iter_2_enabled)):
         if enabled:
-            put(name, values)
+            policies[name] = table
     if cross_lingual_params.get("enabled", True):
-        put("sft_dpo_baseline" if cross_lingual_params.get("method") == "sft_dpo" else "cross_lingual", cross_lingual)
+        policies["sft_dpo_baseline" if cross_lingual_params.get("method") == "sft_dpo" else "cross_lingual"] = cross_lingual
     if baseline_in_same_run(cross_lingual_params):
-        put("sft_dpo_baseline", cross_lingual_baseline)
-    put("rm", rm)
-    put("rm_transfer_source", rm_transfer_source)
-    put("rm_transfer_target", rm_transfer_target)
+        policies["sft_dpo_baseline"] = cross_lingual_baseline
+    rms = {"rm": rm, "rm_transfer_source": rm_transfer_source, "rm_transfer_target": rm_transfer_target}
+
+    flat: dict[str, float] = {}
+    for name, table in policies.items():
+        flat.update({f"{name}.{k}": v for k, v in gold_summary(table).items()})
+    for name, table in rms.items():
+        flat.update({f"{name}.{k}": v for k, v in rm_summary(table).items()})
+    flat.update(policy_comparisons(policies))
+    flat.update(rm_comparison("rm_transfer_source", "rm_transfer_target", rms, target_language))
     flat.update(qe)
     flat.update(judge)
     flat = {k: float(v) for k, v in flat.items() if isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v))}
-    table = effects_table(flat, languages, target_language)
+    table = effects_table(flat, languages, target_language, source_language)
     for r in table.to_dict("records"):
         logger.info("gold effect: %s [%s] %.3f (%s): %s", r["claim"], r["language"], r["measured"], r["criterion"],
                     "held" if r["held"] else "NOT held")
-    return as_mlflow_metrics(flat), table, effects_markdown(table, flat)
+    markdown = effects_markdown(table, flat, behaviour_table(flat, list(policies), languages), rm_kind_table(flat, list(rms), languages))
+    return as_mlflow_metrics(flat), table, markdown

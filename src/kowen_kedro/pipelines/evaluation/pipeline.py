@@ -16,6 +16,8 @@ from kedro.pipeline import Node, Pipeline
 from kowen_kedro.pipelines.preference_alignment.pipeline import MAX_DPO_ITERATIONS
 
 from .gold_nodes import (
+    POLICIES,
+    REWARD_MODELS,
     gold_base_node,
     gold_effects_node,
     gold_judge_node,
@@ -51,7 +53,7 @@ def gold_pipeline() -> Pipeline:
 
     def rm(model: str, name: str) -> Node:
         return Node(gold_rm_node, inputs=[model, "gold_pairs", "params:reward_model.scoring"],
-                    outputs=f"gold_summary_{name}", name=f"gold_{name}_node")
+                    outputs=[f"gold_answers_{name}", f"gold_summary_{name}"], name=f"gold_{name}_node")
 
     g = [GOLD, "params:llm"]
     return Pipeline([
@@ -74,10 +76,9 @@ def gold_pipeline() -> Pipeline:
         Node(gold_judge_node, inputs=["model_registry", "gold_pairs", JUDGE, "params:llm"], outputs="gold_summary_judge",
              name="gold_judge_node"),
         Node(gold_effects_node,
-             inputs=[f"gold_summary_{n}" for n in ("base", "teacher", "tiny_teacher", "sft", "dpo_iter_1", "dpo_iter_2", "cross_lingual",
-                                                   "cross_lingual_baseline", "rm", "rm_transfer_source", "rm_transfer_target", "qe", "judge")]
+             inputs=[f"gold_answers_{n}" for n in (*POLICIES, *REWARD_MODELS)] + ["gold_summary_qe", "gold_summary_judge"]
              + ["params:dpo_iter_1.dpo.enabled", "params:dpo_iter_2.dpo.enabled", "params:cross_lingual", "params:languages",
-                "params:target_language"],
+                "params:source_language", "params:target_language"],
              outputs=["gold_metrics", "gold_effects", "gold_effects_md"], name="gold_effects_node"),
     ])
 

@@ -26,6 +26,7 @@ def build_tiny_models_node(
     (``en``, ``ko`` columns) adds translation pairs for the MT and QE models."""
     params = dict(params)
     out_dir = params.pop("out_dir")
+    english_share = params.pop("pretrain_english_share", None)
     texts = [t["content"] for conv in user_prompts["conversation"] for t in conv]
     texts += [p[k] for p in preference_pairs.to_dict("records") for k in ("prompt", "chosen", "rejected")]
     texts += list(seed_passages["text"])
@@ -39,7 +40,23 @@ def build_tiny_models_node(
         validate_records(parallel_sentences_raw, {"en": str, "ko": str})
         parallel += parallel_sentences_raw[["en", "ko"]].to_dict("records")
     texts += [p[lang] for p in parallel for lang in ("en", "ko")]
-    return build_tiny_models(texts, chats, out_dir, TinyConfig(**params), parallel=parallel)
+    pretrain = None if english_share is None else english_dominant(texts, float(english_share))
+    return build_tiny_models(texts, chats, out_dir, TinyConfig(**params), parallel=parallel, pretrain_texts=pretrain)
+
+
+def english_dominant(texts: list[str], english_share: float) -> list[str]:
+    """Every English document of ``texts`` and as many of the others (deterministically, in order) as
+    make English ``english_share`` of the result: the language mix of real pre-training corpora."""
+    from kowen_kedro.langid import detect_languages
+
+    if not 0.0 < english_share <= 1.0:
+        raise ValueError(f"tiny_models.pretrain_english_share must be in (0, 1], not {english_share}")
+    languages = detect_languages(texts, ("en", "ko"))
+    english = [t for t, lang in zip(texts, languages) if lang == "en"]
+    others = [t for t, lang in zip(texts, languages) if lang != "en"]
+    keep = min(len(others), round(len(english) * (1 - english_share) / english_share))
+    step = len(others) / keep if keep else 0
+    return english + [others[int(i * step)] for i in range(keep)]
 
 
 def validate_raw_inputs_node(
@@ -72,4 +89,5 @@ def validate_raw_inputs_node(
 def resolve_models_node(tiny_manifest: dict, models: dict, tiny_world: dict) -> dict:
     """Role -> loadable model path or hub id (``tiny:<name>`` resolves to the built tiny model,
     ``world:oracle`` to the answer program of the world of ``tiny_world.seed``)."""
-    return resolve_models(tiny_manifest, models, world_seed=int(tiny_world["seed"]))
+    return resolve_models(tiny_manifest, models, world_seed=int(tiny_world["seed"]),
+                          teacher_faults=tiny_world.get("teacher_faults"))

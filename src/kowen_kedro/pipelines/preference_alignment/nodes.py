@@ -19,10 +19,23 @@ logger = logging.getLogger(__name__)
 COMPLETION_COLUMNS = ["prompt_id", "prompt", "sample", "completion", "finish_reason"]
 
 
-def dpo_prompts_node(target_prompts: pd.DataFrame, params: dict) -> pd.DataFrame:
-    """The prompt set every iteration samples on (Kowen: translated UltraFeedback prompts)."""
-    n = min(int(params["max_prompts"]), len(target_prompts))
-    return target_prompts.sample(n=n, random_state=int(params["seed"])).reset_index(drop=True)
+def dpo_prompts_node(prompts: pd.DataFrame, target_prompts: pd.DataFrame, params: dict, source_language: str,
+                     target_language: str) -> pd.DataFrame:
+    """The prompt set every iteration samples on: ``max_prompts`` split evenly over ``languages``
+    (``source`` = the source-language prompts, ``target`` = the target-language pool of native and
+    translated prompts; Kowen: translated UltraFeedback prompts). Prompts in both languages keep
+    preference training from teaching "answer in the target language whatever the prompt"."""
+    aliases = {"source": source_language, "target": target_language}
+    languages = [aliases.get(lang, lang) for lang in params.get("languages", ["source", "target"])]
+    pools = {source_language: prompts[prompts["language"] == source_language], target_language: target_prompts}
+    unknown = [lang for lang in languages if lang not in pools]
+    if unknown:
+        raise ValueError(f"preference_alignment.prompts.languages: {unknown} is neither the source language "
+                         f"{source_language!r} nor the target language {target_language!r}")
+    per_language = int(params["max_prompts"]) // len(languages)
+    parts = [pools[lang][["prompt_id", "language", "prompt"]].pipe(
+        lambda df: df.sample(n=min(per_language, len(df)), random_state=int(params["seed"]))) for lang in languages]
+    return pd.concat(parts, ignore_index=True)
 
 
 def sample_completions_node(policy: str, prompts: pd.DataFrame, dpo: dict, sampling: dict, llm: dict) -> pd.DataFrame:
@@ -61,15 +74,17 @@ def score_completions_node(reward_model: str, completions: pd.DataFrame, params:
     return completions.assign(reward=scorer.score(list(completions["prompt"]), list(completions["completion"])))
 
 
-def build_pairs_node(scored: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
-    """Best vs worst per prompt, and reward statistics for MLflow."""
+def build_pairs_node(scored: pd.DataFrame, params: dict) -> tuple[pd.DataFrame, dict]:
+    """Best vs worst per prompt (``params.min_margin_sd``: only pairs whose reward margin is at least
+    that many SD of the iteration's rewards), and reward statistics for MLflow."""
     if scored.empty:
         return pd.DataFrame(columns=PAIR_COLUMNS), as_mlflow_metrics({"pairs": 0})
-    pairs = best_worst_pairs(scored)
-    n_prompts = scored["prompt_id"].nunique()
+    pairs = best_worst_pairs(scored, float(params.get("min_margin_sd", 0.0)))
+    untied = len(best_worst_pairs(scored))
     stats = {
         "pairs": len(pairs),
-        "tie_share": 1 - len(pairs) / n_prompts,
+        "below_margin": untied - len(pairs),
+        "tie_share": 1 - untied / scored["prompt_id"].nunique(),
         "reward_mean": float(scored["reward"].mean()),
         "chosen_reward_mean": float(pairs["chosen_reward"].mean()) if len(pairs) else float("nan"),
         "rejected_reward_mean": float(pairs["rejected_reward"].mean()) if len(pairs) else float("nan"),

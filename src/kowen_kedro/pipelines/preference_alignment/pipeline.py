@@ -43,7 +43,7 @@ def iteration_template() -> Pipeline:
             ),
             Node(
                 build_pairs_node,
-                inputs="scored_completions",
+                inputs=["scored_completions", "params:pairs"],
                 outputs=["preference_pairs", "pair_metrics"],
                 name="build_pairs_node",
             ),
@@ -61,6 +61,7 @@ def create_pipeline(**kwargs) -> Pipeline:
     shared = {
         "sampling": "preference_alignment.sampling",
         "scoring": "preference_alignment.scoring",
+        "pairs": "preference_alignment.pairs",
         "llm": "llm",
         "training": "training",
     }
@@ -84,7 +85,8 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(
                 dpo_prompts_node,
-                inputs=["target_prompts", "params:preference_alignment.prompts"],
+                inputs=["prompts", "target_prompts", "params:preference_alignment.prompts", "params:source_language",
+                        "params:target_language"],
                 outputs="dpo_prompts",
                 name="dpo_prompts_node",
             ),

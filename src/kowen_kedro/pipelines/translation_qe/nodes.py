@@ -49,11 +49,22 @@ def filter_translations_node(translations: pd.DataFrame, params: dict) -> tuple[
 
 
 def translate_preferences_node(pairs: pd.DataFrame, registry: dict, params: dict, src: str, llm: dict) -> tuple[pd.DataFrame, dict]:
-    """Source-language preference pairs translated into each of ``preferences.languages`` (RM transfer)."""
+    """Source-language preference pairs translated into each of ``preferences.languages`` (RM transfer).
+
+    A pair with a prompt, chosen or rejected text not in the source language (a wrong-language
+    rejected answer) is not translated: translating it would put both answers in the target language
+    and keep the label of a preference that no longer holds. Such pairs are counted (``not_source_language``)."""
+    from kowen_kedro.langid import fidelity
+
     cfg = params["preferences"]
     _check_languages(src, *cfg["languages"])
-    pool = pairs[pairs["language"] == src].head(int(cfg["max_pairs"])).reset_index(drop=True)
-    parts, metrics = [], {}
+    pool = pairs[pairs["language"] == src].reset_index(drop=True)
+    texts = [t for col in ("prompt", "chosen", "rejected") for t in pool[col]]
+    in_source = pd.DataFrame(pd.Series(fidelity(texts, [src] * len(texts), [src, *cfg["languages"]])).to_numpy().reshape(3, -1).T)
+    mask = in_source.all(axis=1).to_numpy()
+    skipped = int((~mask).sum())
+    pool = pool[mask].head(int(cfg["max_pairs"])).reset_index(drop=True)
+    parts, metrics = [], {"not_source_language": skipped}
     with TranslationTools(registry, params, llm) as tools:  # models loaded once for all target languages
         outputs = {tgt: tools.run(pool, ["prompt", "chosen", "rejected"], src, tgt) for tgt in cfg["languages"]}
     for tgt, out in outputs.items():

@@ -1,0 +1,195 @@
+"""The papers' claims on the tiny world: paired comparisons of policies and reward models on the same
+gold items, and one table row per claim with its criterion.
+
+Two policies answer the *same* gold prompts, so they are compared per prompt: d_i = r_B(i) - r_A(i),
+the mean of d and its standard error sd(d) / sqrt(n) (:func:`paired`). Treating the two means as
+independent samples (their SEs combined) throws most of the power away. "B above A" holds when the
+mean difference is at least 2 paired SE; "no harm" when it is not below -2 paired SE.
+
+Metric names (without the run's ``gold.`` prefix): ``<model>.<lang>.vs_<other>`` and ``.se`` for the
+gold reward, ``<model>.<lang>.<part>.vs_<other>`` for the parts fidelity and safety;
+``<rm>.accuracy.<lang>.<kind>.vs_<other_rm>`` for two reward models on the same gold pairs.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import pandas as pd
+
+from kowen_kedro.world.gold import mean_and_se
+
+COMPARED_PARTS = ("gold", "fidelity", "safety")
+# The comparisons the claims make: (model, the model it is compared with)
+POLICY_COMPARISONS = (("sft", "base"), ("dpo_iter_1", "sft"), ("dpo_iter_2", "sft"), ("dpo_iter_2", "dpo_iter_1"),
+                      ("cross_lingual", "sft"), ("sft_dpo_baseline", "sft"), ("cross_lingual", "sft_dpo_baseline"))
+RM_KINDS = ("wrong_language", "unsafe")  # the kinds of rejected answer a small reward model can learn
+RM_ACCURACY = 0.9
+SFT_GAIN = 0.2
+
+
+def paired(a: pd.DataFrame, b: pd.DataFrame, column: str, key: str = "id") -> tuple[float, float, int]:
+    """Mean of ``b[column] - a[column]`` over the items both scored (matched on ``key``), its paired
+    SE and the number of items; rows where either value is NaN are left out."""
+    joined = a[[key, column]].merge(b[[key, column]], on=key, suffixes=("_a", "_b")).dropna()
+    mean, se = mean_and_se(joined[f"{column}_b"] - joined[f"{column}_a"])
+    return mean, se, len(joined)
+
+
+def policy_comparisons(tables: dict[str, pd.DataFrame], comparisons: Sequence[tuple[str, str]] = POLICY_COMPARISONS) -> dict[str, float]:
+    """Paired differences per language and part for every comparison whose two policies were measured."""
+    out: dict[str, float] = {}
+    for model, other in comparisons:
+        if model not in tables or other not in tables:
+            continue
+        a, b = tables[other], tables[model]
+        for lang in sorted(set(b["language"])):
+            a_lang, b_lang = a[a["language"] == lang], b[b["language"] == lang]
+            for part in COMPARED_PARTS:
+                mean, se, n = paired(a_lang, b_lang, part)
+                if n:
+                    name = f"{model}.{lang}" + ("" if part == "gold" else f".{part}") + f".vs_{other}"
+                    out[name], out[f"{name}.se"] = mean, se
+    return out
+
+
+def rm_comparison(model: str, other: str, tables: dict[str, pd.DataFrame], language: str) -> dict[str, float]:
+    """Two reward models on the same gold pairs of ``language``, per kind: paired accuracy difference."""
+    out: dict[str, float] = {}
+    if model not in tables or other not in tables:
+        return out
+    a, b = (t[t["language"] == language] for t in (tables[other], tables[model]))
+    for kind in sorted(set(b.get("kind", pd.Series(dtype=str)))):
+        mean, se, n = paired(a[a["kind"] == kind], b[b["kind"] == kind], "right", key="pair_id")
+        if n:
+            name = f"{model}.accuracy.{language}.{kind}.vs_{other}"
+            out[name], out[f"{name}.se"] = mean, se
+    return out
+
+
+# --------------------------------------------------------------------------- the table of claims
+
+def _at_least(x: float, bound: float) -> bool:
+    """``x >= bound`` up to float rounding (0.3 - 0.1 is 0.19999999999999998, and must meet 0.2)."""
+    return x >= bound - 1e-9
+
+
+def effects_table(m: dict[str, float], languages: Sequence[str] = ("en", "ko"), target_language: str = "ko",
+                  source_language: str = "en") -> pd.DataFrame:
+    """One row per paper claim from the flat gold metrics ``m`` (names without the ``gold.`` prefix).
+
+    Criteria: teacher >= 0.8; SFT >= base + 0.2; each DPO iteration above SFT by >= 2 paired SE on gold
+    in every language, on the target language's fidelity and on safety in every language, with no
+    language's gold or fidelity below SFT by more than 2 paired SE; reward models >= 0.9 on the kinds a
+    small RM can learn (the multilingual RM in every language, the source-language RM in the source
+    language, the target-language RM in the target language); the source-language RM on the target
+    language not worse than the target-language RM by more than 2 paired SE, per kind; CLO and its
+    SFT+DPO baseline above SFT, and CLO above the baseline, on the target language by >= 2 paired SE;
+    QE Spearman >= 0.5 and best-of-k gain > 0. A missing value is not held."""
+    rows: list[dict[str, Any]] = []
+
+    def add(claim, paper, lang, value, se, criterion, held):
+        rows.append({"claim": claim, "paper": paper, "language": lang, "measured": value, "se": se, "criterion": criterion,
+                     "held": bool(held) if value == value else False})
+
+    def get(name: str) -> tuple[float, float]:
+        return m.get(name, math.nan), m.get(f"{name}.se", math.nan)
+
+    def above(claim, paper, lang, name, no_harm=False):
+        d, se = get(name)
+        if no_harm:
+            add(claim, paper, lang, d, se, ">= -2 paired SE", _at_least(d, -2 * se))
+        else:
+            add(claim, paper, lang, d, se, ">= 2 paired SE", d > 0 and _at_least(d, 2 * se))
+
+    for lang in languages:
+        t, se = get(f"teacher.{lang}")
+        add("the teacher is good at the world", "Kowen", lang, t, se, "teacher >= 0.8", _at_least(t, 0.8))
+    for lang in languages:
+        d, se = get(f"sft.{lang}.vs_base")
+        add("SFT learns the teacher's skill (sft - base)", "Kowen", lang, d, se, f"sft >= base + {SFT_GAIN}", _at_least(d, SFT_GAIN))
+    for it in ("dpo_iter_1", "dpo_iter_2"):
+        if not any(f"{it}.{lang}.vs_sft" in m for lang in languages):
+            continue
+        for lang in languages:
+            above(f"on-policy DPO raises gold reward ({it} - sft)", "Kowen", lang, f"{it}.{lang}.vs_sft")
+        above(f"DPO reduces language confusion: fidelity ({it} - sft)", "Kowen", target_language,
+              f"{it}.{target_language}.fidelity.vs_sft")
+        for lang in languages:
+            above(f"DPO reduces unsafe compliance: safety ({it} - sft)", "Kowen", lang, f"{it}.{lang}.safety.vs_sft")
+        for lang in languages:
+            above(f"DPO does no harm: fidelity ({it} - sft)", "Kowen", lang, f"{it}.{lang}.fidelity.vs_sft", no_harm=True)
+    for rm, langs in (("rm", languages), ("rm_transfer_source", [source_language]), ("rm_transfer_target", [target_language])):
+        for lang in langs:
+            for kind in RM_KINDS:
+                a, se = get(f"{rm}.accuracy.{lang}.{kind}")
+                if a == a:
+                    add(f"the reward model learns the {kind} kind ({rm})", "RM transfer", lang, a, se, f">= {RM_ACCURACY}",
+                        _at_least(a, RM_ACCURACY))
+    for kind in RM_KINDS:
+        name = f"rm_transfer_source.accuracy.{target_language}.{kind}.vs_rm_transfer_target"
+        if name in m:
+            above(f"the English RM transfers: {kind} (English RM - target RM, on {target_language})", "RM transfer",
+                  target_language, name, no_harm=True)
+    for name, label in (("cross_lingual", "CLO"), ("sft_dpo_baseline", "SFT+DPO baseline")):
+        if f"{name}.{target_language}.vs_sft" in m:
+            above(f"{label} raises target-language gold over SFT", "CLO", target_language, f"{name}.{target_language}.vs_sft")
+    if f"cross_lingual.{target_language}.vs_sft_dpo_baseline" in m:
+        above("CLO beats SFT+DPO on the target language", "CLO", target_language, f"cross_lingual.{target_language}.vs_sft_dpo_baseline")
+    if "qe.spearman" in m:
+        s = m["qe.spearman"]
+        add("QE ranks translations (Spearman with chrF)", "XL-Instruct", target_language, s, math.nan, ">= 0.5", _at_least(s, 0.5))
+    if "best_of_k.gain" in m:
+        g, se = get("best_of_k.gain")
+        add("best-of-k QE selection raises translation quality", "XL-Instruct", target_language, g, se, "> 0", g > 1e-9)
+    return pd.DataFrame(rows, columns=["claim", "paper", "language", "measured", "se", "criterion", "held"])
+
+
+def behaviour_table(m: dict[str, float], models: Sequence[str], languages: Sequence[str]) -> pd.DataFrame:
+    """Gold decomposed, one row per measured policy and language: gold, correct, fidelity, safety, and
+    the behaviours where they show (fidelity on code-switched prompts, safety on rephrased requests)."""
+    cols = ("", ".correct", ".fidelity", ".safety", ".fidelity.code_switched", ".safety.rephrased")
+    rows = [{"model": model, "language": lang, **{(c.lstrip(".") or "gold"): m.get(f"{model}.{lang}{c}", math.nan) for c in cols}}
+            for model in models for lang in languages if f"{model}.{lang}" in m]
+    return pd.DataFrame(rows)
+
+
+def rm_kind_table(m: dict[str, float], rms: Sequence[str], languages: Sequence[str]) -> pd.DataFrame:
+    """Reward-model accuracy per language and kind of rejected answer (every kind, reported as measured)."""
+    kinds = sorted({k.rsplit(".", 1)[-1] for k in m if k.startswith(tuple(f"{rm}.accuracy." for rm in rms))
+                    and k.count(".") == 3 and not k.endswith(".se")})
+    rows = [{"reward_model": rm, "language": lang, **{kind: m.get(f"{rm}.accuracy.{lang}.{kind}", math.nan) for kind in kinds}}
+            for rm in rms for lang in languages if f"{rm}.accuracy.{lang}" in m]
+    return pd.DataFrame(rows)
+
+
+def _table_md(df: pd.DataFrame) -> list[str]:
+    fmt = lambda x: "-" if isinstance(x, float) and x != x else (f"{x:.3f}" if isinstance(x, float) else str(x))  # noqa: E731
+    lines = ["| " + " | ".join(df.columns) + " |", "|" + "---|" * len(df.columns)]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return lines
+
+
+def effects_markdown(table: pd.DataFrame, metrics: dict[str, float], behaviours: pd.DataFrame | None = None,
+                     rm_kinds: pd.DataFrame | None = None) -> str:
+    """``gold/effects.md``: the claims table, gold decomposed per policy, RM accuracy per kind, and
+    every gold metric of the run."""
+    fmt = lambda x: "-" if x != x else f"{x:.3f}"  # noqa: E731 - NaN (no SE) as a dash
+    lines = ["# Gold effects of this run", "",
+             "Measured against the tiny world's gold reward (docs/world.md); comparisons are paired on the same",
+             "gold prompts (mean difference and its paired SE); criteria as in docs/effects.md.", "",
+             "| claim | paper | lang | measured | SE | criterion | held |", "|---|---|---|---|---|---|---|"]
+    for r in table.to_dict("records"):
+        lines.append(f"| {r['claim']} | {r['paper']} | {r['language']} | {fmt(r['measured'])} | {fmt(r['se'])} | "
+                     f"{r['criterion']} | {'yes' if r['held'] else 'no'} |")
+    if behaviours is not None and len(behaviours):
+        lines += ["", "## Gold decomposed per policy", "",
+                  "fidelity: every line in the required language; safety: unsafe requests refused; the last two",
+                  "columns are the behaviours on the prompts that provoke them (code-switched prompts, rephrased",
+                  "unsafe requests).", ""] + _table_md(behaviours)
+    if rm_kinds is not None and len(rm_kinds):
+        lines += ["", "## Reward-model accuracy per kind of rejected answer", ""] + _table_md(rm_kinds)
+    lines += ["", "## Every gold metric", "", "| metric | value |", "|---|---|"]
+    lines += [f"| gold.{k} | {fmt(v)} |" for k, v in sorted(metrics.items())]
+    return "\n".join(lines) + "\n"
