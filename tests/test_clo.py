@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from kowen_kedro.data.validation import DataValidationError
-from kowen_kedro.preference.clo_data import check_pairing, clo_records, dpo_baseline_records, paired_order, sft_baseline_records
+from kowen_kedro.preference.clo_data import check_pairing, clo_records, complete_pairs, dpo_baseline_records, paired_order, sft_baseline_records
 from kowen_kedro.preference.losses import clo_loss
 
 
@@ -72,6 +72,10 @@ def test_clo_rows_pairing_and_baselines():
         check_pairing([0, 1, 1, 0], [3, 3, 0, 0])
     with pytest.raises(ValueError, match="not made of"):
         check_pairing([0, 1, 0, 1], [3, 0, 0, 3])
+    # rows 1 (target of example 0) and 4 (English of example 2) were dropped by preprocessing: their partners go too
+    kept = complete_pairs([0, 0, 1, 1, 0, 1], [0, 1, 1, 2, 3, 3])
+    assert kept == [1, 2, 4, 5]
+    check_pairing([[0, 0, 1, 1, 0, 1][i] for i in kept], [[0, 1, 1, 2, 3, 3][i] for i in kept])
     bad = clo_frame(2)
     bad.loc[1, "y_l"] = ""
     bad.attrs["source"] = "data/05_model_input/clo_pairs.jsonl"

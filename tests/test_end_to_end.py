@@ -180,7 +180,7 @@ def test_one_mlflow_run_with_all_stages(first_run):
     assert 1 <= metrics["evaluation.mt_bench.turn2.all"] <= 10 and 1 <= metrics["evaluation.rubric.precision.all"] <= 5
     for part in ("en_single_turn", "ko_single_turn", "ko_multi_turn", "xl_instruct"):
         assert metrics[f"data_synthesis.{part}.generation.calls"] > 0, part
-    assert "data_synthesis.ko_single_turn.dropped_wrong_language" in metrics
+    assert "data_synthesis.ko_single_turn.dropped_wrong_language" in metrics and metrics["data_synthesis.ko_single_turn.wrong_language"] > 0
     assert "data_synthesis.decontamination.removed" in metrics
     for i in (1, 2):  # reward statistics of every iteration
         for name in ("chosen_reward_mean", "rejected_reward_mean", "margin_mean", "tie_share", "pairs"):
@@ -269,26 +269,31 @@ def _no_harm(m: dict, name: str) -> bool:
 
 
 # Claims that do not hold on the default world (seed 0), with the reason docs/effects.md gives: strict
-# xfails, so CI fails as soon as one starts to hold (update the docs). BORDERLINE claims sit within about
-# one SE of their criterion on seed 0; a run of another clone may land on either side (the tiny QE
-# model, hence the translated data, is not bit-reproducible across clones), so they are reported, not
-# asserted either way. Every other claim is asserted with its margin: it guards the methods against a
-# regression (a sign error in a loss, a broken reward model, a world without its behaviours).
+# xfails, so CI fails as soon as one starts to hold (update the docs). BORDERLINE claims are reported,
+# not asserted either way. Every other claim is asserted with its margin: it guards the methods against
+# a regression (a sign error in a loss, a broken reward model, a world without its behaviours).
 DPO_HARMS = ("DPO moves English prompts that quote Korean words (the translate family, wrong before and after) "
              "to Korean answers: docs/effects.md, 'What does not hold, and why'")
 RM_TRANSFER = "the tiny English RM learns 'a Korean answer is worse', and the translated pairs are garbage: docs/effects.md"
 CLO_SMALL = "CLO on 32 translated pairs leaves the SFT policy where it is: docs/effects.md"
 NOT_HOLDING = {
-    **{f"{it}-no-fidelity-harm-en": DPO_HARMS for it in ("dpo_iter_1", "dpo_iter_2")},
     **{f"rm_transfer_target-learns-{kind}-ko": RM_TRANSFER for kind in ("wrong_language", "unsafe")},
     "english-rm-transfers-wrong_language": RM_TRANSFER,
     "clo-beats-sft-ko": CLO_SMALL,
 }
+# within about two SE of their criterion on the default world, or on one side on some seeds and on the
+# other on others (docs/effects.md has each seed's value): reported by the run, asserted neither way
 BORDERLINE = {
-    "rm-learns-wrong_language-en": "0.899 on seed 0 (criterion 0.9, SE 0.032)",
-    "rm-learns-wrong_language-ko": "0.884 on seed 0 (criterion 0.9, SE 0.039)",
-    "sft-complies-sometimes-ko": "15.4% on seed 0 (aim: at least 15%)",
+    **{f"{it}-no-fidelity-harm-en": DPO_HARMS for it in ("dpo_iter_1", "dpo_iter_2")},
+    **{f"{it}-raises-{what}-ko": "Korean gold and safety gains are 1-4 paired SE across seeds" for it in ("dpo_iter_1", "dpo_iter_2")
+       for what in ("gold", "safety")},
+    "rm-learns-wrong_language-en": "0.90 on seed 0 (criterion 0.9)",
+    "rm-learns-wrong_language-ko": "0.88 on seed 0 (criterion 0.9)",
+    "rm_transfer_source-learns-wrong_language-en": "0.82-0.97 across seeds (criterion 0.9)",
+    **{f"sft-complies-sometimes-{lang}": "the leak rate of the SFT student varies from 5% to 90% across seeds and builds"
+       for lang in ("en", "ko")},
     "english-rm-transfers-unsafe": "both RMs at 0.0 on Korean unsafe pairs on seed 0: the comparison says nothing",
+    "qe-ranks-translations": "Spearman 0.44-0.55 across seeds (criterion 0.5)",
 }
 
 

@@ -359,7 +359,8 @@ def test_same_run_cross_lingual_reads_clo_and_its_baseline_per_language():
 
     run = pd.Series({"metrics.gold.sft.ko": 0.3, "metrics.gold.sft.ko.se": 0.04, "metrics.gold.cross_lingual.ko": 0.35,
                      "metrics.gold.cross_lingual.ko.se": 0.05, "metrics.gold.sft_dpo_baseline.ko": 0.31,
-                     "metrics.gold.sft.en": 0.2, "run_id": "r"})
+                     "metrics.gold.sft.en": 0.2, "metrics.gold.sft.ko.fidelity": 0.9, "metrics.gold.cross_lingual.fidelity": 0.5,
+                     "run_id": "r"})  # a part of gold is no language
     table = same_run_cross_lingual(run)
     assert list(table["language"]) == ["ko"]  # en: neither cross-lingual policy measured
     row = table.iloc[0]

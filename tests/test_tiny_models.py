@@ -105,3 +105,25 @@ def test_comet_qe_loads_from_local_checkpoint(tiny_models, no_network):
     assert ckpt.name == "model.ckpt" and (ckpt.parents[1] / "hparams.yaml").exists()
     scores = CometQE(str(ckpt), batch_size=2).score(["The cat sleeps.", "Hello"], ["고양이가 잔다.", "안녕"])
     assert len(scores) == 2 and all(0.0 <= s <= 1.0 for s in scores)
+
+
+def test_the_tiny_qe_model_builds_the_same_twice(tmp_path):
+    """Same inputs, same seed: the same QE tokenizer and weights (XLM-R's Unigram trainer broke ties in a
+    per-process hash order; the QE scores, hence the translated data, differed between two clones)."""
+    import hashlib
+
+    import torch
+
+    from kowen_kedro.tiny.build import TinyConfig, build_tiny_comet_qe
+    from kowen_kedro.world.generate import build_world
+
+    parallel = build_world(0)["parallel_sentences"][:120]
+    texts = [p[lang] for p in parallel for lang in ("en", "ko")]
+    digests = []
+    for run in ("a", "b"):
+        torch.manual_seed(0)
+        ckpt = build_tiny_comet_qe(texts, tmp_path / run, TinyConfig(qe_steps=5), parallel=parallel)
+        state = torch.load(ckpt, weights_only=False)["state_dict"]
+        digests.append(((tmp_path / run / "encoder/tokenizer.json").read_text(),
+                        hashlib.sha256(b"".join(state[k].numpy().tobytes() for k in sorted(state))).hexdigest()))
+    assert digests[0] == digests[1]

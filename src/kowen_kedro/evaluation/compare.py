@@ -73,7 +73,7 @@ def same_run_cross_lingual(run: pd.Series) -> pd.DataFrame:
     run trained neither cross-lingual policy."""
     rows = []
     for c in run.index:
-        if c.startswith("metrics.gold.sft.") and not c.endswith(".se") and pd.notna(run[c]):
+        if c.startswith("metrics.gold.sft.") and c.count(".") == 3 and pd.notna(run[c]):  # gold.sft.<lang>, not its parts
             lang = c.rsplit(".", 1)[1]
             row = {"language": lang}
             for model in ("sft", "cross_lingual", "sft_dpo_baseline"):

@@ -68,6 +68,15 @@ def paired_order(n_rows: int, seed: int) -> list[int]:
     return [j for i in pairs for j in (2 * i, 2 * i + 1)]
 
 
+def complete_pairs(is_target: Sequence[int], source_index: Sequence[int]) -> list[int]:
+    """Row indices of the source examples that still have both rows (after a trainer's own filtering,
+    e.g. TRL dropping rows over ``max_length``), as (English row, target row) in the rows' order."""
+    rows: dict[int, dict[int, int]] = {}
+    for i, (t, s) in enumerate(zip(map(int, is_target), map(int, source_index))):
+        rows.setdefault(s, {})[t] = i
+    return [i for pair in rows.values() if len(pair) == 2 for i in (pair[0], pair[1])]
+
+
 def check_pairing(is_target: Sequence[int], source_index: Sequence[int]) -> None:
     """Raise unless a batch is (English row, target row) pairs of the same source example."""
     is_target, source_index = list(map(int, is_target)), list(map(int, source_index))

@@ -17,15 +17,29 @@ import time: only the training child imports it.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 
 import torch
 from trl import DPOConfig, DPOTrainer
 
-from kowen_kedro.preference.clo_data import check_pairing, paired_order
+from kowen_kedro.preference.clo_data import check_pairing, complete_pairs, paired_order
 from kowen_kedro.preference.losses import clo_loss
 
 CLO_KEYS = ("is_target", "source_index")
+logger = logging.getLogger(__name__)
+
+
+def _keep_complete_pairs(dataset, split: str):
+    """``dataset`` without the rows whose partner the trainer's preprocessing dropped."""
+    if dataset is None:
+        return None
+    keep = complete_pairs(dataset["is_target"], dataset["source_index"])
+    if len(keep) < len(dataset):
+        logger.warning("CLO %s: %d of %d rows left without their pair after preprocessing (e.g. over max_length): dropped",
+                       split, len(dataset) - len(keep), len(dataset))
+        return dataset.select(keep)
+    return dataset
 
 
 @dataclass
@@ -54,6 +68,8 @@ class PairedSampler(torch.utils.data.Sampler):
 class CLOTrainer(DPOTrainer):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        self.train_dataset = _keep_complete_pairs(self.train_dataset, "train")
+        self.eval_dataset = _keep_complete_pairs(self.eval_dataset, "eval")
         for name in ("per_device_train_batch_size", "per_device_eval_batch_size"):
             if getattr(self.args, name) % 2:
                 raise ValueError(f"CLO needs an even {name} (an English and a target row per example), "

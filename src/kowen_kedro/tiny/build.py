@@ -69,7 +69,7 @@ class TinyConfig:
     qe_hidden_size: int = 64
     qe_layers: int = 2
     qe_vocab_size: int = 800
-    qe_steps: int = 600         # regression on (src, corrupted translation, chrF) from the parallel sentences
+    qe_steps: int = 1200        # regression on (src, corrupted translation, chrF) from the parallel sentences
     qe_learning_rate: float = 1e-3
 
 
@@ -77,7 +77,7 @@ def build_key(config: TinyConfig, texts: list[str], chats: list[list[dict]], par
               pretrain_texts: list[str] | None = None) -> str:
     """Hash of everything that determines the built models."""
     payload = json.dumps({"config": asdict(config), "texts": texts, "chats": chats, "parallel": parallel,
-                          "pretrain": pretrain_texts, "v": 7}, sort_keys=True)
+                          "pretrain": pretrain_texts, "v": 8}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -269,14 +269,16 @@ def build_tiny_comet_qe(texts: list[str], out_dir: Path, config: TinyConfig, par
 
     enc_dir = out_dir / "encoder"
     specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
-    tok = Tokenizer(models.Unigram())
+    # BPE, not XLM-R's Unigram: the tokenizers library's Unigram trainer breaks ties in hash-map order,
+    # which differs from process to process, so two builds of the same inputs gave two vocabularies
+    # (and every QE score downstream differed). BPE with a byte alphabet trains the same vocabulary
+    # every time (a test builds it twice).
+    tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.normalizer = normalizers.NFKC()
     tok.pre_tokenizer = pre_tokenizers.Metaspace()
     tok.train_from_iterator(
         texts,
-        trainers.UnigramTrainer(
-            vocab_size=config.qe_vocab_size, special_tokens=specials, unk_token="<unk>", show_progress=False
-        ),
+        trainers.BpeTrainer(vocab_size=config.qe_vocab_size, special_tokens=specials, show_progress=False, min_frequency=2),
     )
     tok.post_processor = processors.TemplateProcessing(
         single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", 0), ("</s>", 2)]

@@ -46,12 +46,15 @@ def korean_prompt_pool_node(prompts: pd.DataFrame, translated_prompts: pd.DataFr
 
 
 def _finish(rows: pd.DataFrame, gen, languages: list[str], fidelity_filter: bool) -> tuple[pd.DataFrame, dict]:
-    """Language-fidelity filter (optional) + the generation statistics for MLflow."""
+    """Language fidelity (rows with an assistant turn not in the row's language: counted always,
+    dropped with the filter on) + the generation statistics for MLflow."""
     gen.close()
     metrics = gen.stats.as_dict("generation.")
+    kept, wrong = filter_language(rows, languages)
+    metrics["wrong_language"] = len(wrong)
+    metrics["dropped_wrong_language"] = len(wrong) if fidelity_filter else 0
     if fidelity_filter:
-        rows, dropped = filter_language(rows, languages)
-        metrics["dropped_wrong_language"] = len(dropped)
+        rows = kept
     metrics["rows"] = len(rows)
     metrics["truncated_rows"] = int((rows["finish_reason"] == "length").sum()) if len(rows) else 0
     return rows, as_mlflow_metrics(metrics)
