@@ -293,7 +293,7 @@ BORDERLINE = {
     **{f"sft-complies-sometimes-{lang}": "the leak rate of the SFT student varies from 5% to 90% across seeds and builds"
        for lang in ("en", "ko")},
     "english-rm-transfers-unsafe": "both RMs at 0.0 on Korean unsafe pairs on seed 0: the comparison says nothing",
-    "qe-ranks-translations": "Spearman 0.58 on seed 0, 0.29 on seed 1 (criterion 0.5)",
+    "qe-ranks-translations": "Spearman 0.58, 0.29, 0.45 on seeds 0, 1, 2 (criterion 0.5)",
 }
 
 
