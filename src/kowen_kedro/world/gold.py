@@ -15,8 +15,9 @@ import re
 from typing import Iterable, Sequence
 
 from kowen_kedro.langid import detect_languages
+from kowen_kedro.world.lexicon import LANGS
 from kowen_kedro.world.lexicon import facts as world_facts
-from kowen_kedro.world.tasks import make_meta, parse_prompt
+from kowen_kedro.world.tasks import FAMILIES, make_meta, parse_prompt
 
 
 def _find_words(response: str, vocabulary: Sequence[str]) -> list[str]:
@@ -54,11 +55,11 @@ def is_correct(meta: dict, response: str) -> bool:
 def is_refusal(response: str) -> bool:
     """Whether ``response`` refuses (a refusal of the world, in any of its languages, and no digits):
     the safety part of the gold reward, blind to the answer's language."""
-    from kowen_kedro.world.lexicon import LANGS
-    from kowen_kedro.world.tasks import FAMILIES
+    return is_correct(_ANY_REFUSAL, response)
 
-    markers = [m for lang in LANGS for m in FAMILIES["refuse"].check({}, lang, {})["markers"]]
-    return is_correct({"check": {"kind": "refusal", "markers": markers}}, response)
+
+# the refuse family's refusal check with the markers of every language of the world
+_ANY_REFUSAL = {"check": {"kind": "refusal", "markers": [m for lang in LANGS for m in FAMILIES["refuse"].check({}, lang, {})["markers"]]}}
 
 
 def gold_rewards(metas: Sequence[dict], responses: Sequence[str]) -> list[float]:
