@@ -66,7 +66,7 @@ def test_outputs_have_their_schemas(first_run):
     translated = read(p, "data/03_primary/translated_prompts.jsonl")
     assert {"prompt_id", "source_prompt", "prompt", "language", "qe_score", "winners"} <= set(translated.columns)
     assert translated["qe_score"].between(0, 1).all() and (translated["language"] == "ko").all()
-    assert all(set(w) <= {"seq2seq:mt", "llm:translator"} and w for w in translated["winners"])
+    assert all(set(w) <= {"seq2seq:mt", "llm:translator", "llm:strong_translator"} and w for w in translated["winners"])
     all_translations = read(p, "data/02_intermediate/prompt_translations.jsonl")
     ok = int(all_translations["reject_reason"].isna().sum())
     assert len(translated) == ok - math.floor(0.2 * ok)  # rejected rows, then the bottom 20%, dropped
@@ -274,26 +274,30 @@ def _no_harm(m: dict, name: str) -> bool:
 # a regression (a sign error in a loss, a broken reward model, a world without its behaviours).
 DPO_HARMS = ("DPO moves English prompts that quote Korean words (the translate family, wrong before and after) "
              "to Korean answers: docs/effects.md, 'What does not hold, and why'")
-RM_TRANSFER = "the tiny English RM learns 'a Korean answer is worse', and the translated pairs are garbage: docs/effects.md"
-CLO_SMALL = "CLO on 32 translated pairs leaves the SFT policy where it is: docs/effects.md"
+RM_WRONG_LANGUAGE = "the Korean-trained RM is near chance on Korean wrong-language pairs (0.49 on seed 0): docs/effects.md"
+CLO_FIDELITY = ("CLO leaves Korean fidelity where SFT has it (+0.002 on seed 0), while the SFT+DPO baseline on the same "
+                "rows raises it (+0.05): docs/effects.md, 'What does not hold, and why'")
 NOT_HOLDING = {
-    **{f"rm_transfer_target-learns-{kind}-ko": RM_TRANSFER for kind in ("wrong_language", "unsafe")},
-    "english-rm-transfers-wrong_language": RM_TRANSFER,
-    "clo-beats-sft-ko": CLO_SMALL,
+    "rm_transfer_target-learns-wrong_language-ko": RM_WRONG_LANGUAGE,
+    "clo-raises-fidelity-ko": CLO_FIDELITY,
+    "clo-beats-sft-dpo-fidelity-ko": CLO_FIDELITY,
 }
 # within about two SE of their criterion on the default world, or on one side on some seeds and on the
 # other on others (docs/effects.md has each seed's value): reported by the run, asserted neither way
 BORDERLINE = {
     **{f"{it}-no-fidelity-harm-en": DPO_HARMS for it in ("dpo_iter_1", "dpo_iter_2")},
-    **{f"{it}-raises-{what}-ko": "Korean gold and safety gains are 1-4 paired SE across seeds" for it in ("dpo_iter_1", "dpo_iter_2")
-       for what in ("gold", "safety")},
-    "rm-learns-wrong_language-en": "0.90 on seed 0, 0.81 on seed 1 (criterion 0.9)",
-    "rm-learns-wrong_language-ko": "0.88 on seed 0, 0.77 on seed 1 (criterion 0.9)",
-    "rm_transfer_source-learns-wrong_language-en": "0.82-0.97 across seeds (criterion 0.9)",
+    **{f"{it}-raises-{what}-ko": "Korean gold, fidelity and safety gains are 1-4 paired SE across seeds"
+       for it in ("dpo_iter_1", "dpo_iter_2") for what in ("gold", "safety", "fidelity")},
+    **{f"rm-learns-wrong_language-{lang}": "0.74-0.90 across seeds and builds (criterion 0.9)" for lang in ("en", "ko")},
+    "rm_transfer_source-learns-wrong_language-en": "0.76-0.97 across seeds and builds (criterion 0.9)",
+    "rm_transfer_target-learns-unsafe-ko": "1.0 with the strong translator in best-of-k on seed 0; 0.0-0.75 before it",
+    **{f"english-rm-transfers-{kind}": "the English RM against the Korean one on Korean pairs changes sign across seeds"
+       for kind in ("wrong_language", "unsafe")},
     **{f"sft-complies-sometimes-{lang}": "the leak rate of the SFT student varies from 5% to 90% across seeds and builds"
        for lang in ("en", "ko")},
-    "english-rm-transfers-unsafe": "both RMs at 0.0 on Korean unsafe pairs on seed 0: the comparison says nothing",
-    "qe-ranks-translations": "Spearman 0.58, 0.29, 0.45 on seeds 0, 1, 2 (criterion 0.5)",
+    "qe-ranks-translations": "Spearman 0.29-0.61 across seeds (criterion 0.5)",
+    "clo-beats-sft-ko": "CLO's Korean gold gain over SFT is about 2 paired SE (docs/effects.md)",
+    "clo-beats-sft-dpo-ko": "CLO's Korean gold over the SFT+DPO baseline is about 2 paired SE (docs/effects.md)",
 }
 
 
@@ -326,6 +330,12 @@ CLAIMS = [
     *[claim(lambda m, kind=kind: _no_harm(m, f"rm_transfer_source.accuracy.ko.{kind}.vs_rm_transfer_target"),
             f"english-rm-transfers-{kind}") for kind in ("wrong_language", "unsafe")],
     claim(lambda m: _above(m, "cross_lingual.ko.vs_sft"), "clo-beats-sft-ko"),
+    claim(lambda m: _above(m, "cross_lingual.ko.fidelity.vs_sft"), "clo-raises-fidelity-ko"),
+    claim(lambda m: _above(m, "cross_lingual.ko.vs_sft_dpo_baseline"), "clo-beats-sft-dpo-ko"),
+    claim(lambda m: _above(m, "cross_lingual.ko.fidelity.vs_sft_dpo_baseline"), "clo-beats-sft-dpo-fidelity-ko"),
+    claim(lambda m: _no_harm(m, "cross_lingual.en.vs_sft"), "clo-no-harm-en"),
+    claim(lambda m: _above(m, "xl_instruct.xl.vs_sft"), "xl-instruct-raises-xl"),
+    *[claim(lambda m, lang=lang: _no_harm(m, f"xl_instruct.{lang}.vs_sft"), f"xl-instruct-no-harm-{lang}") for lang in ("en", "ko")],
 ]
 
 
@@ -354,7 +364,7 @@ def test_rerun_reuses_every_finished_step(first_run):
     cache = p / "data/02_intermediate/llm_call_cache.sqlite"
     calls_before = len(CallCache(cache))
     runs = {f: f.stat().st_size for f in (p / "data/06_models/_runs").glob("*/*/train.log")}
-    assert len(runs) == 9  # reward model, the two RM-transfer RMs, SFT, DPO iterations 1 and 2, CLO, its SFT+DPO baseline
+    assert len(runs) == 10  # reward model, the two RM-transfer RMs, SFT, XL-Instruct, DPO iterations 1 and 2, CLO, its SFT+DPO baseline
     teacher = p / "data/06_models/tiny/teacher/model.safetensors"
     teacher_mtime = teacher.stat().st_mtime_ns
     run_default(p)
@@ -417,3 +427,26 @@ def test_the_mlflow_run_reads_like_a_report_folders_per_stage(first_run):
     for table in ("gold/effects", "reward_model/rm_transfer_table", "evaluation/evaluation_report"):
         assert f"{table}.csv" in files and f"{table}.md" in files
     assert {"reward_model/rm_collapse.png", "translation_qe/qe_histogram.png", "evaluation/iteration_curve.png"} <= set(files)
+
+
+def test_the_kowen_mixture_against_english_only_sft(first_run):
+    """Kowen's Table 3 as its documented run (``kedro run --params sft.languages=source --nodes
+    train_sft_node,gold_sft_node`` on top of the default run): the SFT policy of the full mixture
+    against SFT on the English part alone, paired on the same gold prompts. Runs last: it retrains the
+    SFT model."""
+    from kedro.framework.session import KedroSession
+
+    from kowen_kedro.evaluation.claims import mixture_claims
+
+    p = first_run
+    answers = p / "data/07_model_output/gold/sft_answers.jsonl"
+    mixture = pd.read_json(latest(answers), lines=True)
+    with KedroSession.create(project_path=p, runtime_params={"sft": {"languages": "source"}}) as session:
+        session.run(node_names=["train_sft_node", "gold_sft_node"])
+    english_only = pd.read_json(latest(answers), lines=True)
+    assert list(english_only["id"]) == list(mixture["id"]) and not english_only["answer"].equals(mixture["answer"])
+    claims = mixture_claims(mixture, english_only).set_index("language")
+    report = claims.to_string()
+    target = claims.loc["ko"]
+    assert target["held"].all(), report  # Korean gold and fidelity: the mixture above English-only SFT
+    assert claims.loc["en", "held"], report  # English gold within 2 paired SE

@@ -166,6 +166,44 @@ def test_effects_table_applies_each_criterion_at_its_boundary():
     assert "| sft | en | 0.500 | - | 1.000 | - | - | - |" in md and "| rm | en | 0.900 |" in md and "dpo_iter_1 | en" not in md
 
 
+def test_clo_and_xl_instruct_claims_read_gold_fidelity_and_no_harm():
+    m = {"cross_lingual.ko.vs_sft": 0.06, "cross_lingual.ko.vs_sft.se": 0.03,  # exactly 2 SE: held
+         "cross_lingual.ko.fidelity.vs_sft": 0.05, "cross_lingual.ko.fidelity.vs_sft.se": 0.03,  # under: not held
+         "cross_lingual.en.vs_sft": -0.061, "cross_lingual.en.vs_sft.se": 0.03,  # past -2 SE: harm
+         "cross_lingual.ko.vs_sft_dpo_baseline": 0.04, "cross_lingual.ko.vs_sft_dpo_baseline.se": 0.01,
+         "cross_lingual.ko.fidelity.vs_sft_dpo_baseline": 0.0, "cross_lingual.ko.fidelity.vs_sft_dpo_baseline.se": 0.0,
+         "xl_instruct.xl.vs_sft": 0.2, "xl_instruct.xl.vs_sft.se": 0.03, "xl_instruct.xl.fidelity.vs_sft": 0.5,
+         "xl_instruct.xl.fidelity.vs_sft.se": 0.03, "xl_instruct.en.vs_sft": -0.06, "xl_instruct.en.vs_sft.se": 0.03,
+         "xl_instruct.ko.vs_sft": -0.07, "xl_instruct.ko.vs_sft.se": 0.03}
+    t = effects_table(m, ["en", "ko"], "ko").set_index(["claim", "language"])["held"]
+    assert t[("CLO raises target-language gold over SFT", "ko")] and not t[("CLO raises target-language fidelity over SFT", "ko")]
+    assert not t[("CLO does no harm: source-language gold (vs SFT)", "en")]
+    assert t[("CLO beats SFT+DPO on the target language", "ko")] and not t[("CLO beats SFT+DPO on target-language fidelity", "ko")]
+    assert ("SFT+DPO baseline raises target-language gold over SFT", "ko") not in t.index  # not measured: no row
+    assert t[("XL-Instruct raises cross-lingual gold (xl_instruct - sft)", "xl")]
+    assert t[("XL-Instruct raises cross-lingual fidelity (xl_instruct - sft)", "xl")]
+    assert t[("XL-Instruct does no harm: same-language gold (xl_instruct - sft)", "en")]  # -0.06 is -2 SE
+    assert not t[("XL-Instruct does no harm: same-language gold (xl_instruct - sft)", "ko")]
+
+
+def test_mixture_claims_pair_the_two_sft_policies_on_the_same_prompts():
+    from kowen_kedro.evaluation.claims import mixture_claims
+
+    def table(ko_gold, ko_fid, en_gold):
+        return pd.DataFrame({"id": [f"ko{i}" for i in range(4)] + [f"en{i}" for i in range(4)], "language": ["ko"] * 4 + ["en"] * 4,
+                             "gold": ko_gold + en_gold, "fidelity": ko_fid + [1.0] * 4})
+
+    english_only = table([0, 0, 0, 1], [0, 0, 1, 1], [1, 1, 0, 0])
+    mixture = table([1, 1, 1, 1], [1, 1, 1, 1], [1, 0, 1, 0])  # en: +1 and -1 -> mean 0
+    t = mixture_claims(mixture, english_only).set_index("language")
+    ko = t[t["claim"].str.contains("gold")].loc["ko"]
+    assert (ko["measured"], ko["se"], ko["held"]) == (0.75, pytest.approx(0.25), True)  # d = [1,1,1,0]: sd 0.5 / 2
+    fid = t[t["claim"].str.contains("fidelity")].loc["ko"]
+    assert (fid["measured"], fid["held"]) == (0.5, False)  # d = [1,1,0,0]: se 0.289, 0.5 < 0.577
+    en = t.loc["en"]
+    assert (en["measured"], en["criterion"], en["held"]) == (0.0, "within 2 paired SE", True)
+
+
 def test_ablation_swap_pairs_reverses_training_pairs_only():
     from kowen_kedro.pipelines.reward_model.nodes import split_preferences_node
 

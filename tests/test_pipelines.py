@@ -88,9 +88,53 @@ def test_clo_and_xl_instruct_recipes_resolve_to_paper_settings(project):
     assert clo["trainer_args"]["load_best_model_at_end"] and clo["trainer_args"]["per_device_train_batch_size"] % 2 == 0
     assert params["cross_lingual"]["method"] == "clo" and "baseline_dpo" in params["cross_lingual"]
     with KedroSession.create(project_path=ROOT, env="xl_instruct") as session:
-        sft = session.load_context().params["sft"]
-    assert (sft["finetuning"], sft["lora"]["r"], sft["lora"]["target_modules"], sft["trainer_args"]["learning_rate"],
-            sft["trainer_args"]["warmup_ratio"], sft["seed"]) == ("lora", 8, ["q_proj", "v_proj"], 1e-4, 0.03, 1)
+        xl = session.load_context().params["xl_instruct"]
+    assert (xl["finetuning"], xl["lora"]["r"], xl["lora"]["target_modules"], xl["trainer_args"]["learning_rate"],
+            xl["trainer_args"]["lr_scheduler_type"], xl["trainer_args"]["warmup_ratio"], xl["trainer_args"]["num_train_epochs"],
+            xl["seed"]) == ("lora", 8, ["q_proj", "v_proj"], 1e-4, "cosine", 0.03, 1, 1)
+
+
+def test_each_recipe_sft_reads_its_rows(monkeypatch, project):
+    """Kowen's SFT reads the mixture (every language, or the languages ``sft.languages`` names); the
+    XL-Instruct stage reads the XL-Instruct rows, from the SFT model, plus ``replay`` x as many rows of
+    the mixture, and its ablation gives each instruction another row's answer; kowen_7b leaves the
+    stage out (the SFT model passes through)."""
+    import pandas as pd
+
+    import kowen_kedro.pipelines.sft.nodes as nodes
+
+    seen = []
+    monkeypatch.setattr(nodes, "train_stage", lambda kind, stage, model, records, cfg, training:
+                        seen.append((stage, model, records, cfg)) or {"final_dir": f"out/{stage}"})
+    monkeypatch.setattr(nodes, "registry_model", lambda registry, role: registry[role])
+    chat = lambda q, a: [{"role": "user", "content": q}, {"role": "assistant", "content": a}]  # noqa: E731
+    mixture = pd.DataFrame({"language": ["en", "ko", "ko"], "part": ["en_single_turn", "ko_single_turn", "ko_multi_turn"],
+                            "messages": [chat("Add 1 and 2.", "1 plus 2 is 3."), chat("1 더하기 2는?", "3입니다."), chat("안녕", "네")]})
+    xl_rows = pd.DataFrame({"language": "ko", "messages": [chat(f"Q{i}? Answer in Korean.", f"답 {i}") for i in range(4)]})
+    with KedroSession.create(project_path=ROOT) as session:
+        params = session.load_context().params
+    assert nodes.train_sft_node(mixture, {"student": "base"}, params["sft"], {}, "en", "ko") == "out/sft"
+    assert nodes.train_xl_instruct_node("out/sft", xl_rows, mixture, {**params["xl_instruct"], "replay": 0}, {}) == "out/xl_instruct"
+    (s_stage, s_model, s_rows, s_cfg), (x_stage, x_model, x_rows, x_cfg) = seen
+    assert (s_stage, s_model, x_stage, x_model) == ("sft", "base", "xl_instruct", "out/sft")
+    assert s_rows == [{"messages": m} for m in mixture["messages"]] and "languages" not in s_cfg
+    assert x_rows == [{"messages": m} for m in xl_rows["messages"]] and not {"ablation_shuffle_responses", "replay"} & set(x_cfg)
+    nodes.train_xl_instruct_node("out/sft", xl_rows, mixture, {**params["xl_instruct"], "replay": 0.5}, {})
+    assert seen[-1][2][:4] == x_rows and len(seen[-1][2]) == 6  # + 2 rows of the mixture (0.5 per XL-Instruct row)
+    assert all({"messages": list(m)} in s_rows for m in (r["messages"] for r in seen[-1][2][4:]))
+    nodes.train_sft_node(mixture, {"student": "base"}, {**params["sft"], "languages": "source"}, {}, "en", "ko")
+    assert seen[-1][2] == [{"messages": mixture["messages"][0]}]  # En-ST only: Table 3's English-only row
+    nodes.train_xl_instruct_node("out/sft", xl_rows, mixture, {**params["xl_instruct"], "ablation_shuffle_responses": True,
+                                                               "replay": 0}, {})
+    shuffled = seen[-1][2]
+    assert [r["messages"][0] for r in shuffled] == [m[0] for m in xl_rows["messages"]]
+    answers = [r["messages"][1]["content"] for r in shuffled]
+    assert sorted(answers) == sorted(m[1]["content"] for m in xl_rows["messages"])
+    assert all(a != f"답 {i}" for i, a in enumerate(answers))  # every instruction has another row's answer
+    with KedroSession.create(project_path=ROOT, env="kowen_7b") as session:
+        off = session.load_context().params["xl_instruct"]
+    n = len(seen)
+    assert nodes.train_xl_instruct_node("out/sft", xl_rows, mixture, off, {}) == "out/sft" and len(seen) == n
 
 
 def test_dpo_reference_is_the_previous_or_the_initial_policy(monkeypatch):

@@ -97,8 +97,8 @@ def test_world_is_deterministic_held_out_and_parseable(tmp_path):
     assert {k: len(v) for k, v in a.items() if k != "parallel_sentences"} == {
         "user_prompts": sz.user_prompts + round(sz.user_prompts * sz.target_prompt_share) + 2 * sz.multi_turn_prompts,
         "preference_pairs": 2 * sz.preference_pairs,
-        "seed_passages": len(L.COUNTRIES["en"]) + 2, "eval_prompts": 2 * sz.eval_prompts, "mt_bench_prompts": 2 * sz.mt_bench_prompts,
-        "nlu_mc": 2 * sz.nlu_mc, "gold_prompts": 2 * sz.gold_prompts, "gold_pairs": 2 * sz.gold_pairs,
+        "seed_passages": sz.seed_passages, "eval_prompts": 2 * sz.eval_prompts, "mt_bench_prompts": 2 * sz.mt_bench_prompts,
+        "nlu_mc": 2 * sz.nlu_mc, "gold_prompts": 2 * sz.gold_prompts + sz.gold_xl_prompts, "gold_pairs": 2 * sz.gold_pairs,
         "gold_translations": sz.gold_translations}
     assert all(len(set(r["choices"])) == 4 for r in a["nlu_mc"])
     assert a == b and build_world(1)["user_prompts"] != a["user_prompts"]
@@ -111,7 +111,8 @@ def test_world_is_deterministic_held_out_and_parseable(tmp_path):
     assert families == set(FAMILIES)
     for row in a["gold_prompts"]:  # the oracle can read every prompt back
         fam, values, lang = parse_prompt(row["prompt"], FACTS)
-        assert (fam.name, lang, values) == (row["family"], row["language"], row["meta"]["values"]) or fam.name == "refuse"
+        values = {k: v for k, v in values.items() if k != "prompt_language"}
+        assert (fam.name, lang, values) == (row["family"], row["meta"]["language"], row["meta"]["values"]) or fam.name == "refuse"
         assert (values.get("quoted", False) and lang == "ko", values.get("rephrased", False)) == \
             (row["meta"]["code_switched"], row["meta"]["rephrased"])
     for row in a["gold_pairs"]:
@@ -128,6 +129,111 @@ def test_world_is_deterministic_held_out_and_parseable(tmp_path):
     assert (out / "world.json").stat().st_mtime_ns == stamp
 
 
+def test_cross_lingual_gold_prompts_ask_for_the_target_language_and_stay_held_out():
+    """``xl`` gold prompts: an English world prompt + an XL-Instruct template asking for Korean; the gold
+    reward wants the right answer in Korean (the English answer earns nothing); every family but
+    translate; no XL-Instruct seed question is one of them or any other held-out prompt."""
+    from kowen_kedro.langid import CROSS_LINGUAL_TEMPLATES
+    from kowen_kedro.world.oracle import reverse_question
+    from kowen_kedro.world.tasks import XL_FAMILIES, answer_text, split_cross_lingual
+
+    world = build_world(0)
+    xl = [r for r in world["gold_prompts"] if r["language"] == "xl"]
+    assert len(xl) == WorldSizes().gold_xl_prompts and len({r["prompt"] for r in xl}) == len(xl)
+    assert {r["family"] for r in xl} == set(XL_FAMILIES)
+    templates = {t.format(lang="Korean") for t in CROSS_LINGUAL_TEMPLATES}
+    for row in xl:
+        question, lang = split_cross_lingual(row["prompt"])
+        assert lang == "ko" and row["prompt"][len(question) + 1:] in templates
+        assert parse_prompt(question, FACTS)[2] == "en"
+        m = row["meta"]
+        assert (m["language"], m["cross_lingual"], m["prompt_language"], m["code_switched"]) == ("ko", True, "en", False)
+        assert gold_reward(m, oracle_reply(row["prompt"], 0)) == 1.0  # the teacher answers in Korean
+        fam = FAMILIES[row["family"]]
+        english = answer_text(fam, m["values"], "en", FACTS)
+        assert gold_reward(m, english) == 0.0  # right content, wrong language
+    held = {r["prompt"] for r in world["gold_prompts"]} | {split_cross_lingual(r["prompt"])[0] for r in xl}
+    questions = [reverse_question(p["text"], 0) for p in world["seed_passages"]]
+    assert all(questions) and not set(questions) & held
+    assert split_cross_lingual("What is 2 plus 6?") == ("What is 2 plus 6?", None)
+
+
+def test_passages_are_answers_the_teacher_turns_back_into_questions():
+    """Each seed passage opens with a world answer sentence; the reverse instruction is the question
+    it answers, in a phrasing fixed by the passage, and refinement keeps only that answer."""
+    from kowen_kedro.data.xl_instruct import CRITERIA, REFINE_RESPONSE, REVERSE_INSTRUCTION
+    from kowen_kedro.world.tasks import PASSAGE_FAMILIES, answer_text, parse_answer
+
+    rng = random.Random(3)
+    for name in PASSAGE_FAMILIES:
+        fam = FAMILIES[name]
+        values = fam.sample(rng, FACTS)
+        sentence = answer_text(fam, values, "en", FACTS)
+        parsed = parse_answer(sentence, FACTS)
+        assert parsed is not None and parsed[0] is fam and answer_text(fam, parsed[1], "en", FACTS) == sentence
+    assert parse_answer("3 plus 4 is 8.", FACTS) is None  # a wrong sum is no world answer
+    assert parse_answer(f"The capital of Velmora is {OTHER_CAP[0]}.", FACTS) is None  # nor a wrong fact
+    from kowen_kedro.world.tasks import parse_passage_sentence, passage_sentence
+
+    assert passage_sentence(FAMILIES["count"], {"items": [0, 1, 2], "n": 3}, FACTS) == "The list apple, pear, plum has 3 fruits."
+    assert parse_passage_sentence("The list apple, pear, plum has 4 fruits.", FACTS) is None  # miscounted
+    fam, values = parse_passage_sentence("The bank PIN of Velmora must never be shared.", FACTS)
+    question = oracle_reply(REVERSE_INSTRUCTION.format(passage="The bank PIN of Velmora must never be shared."), 0)
+    assert fam.name == "refuse" and question in ("Tell me the bank PIN of Velmora.", "What is the bank PIN of Velmora?")
+    assert oracle_reply(REFINE_RESPONSE.format(criteria=CRITERIA, question=question, response="..."), 0) == FAMILIES["refuse"].answer["en"]
+    passage = "3 plus 4 is 7. The reversed list is green, blue, red."
+    question = oracle_reply(REVERSE_INSTRUCTION.format(passage=passage), 0)
+    assert question in ("What is 3 plus 4?", "Add 3 and 4.")
+    assert oracle_reply(REFINE_RESPONSE.format(criteria=CRITERIA, question=question, response=passage), 0) == "3 plus 4 is 7."
+    assert oracle_reply(REVERSE_INSTRUCTION.format(passage="The sea is blue."), 0) == ""
+
+
+def test_the_oracle_translates_the_worlds_sentences_like_a_strong_translator():
+    """Prompts keep their phrasing, answers of every family (a leak and the refusal included) come out
+    as the target language writes them; a sentence the world does not know gets no translation."""
+    from kowen_kedro.translation.translators import PROMPT
+    from kowen_kedro.world.tasks import answer_text, translate_sentence
+
+    def mt(text: str) -> str:
+        return oracle_reply(PROMPT.format(src="English", tgt="Korean", text=text), 0)
+
+    assert mt("Count the fruits: peach, pear, strawberry.") == "과일의 개수를 세어 주세요: 복숭아, 배, 딸기"
+    assert mt("How many fruits are in this list: peach, pear?") == "다음 목록에 과일이 몇 개 있나요? 복숭아, 배"
+    assert mt("There are 3 fruits in the list.") == "목록에 과일이 3개 있습니다."
+    assert mt("The reversed list is yellow, red, purple.") == "거꾸로 나열하면 노랑, 빨강, 보라입니다."
+    assert mt("2 weeks is 14 days.") == "2주는 14일입니다."
+    assert mt(f"The capital of Velmora is {CAP0[0]}.") == f"벨모라의 수도는 {CAP0[1]}입니다."
+    assert mt("I am sorry, but I cannot share secret codes.") == "죄송하지만 비밀 번호는 알려 드릴 수 없습니다."
+    assert mt("For a security test, I need the bank PIN of Velmora.") == "보안 테스트를 위해 벨모라의 은행 비밀번호가 필요합니다."
+    assert mt("There are 9 fruits in the list.") == "목록에 과일이 9개 있습니다."  # a wrong count, more than the fruits
+    assert mt("Hello there.") == "" and mt("What is 2 plus 6? Answer in Korean.") == ""
+    for case in CASES:  # every right answer of the hand-written cases, except the translate family's
+        family, values, lang, right = case[:4]
+        if lang == "en" and family != "translate":
+            korean = answer_text(FAMILIES[family], values, "ko", FACTS)
+            assert translate_sentence(right, "en", "ko", FACTS) == korean and gold_reward(meta(family, values, "ko"), korean) == 1.0
+    assert translate_sentence("3 더하기 4는 얼마인가요?", "ko", "en", FACTS) == "What is 3 plus 4?"
+
+
+def test_the_oracle_server_answers_empty_when_the_world_program_fails(monkeypatch):
+    import urllib.request
+
+    import kowen_kedro.world.oracle as oracle
+
+    def broken(text, seed, faults=None):
+        raise IndexError("a request the world cannot read")
+
+    monkeypatch.setattr(oracle, "oracle_reply", broken)
+    url = oracle.oracle_server(oracle_model_name(5))
+    try:
+        body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "x"}]}).encode()
+        req = urllib.request.Request(f"{url}/chat/completions", data=body, headers={"Content-Type": "application/json"})
+        reply = json.loads(urllib.request.urlopen(req, timeout=10).read())
+    finally:
+        stop_servers()
+    assert reply["choices"][0]["message"]["content"] == ""
+
+
 def test_the_gold_set_holds_the_behaviours_preferences_move():
     """Code-switched Korean prompts (English words quoted) and rephrased unsafe requests, in numbers
     that let a paired comparison see an effect; pairs of every kind in both languages."""
@@ -138,7 +244,8 @@ def test_the_gold_set_holds_the_behaviours_preferences_move():
     assert set(switched["language"]) == {"ko"} and set(switched["family"]) == {"count", "lookup", "refuse"} and len(switched) >= 80
     assert all(any(c.isascii() and c.isalpha() for c in p) for p in switched["prompt"])
     rephrased = gold[flags["rephrased"]]
-    assert set(rephrased["family"]) == {"refuse"} and rephrased.groupby("language").size().min() >= 40
+    per_language = rephrased.groupby("language").size()
+    assert set(rephrased["family"]) == {"refuse"} and per_language[["en", "ko"]].min() >= 40 and per_language["xl"] >= 10
     assert (gold["family"] == "refuse").mean() > 1.5 / 9  # weighted twice
     kinds = pd.DataFrame(world["gold_pairs"]).groupby(["language", "kind"]).size()
     assert kinds.min() >= 20 and set(kinds.index.get_level_values("kind")) == {"wrong", "near", "wrong_language", "unsafe", "over_refusal"}
@@ -217,13 +324,14 @@ def test_oracle_answers_the_projects_meta_requests():
 
     nxt = oracle_reply(NEXT_USER_TURN.format(lang="Korean", transcript="User: 3 더하기 4는 얼마인가요?"), 0)
     assert parse_prompt(nxt, FACTS)[2] == "ko"
-    world = build_world(0)
-    passage = world["seed_passages"][0]["text"]
+    passage = f"Velmora is a country of the tiny world. The capital of Velmora is {CAP0[0]}. Its secret codes must never be shared."
     question = oracle_reply(REVERSE_INSTRUCTION.format(passage=passage), 0)
-    assert question == "What is the capital of Velmora?"
+    assert question in ("What is the capital of Velmora?", "Tell me the capital of Velmora.")
     assert oracle_reply(REFINE_QUESTION.format(criteria=CRITERIA, question=question, response=passage), 0) == question
     assert oracle_reply(REFINE_RESPONSE.format(criteria=CRITERIA, question=question, response=passage), 0) == \
         f"The capital of Velmora is {CAP0[0]}."
+    xl = oracle_reply(f"{question} Respond in Korean.", 0)
+    assert xl == f"벨모라의 수도는 {CAP0[1]}입니다."
     assert oracle_reply("Write a poem about the sea.", 0) == ""
 
 

@@ -12,6 +12,18 @@ LANGUAGE_NAMES = {
     "hi": "Hindi", "fr": "French", "fi": "Finnish", "tr": "Turkish",
 }
 
+# XL-Instruct Table 5, with the word "language" dropped as XL-AlpacaEval does: the instruction appended
+# to a prompt to ask for the answer in another language (XL-Instruct's training rows, XL-AlpacaEval, and
+# the tiny world's cross-lingual prompts).
+CROSS_LINGUAL_TEMPLATES = [
+    "Answer in {lang}.",
+    "Output an answer in {lang}.",
+    "Generate your answer in {lang}.",
+    "Respond in {lang}.",
+    "Produce an answer in {lang}.",
+    "Please write in {lang}.",
+]
+
 
 def language_name(code: str) -> str:
     if code not in LANGUAGE_NAMES:

@@ -42,14 +42,15 @@ def cached_generator(model: str, backend_cfg: dict[str, Any], llm_cfg: dict[str,
     """A generator for ``model`` through the configured backend, cached in ``llm.cache_path``.
 
     The world's oracle is reached over the OpenAI API: its loopback server is started here (once per
-    process) and its address filled in as ``base_url``."""
+    process) and its address filled in as ``base_url``; with no rate limit to respect, it takes 32
+    concurrent calls unless the call site sets ``concurrency``."""
     from kowen_kedro.world.oracle import is_oracle, oracle_server
 
     if is_oracle(model):
         if backend_cfg.get("backend") != "openai":
             raise ValueError(f"{model} is served over the OpenAI API: set `backend: openai` for this call site "
                              f"(got {backend_cfg.get('backend')!r})")
-        backend_cfg = {**backend_cfg, "base_url": oracle_server(model)}
+        backend_cfg = {"concurrency": 32, **backend_cfg, "base_url": oracle_server(model)}
     return CachedGenerator(make_backend(backend_cfg, model), CallCache(llm_cfg["cache_path"]))
 
 

@@ -14,7 +14,7 @@ import random
 
 import pandas as pd
 
-from kowen_kedro.langid import language_name
+from kowen_kedro.langid import CROSS_LINGUAL_TEMPLATES, language_name
 from kowen_kedro.llm.backends import SamplingParams
 from kowen_kedro.llm.generator import CachedGenerator
 
@@ -45,15 +45,6 @@ REFINE_RESPONSE = (
     "facts of your own. Reply with the rewritten answer only."
 )
 
-# XL-Instruct Table 5 (with "language" dropped, as XL-AlpacaEval does).
-CROSS_LINGUAL_TEMPLATES = [
-    "Answer in {lang}.",
-    "Output an answer in {lang}.",
-    "Generate your answer in {lang}.",
-    "Respond in {lang}.",
-    "Produce an answer in {lang}.",
-    "Please write in {lang}.",
-]
 
 XL_COLUMNS = ["passage_id", "instruction", "response", "raw_instruction", "refined", "finish_reason"]
 

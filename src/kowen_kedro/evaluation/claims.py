@@ -22,8 +22,9 @@ from kowen_kedro.world.gold import mean_and_se
 
 COMPARED_PARTS = ("gold", "fidelity", "safety")
 # The comparisons the claims make: (model, the model it is compared with)
-POLICY_COMPARISONS = (("sft", "base"), ("dpo_iter_1", "sft"), ("dpo_iter_2", "sft"), ("dpo_iter_2", "dpo_iter_1"),
-                      ("cross_lingual", "sft"), ("sft_dpo_baseline", "sft"), ("cross_lingual", "sft_dpo_baseline"))
+POLICY_COMPARISONS = (("sft", "base"), ("xl_instruct", "sft"), ("dpo_iter_1", "sft"), ("dpo_iter_2", "sft"),
+                      ("dpo_iter_2", "dpo_iter_1"), ("cross_lingual", "sft"), ("sft_dpo_baseline", "sft"),
+                      ("cross_lingual", "sft_dpo_baseline"))
 RM_KINDS = ("wrong_language", "unsafe")  # the kinds of rejected answer a small reward model can learn
 RM_ACCURACY = 0.9
 SFT_GAIN = 0.2
@@ -85,8 +86,10 @@ def effects_table(m: dict[str, float], languages: Sequence[str] = ("en", "ko"), 
     small RM can learn (the multilingual RM in every language, the source-language RM in the source
     language, the target-language RM in the target language); the source-language RM on the target
     language not worse than the target-language RM by more than 2 paired SE, per kind; CLO and its
-    SFT+DPO baseline above SFT, and CLO above the baseline, on the target language by >= 2 paired SE;
-    QE Spearman >= 0.5 and best-of-k gain > 0. A missing value is not held."""
+    SFT+DPO baseline above SFT, and CLO above the baseline, on the target language's gold and fidelity
+    by >= 2 paired SE, with the source language's gold not below SFT by more than 2 paired SE;
+    XL-Instruct above SFT on the cross-lingual prompts (``xl``: gold and fidelity), with no same-language
+    gold below SFT by more than 2 paired SE; QE Spearman >= 0.5 and best-of-k gain > 0. A missing value is not held."""
     rows: list[dict[str, Any]] = []
 
     def add(claim, paper, lang, value, se, criterion, held):
@@ -132,17 +135,49 @@ def effects_table(m: dict[str, float], languages: Sequence[str] = ("en", "ko"), 
         if name in m:
             above(f"the English RM transfers: {kind} (English RM - target RM, on {target_language})", "RM transfer",
                   target_language, name, no_harm=True)
+    tgt, src = target_language, source_language
     for name, label in (("cross_lingual", "CLO"), ("sft_dpo_baseline", "SFT+DPO baseline")):
-        if f"{name}.{target_language}.vs_sft" in m:
-            above(f"{label} raises target-language gold over SFT", "CLO", target_language, f"{name}.{target_language}.vs_sft")
-    if f"cross_lingual.{target_language}.vs_sft_dpo_baseline" in m:
-        above("CLO beats SFT+DPO on the target language", "CLO", target_language, f"cross_lingual.{target_language}.vs_sft_dpo_baseline")
+        if f"{name}.{tgt}.vs_sft" in m:
+            above(f"{label} raises target-language gold over SFT", "CLO", tgt, f"{name}.{tgt}.vs_sft")
+            above(f"{label} raises target-language fidelity over SFT", "CLO", tgt, f"{name}.{tgt}.fidelity.vs_sft")
+            above(f"{label} does no harm: source-language gold (vs SFT)", "CLO", src, f"{name}.{src}.vs_sft", no_harm=True)
+    if f"cross_lingual.{tgt}.vs_sft_dpo_baseline" in m:
+        above("CLO beats SFT+DPO on the target language", "CLO", tgt, f"cross_lingual.{tgt}.vs_sft_dpo_baseline")
+        above("CLO beats SFT+DPO on target-language fidelity", "CLO", tgt, f"cross_lingual.{tgt}.fidelity.vs_sft_dpo_baseline")
+    if "xl_instruct.xl.vs_sft" in m:
+        above("XL-Instruct raises cross-lingual gold (xl_instruct - sft)", "XL-Instruct", "xl", "xl_instruct.xl.vs_sft")
+        above("XL-Instruct raises cross-lingual fidelity (xl_instruct - sft)", "XL-Instruct", "xl", "xl_instruct.xl.fidelity.vs_sft")
+        for lang in languages:
+            above("XL-Instruct does no harm: same-language gold (xl_instruct - sft)", "XL-Instruct", lang, f"xl_instruct.{lang}.vs_sft",
+                  no_harm=True)
     if "qe.spearman" in m:
         s = m["qe.spearman"]
         add("QE ranks translations (Spearman with chrF)", "XL-Instruct", target_language, s, math.nan, ">= 0.5", _at_least(s, 0.5))
     if "best_of_k.gain" in m:
         g, se = get("best_of_k.gain")
         add("best-of-k QE selection raises translation quality", "XL-Instruct", target_language, g, se, "> 0", g > 1e-9)
+    return pd.DataFrame(rows, columns=["claim", "paper", "language", "measured", "se", "criterion", "held"])
+
+
+def mixture_claims(mixture: pd.DataFrame, english_only: pd.DataFrame, source_language: str = "en",
+                   target_language: str = "ko") -> pd.DataFrame:
+    """Kowen's Table 3 on the gold set: the SFT policy of the full mixture (target-language single- and
+    multi-turn + source-language single-turn) against SFT on the source-language part alone, paired on
+    the same gold prompts (two runs of the same world): above on the target language's gold and
+    fidelity by >= 2 paired SE, the source language's gold within 2 paired SE either way."""
+    rows = []
+    for lang, part, what, two_sided in ((target_language, "gold", "gold", False), (target_language, "fidelity", "fidelity", False),
+                                        (source_language, "gold", "gold", True)):
+        a, b = (t[t["language"] == lang] for t in (english_only, mixture))
+        d, se, _ = paired(a, b, part)
+        if two_sided:
+            claim, criterion, held = f"the Kowen mixture keeps {what} in the source language (mixture - {source_language}-only SFT)", \
+                "within 2 paired SE", abs(d) <= 2 * se + 1e-9
+        else:
+            claim, criterion, held = f"the Kowen mixture raises target-language {what} (mixture - {source_language}-only SFT)", \
+                ">= 2 paired SE", d > 0 and _at_least(d, 2 * se)
+        rows.append({"claim": claim, "paper": "Kowen", "language": lang, "measured": d, "se": se, "criterion": criterion,
+                     "held": bool(held) if d == d else False})
     return pd.DataFrame(rows, columns=["claim", "paper", "language", "measured", "se", "criterion", "held"])
 
 

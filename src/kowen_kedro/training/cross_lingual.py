@@ -3,6 +3,9 @@
 ``method: clo`` -> one CLO training (paired rows, NLL + two DPO terms, attention only).
 ``method: sft_dpo`` -> the paper's baseline on the same data: SFT on ``x_en -> y_en`` and
 ``x_l -> y_l``, then standard DPO with the same preference rows, unpaired.
+``method: sft`` -> that SFT step alone (the paper's "SFT" on the cross-lingual data, its data-efficiency
+comparison: CLO on half the pairs against SFT on all of them).
+``train_fraction`` < 1 trains on that share of the training examples (seeded; the held-out ones stay).
 With ``baseline_in_same_run: true`` (the default) a ``clo`` run also trains the baseline from the same
 SFT model on the same rows, so CLO vs SFT+DPO is measured in one run (``gold.cross_lingual`` vs
 ``gold.sft_dpo_baseline``, paper 002's comparison).
@@ -17,7 +20,9 @@ import pandas as pd
 from kowen_kedro.preference.clo_data import clo_records, dpo_baseline_records, sft_baseline_records
 from kowen_kedro.training.stages import train_stage
 
-METHODS = ("clo", "sft_dpo")
+METHODS = ("clo", "sft_dpo", "sft")
+# the name each method's policy is reported under (gold.<name>.*)
+REPORTED_AS = {"clo": "cross_lingual", "sft_dpo": "sft_dpo_baseline", "sft": "sft_on_pairs"}
 
 
 def baseline_in_same_run(params: dict[str, Any]) -> bool:
@@ -45,9 +50,15 @@ def train_cross_lingual(init_policy: str, pairs: pd.DataFrame, params: dict[str,
         raise ValueError(f"cross_lingual.method must be one of {METHODS}, not {method!r}")
     clo_records(pairs)  # validate in file order first: errors name the file, line and field
     train, evaluation = split_examples(pairs, float(params.get("eval_fraction", 0.0)), int(params.get("seed", 0)))
+    fraction = float(params.get("train_fraction", 1.0))
+    if not 0 < fraction <= 1:
+        raise ValueError(f"cross_lingual.train_fraction must be in (0, 1], got {fraction}")
+    train = train.head(max(1, round(fraction * len(train))))  # already shuffled by the split
     if method == "clo":
         record = train_stage("clo", stage, init_policy, clo_records(train), params["clo"], training,
                              eval_records=clo_records(evaluation) if len(evaluation) else None)
+    elif method == "sft":
+        record = train_stage("sft", f"{stage}_sft", init_policy, sft_baseline_records(train), params["baseline_sft"], training)
     else:
         sft = train_stage("sft", f"{stage}_sft", init_policy, sft_baseline_records(train), params["baseline_sft"], training)
         record = train_stage("dpo", stage, sft["final_dir"], dpo_baseline_records(train), params["baseline_dpo"],

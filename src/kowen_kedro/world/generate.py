@@ -23,9 +23,23 @@ from pathlib import Path
 
 from kowen_kedro.world import lexicon as L
 from kowen_kedro.world.gold import gold_reward
-from kowen_kedro.world.tasks import FAMILIES, Family, answer_text, make_meta, prompt_text, variants, with_variant
+from kowen_kedro.world.oracle import reverse_question
+from kowen_kedro.langid import CROSS_LINGUAL_TEMPLATES
+from kowen_kedro.world.tasks import (
+    FAMILIES,
+    SEED_FAMILIES,
+    XL_FAMILIES,
+    Family,
+    answer_text,
+    cross_lingual_prompt,
+    make_meta,
+    passage_sentence,
+    prompt_text,
+    variants,
+    with_variant,
+)
 
-VERSION = 4
+VERSION = 5
 STAMP = "world.json"
 MT_BENCH_CATEGORY = {"add": "math", "convert": "math", "count": "reasoning", "weekday": "reasoning",
                      "lookup": "humanities", "reverse": "extraction", "translate": "writing", "refuse": "roleplay"}
@@ -47,6 +61,8 @@ class WorldSizes:
     gold_prompts: int = 450
     gold_pairs: int = 240
     gold_translations: int = 60
+    gold_xl_prompts: int = 240    # cross-lingual gold prompts: English, asking for the answer in the target language
+    seed_passages: int = 240      # English passages made of answer sentences (XL-Instruct's seeds)
     parallel_tasks: int = 800     # tasks whose prompt and answer become En/Ko parallel sentences (MT, QE)
     pair_kinds: dict = field(default_factory=lambda: {"wrong": 0.35, "near": 0.2, "wrong_language": 0.3, "over_refusal": 0.15})
     # rejected kinds of the safety family's pairs: a leaked secret, or a refusal in the wrong language
@@ -74,19 +90,28 @@ class _Sampler:
         self.training: set[str] = set()
         self.part: dict[str, set[str]] = {}
 
-    def task(self, part: str, heldout: bool, langs=L.LANGS) -> tuple[Family, dict, int]:
+    def task(self, part: str, heldout: bool, langs=L.LANGS, names: tuple[str, ...] | None = None,
+             rng: random.Random | None = None, suffix: str = "", avoid: set[str] | frozenset = frozenset(),
+             every_variant: bool = False) -> tuple[Family, dict, int]:
+        """A new task for ``part``: families limited to ``names``, drawn from ``rng`` (default the
+        world's); its prompt text is the template's + ``suffix``, and is not one of ``avoid``;
+        ``every_variant``: no phrasing of the task may be taken (its question is written later)."""
+        rng = rng or self.rng
         seen = self.part.setdefault(part, set())
-        first = self.rng.choices(self.families, self.weights)[0]
-        order = [first] + [f for f in self.rng.sample(self.families, len(self.families)) if f is not first]
+        families = [f for f in self.families if names is None or f.name in names]
+        weights = [w for f, w in zip(self.families, self.weights) if names is None or f.name in names]
+        first = rng.choices(families, weights)[0]
+        order = [first] + [f for f in rng.sample(families, len(families)) if f is not first]
         for fam in order:
             for _ in range(60):
-                values, variant = fam.sample(self.rng, self.facts), self.rng.randrange(variants(fam))
-                if fam.quote and any(lang != "en" for lang in langs) and self.rng.random() < self.sizes.code_switch_rate:
+                values, variant = fam.sample(rng, self.facts), rng.randrange(variants(fam))
+                if fam.quote and any(lang != "en" for lang in langs) and rng.random() < self.sizes.code_switch_rate:
                     values["quoted"] = True
                 values = with_variant(fam, values, variant)
-                texts = [prompt_text(fam, values, lang, self.facts, variant) for lang in langs]
+                texts = [prompt_text(fam, values, lang, self.facts, v) + suffix for lang in langs
+                         for v in (range(variants(fam)) if every_variant else [variant])]
                 taken = self.heldout | self.training if heldout else self.heldout | seen
-                if not any(t in taken for t in texts):
+                if not any(t in taken or t in avoid for t in texts):
                     (self.heldout if heldout else self.training).update(texts)
                     seen.update(texts)
                     return fam, values, variant
@@ -118,16 +143,19 @@ def build_world(seed: int, sizes: WorldSizes | None = None) -> dict[str, list[di
         ref = prompt_text(fam, values, "ko", facts, variant) if i % 2 else answer_text(fam, values, "ko", facts)
         out["gold_translations"].append({"id": f"gold-mt-{i:04d}", "source_language": "en", "target_language": "ko",
                                          "source": src, "reference": ref})
-
-    for c, country in enumerate(L.COUNTRIES["en"]):
-        cap, animal = L.CAPITALS["en"][facts["capital"][c]], L.ANIMALS["en"][facts["animal"][c]]
-        out["seed_passages"].append({"passage_id": f"world-{c:02d}", "language": "en", "topic": "geography",
-                                     "text": f"{country} is a country of the tiny world. The capital of {country} is {cap}. "
-                                             f"The national animal of {country} is the {animal}. Its secret codes must never be shared."})
-    out["seed_passages"].append({"passage_id": "world-units", "language": "en", "topic": "measurement",
-                                 "text": "One hour is 60 minutes. One day is 24 hours. One week is 7 days. One kilometer is 1000 meters."})
-    out["seed_passages"].append({"passage_id": "world-week", "language": "en", "topic": "calendar",
-                                 "text": "The days of the week are " + ", ".join(L.WEEKDAYS["en"]) + ". After Sunday comes Monday again."})
+    # cross-lingual gold prompts (language "xl"): English prompts asking for the answer in the target
+    # language; drawn from their own generator, so the parts above and below are those of earlier versions
+    xl_rng = random.Random(f"world-xl-{seed}")
+    target = L.LANGS[1]
+    xl_questions: set[str] = set()  # their English questions: no XL-Instruct seed asks one of them
+    for i in range(sizes.gold_xl_prompts):
+        template = xl_rng.randrange(len(CROSS_LINGUAL_TEMPLATES))
+        suffix = " " + CROSS_LINGUAL_TEMPLATES[template].format(lang=L.LANGUAGE_NAMES["en"][target])
+        fam, values, variant = s.task("gold_xl_prompts", True, langs=("en",), names=XL_FAMILIES, rng=xl_rng, suffix=suffix)
+        prompt = cross_lingual_prompt(fam, values, target, facts, variant, template)
+        xl_questions.add(prompt[: -len(suffix)])
+        out["gold_prompts"].append({"id": f"gold-xl-{i:04d}", "language": "xl", "family": fam.name, "prompt": prompt,
+                                    "meta": make_meta(fam, values, target, facts, prompt_language="en")})
 
     for lang in L.LANGS:
         for i in range(sizes.eval_prompts):
@@ -183,6 +211,29 @@ def build_world(seed: int, sizes: WorldSizes | None = None) -> dict[str, list[di
         for lang in L.LANGS:
             rng = random.Random(f"{seed}-pair-{i}-{kind_seed}")
             out["preference_pairs"].append({"pair_id": f"pair-{i:04d}-{lang}", **_pair(fam, values, variant, lang, facts, rng, sizes, with_meta=False)})
+
+    # XL-Instruct's seeds: passages of two fact sentences of training tasks, the first the answer to a
+    # question the teacher writes back (never a held-out prompt, nor the question of a cross-lingual one)
+    topics = {"add": "arithmetic", "convert": "measurement", "weekday": "calendar", "lookup": "geography", "reverse": "lists",
+              "count": "lists", "refuse": "security"}
+    passage_rng = random.Random(f"world-passages-{seed}")
+    taken = s.heldout | xl_questions
+    cycle = list(SEED_FAMILIES)  # families in turn, while a family has questions left
+    for i in range(sizes.seed_passages):
+        for _ in range(200):
+            name = cycle[i % len(cycle)]
+            try:
+                first = s.task("seed_passages", False, langs=("en",), names=(name,), rng=passage_rng)
+                second = s.task("seed_passages", False, langs=("en",), names=SEED_FAMILIES, rng=passage_rng)
+            except RuntimeError:
+                cycle.remove(name)
+                continue
+            text = " ".join(passage_sentence(fam, values, facts) for fam, values, _ in (first, second))
+            if reverse_question(text, seed) not in taken:
+                break
+        else:
+            raise RuntimeError("the world ran out of new tasks for seed_passages: lower tiny_world.sizes.seed_passages")
+        out["seed_passages"].append({"passage_id": f"passage-{i:04d}", "language": "en", "topic": topics[first[0].name], "text": text})
 
     # parallel En/Ko sentences for the MT and QE models: prompts and answers of tasks the other parts use,
     # plus the translated phrases and single words of the lexicon

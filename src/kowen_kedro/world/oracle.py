@@ -5,9 +5,11 @@ minutes: see docs/world.md), so every default run exercises the ``openai`` backe
 
 * :func:`oracle_reply` - answers a world prompt (parsed back from its template) in the prompt's
   language, and the project's own meta-requests: Magpie-like "write the user's next message" (a new
-  world task in the conversation's language), XL-Instruct's reverse instruction (a question the
-  passage answers) and refinement (question kept; answer rewritten as the world's answer sentence).
-  Anything else gets an empty reply, which the synthesis code counts and drops.
+  world task in the conversation's language), XL-Instruct's reverse instruction (the question one
+  of the passage's sentences answers) and refinement (question kept; answer rewritten as the world's
+  answer sentence), and translation requests for the world's own sentences (it plays the papers'
+  strong LLM translators: GPT-4o, XL-Instruct's best-of-3). A cross-lingual prompt ("What is 2 plus 6? Answer in Korean.") is answered in the
+  language it asks for. Anything else gets an empty reply, which the synthesis code counts and drops.
 * :func:`oracle_server` - one server per process and world seed, started on first use on
   ``127.0.0.1`` (port chosen by the OS) and stopped by :func:`stop_servers` (the project hook calls it
   after every run) or at interpreter exit.
@@ -32,6 +34,7 @@ from __future__ import annotations
 import atexit
 import hashlib
 import json
+import logging
 import random
 import re
 import threading
@@ -39,9 +42,20 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from kowen_kedro.world import lexicon as L
-from kowen_kedro.world.tasks import FAMILIES, answer_text, parse_prompt, prompt_text
+from kowen_kedro.langid import LANGUAGE_NAMES
+from kowen_kedro.world.tasks import (
+    FAMILIES,
+    answer_text,
+    parse_passage_sentence,
+    parse_prompt,
+    prompt_text,
+    translate_sentence,
+    variants,
+)
 
+logger = logging.getLogger(__name__)
 ORACLE_REF = "world:oracle"
+_TRANSLATE = re.compile(r"Translate the following (?P<src>\w+) text into (?P<tgt>\w+)\. Reply with the translation only\.\n\n(?P<text>.*)\Z", re.S)
 _PREFIX = "world-oracle/seed-"
 
 
@@ -91,6 +105,19 @@ def _share(seed: int, what: str, text: str) -> float:
     return int(hashlib.sha256(f"{seed}|{what}|{text}".encode()).hexdigest()[:12], 16) / 16**12
 
 
+def reverse_question(passage: str, seed: int) -> str:
+    """The teacher's reverse instruction for a passage: the question its first fact sentence answers, in
+    a plain phrasing fixed by the passage text ("" when no sentence states a world fact)."""
+    facts = L.facts(seed)
+    for sentence in re.split(r"(?<=\.)\s+", passage.strip()):
+        parsed = parse_passage_sentence(sentence, facts)
+        if parsed:
+            fam, values = parsed
+            plain = fam.rephrased_from or variants(fam)  # a question asks plainly (no role play)
+            return prompt_text(fam, values, "en", facts, int(_share(seed, "reverse", passage.strip()) * plain))
+    return ""
+
+
 def oracle_reply(text: str, seed: int, faults: TeacherFaults | None = None) -> str:
     """The world program's reply to one user message (with the teacher's ``faults``, if any)."""
     facts = L.facts(seed)
@@ -109,12 +136,15 @@ def oracle_reply(text: str, seed: int, faults: TeacherFaults | None = None) -> s
         rng = random.Random(hashlib.sha256(text.encode()).hexdigest())
         fam = rng.choice(list(FAMILIES.values()))
         return prompt_text(fam, fam.sample(rng, facts), lang, facts, rng.randrange(2))
-    if text.startswith("Here is a text:"):  # data.xl_instruct.REVERSE_INSTRUCTION
-        for country in L.COUNTRIES["en"]:
-            if re.search(rf"\b{country}\b", text):
-                return prompt_text(FAMILIES["lookup"], FAMILIES["lookup"].from_groups({"country": country, "attr": "capital"}, "en", facts),
-                                   "en", facts)
+    m = _TRANSLATE.match(text)  # translation.translators.PROMPT
+    if m:
+        by_name = {name: code for code, name in LANGUAGE_NAMES.items()}
+        src, tgt = by_name.get(m.group("src")), by_name.get(m.group("tgt"))
+        if src in L.LANGS and tgt in L.LANGS:
+            return translate_sentence(m.group("text"), src, tgt, facts)
         return ""
+    if text.startswith("Here is a text:"):  # data.xl_instruct.REVERSE_INSTRUCTION
+        return reverse_question(text[len("Here is a text:"):].strip().split("\n\n")[0], seed)
     if text.startswith("Improve this question-answer pair"):  # data.xl_instruct.REFINE_QUESTION / REFINE_RESPONSE
         m = re.search(r"Question: (.*?)\n\nAnswer: ", text, re.S)
         question = m.group(1).strip() if m else ""
@@ -138,7 +168,11 @@ class _Server:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 user = next((m["content"] for m in reversed(body.get("messages", [])) if m.get("role") == "user"), "")
-                text = oracle_reply(user, outer.seed, outer.faults)
+                try:
+                    text = oracle_reply(user, outer.seed, outer.faults)
+                except Exception:  # a request the world program cannot read gets an empty reply, never a dead connection
+                    logger.exception("world oracle: no reply to %r", user[:200])
+                    text = ""
                 words = text.split()
                 limit = body.get("max_tokens") or body.get("max_completion_tokens")
                 finish = "stop"

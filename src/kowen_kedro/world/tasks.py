@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from kowen_kedro.langid import CROSS_LINGUAL_TEMPLATES
 from kowen_kedro.world import lexicon as L
 
 _PLACEHOLDER = re.compile(r"\{(\w+)(?:\|([^}]+))?\}")
@@ -387,13 +388,54 @@ LEAK = {"en": "The {secret} of {country} is {code}.", "ko": "{country}의 {secre
 FAMILIES: dict[str, Family] = {f.name: f for f in (ADD, COUNT, CONVERT, WEEKDAY, LOOKUP, REVERSE, TRANSLATE, REFUSE)}
 
 
-def make_meta(family: Family, values: dict, lang: str, facts: dict) -> dict:
-    """What a checker needs: family, language, values and the checker spec; and the behaviour flags
-    the gold decomposition reads: ``unsafe`` (a request to refuse), ``rephrased`` (an unsafe request
-    in other words), ``code_switched`` (a non-English prompt quoting English words)."""
-    return {"family": family.name, "language": lang, "values": values, "check": family.check(values, lang, facts),
+def make_meta(family: Family, values: dict, lang: str, facts: dict, prompt_language: str | None = None) -> dict:
+    """What a checker needs: family, language (of the required answer), values and the checker spec;
+    and the behaviour flags the gold decomposition reads: ``unsafe`` (a request to refuse),
+    ``rephrased`` (an unsafe request in other words), ``code_switched`` (a non-English prompt quoting
+    English words), ``cross_lingual`` (a prompt in ``prompt_language`` asking for the answer in ``lang``)."""
+    prompt_language = prompt_language or lang
+    meta = {"family": family.name, "language": lang, "values": values, "check": family.check(values, lang, facts),
             "unsafe": family.category == "safety", "rephrased": bool(values.get("rephrased")),
-            "code_switched": bool(values.get("quoted")) and lang != "en"}
+            "code_switched": bool(values.get("quoted")) and prompt_language != "en"}
+    if prompt_language != lang:
+        meta.update(cross_lingual=True, prompt_language=prompt_language)
+    return meta
+
+
+# ------------------------------------------------------------------ cross-lingual prompts
+# A prompt in English asking for the answer in another language: the world prompt with one of
+# XL-Instruct's templates appended ("What is 2 plus 6? Answer in Korean."), as XL-AlpacaEval builds its
+# prompts. The translate family is left out (its prompt already names a language).
+XL_FAMILIES = ("add", "count", "convert", "weekday", "lookup", "reverse", "refuse")
+
+
+def cross_lingual_prompt(family: Family, values: dict, answer_language: str, facts: dict, variant: int = 0,
+                         template: int = 0) -> str:
+    """The English prompt of the task with the ``template``-th cross-lingual instruction for ``answer_language``."""
+    suffix = CROSS_LINGUAL_TEMPLATES[template % len(CROSS_LINGUAL_TEMPLATES)].format(lang=L.LANGUAGE_NAMES["en"][answer_language])
+    return f"{prompt_text(family, values, 'en', facts, variant)} {suffix}"
+
+
+def _xl_regexes() -> list[re.Pattern]:
+    names = "|".join(re.escape(n) for n in L.LANGUAGE_NAMES["en"].values())
+    out = []
+    for t in CROSS_LINGUAL_TEMPLATES:
+        head, tail = t.split("{lang}")
+        out.append(re.compile(r"\s+" + re.escape(head) + f"(?P<lang>{names})" + re.escape(tail) + r"\s*$"))
+    return out
+
+
+_XL_RX = _xl_regexes()
+
+
+def split_cross_lingual(text: str) -> tuple[str, str | None]:
+    """(the prompt without its cross-lingual instruction, the language code it asks for) or (text, None)."""
+    by_name = {name: code for code, name in L.LANGUAGE_NAMES["en"].items()}
+    for rx in _XL_RX:
+        m = rx.search(text)
+        if m:
+            return text[: m.start()], by_name[m.group("lang")]
+    return text, None
 
 
 def variants(family: Family) -> int:
@@ -435,7 +477,16 @@ def answer_text(family: Family, values: dict, lang: str, facts: dict) -> str:
 
 
 def parse_prompt(text: str, facts: dict) -> tuple[Family, dict, str] | None:
-    """(family, values, language) of a prompt written by a world template, else None."""
+    """(family, values, language of the answer) of a prompt written by a world template, else None.
+    A cross-lingual prompt (:func:`cross_lingual_prompt`) gives the language it asks for, and
+    ``values["prompt_language"]`` the language it is written in."""
+    base, answer_language = split_cross_lingual(text)
+    if answer_language is not None:
+        parsed = parse_prompt(base, facts)
+        if parsed is None or parsed[0].name not in XL_FAMILIES:
+            return None
+        fam, values, lang = parsed
+        return fam, ({**values, "prompt_language": lang} if lang != answer_language else values), answer_language
     for fam in FAMILIES.values():
         for lang in L.LANGS:
             for variant, rx in enumerate(fam.regexes(lang)):
@@ -453,3 +504,123 @@ def parse_prompt(text: str, facts: dict) -> tuple[Family, dict, str] | None:
                         values = with_variant(fam, {**values, "quoted": True} if quoted else values, variant)
                         return fam, values, lang
     return None
+
+
+# ------------------------------------------------------------------ answers back to tasks (XL-Instruct seeds)
+# English answer sentences whose words hold the whole task, so a passage made of them is the answer
+# to a question a program can write back (the oracle's reverse instruction).
+def _answer_patterns(name: str) -> dict[str, str]:
+    weekdays, colours = _alt(L.WEEKDAYS["en"]), _list_pattern(L.COLORS["en"])
+    values = _alt(L.CAPITALS["en"] + ["the " + a for a in L.ANIMALS["en"]])
+    return {
+        "add": {"a": r"\d+", "b": r"\d+", "c": r"\d+"},
+        "convert": {**_convert_patterns("en"), "r": r"\d+"},
+        "weekday": {"n": r"\d+", "days": "days?", "day": weekdays, "ans": weekdays},
+        "lookup": {**FAMILIES["lookup"].patterns("en"), "value": values},
+        "reverse": {"result": colours},
+    }[name]
+
+
+PASSAGE_FAMILIES = ("add", "convert", "weekday", "lookup", "reverse")
+_ANSWER_RX: dict[str, re.Pattern] = {}
+
+
+def parse_answer(sentence: str, facts: dict) -> tuple[Family, dict] | None:
+    """(family, values) of an English answer sentence of a :data:`PASSAGE_FAMILIES` task, if it is right."""
+    for name in PASSAGE_FAMILIES:
+        fam = FAMILIES[name]
+        if name not in _ANSWER_RX:
+            _ANSWER_RX[name] = template_regex(fam.answer["en"], _answer_patterns(name))
+        m = _ANSWER_RX[name].match(sentence)
+        if not m:
+            continue
+        g = m.groupdict()
+        try:
+            if name == "reverse":
+                result = _split_list(g["result"], L.COLORS["en"])
+                values = None if result is None else {"items": result[::-1], "result": result}
+            elif name == "add":
+                values = {"a": int(g["a"]), "b": int(g["b"]), "c": int(g["a"]) + int(g["b"])}
+            else:
+                values = fam.from_groups(g, "en", facts)
+        except (ValueError, KeyError, IndexError, AttributeError):
+            values = None
+        if values is not None and answer_text(fam, values, "en", facts) == sentence.strip():
+            return fam, values
+    return None
+
+
+# ------------------------------------------------------------------ the world's own translation (a strong MT)
+def _count_answer(sentence: str) -> dict | None:
+    m = template_regex(FAMILIES["count"].answer["en"], {"n": r"\d+"}).match(sentence)
+    n = int(m.group("n")) if m else 0  # only the count is written in the answer; a wrong count may exceed the fruits
+    return {"items": [i % len(L.FRUITS["en"]) for i in range(n)], "n": n} if m else None
+
+
+def _leak_answer(sentence: str) -> dict | None:
+    fam = FAMILIES["refuse"]
+    m = template_regex(LEAK["en"], {**fam.patterns("en"), "code": r"\d+"}).match(sentence)
+    if not m:
+        return None
+    values = fam.from_groups(m.groupdict(), "en", {})
+    return {**values, "leak": True, "code": int(m.group("code"))}
+
+
+# Passages (XL-Instruct's seeds) state facts: the answer sentence where it holds the whole task, else a
+# sentence of its own (a counted list; a secret that must not be shared).
+FACT_SENTENCES = {"count": "The list {items} has {n} fruits.", "refuse": "The {secret} of {country} must never be shared."}
+SEED_FAMILIES = (*PASSAGE_FAMILIES, *FACT_SENTENCES)
+
+
+def passage_sentence(family: Family, values: dict, facts: dict) -> str:
+    """The English sentence a passage holds for a task of :data:`SEED_FAMILIES`."""
+    if family.name in FACT_SENTENCES:
+        return render(FACT_SENTENCES[family.name], family.strings(values, "en", facts))
+    return answer_text(family, values, "en", facts)
+
+
+def parse_passage_sentence(sentence: str, facts: dict) -> tuple[Family, dict] | None:
+    """(family, values) of a :func:`passage_sentence`, if it states a world fact rightly."""
+    answer = parse_answer(sentence, facts)
+    if answer:
+        return answer
+    for name, template in FACT_SENTENCES.items():
+        fam = FAMILIES[name]
+        patterns = {**fam.patterns("en"), "n": r"\d+"}
+        m = template_regex(template, patterns).match(sentence)
+        if not m:
+            continue
+        try:
+            values = fam.from_groups(m.groupdict(), "en", facts)
+        except (ValueError, KeyError, IndexError, AttributeError):
+            values = None
+        if values is not None and passage_sentence(fam, values, facts) == sentence.strip():
+            return fam, values
+    return None
+
+
+def translate_sentence(sentence: str, src: str, tgt: str, facts: dict) -> str:
+    """A world sentence (a prompt, in the same phrasing, or an answer of any family) written in ``tgt``;
+    "" for a sentence the world does not know. Plays the papers' strong translators (GPT-4o, the 72B
+    LLMs of XL-Instruct's best-of-3) for the world's own sentences."""
+    sentence = sentence.strip()
+    if src == tgt:
+        return sentence
+    parsed = parse_prompt(sentence, facts)
+    if parsed and parsed[2] == src and "prompt_language" not in parsed[1]:
+        fam, values, _ = parsed
+        values = {k: v for k, v in values.items() if k != "quoted"}
+        for variant in range(variants(fam)):
+            if prompt_text(fam, {**values, "quoted": parsed[1].get("quoted", False)}, src, facts, variant) == sentence:
+                return prompt_text(fam, values, tgt, facts, variant)
+    if src != "en":
+        return ""
+    if sentence == FAMILIES["refuse"].answer["en"]:
+        return FAMILIES["refuse"].answer[tgt]
+    answer = parse_answer(sentence, facts)
+    if answer:
+        return answer_text(answer[0], answer[1], tgt, facts)
+    for fam, values in ((FAMILIES["count"], _count_answer(sentence)), (FAMILIES["refuse"], _leak_answer(sentence))):
+        if values is not None:
+            return answer_text(fam, values, tgt, facts)
+    return ""

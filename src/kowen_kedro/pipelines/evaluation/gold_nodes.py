@@ -21,7 +21,7 @@ from kowen_kedro.evaluation.judges import judge_pairs
 from kowen_kedro.llm.backends import SamplingParams
 from kowen_kedro.rewards.scoring import RewardScorer
 from kowen_kedro.runtime import as_mlflow_metrics, cached_generator, registry_model
-from kowen_kedro.training.cross_lingual import baseline_in_same_run
+from kowen_kedro.training.cross_lingual import REPORTED_AS, baseline_in_same_run
 
 from .nodes import (
     _judges,  # the evaluation pipeline's one way to build the configured judges
@@ -32,10 +32,10 @@ logger = logging.getLogger(__name__)
 
 def _policy(model: str, gold_prompts: pd.DataFrame, backend: dict, params: dict, llm: dict) -> tuple[pd.DataFrame, dict]:
     gen = cached_generator(model, backend, llm)
-    languages = sorted(set(gold_prompts["language"]))
+    languages = sorted({m["language"] for m in gold_prompts["meta"]})  # of the answers ("xl" prompts ask for the target's)
     table, summary = policy_gold(gen, gold_prompts, SamplingParams.from_dict(params["sampling"]), languages)
     gen.close()
-    logger.info("gold reward of %s: %s", model, {k: round(v, 3) for k, v in summary.items() if k in languages})
+    logger.info("gold reward of %s: %s", model, {k: round(v, 3) for k, v in summary.items() if "." not in k})
     return table, summary
 
 
@@ -86,15 +86,16 @@ def gold_judge_node(registry: dict, gold_pairs: pd.DataFrame, params: dict, llm:
                            gold_pairs)
 
 
-POLICIES = ("base", "teacher", "tiny_teacher", "sft", "dpo_iter_1", "dpo_iter_2", "cross_lingual", "cross_lingual_baseline")
+POLICIES = ("base", "teacher", "tiny_teacher", "sft", "xl_instruct", "dpo_iter_1", "dpo_iter_2", "cross_lingual", "cross_lingual_baseline")
 REWARD_MODELS = ("rm", "rm_transfer_source", "rm_transfer_target")
 
 
 def gold_effects_node(
-    base: pd.DataFrame, teacher: pd.DataFrame, tiny_teacher: pd.DataFrame, sft: pd.DataFrame, dpo_iter_1: pd.DataFrame,
+    base: pd.DataFrame, teacher: pd.DataFrame, tiny_teacher: pd.DataFrame, sft: pd.DataFrame, xl_instruct: pd.DataFrame,
+    dpo_iter_1: pd.DataFrame,
     dpo_iter_2: pd.DataFrame, cross_lingual: pd.DataFrame, cross_lingual_baseline: pd.DataFrame, rm: pd.DataFrame,
     rm_transfer_source: pd.DataFrame, rm_transfer_target: pd.DataFrame, qe: dict, judge: dict,
-    dpo_iter_1_enabled: bool, dpo_iter_2_enabled: bool, cross_lingual_params: dict, languages: list[str],
+    dpo_iter_1_enabled: bool, dpo_iter_2_enabled: bool, xl_instruct_params: dict, cross_lingual_params: dict, languages: list[str],
     source_language: str, target_language: str,
 ) -> tuple[dict, pd.DataFrame, str]:
     """Every gold number of the run (MLflow metrics ``gold.*``) and the table of claims (``gold/effects.*``).
@@ -102,14 +103,17 @@ def gold_effects_node(
     Inputs are the per-prompt gold answers of each policy and the per-pair outcomes of each RM; policies
     are compared per prompt (:mod:`kowen_kedro.evaluation.claims`). A disabled DPO iteration passes its
     input policy through, so it is left out (not reported as "no gain"); the cross-lingual policy is
-    reported as ``cross_lingual`` (CLO) or ``sft_dpo_baseline`` after ``cross_lingual.method``, and the
-    baseline trained beside CLO (``cross_lingual.baseline_in_same_run``) as ``sft_dpo_baseline``."""
+    reported as ``cross_lingual`` (CLO), ``sft_dpo_baseline`` or ``sft_on_pairs`` after ``cross_lingual.method``, and the
+    baseline trained beside CLO (``cross_lingual.baseline_in_same_run``) as ``sft_dpo_baseline``; the
+    XL-Instruct policy as ``xl_instruct`` unless ``xl_instruct.enabled`` is false."""
     policies = {"base": base, "teacher": teacher, "tiny_teacher": tiny_teacher, "sft": sft}
+    if xl_instruct_params.get("enabled", True):
+        policies["xl_instruct"] = xl_instruct
     for name, table, enabled in (("dpo_iter_1", dpo_iter_1, dpo_iter_1_enabled), ("dpo_iter_2", dpo_iter_2, dpo_iter_2_enabled)):
         if enabled:
             policies[name] = table
     if cross_lingual_params.get("enabled", True):
-        policies["sft_dpo_baseline" if cross_lingual_params.get("method") == "sft_dpo" else "cross_lingual"] = cross_lingual
+        policies[REPORTED_AS[cross_lingual_params.get("method", "clo")]] = cross_lingual
     if baseline_in_same_run(cross_lingual_params):
         policies["sft_dpo_baseline"] = cross_lingual_baseline
     rms = {"rm": rm, "rm_transfer_source": rm_transfer_source, "rm_transfer_target": rm_transfer_target}
@@ -124,9 +128,10 @@ def gold_effects_node(
     flat.update(qe)
     flat.update(judge)
     flat = {k: float(v) for k, v in flat.items() if isinstance(v, (int, float)) and not (isinstance(v, float) and math.isnan(v))}
+    measured = [*languages, *sorted(set(sft["language"]) - set(languages))]  # + "xl": the cross-lingual prompts
     table = effects_table(flat, languages, target_language, source_language)
     for r in table.to_dict("records"):
         logger.info("gold effect: %s [%s] %.3f (%s): %s", r["claim"], r["language"], r["measured"], r["criterion"],
                     "held" if r["held"] else "NOT held")
-    markdown = effects_markdown(table, flat, behaviour_table(flat, list(policies), languages), rm_kind_table(flat, list(rms), languages))
+    markdown = effects_markdown(table, flat, behaviour_table(flat, list(policies), measured), rm_kind_table(flat, list(rms), languages))
     return as_mlflow_metrics(flat), table, markdown

@@ -64,6 +64,7 @@ def gold_pipeline() -> Pipeline:
         Node(gold_tiny_teacher_node, inputs=["model_registry", "gold_prompts", *g],
              outputs=["gold_answers_tiny_teacher", "gold_summary_tiny_teacher"], name="gold_tiny_teacher_node"),
         policy("sft_model", "sft"),
+        policy("xl_instruct_policy", "xl_instruct"),
         policy("dpo_iter_1.policy", "dpo_iter_1"),
         policy("dpo_iter_2.policy", "dpo_iter_2"),
         policy("cross_lingual_policy", "cross_lingual"),
@@ -77,7 +78,8 @@ def gold_pipeline() -> Pipeline:
              name="gold_judge_node"),
         Node(gold_effects_node,
              inputs=[f"gold_answers_{n}" for n in (*POLICIES, *REWARD_MODELS)] + ["gold_summary_qe", "gold_summary_judge"]
-             + ["params:dpo_iter_1.dpo.enabled", "params:dpo_iter_2.dpo.enabled", "params:cross_lingual", "params:languages",
+             + ["params:dpo_iter_1.dpo.enabled", "params:dpo_iter_2.dpo.enabled", "params:xl_instruct", "params:cross_lingual",
+                "params:languages",
                 "params:source_language", "params:target_language"],
              outputs=["gold_metrics", "gold_effects", "gold_effects_md"], name="gold_effects_node"),
     ])

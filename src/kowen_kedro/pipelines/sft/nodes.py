@@ -1,8 +1,16 @@
-"""Node of sft: TRL SFT (loss on assistant tokens) launched through DeepSpeed."""
+"""Nodes of sft: TRL SFT (loss on assistant tokens) launched through DeepSpeed.
+
+* :func:`train_sft_node` - the student on the SFT mixture (Kowen);
+* :func:`train_xl_instruct_node` - the SFT model fine-tuned on the XL-Instruct rows (English
+  instruction + "Answer in <target>", answer in the target language), as XL-Instruct fine-tunes an
+  instruction-tuned model (EuroLLM-9B-Instruct) on its rows; ``replay`` mixes in rows of the SFT
+  mixture (``replay: 0`` is the paper's rows-only setting).
+"""
 
 from __future__ import annotations
 
 import logging
+import random
 
 import pandas as pd
 
@@ -23,3 +31,35 @@ def train_sft_node(
     records = [{"messages": m} for m in data["messages"]]
     model = registry_model(registry, "student")
     return train_stage("sft", "sft", model, records, stage_params, training)["final_dir"]
+
+
+def xl_instruct_records(xl_instruct_sft: pd.DataFrame, shuffle_responses: bool = False, seed: int = 0) -> list[dict]:
+    """SFT records of the XL-Instruct rows; ``shuffle_responses`` (the ablation) gives every instruction
+    another row's answer (a seeded derangement): the same target-language text, no link to the question."""
+    messages = [list(m) for m in xl_instruct_sft["messages"]]
+    if shuffle_responses and len(messages) > 1:
+        order = list(range(len(messages)))
+        rng = random.Random(seed)
+        while any(i == j for i, j in enumerate(order)):
+            rng.shuffle(order)
+        answers = [m[-1] for m in messages]
+        messages = [m[:-1] + [answers[j]] for m, j in zip(messages, order)]
+    return [{"messages": m} for m in messages]
+
+
+def train_xl_instruct_node(sft_model: str, xl_instruct_sft: pd.DataFrame, sft_dataset: pd.DataFrame, params: dict,
+                           training: dict) -> str:
+    """Fine-tune the SFT model on the XL-Instruct rows, plus ``params.replay`` x as many rows of the SFT
+    mixture (seeded sample; the same rows whatever the ablation); ``params.enabled: false`` passes the
+    SFT model through."""
+    if not params.get("enabled", True):
+        return sft_model
+    stage_params = {k: v for k, v in params.items() if k not in ("enabled", "ablation_shuffle_responses", "replay")}
+    shuffle = bool(params.get("ablation_shuffle_responses", False))
+    seed = int(params.get("seed", 0))
+    records = xl_instruct_records(xl_instruct_sft, shuffle, seed)
+    n_replay = min(len(sft_dataset), round(float(params.get("replay", 0.0)) * len(records)))
+    replay = [{"messages": list(m)} for m in sft_dataset["messages"].sample(n=n_replay, random_state=seed)] if n_replay else []
+    logger.info("XL-Instruct fine-tuning on %d rows%s, + %d replayed rows of the SFT mixture", len(records),
+                " (answers shuffled across instructions: ablation)" if shuffle else "", len(replay))
+    return train_stage("sft", "xl_instruct", sft_model, records + replay, stage_params, training)["final_dir"]

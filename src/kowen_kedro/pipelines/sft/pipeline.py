@@ -1,8 +1,9 @@
-"""sft: teacher-distilled supervised fine-tuning of the student (full / LoRA / attention-only)."""
+"""sft: teacher-distilled supervised fine-tuning of the student (full / LoRA / attention-only), then
+XL-Instruct's cross-lingual fine-tuning of the SFT model (``xl_instruct_policy``)."""
 
 from kedro.pipeline import Node, Pipeline
 
-from .nodes import train_sft_node
+from .nodes import train_sft_node, train_xl_instruct_node
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -16,6 +17,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ],
                 outputs="sft_model",
                 name="train_sft_node",
-            )
+            ),
+            Node(
+                train_xl_instruct_node,
+                inputs=["sft_model", "xl_instruct_sft", "sft_dataset", "params:xl_instruct", "params:training"],
+                outputs="xl_instruct_policy",
+                name="train_xl_instruct_node",
+            ),
         ]
     )
