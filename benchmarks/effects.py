@@ -116,7 +116,7 @@ def _answers(name: str, policy: str) -> pd.DataFrame:
 
 def claim_run(seed: int, name: str) -> dict:
     """A documented claim run on top of the seed's default run, and its claims against that run."""
-    from kowen_kedro.evaluation.claims import mixture_claims, paired
+    from kowen_kedro.evaluation.claims import data_efficiency_claims, mixture_claims
 
     params, selection, _, _ = CLAIM_RUNS[name]
     params = f"tiny_world.seed={seed},{params}"
@@ -129,11 +129,7 @@ def claim_run(seed: int, name: str) -> dict:
         claims = mixture_claims(_answers(f"seed_{seed}", "sft"), _answers(run_name, "sft")).to_dict("records")
     elif name == "sft_on_pairs" and (STORE / f"seed_{seed}_clo_half_pairs" / "answers").exists():
         half, sft_all = _answers(f"seed_{seed}_clo_half_pairs", "cross_lingual"), _answers(run_name, "cross_lingual")
-        for lang, part in (("ko", "gold"), ("ko", "fidelity")):
-            d, se, _ = paired(*(t[t["language"] == lang] for t in (sft_all, half)), part)
-            claims.append({"claim": f"CLO on half the pairs is at least as good as SFT on all of them: {part}", "paper": "CLO",
-                           "language": lang, "measured": d, "se": se, "criterion": ">= -2 paired SE",
-                           "held": bool(d == d and d >= -2 * se - 1e-9)})
+        claims = data_efficiency_claims(half, sft_all).to_dict("records")
     return {"seed": seed, "ablation": "", "claim_run": name, "params": f"{params} {selection}",
             "seconds": round(time.time() - started), "claims": claims, "metrics": _latest_run_metrics()}
 

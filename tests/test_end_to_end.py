@@ -429,21 +429,40 @@ def test_the_mlflow_run_reads_like_a_report_folders_per_stage(first_run):
     assert {"reward_model/rm_collapse.png", "translation_qe/qe_histogram.png", "evaluation/iteration_curve.png"} <= set(files)
 
 
+def _rerun(project: Path, params: dict, nodes: list[str], answers: str) -> pd.DataFrame:
+    """``kedro run --params ... --nodes ...`` on top of the default run; the gold answers it wrote."""
+    from kedro.framework.session import KedroSession
+
+    with KedroSession.create(project_path=project, runtime_params=params) as session:
+        session.run(node_names=nodes)
+    return pd.read_json(latest(project / f"data/07_model_output/gold/{answers}_answers.jsonl"), lines=True)
+
+
+CLO_NODES = ["train_cross_lingual_node", "gold_cross_lingual_node"]
+
+
+def test_clo_on_half_the_pairs_against_sft_on_all_of_them(first_run):
+    """CLO's data efficiency as its documented runs (``kedro run --params cross_lingual.train_fraction=0.5``
+    and ``--params cross_lingual.method=sft``, each ``--from-nodes train_cross_lingual_node``)."""
+    from kowen_kedro.evaluation.claims import data_efficiency_claims
+
+    half = _rerun(first_run, {"cross_lingual": {"train_fraction": 0.5, "baseline_in_same_run": False}}, CLO_NODES, "cross_lingual")
+    sft_all = _rerun(first_run, {"cross_lingual": {"method": "sft"}}, CLO_NODES, "cross_lingual")
+    assert not half["answer"].equals(sft_all["answer"])
+    claims = data_efficiency_claims(half, sft_all).set_index("claim")["held"]
+    assert claims["CLO on half the pairs is at least as good as SFT on all of them: gold"], claims
+
+
 def test_the_kowen_mixture_against_english_only_sft(first_run):
     """Kowen's Table 3 as its documented run (``kedro run --params sft.languages=source --nodes
     train_sft_node,gold_sft_node`` on top of the default run): the SFT policy of the full mixture
     against SFT on the English part alone, paired on the same gold prompts. Runs last: it retrains the
     SFT model."""
-    from kedro.framework.session import KedroSession
-
     from kowen_kedro.evaluation.claims import mixture_claims
 
     p = first_run
-    answers = p / "data/07_model_output/gold/sft_answers.jsonl"
-    mixture = pd.read_json(latest(answers), lines=True)
-    with KedroSession.create(project_path=p, runtime_params={"sft": {"languages": "source"}}) as session:
-        session.run(node_names=["train_sft_node", "gold_sft_node"])
-    english_only = pd.read_json(latest(answers), lines=True)
+    mixture = pd.read_json(latest(p / "data/07_model_output/gold/sft_answers.jsonl"), lines=True)
+    english_only = _rerun(p, {"sft": {"languages": "source"}}, ["train_sft_node", "gold_sft_node"], "sft")
     assert list(english_only["id"]) == list(mixture["id"]) and not english_only["answer"].equals(mixture["answer"])
     claims = mixture_claims(mixture, english_only).set_index("language")
     report = claims.to_string()

@@ -204,6 +204,19 @@ def test_mixture_claims_pair_the_two_sft_policies_on_the_same_prompts():
     assert (en["measured"], en["criterion"], en["held"]) == (0.0, "within 2 paired SE", True)
 
 
+def test_data_efficiency_claims_compare_clo_on_half_the_pairs_with_sft_on_all():
+    from kowen_kedro.evaluation.claims import data_efficiency_claims
+
+    ids = [f"ko{i}" for i in range(4)]
+    sft_all = pd.DataFrame({"id": ids, "language": "ko", "gold": [1.0, 1.0, 0.0, 0.0], "fidelity": [1.0, 1.0, 1.0, 1.0]})
+    clo_half = pd.DataFrame({"id": ids, "language": "ko", "gold": [1.0, 0.0, 0.0, 0.0], "fidelity": [0.0, 0.0, 0.0, 1.0]})
+    t = data_efficiency_claims(clo_half, sft_all).set_index("claim")
+    gold = t.loc["CLO on half the pairs is at least as good as SFT on all of them: gold"]
+    assert (gold["measured"], gold["se"], gold["held"]) == (-0.25, pytest.approx(0.25), True)  # -0.25 >= -0.5
+    fid = t.loc["CLO on half the pairs is at least as good as SFT on all of them: fidelity"]
+    assert (fid["measured"], fid["se"], fid["held"]) == (-0.75, pytest.approx(0.25), False)
+
+
 def test_ablation_swap_pairs_reverses_training_pairs_only():
     from kowen_kedro.pipelines.reward_model.nodes import split_preferences_node
 
