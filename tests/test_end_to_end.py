@@ -205,12 +205,12 @@ def test_one_mlflow_run_with_all_stages(first_run):
         assert name in metrics, name
 
 
-POLICIES = ("base", "teacher", "sft", "dpo_iter_1", "dpo_iter_2", "cross_lingual", "sft_dpo_baseline")
-GOLD_METRICS = [f"gold.{m}.{lang}{part}" for m in POLICIES for lang in ("en", "ko")
+POLICIES = ("base", "teacher", "sft", "xl_instruct", "dpo_iter_1", "dpo_iter_2", "cross_lingual", "sft_dpo_baseline")
+GOLD_METRICS = [f"gold.{m}.{lang}{part}" for m in POLICIES for lang in ("en", "ko", "xl")
                 for part in ("", ".se", ".correct", ".fidelity", ".safety", ".safety.rephrased")] + [
     f"gold.{m}.ko.fidelity.code_switched" for m in POLICIES] + [
-    f"gold.{m}.{lang}{part}.vs_sft{se}" for m in ("dpo_iter_1", "dpo_iter_2", "cross_lingual", "sft_dpo_baseline")
-    for lang in ("en", "ko") for part in ("", ".fidelity", ".safety") for se in ("", ".se")] + [
+    f"gold.{m}.{lang}{part}.vs_sft{se}" for m in ("xl_instruct", "dpo_iter_1", "dpo_iter_2", "cross_lingual", "sft_dpo_baseline")
+    for lang in ("en", "ko", "xl") for part in ("", ".fidelity", ".safety") for se in ("", ".se")] + [
     f"gold.{rm}.accuracy.{lang}.{kind}" for rm in ("rm", "rm_transfer_source", "rm_transfer_target") for lang in ("en", "ko")
     for kind in ("wrong", "near", "wrong_language", "unsafe")] + [
     "gold.sft.en.vs_base", "gold.cross_lingual.ko.vs_sft_dpo_baseline", "gold.rm_transfer_source.accuracy.ko.unsafe.vs_rm_transfer_target",
@@ -237,13 +237,14 @@ def test_gold_measurement_in_the_run(first_run):
     claims = " ".join(effects["claim"])
     for words in ("SFT learns", "(dpo_iter_1 - sft)", "(dpo_iter_2 - sft)", "language confusion", "unsafe compliance", "does no harm",
                   "learns the unsafe kind (rm)", "English RM transfers", "CLO raises", "SFT+DPO baseline raises", "CLO beats SFT+DPO",
-                  "best-of-k"):
+                  "XL-Instruct raises cross-lingual gold", "best-of-k"):
         assert words in claims, words
     markdown = (first_run / "data/08_reporting/gold/effects.md").read_text()
     assert "## Gold decomposed per policy" in markdown and "## Reward-model accuracy per kind" in markdown
     sft, dpo = (read(first_run, f"data/07_model_output/gold/{m}_answers.jsonl") for m in ("sft", "dpo_iter_1"))
     assert {"id", "language", "family", "prompt", "answer", "gold", "correct", "fidelity", "safety"} <= set(sft.columns)
-    assert len(sft) == 900 and (sft.groupby("language").size() >= 400).all()
+    sizes = sft.groupby("language").size()
+    assert len(sft) == 1140 and sizes["en"] == sizes["ko"] == 450 and sizes["xl"] == 240  # + the cross-lingual prompts
     assert metrics["gold.sft.en"] == pytest.approx(sft.loc[sft["language"] == "en", "gold"].mean())
     d = dpo.set_index("id")["gold"] - sft.set_index("id")["gold"]  # paired on the same prompts
     ko = sft.set_index("id")["language"] == "ko"
@@ -430,9 +431,14 @@ def test_the_mlflow_run_reads_like_a_report_folders_per_stage(first_run):
 
 
 def _rerun(project: Path, params: dict, nodes: list[str], answers: str) -> pd.DataFrame:
-    """``kedro run --params ... --nodes ...`` on top of the default run; the gold answers it wrote."""
+    """``kedro run --params ... --nodes ...`` on top of the default run (its own MLflow run, as from the
+    command line: a run an earlier session of this process left active is ended first, or kedro-mlflow
+    would log the changed parameters into it); the gold answers it wrote."""
+    import mlflow
     from kedro.framework.session import KedroSession
 
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
     with KedroSession.create(project_path=project, runtime_params=params) as session:
         session.run(node_names=nodes)
     return pd.read_json(latest(project / f"data/07_model_output/gold/{answers}_answers.jsonl"), lines=True)
