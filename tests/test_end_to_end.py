@@ -275,7 +275,8 @@ def _no_harm(m: dict, name: str) -> bool:
 # a regression (a sign error in a loss, a broken reward model, a world without its behaviours).
 DPO_HARMS = ("DPO moves English prompts that quote Korean words (the translate family, wrong before and after) "
              "to Korean answers: docs/effects.md, 'What does not hold, and why'")
-RM_WRONG_LANGUAGE = "the Korean-trained RM is near chance on Korean wrong-language pairs (0.49 on seed 0): docs/effects.md"
+RM_WRONG_LANGUAGE = ("the Korean-trained RM is near chance on Korean wrong-language pairs (0.49 on seed 0, 0.44-0.82 across "
+                     "seeds): translated pairs cannot carry the kind, docs/effects.md")
 CLO_FIDELITY = ("CLO leaves Korean fidelity where SFT has it (+0.002 on seed 0), while the SFT+DPO baseline on the same "
                 "rows raises it (+0.05): docs/effects.md, 'What does not hold, and why'")
 NOT_HOLDING = {
@@ -289,16 +290,15 @@ BORDERLINE = {
     **{f"{it}-no-fidelity-harm-en": DPO_HARMS for it in ("dpo_iter_1", "dpo_iter_2")},
     **{f"{it}-raises-{what}-ko": "Korean gold, fidelity and safety gains are 1-4 paired SE across seeds"
        for it in ("dpo_iter_1", "dpo_iter_2") for what in ("gold", "safety", "fidelity")},
-    **{f"rm-learns-wrong_language-{lang}": "0.74-0.90 across seeds and builds (criterion 0.9)" for lang in ("en", "ko")},
-    "rm_transfer_source-learns-wrong_language-en": "0.76-0.97 across seeds and builds (criterion 0.9)",
-    "rm_transfer_target-learns-unsafe-ko": "1.0 with the strong translator in best-of-k on seed 0; 0.0-0.75 before it",
-    **{f"english-rm-transfers-{kind}": "the English RM against the Korean one on Korean pairs changes sign across seeds"
-       for kind in ("wrong_language", "unsafe")},
+    **{f"rm-learns-wrong_language-{lang}": "0.69-0.98 across seeds (criterion 0.9)" for lang in ("en", "ko")},
+    "rm_transfer_source-learns-wrong_language-en": "0.76-1.00 across seeds (criterion 0.9)",
+    **{f"english-rm-transfers-{kind}": "the English RM is worse than the Korean one on Korean pairs on three seeds of four, "
+       "within 2 SE on the fourth: docs/effects.md" for kind in ("wrong_language", "unsafe")},
     **{f"sft-complies-sometimes-{lang}": "the leak rate of the SFT student varies from 5% to 90% across seeds and builds"
        for lang in ("en", "ko")},
-    "qe-ranks-translations": "Spearman 0.29-0.61 across seeds (criterion 0.5)",
-    "clo-beats-sft-ko": "CLO's Korean gold gain over SFT is about 2 paired SE (docs/effects.md)",
-    "clo-beats-sft-dpo-ko": "CLO's Korean gold over the SFT+DPO baseline is about 2 paired SE (docs/effects.md)",
+    "qe-ranks-translations": "Spearman 0.19-0.61 across seeds (criterion 0.5)",
+    "clo-beats-sft-ko": "CLO's Korean gold over SFT: +0.016 (2.3 SE) on seed 0, below SFT on seeds 1 and 2 (docs/effects.md)",
+    "clo-beats-sft-dpo-ko": "CLO's Korean gold over the SFT+DPO baseline: +0.022 (1.8 SE) on seed 0, held on seed 2 only",
 }
 
 
