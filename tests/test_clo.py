@@ -188,3 +188,22 @@ def test_baseline_in_the_same_run_only_beside_clo_and_passes_through_when_off(mo
     assert calls == [("sft", "sft_dpo", "cross_lingual_baseline")]
     path, metrics = nodes.train_cross_lingual_baseline_node("sft", pd.DataFrame(), {**params, "method": "sft_dpo"}, {})
     assert path == "sft" and metrics["enabled"]["value"] == 0 and len(calls) == 1
+
+
+def test_the_sft_method_and_train_fraction_choose_what_trains(monkeypatch):
+    """``method: sft`` is the baseline's SFT step alone; ``train_fraction`` keeps that share of the
+    training examples (the held-out ones stay held out); a share outside (0, 1] is refused."""
+    import kowen_kedro.training.cross_lingual as cl
+
+    seen = []
+    monkeypatch.setattr(cl, "train_stage", lambda kind, stage, model, records, cfg, training, eval_records=None:
+                        seen.append((kind, stage, len(records), len(eval_records or []))) or {"final_dir": stage, "metrics": {}})
+    params = {"eval_fraction": 0.25, "seed": 0, "clo": {}, "baseline_sft": {}, "baseline_dpo": {}}
+    final, metrics = cl.train_cross_lingual("sft", clo_frame(16), {**params, "method": "sft"}, {})
+    assert (final, seen) == ("cross_lingual_sft", [("sft", "cross_lingual_sft", 24, 0)])  # 12 examples x (en, target) rows
+    assert (metrics["train_examples"], metrics["eval_examples"]) == (12, 4)
+    seen.clear()
+    _, metrics = cl.train_cross_lingual("sft", clo_frame(16), {**params, "method": "clo", "train_fraction": 0.5}, {})
+    assert seen == [("clo", "cross_lingual", 12, 8)] and metrics["train_examples"] == 6  # half of 12; 4 held out, 2 rows each
+    with pytest.raises(ValueError, match="train_fraction"):
+        cl.train_cross_lingual("sft", clo_frame(16), {**params, "train_fraction": 0}, {})
