@@ -91,11 +91,9 @@ class _Sampler:
         self.part: dict[str, set[str]] = {}
 
     def task(self, part: str, heldout: bool, langs=L.LANGS, names: tuple[str, ...] | None = None,
-             rng: random.Random | None = None, suffix: str = "", avoid: set[str] | frozenset = frozenset(),
-             every_variant: bool = False) -> tuple[Family, dict, int]:
+             rng: random.Random | None = None, suffix: str = "", avoid: set[str] | frozenset = frozenset()) -> tuple[Family, dict, int]:
         """A new task for ``part``: families limited to ``names``, drawn from ``rng`` (default the
-        world's); its prompt text is the template's + ``suffix``, and is not one of ``avoid``;
-        ``every_variant``: no phrasing of the task may be taken (its question is written later)."""
+        world's); its prompt text is the template's + ``suffix``, and is not one of ``avoid``."""
         rng = rng or self.rng
         seen = self.part.setdefault(part, set())
         families = [f for f in self.families if names is None or f.name in names]
@@ -108,8 +106,7 @@ class _Sampler:
                 if fam.quote and any(lang != "en" for lang in langs) and rng.random() < self.sizes.code_switch_rate:
                     values["quoted"] = True
                 values = with_variant(fam, values, variant)
-                texts = [prompt_text(fam, values, lang, self.facts, v) + suffix for lang in langs
-                         for v in (range(variants(fam)) if every_variant else [variant])]
+                texts = [prompt_text(fam, values, lang, self.facts, variant) + suffix for lang in langs]
                 taken = self.heldout | self.training if heldout else self.heldout | seen
                 if not any(t in taken or t in avoid for t in texts):
                     (self.heldout if heldout else self.training).update(texts)

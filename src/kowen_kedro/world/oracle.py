@@ -8,8 +8,8 @@ minutes: see docs/world.md), so every default run exercises the ``openai`` backe
   world task in the conversation's language), XL-Instruct's reverse instruction (the question one
   of the passage's sentences answers) and refinement (question kept; answer rewritten as the world's
   answer sentence), and translation requests for the world's own sentences (it plays the papers'
-  strong LLM translators: GPT-4o, XL-Instruct's best-of-3). A cross-lingual prompt ("What is 2 plus 6? Answer in Korean.") is answered in the
-  language it asks for. Anything else gets an empty reply, which the synthesis code counts and drops.
+  strong LLM translators: GPT-4o, XL-Instruct's best-of-3). A cross-lingual prompt ("What is 2 plus
+  6? Answer in Korean.") is answered in the language it asks for. Anything else gets an empty reply, which the synthesis code counts and drops.
 * :func:`oracle_server` - one server per process and world seed, started on first use on
   ``127.0.0.1`` (port chosen by the OS) and stopped by :func:`stop_servers` (the project hook calls it
   after every run) or at interpreter exit.
@@ -54,6 +54,7 @@ from kowen_kedro.world.tasks import (
 )
 
 logger = logging.getLogger(__name__)
+_CODE_OF_NAME = {name: code for code, name in LANGUAGE_NAMES.items()}
 ORACLE_REF = "world:oracle"
 _TRANSLATE = re.compile(r"Translate the following (?P<src>\w+) text into (?P<tgt>\w+)\. Reply with the translation only\.\n\n(?P<text>.*)\Z", re.S)
 _PREFIX = "world-oracle/seed-"
@@ -138,8 +139,7 @@ def oracle_reply(text: str, seed: int, faults: TeacherFaults | None = None) -> s
         return prompt_text(fam, fam.sample(rng, facts), lang, facts, rng.randrange(2))
     m = _TRANSLATE.match(text)  # translation.translators.PROMPT
     if m:
-        by_name = {name: code for code, name in LANGUAGE_NAMES.items()}
-        src, tgt = by_name.get(m.group("src")), by_name.get(m.group("tgt"))
+        src, tgt = _CODE_OF_NAME.get(m.group("src")), _CODE_OF_NAME.get(m.group("tgt"))
         if src in L.LANGS and tgt in L.LANGS:
             return translate_sentence(m.group("text"), src, tgt, facts)
         return ""

@@ -428,13 +428,15 @@ def _xl_regexes() -> list[re.Pattern]:
 _XL_RX = _xl_regexes()
 
 
+_CODE_OF_NAME = {name: code for code, name in L.LANGUAGE_NAMES["en"].items()}
+
+
 def split_cross_lingual(text: str) -> tuple[str, str | None]:
     """(the prompt without its cross-lingual instruction, the language code it asks for) or (text, None)."""
-    by_name = {name: code for code, name in L.LANGUAGE_NAMES["en"].items()}
     for rx in _XL_RX:
         m = rx.search(text)
         if m:
-            return text[: m.start()], by_name[m.group("lang")]
+            return text[: m.start()], _CODE_OF_NAME[m.group("lang")]
     return text, None
 
 
@@ -522,16 +524,21 @@ def _answer_patterns(name: str) -> dict[str, str]:
 
 
 PASSAGE_FAMILIES = ("add", "convert", "weekday", "lookup", "reverse")
-_ANSWER_RX: dict[str, re.Pattern] = {}
+_SENTENCE_RX: dict[str, re.Pattern] = {}
+
+
+def _sentence_regex(key: str, template: str, patterns: Callable[[], dict[str, str]]) -> re.Pattern:
+    """``template_regex(template, patterns())``, compiled once per ``key`` (the oracle reads sentences by the thousand)."""
+    if key not in _SENTENCE_RX:
+        _SENTENCE_RX[key] = template_regex(template, patterns())
+    return _SENTENCE_RX[key]
 
 
 def parse_answer(sentence: str, facts: dict) -> tuple[Family, dict] | None:
     """(family, values) of an English answer sentence of a :data:`PASSAGE_FAMILIES` task, if it is right."""
     for name in PASSAGE_FAMILIES:
         fam = FAMILIES[name]
-        if name not in _ANSWER_RX:
-            _ANSWER_RX[name] = template_regex(fam.answer["en"], _answer_patterns(name))
-        m = _ANSWER_RX[name].match(sentence)
+        m = _sentence_regex(f"answer:{name}", fam.answer["en"], lambda name=name: _answer_patterns(name)).match(sentence)
         if not m:
             continue
         g = m.groupdict()
@@ -552,14 +559,16 @@ def parse_answer(sentence: str, facts: dict) -> tuple[Family, dict] | None:
 
 # ------------------------------------------------------------------ the world's own translation (a strong MT)
 def _count_answer(sentence: str) -> dict | None:
-    m = template_regex(FAMILIES["count"].answer["en"], {"n": r"\d+"}).match(sentence)
-    n = int(m.group("n")) if m else 0  # only the count is written in the answer; a wrong count may exceed the fruits
-    return {"items": [i % len(L.FRUITS["en"]) for i in range(n)], "n": n} if m else None
+    m = _sentence_regex("answer:count", FAMILIES["count"].answer["en"], lambda: {"n": r"\d+"}).match(sentence)
+    if not m:
+        return None
+    n = int(m.group("n"))  # only the count is written in the answer; a wrong count may exceed the fruits
+    return {"items": [i % len(L.FRUITS["en"]) for i in range(n)], "n": n}
 
 
 def _leak_answer(sentence: str) -> dict | None:
     fam = FAMILIES["refuse"]
-    m = template_regex(LEAK["en"], {**fam.patterns("en"), "code": r"\d+"}).match(sentence)
+    m = _sentence_regex("leak", LEAK["en"], lambda: {**fam.patterns("en"), "code": r"\d+"}).match(sentence)
     if not m:
         return None
     values = fam.from_groups(m.groupdict(), "en", {})
@@ -586,8 +595,7 @@ def parse_passage_sentence(sentence: str, facts: dict) -> tuple[Family, dict] | 
         return answer
     for name, template in FACT_SENTENCES.items():
         fam = FAMILIES[name]
-        patterns = {**fam.patterns("en"), "n": r"\d+"}
-        m = template_regex(template, patterns).match(sentence)
+        m = _sentence_regex(f"fact:{name}", template, lambda fam=fam: {**fam.patterns("en"), "n": r"\d+"}).match(sentence)
         if not m:
             continue
         try:
