@@ -49,10 +49,12 @@ bench: venv
 effects: venv
 	$(BIN)/python benchmarks/effects.py $(EFFECTS_ARGS)
 
-# SFT + DPO throughput and MFU, Qwen2.5-0.5B/1.5B-shaped random models, bf16 ZeRO-3, one GPU (docs/benchmarks.md)
+# SFT + DPO throughput and MFU, Qwen2.5-0.5B/1.5B-shaped random models, bf16 ZeRO-3, one GPU; generation,
+# RM and COMET QE scoring throughput (docs/benchmarks.md)
 bench-gpu: venv
-	$(BIN)/python benchmarks/train_throughput.py --shape qwen2.5-0.5b
-	$(BIN)/python benchmarks/train_throughput.py --shape qwen2.5-1.5b
+	$(BIN)/python benchmarks/train_throughput.py --shape qwen2.5-0.5b --steps 12 --warmup 4
+	$(BIN)/python benchmarks/train_throughput.py --shape qwen2.5-1.5b --steps 10 --warmup 4
+	$(BIN)/python benchmarks/gpu_inference.py --shape qwen2.5-0.5b
 
 viz: venv
 	$(BIN)/kedro viz build

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import sys
 import tempfile
 from pathlib import Path
 
@@ -39,17 +38,20 @@ SHAPES = {
 DEFAULT_BATCH = {"qwen2.5-0.5b": {"sft": 8, "dpo": 4}, "qwen2.5-1.5b": {"sft": 4, "dpo": 2}, "micro": {"sft": 2, "dpo": 2}}
 
 
+def shipped_texts() -> list[str]:
+    """Every message of the shipped sample prompts (plain JSON: no Kedro needed on a bare GPU machine)."""
+    rows = [json.loads(line) for line in (ROOT / "data" / "01_raw" / "user_prompts.jsonl").read_text().splitlines() if line.strip()]
+    return [m["content"] for row in rows for m in row["conversation"]]
+
+
 def build_model(shape: str, seq_len: int, work: Path) -> Path:
     """Tokenizer trained on the shipped text (its ids all fall inside the model's vocabulary) + a random model."""
     import torch
     from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
 
-    sys.path.insert(0, str(ROOT / "tests"))
-    from conftest import RAW, read_jsonl
-
     from kowen_kedro.tiny.build import IM_END, PAD_TOKEN, train_chat_tokenizer
 
-    texts = [m["content"] for conv in read_jsonl(RAW / "user_prompts.jsonl")["conversation"] for m in conv]
+    texts = shipped_texts()
     out = work / f"{shape}-random"
     tok = train_chat_tokenizer(texts, vocab_size=2048, out_dir=out)
     cfg = Qwen2Config(**SHAPES[shape], max_position_embeddings=max(4096, seq_len),
@@ -172,10 +174,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
         work.mkdir(parents=True, exist_ok=True)
         model_dir = build_model(args.shape, args.seq_len, work)
         results = [run_one(kind, model_dir, args, work) for kind in args.kinds]
-    out = Path(args.out or ROOT / "data" / "08_reporting" / f"bench_gpu_{args.shape}.json")
+    return write_results(results, Path(args.out or ROOT / "data" / "08_reporting" / f"bench_gpu_{args.shape}.json"), markdown(results))
+
+
+def write_results(results, out: Path, table: str):
+    """Save ``results`` as JSON at ``out``, print the markdown ``table``; return ``results``."""
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
-    print(markdown(results))
+    print(table)
     print(f"\nwritten to {out}")
     return results
 

@@ -347,3 +347,23 @@ def test_throughput_benchmark_counts_the_tokens_trl_trains_on(tmp_path):
               (tmp_path / "run-sft" / "train.log").read_text().splitlines() if "'num_tokens'" in line]
     assert logged[-1]["num_tokens"] == 4 * 2 * 48
     assert json.loads((tmp_path / "r.json").read_text()) == results
+
+
+@pytest.mark.slow
+def test_gpu_inference_benchmark_measures_what_it_says(tmp_path):
+    """The inference benchmark's CPU smoke run: every request generates exactly the asked number of new
+    tokens (EOS suppressed), every RM row and QE segment is scored, and the JSON holds the printed rows."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import gpu_inference
+
+    out = tmp_path / "inf.json"
+    results = gpu_inference.main(["--shape", "micro", "--qe-shape", "micro", "--quick", "--out", str(out)])
+    gen = [r for r in results["rows"] if r["what"] == "generation"]
+    assert [(r["batch"], r["requests"]) for r in gen] == [(1, 1), (4, 4)]
+    assert all(r["generated_tokens"] == r["requests"] * 8 for r in gen)
+    assert all(r["tokens_per_s"] == pytest.approx(r["generated_tokens"] / r["seconds"]) for r in gen)
+    (rm,) = [r for r in results["rows"] if r["what"] == "rm_scoring"]
+    assert rm["rows"] == 8 and rm["tokens"] > 8 * 2 * 16  # prompt and completion of > 16 tokens each
+    (qe,) = [r for r in results["rows"] if r["what"] == "qe_scoring"]
+    assert qe["segments"] == 16 and qe["segments_per_s"] == pytest.approx(16 / qe["seconds"])
+    assert json.loads(out.read_text()) == results

@@ -112,12 +112,15 @@ def _seeded_sampling(params: SamplingParams, seeds: list[int], prompt_len: int):
     class GumbelNoise(LogitsProcessor):
         def __call__(self, input_ids, scores):
             step = input_ids.shape[1] - prompt_len
-            noise = torch.empty_like(scores, dtype=torch.float32)
+            # Drawn where the scores are: on a GPU, per-step noise made on the CPU and copied over (batch x
+            # vocabulary floats) limited generation to a few hundred tokens/s. A device's generator gives
+            # other numbers than the CPU's, so samples are reproducible per device type.
+            noise = torch.empty(scores.shape, dtype=torch.float32, device=scores.device)
             for row, seed in enumerate(seeds):
-                g = torch.Generator().manual_seed((seed + 1_000_003 * step) % (1 << 63))
-                u = torch.rand(scores.shape[1], generator=g).clamp_(1e-10, 1 - 1e-10)
-                noise[row] = -torch.log(-torch.log(u))
-            return scores.float() + noise.to(scores.device)
+                g = torch.Generator(device=scores.device).manual_seed((seed + 1_000_003 * step) % (1 << 63))
+                torch.rand(scores.shape[1], generator=g, device=scores.device, out=noise[row])
+            noise.clamp_(1e-10, 1 - 1e-10)
+            return scores.float() - torch.log(-torch.log(noise))
 
     warpers = [TemperatureLogitsWarper(params.temperature)]
     if params.top_p < 1.0:

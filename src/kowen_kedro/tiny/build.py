@@ -255,12 +255,15 @@ def build_reward_model(base_dir: str | Path, out_dir: Path, seed: int = 0) -> Pa
     return out_dir
 
 
-def build_tiny_comet_qe(texts: list[str], out_dir: Path, config: TinyConfig, parallel: list[dict] | None = None) -> Path:
+def build_tiny_comet_qe(texts: list[str], out_dir: Path, config: TinyConfig, parallel: list[dict] | None = None,
+                        encoder: dict | None = None) -> Path:
     """A COMET ``UnifiedMetric`` (reference-free: mt, src) over a tiny local XLM-R; returns the .ckpt path.
 
     With ``parallel`` sentences it is trained (``qe_steps``, MSE, COMET's own ``prepare_sample`` /
     ``forward`` / ``compute_loss``) to predict the chrF of translations corrupted at several levels
-    (:func:`kowen_kedro.world.gold.qe_examples`), as CometKiwi is trained on human quality scores."""
+    (:func:`kowen_kedro.world.gold.qe_examples`), as CometKiwi is trained on human quality scores.
+    ``encoder`` overrides the encoder's ``XLMRobertaConfig`` fields (a benchmark builds a CometKiwi-sized
+    one: 24 layers x 1024); the estimator's hidden size and word layer follow it."""
     import pytorch_lightning as pl
     import torch
     import yaml
@@ -291,11 +294,11 @@ def build_tiny_comet_qe(texts: list[str], out_dir: Path, config: TinyConfig, par
         unk_token="<unk>", pad_token="<pad>", mask_token="<mask>", model_max_length=512,
     )
     xtok.save_pretrained(enc_dir)
-    xcfg = XLMRobertaConfig(
-        vocab_size=len(xtok), hidden_size=config.qe_hidden_size, num_hidden_layers=config.qe_layers,
-        num_attention_heads=2, intermediate_size=2 * config.qe_hidden_size, max_position_embeddings=514,
-        pad_token_id=1, bos_token_id=0, eos_token_id=2, type_vocab_size=1,
-    )
+    xcfg = XLMRobertaConfig(**{
+        "vocab_size": len(xtok), "hidden_size": config.qe_hidden_size, "num_hidden_layers": config.qe_layers,
+        "num_attention_heads": 2, "intermediate_size": 2 * config.qe_hidden_size, "max_position_embeddings": 514,
+        "pad_token_id": 1, "bos_token_id": 0, "eos_token_id": 2, "type_vocab_size": 1, **(encoder or {}),
+    })
     XLMRobertaModel(xcfg, add_pooling_layer=False).save_pretrained(enc_dir)
 
     from comet.models import UnifiedMetric
@@ -304,8 +307,8 @@ def build_tiny_comet_qe(texts: list[str], out_dir: Path, config: TinyConfig, par
         encoder_model="XLM-RoBERTa",
         pretrained_model=str(enc_dir),
         input_segments=["mt", "src"],
-        hidden_sizes=[config.qe_hidden_size],
-        word_layer=config.qe_layers,
+        hidden_sizes=[xcfg.hidden_size],
+        word_layer=xcfg.num_hidden_layers,
         layer_transformation="sparsemax",
         final_activation="sigmoid",
         local_files_only=True,
