@@ -86,7 +86,7 @@ def main() -> None:
     greedy = SamplingParams(max_new_tokens=40, temperature=0.0, top_p=1.0)
 
     def measure(model: str) -> dict:
-        return policy_gold(CachedGenerator(TransformersBackend(model, batch_size=64), cache, progress=False), gold, greedy)[1]
+        return policy_gold(CachedGenerator(TransformersBackend(model, batch_size=64), cache, progress=False), gold, greedy, ["en", "ko"])[1]
 
     before = measure(a.sft_model)
     print(f"{len(prompts)} prompts, {len(samples)} samples (gold mean {samples['reward'].mean():.3f}), {len(pairs)} gold pairs")

@@ -126,10 +126,10 @@ def claim_run(seed: int, name: str) -> dict:
     _keep_answers(run_name)
     claims = []
     if name == "english_only_sft":
-        claims = mixture_claims(_answers(f"seed_{seed}", "sft"), _answers(run_name, "sft")).to_dict("records")
+        claims = mixture_claims(_answers(f"seed_{seed}", "sft"), _answers(run_name, "sft"), "en", "ko").to_dict("records")
     elif name == "sft_on_pairs" and (STORE / f"seed_{seed}_clo_half_pairs" / "answers").exists():
         half, sft_all = _answers(f"seed_{seed}_clo_half_pairs", "cross_lingual"), _answers(run_name, "cross_lingual")
-        claims = data_efficiency_claims(half, sft_all).to_dict("records")
+        claims = data_efficiency_claims(half, sft_all, "ko").to_dict("records")
     return {"seed": seed, "ablation": "", "claim_run": name, "params": f"{params} {selection}",
             "seconds": round(time.time() - started), "claims": claims, "metrics": _latest_run_metrics()}
 

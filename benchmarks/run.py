@@ -30,7 +30,7 @@ def tiny_models() -> dict:
            for n in ("user_prompts", "preference_pairs", "seed_passages", "parallel_sentences")}
     manifest = build_tiny_models_node(
         raw["user_prompts"], raw["preference_pairs"], raw["seed_passages"], {"out_dir": str(ROOT / "data/06_models/tiny")},
-        None, raw["parallel_sentences"],
+        ["en", "ko"], None, raw["parallel_sentences"],
     )
     return manifest["models"]
 

@@ -46,7 +46,7 @@ def tiny_models(tmp_path_factory, world) -> dict:
     out = tmp_path_factory.mktemp("tiny")
     return build_tiny_models_node(
         world["user_prompts"], world["preference_pairs"], world["seed_passages"],
-        {"out_dir": str(out), "pretrain_steps": 60, "teacher_steps": 60}, None, world["parallel_sentences"],
+        {"out_dir": str(out), "pretrain_steps": 60, "teacher_steps": 60}, ["en", "ko"], None, world["parallel_sentences"],
     )
 
 
@@ -72,3 +72,44 @@ def no_network(monkeypatch):
         return real(self, address)
 
     monkeypatch.setattr(socket.socket, "connect", guarded)
+
+
+def scratch_project(root: Path, raw_data: bool = True) -> Path:
+    """A scratch copy of the project at ``root`` for a whole ``kedro run``: its configuration, and the
+    shipped raw data unless ``raw_data`` is False (the world is generated on first load either way). The
+    package itself is imported from the installed (editable) kowen_kedro."""
+    import shutil
+
+    for item in ("pyproject.toml", ".telemetry"):
+        shutil.copy(ROOT / item, root / item)
+    shutil.copytree(ROOT / "conf" / "base", root / "conf" / "base")
+    (root / "conf" / "local").mkdir()
+    (root / "src").mkdir()
+    if raw_data:
+        shutil.copytree(ROOT / "data" / "01_raw", root / "data" / "01_raw")
+    else:
+        (root / "data").mkdir()
+    return root
+
+
+#: A test module with a ``start_background_run(root) -> Popen`` function gets its whole run started in a
+#: scratch project as soon as the session has collected it (such a run takes minutes of one core, and the
+#: machine has two); its fixture waits for it (``config.kowen_background_runs[module] = (root, process)``).
+def pytest_collection_modifyitems(session, config, items):
+    import importlib
+    import tempfile
+
+    started = {}
+    for item in items:
+        module = Path(str(item.fspath)).stem
+        if module in started or not hasattr(item.module, "start_background_run"):
+            continue
+        root = scratch_project(Path(tempfile.mkdtemp(prefix=f"kowen-{module}-")), raw_data=False)
+        started[module] = (root, importlib.import_module(item.module.__name__).start_background_run(root))
+    config.kowen_background_runs = started
+
+
+def pytest_sessionfinish(session, exitstatus):
+    for _, proc in getattr(session.config, "kowen_background_runs", {}).values():
+        if proc.poll() is None:
+            proc.kill()

@@ -8,13 +8,12 @@ all finished work (no training relaunched, no LLM call repeated).
 import hashlib
 import json
 import math
-import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, scratch_project
 
 pytestmark = pytest.mark.slow
 
@@ -35,14 +34,7 @@ def latest(path: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    root = tmp_path_factory.mktemp("project")
-    for item in ("pyproject.toml", ".telemetry"):
-        shutil.copy(ROOT / item, root / item)
-    shutil.copytree(ROOT / "conf" / "base", root / "conf" / "base")
-    (root / "conf" / "local").mkdir()
-    (root / "src").mkdir()  # the package itself is imported from the installed (editable) kowen_kedro
-    shutil.copytree(ROOT / "data" / "01_raw", root / "data" / "01_raw")
-    return root
+    return scratch_project(tmp_path_factory.mktemp("project"))
 
 
 @pytest.fixture(scope="module")
@@ -86,10 +78,10 @@ def test_outputs_have_their_schemas(first_run):
     assert len(contaminated) + len(prompts) == len(read(p, "data/02_intermediate/ingested_prompts.jsonl"))
     sft = read(p, "data/05_model_input/sft_dataset.jsonl")
     assert {"messages", "language", "teacher", "n_turns", "part"} <= set(sft.columns)
-    assert set(sft["part"]) == {"en_single_turn", "ko_single_turn", "ko_multi_turn"}
+    assert set(sft["part"]) == {"en_single_turn", "target_single_turn", "target_multi_turn"}
     for messages in sft["messages"]:
         assert messages[0]["role"] == "user" and messages[-1]["role"] == "assistant"
-    assert sft.loc[sft["part"] == "ko_multi_turn", "n_turns"].max() == 2
+    assert sft.loc[sft["part"] == "target_multi_turn", "n_turns"].max() == 2
     completions = read(p, "data/07_model_output/dpo_iter_1/completions.jsonl")
     assert completions.groupby("prompt_id")["sample"].nunique().eq(4).all()  # k = 4
     pairs = read(p, "data/05_model_input/dpo_iter_1/preference_pairs.jsonl")
@@ -178,9 +170,9 @@ def test_one_mlflow_run_with_all_stages(first_run):
                  "translation_qe.m_alpacaeval.kept"):
         assert name in metrics, name
     assert 1 <= metrics["evaluation.mt_bench.turn2.all"] <= 10 and 1 <= metrics["evaluation.rubric.precision.all"] <= 5
-    for part in ("en_single_turn", "ko_single_turn", "ko_multi_turn", "xl_instruct"):
+    for part in ("en_single_turn", "target_single_turn", "target_multi_turn", "xl_instruct"):
         assert metrics[f"data_synthesis.{part}.generation.calls"] > 0, part
-    assert "data_synthesis.ko_single_turn.dropped_wrong_language" in metrics and metrics["data_synthesis.ko_single_turn.wrong_language"] > 0
+    assert "data_synthesis.target_single_turn.dropped_wrong_language" in metrics and metrics["data_synthesis.target_single_turn.wrong_language"] > 0
     assert "data_synthesis.decontamination.removed" in metrics
     for i in (1, 2):  # reward statistics of every iteration
         for name in ("chosen_reward_mean", "rejected_reward_mean", "margin_mean", "tie_share", "pairs"):
@@ -455,7 +447,7 @@ def test_clo_on_half_the_pairs_against_sft_on_all_of_them(first_run):
     half = _rerun(first_run, {"cross_lingual": {"train_fraction": 0.5, "baseline_in_same_run": False}}, CLO_NODES, "cross_lingual")
     sft_all = _rerun(first_run, {"cross_lingual": {"method": "sft"}}, CLO_NODES, "cross_lingual")
     assert not half["answer"].equals(sft_all["answer"])
-    claims = data_efficiency_claims(half, sft_all).set_index("claim")["held"]
+    claims = data_efficiency_claims(half, sft_all, "ko").set_index("claim")["held"]
     assert claims["CLO on half the pairs is at least as good as SFT on all of them: gold"], claims
 
 
@@ -470,7 +462,7 @@ def test_the_kowen_mixture_against_english_only_sft(first_run):
     mixture = pd.read_json(latest(p / "data/07_model_output/gold/sft_answers.jsonl"), lines=True)
     english_only = _rerun(p, {"sft": {"languages": "source"}}, ["train_sft_node", "gold_sft_node"], "sft")
     assert list(english_only["id"]) == list(mixture["id"]) and not english_only["answer"].equals(mixture["answer"])
-    claims = mixture_claims(mixture, english_only).set_index("language")
+    claims = mixture_claims(mixture, english_only, "en", "ko").set_index("language")
     report = claims.to_string()
     target = claims.loc["ko"]
     assert target["held"].all(), report  # Korean gold and fidelity: the mixture above English-only SFT

@@ -51,7 +51,7 @@ def test_policy_gold_means_and_standard_errors_per_language():
     ])
     gen = Scripted({"What is 1 plus 2?": "1 plus 2 is 3.", "What is 2 plus 2?": "2 plus 2 is 5.",
                     "1 더하기 1은 얼마인가요?": "1 plus 1 is 2."})  # right, wrong, right but in English
-    table, summary = policy_gold(gen, prompts, SamplingParams(temperature=0.0))
+    table, summary = policy_gold(gen, prompts, SamplingParams(temperature=0.0), ["en", "ko"])
     assert list(table["gold"]) == [1.0, 0.0, 0.0]
     assert list(table["correct"]) == [1.0, 0.0, 1.0] and list(table["fidelity"]) == [1.0, 1.0, 0.0]
     assert summary["en"] == 0.5 and summary["en.se"] == pytest.approx(0.5)  # sd 0.7071 / sqrt(2)
@@ -71,7 +71,7 @@ def test_gold_decomposition_safety_and_the_behaviours_where_they_show():
                "I am sorry, but I cannot share secret codes.",  # refused, in English: safe but unfaithful
                "죄송하지만 비밀 번호는 알려 드릴 수 없습니다.",
                "1 더하기 1은 2입니다.\nThat is all."]  # a line in English fails line-level fidelity
-    table = score_answers(prompts, answers)
+    table = score_answers(prompts, answers, ["en", "ko"])
     assert list(table["safety"][:5]) == [1.0, 0.0, 1.0, 1.0, 1.0] and math.isnan(table["safety"][5])
     assert list(table["fidelity"]) == [1.0, 1.0, 1.0, 0.0, 1.0, 0.0]
     s = gold_summary(table)
@@ -142,7 +142,7 @@ def test_effects_table_applies_each_criterion_at_its_boundary():
          "rm_transfer_source.accuracy.ko.unsafe.vs_rm_transfer_target.se": 0.1,
          "cross_lingual.ko.vs_sft": 0.0, "cross_lingual.ko.vs_sft.se": 0.0,
          "qe.spearman": 0.5, "best_of_k.gain": 0.0}
-    t = effects_table(m, ["en", "ko"], "ko").set_index(["claim", "language"])
+    t = effects_table(m, ["en", "ko"], "ko", "en").set_index(["claim", "language"])
     held = lambda claim, lang: bool(t.loc[(claim, lang), "held"])  # noqa: E731
     assert held("the teacher is good at the world", "en") and not held("the teacher is good at the world", "ko")  # ko missing
     assert held("SFT learns the teacher's skill (sft - base)", "en")
@@ -161,7 +161,7 @@ def test_effects_table_applies_each_criterion_at_its_boundary():
     assert not held("CLO raises target-language gold over SFT", "ko")  # equal is not a gain
     assert held("QE ranks translations (Spearman with chrF)", "ko")
     assert not held("best-of-k QE selection raises translation quality", "ko")
-    md = effects_markdown(effects_table(m), m, behaviour_table({"sft.en": 0.5, "sft.en.fidelity": 1.0}, ["sft", "dpo_iter_1"], ["en"]),
+    md = effects_markdown(effects_table(m, ["en", "ko"], "ko", "en"), m, behaviour_table({"sft.en": 0.5, "sft.en.fidelity": 1.0}, ["sft", "dpo_iter_1"], ["en"]),
                           rm_kind_table({"rm.accuracy.en": 0.6, "rm.accuracy.en.unsafe": 0.9}, ["rm"], ["en", "ko"]))
     assert "| sft | en | 0.500 | - | 1.000 | - | - | - |" in md and "| rm | en | 0.900 |" in md and "dpo_iter_1 | en" not in md
 
@@ -175,7 +175,7 @@ def test_clo_and_xl_instruct_claims_read_gold_fidelity_and_no_harm():
          "xl_instruct.xl.vs_sft": 0.2, "xl_instruct.xl.vs_sft.se": 0.03, "xl_instruct.xl.fidelity.vs_sft": 0.5,
          "xl_instruct.xl.fidelity.vs_sft.se": 0.03, "xl_instruct.en.vs_sft": -0.06, "xl_instruct.en.vs_sft.se": 0.03,
          "xl_instruct.ko.vs_sft": -0.07, "xl_instruct.ko.vs_sft.se": 0.03}
-    t = effects_table(m, ["en", "ko"], "ko").set_index(["claim", "language"])["held"]
+    t = effects_table(m, ["en", "ko"], "ko", "en").set_index(["claim", "language"])["held"]
     assert t[("CLO raises target-language gold over SFT", "ko")] and not t[("CLO raises target-language fidelity over SFT", "ko")]
     assert not t[("CLO does no harm: source-language gold (vs SFT)", "en")]
     assert t[("CLO beats SFT+DPO on the target language", "ko")] and not t[("CLO beats SFT+DPO on target-language fidelity", "ko")]
@@ -195,7 +195,7 @@ def test_mixture_claims_pair_the_two_sft_policies_on_the_same_prompts():
 
     english_only = table([0, 0, 0, 1], [0, 0, 1, 1], [1, 1, 0, 0])
     mixture = table([1, 1, 1, 1], [1, 1, 1, 1], [1, 0, 1, 0])  # en: +1 and -1 -> mean 0
-    t = mixture_claims(mixture, english_only).set_index("language")
+    t = mixture_claims(mixture, english_only, "en", "ko").set_index("language")
     ko = t[t["claim"].str.contains("gold")].loc["ko"]
     assert (ko["measured"], ko["se"], ko["held"]) == (0.75, pytest.approx(0.25), True)  # d = [1,1,1,0]: sd 0.5 / 2
     fid = t[t["claim"].str.contains("fidelity")].loc["ko"]
@@ -210,7 +210,7 @@ def test_data_efficiency_claims_compare_clo_on_half_the_pairs_with_sft_on_all():
     ids = [f"ko{i}" for i in range(4)]
     sft_all = pd.DataFrame({"id": ids, "language": "ko", "gold": [1.0, 1.0, 0.0, 0.0], "fidelity": [1.0, 1.0, 1.0, 1.0]})
     clo_half = pd.DataFrame({"id": ids, "language": "ko", "gold": [1.0, 0.0, 0.0, 0.0], "fidelity": [0.0, 0.0, 0.0, 1.0]})
-    t = data_efficiency_claims(clo_half, sft_all).set_index("claim")
+    t = data_efficiency_claims(clo_half, sft_all, "ko").set_index("claim")
     gold = t.loc["CLO on half the pairs is at least as good as SFT on all of them: gold"]
     assert (gold["measured"], gold["se"], gold["held"]) == (-0.25, pytest.approx(0.25), True)  # -0.25 >= -0.5
     fid = t.loc["CLO on half the pairs is at least as good as SFT on all of them: fidelity"]
@@ -222,8 +222,8 @@ def test_ablation_swap_pairs_reverses_training_pairs_only():
 
     pairs = pd.DataFrame([{"pair_id": f"p{i}", "language": lang, "category": "chat", "prompt": f"q{i}",
                            "chosen": f"good{i}", "rejected": f"bad{i}"} for i in range(10) for lang in ("en", "ko")])
-    plain_train, plain_eval, _ = split_preferences_node(pairs, {"eval_fraction": 0.2, "seed": 0})
-    train, evaluation, metrics = split_preferences_node(pairs, {"eval_fraction": 0.2, "seed": 0, "ablation_swap_pairs": True})
+    plain_train, plain_eval, _ = split_preferences_node(pairs, {"eval_fraction": 0.2, "seed": 0}, ["en", "ko"])
+    train, evaluation, metrics = split_preferences_node(pairs, {"eval_fraction": 0.2, "seed": 0, "ablation_swap_pairs": True}, ["en", "ko"])
     assert list(train["chosen"]) == list(plain_train["rejected"]) and list(train["rejected"]) == list(plain_train["chosen"])
     assert evaluation.equals(plain_eval)  # the evaluation pairs keep the truth
     assert metrics["swapped"]["value"] == len(train) > 0

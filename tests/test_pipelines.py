@@ -62,7 +62,7 @@ def test_kowen_7b_recipe_resolves_to_paper_settings(project):
     assert alpaca.dataset_name == "json"
     assert alpaca._dataset_kwargs["data_files"] == "hf://datasets/tatsu-lab/alpaca_eval/alpaca_eval.json"
     assert params["models"]["teacher"] == "Qwen/Qwen2.5-72B-Instruct" and params["models"]["student"] == "Qwen/Qwen2.5-7B"
-    assert params["data_synthesis"]["mixture"]["sizes"] == {"ko_single_turn": 400000, "en_single_turn": 300000, "ko_multi_turn": 400000}
+    assert params["data_synthesis"]["mixture"]["sizes"] == {"target_single_turn": 400000, "en_single_turn": 300000, "target_multi_turn": 400000}
     assert params["data_synthesis"]["teacher"]["backend"]["backend"] == "vllm"
     from kowen_kedro.llm.generator import make_backend  # base's teacher block leaves no openai-only option behind
 
@@ -108,7 +108,7 @@ def test_each_recipe_sft_reads_its_rows(monkeypatch, project):
                         seen.append((stage, model, records, cfg)) or {"final_dir": f"out/{stage}"})
     monkeypatch.setattr(nodes, "registry_model", lambda registry, role: registry[role])
     chat = lambda q, a: [{"role": "user", "content": q}, {"role": "assistant", "content": a}]  # noqa: E731
-    mixture = pd.DataFrame({"language": ["en", "ko", "ko"], "part": ["en_single_turn", "ko_single_turn", "ko_multi_turn"],
+    mixture = pd.DataFrame({"language": ["en", "ko", "ko"], "part": ["en_single_turn", "target_single_turn", "target_multi_turn"],
                             "messages": [chat("Add 1 and 2.", "1 plus 2 is 3."), chat("1 더하기 2는?", "3입니다."), chat("안녕", "네")]})
     xl_rows = pd.DataFrame({"language": "ko", "messages": [chat(f"Q{i}? Answer in Korean.", f"답 {i}") for i in range(4)]})
     with KedroSession.create(project_path=ROOT) as session:
@@ -284,9 +284,9 @@ def test_pretraining_text_is_english_dominant_in_the_share_asked_for():
 
     english = [f"There are {i} fruits in the list." for i in range(8)]
     korean = [f"목록에 과일이 {i}개 있습니다." for i in range(8)]
-    out = english_dominant(korean[:4] + english + korean[4:], 0.8)
+    out = english_dominant(korean[:4] + english + korean[4:], 0.8, "en", "ko")
     assert out[:8] == english and len(out) == 10  # every English text, 2 Korean (8 / 10 = 0.8)
     assert out[8:] == [korean[0], korean[4]]  # spread over the Korean texts, in order
-    assert english_dominant(english + korean, 1.0) == english
+    assert english_dominant(english + korean, 1.0, "en", "ko") == english
     with pytest.raises(ValueError, match="pretrain_english_share must be in"):
-        english_dominant(english, 0.0)
+        english_dominant(english, 0.0, "en", "ko")

@@ -32,7 +32,7 @@ def test_manifest_and_rebuild_is_skipped(tiny_models, world):
     stamp = Path(models["teacher"], "model.safetensors").stat().st_mtime_ns
     again = build_tiny_models_node(
         world["user_prompts"], world["preference_pairs"], world["seed_passages"],
-        {"out_dir": out_dir, "pretrain_steps": 60, "teacher_steps": 60}, None, world["parallel_sentences"],
+        {"out_dir": out_dir, "pretrain_steps": 60, "teacher_steps": 60}, ["en", "ko"], None, world["parallel_sentences"],
     )
     assert again == tiny_models
     assert Path(models["teacher"], "model.safetensors").stat().st_mtime_ns == stamp

@@ -4,6 +4,7 @@ against gold translation quality."""
 
 import json
 import random
+import re
 
 import pandas as pd
 import pytest
@@ -74,9 +75,11 @@ def test_a_bare_answer_is_in_no_language_and_earns_nothing():
 
 
 def test_korean_particles_follow_the_final_sound():
-    assert [L.josa(w, "은/는") for w in ("4", "7", "10", "2", "60", "수도", "국가 동물")] == [
+    from kowen_kedro.world.languages.ko import josa
+
+    assert [josa(w, "은/는") for w in ("4", "7", "10", "2", "60", "수도", "국가 동물")] == [
         "4는", "7은", "10은", "2는", "60은", "수도는", "국가 동물은"]
-    assert L.josa("사과", "을/를") == "사과를" and L.josa("책", "을/를") == "책을" and L.josa("한국어", "으로/로") == "한국어로"
+    assert josa("사과", "을/를") == "사과를" and josa("책", "을/를") == "책을" and josa("한국어", "으로/로") == "한국어로"
     assert prompt_text(FAMILIES["add"], {"a": 3, "b": 4, "c": 7}, "ko", FACTS, 1) == "3과 4를 더하면 얼마인가요?"
 
 
@@ -86,9 +89,9 @@ def test_lexicon_words_are_unambiguous():
         for lang in L.LANGS:
             ws = words[lang]
             assert len(set(ws)) == len(ws)
-            if lang == "ko":  # substring search must not find one word inside another
-                assert not [(a, b) for a in ws for b in ws if a != b and a in b]
-            assert len(words["en"]) == len(words["ko"])
+            if not all(w.isascii() for w in ws):  # substring search must not find one word inside another
+                assert not [(a, b) for a in ws for b in ws if a != b and a in b], lang
+            assert len(words["en"]) == len(ws)
 
 
 def test_world_is_deterministic_held_out_and_parseable(tmp_path):
@@ -111,7 +114,7 @@ def test_world_is_deterministic_held_out_and_parseable(tmp_path):
     assert families == set(FAMILIES)
     for row in a["gold_prompts"]:  # the oracle can read every prompt back
         fam, values, lang = parse_prompt(row["prompt"], FACTS)
-        values = {k: v for k, v in values.items() if k != "prompt_language"}
+        values = {k: v for k, v in values.items() if k not in ("prompt_language", "phrase_language")}
         assert (fam.name, lang, values) == (row["family"], row["meta"]["language"], row["meta"]["values"]) or fam.name == "refuse"
         assert (values.get("quoted", False) and lang == "ko", values.get("rephrased", False)) == \
             (row["meta"]["code_switched"], row["meta"]["rephrased"])
@@ -264,7 +267,7 @@ def test_teacher_faults_drift_and_comply_at_their_rates_and_nowhere_else():
     faults = TeacherFaults(drift_to_english=0.5, comply_rephrased=0.25)
     replies = {r["id"]: oracle_reply(r["prompt"], 0, faults) for r in gold}
     switched = [r for r in gold if r["meta"]["code_switched"]]
-    english = [r for r, lang in zip(switched, detect_languages([replies[r["id"]] for r in switched])) if lang == "en"]
+    english = [r for r, lang in zip(switched, detect_languages([replies[r["id"]] for r in switched], ["en", "ko"])) if lang == "en"]
     assert 0.35 < len(english) / len(switched) < 0.65
     assert all(is_correct({**r["meta"], "check": FAMILIES[r["family"]].check(r["meta"]["values"], "en", FACTS)}, replies[r["id"]])
                for r in english if not r["meta"]["rephrased"])  # the right content, in English (a rephrased request may leak)
@@ -290,7 +293,7 @@ def test_world_dataset_reads_the_part_of_its_seed(tmp_path):
 
     ds = WorldPartDataset("preference_pairs", seed=2, directory=str(tmp_path))
     df = ds.load()
-    assert (tmp_path / "seed_2" / "preference_pairs.jsonl").exists() and df.attrs["world_seed"] == 2
+    assert (tmp_path / "ko" / "seed_2" / "preference_pairs.jsonl").exists() and df.attrs["world_seed"] == 2
     assert list(df.columns) == ["pair_id", "language", "category", "prompt", "chosen", "rejected"]
     with pytest.raises(DatasetError, match="unknown world part"):
         WorldPartDataset("nope")
@@ -371,3 +374,50 @@ def test_qe_ranks_held_out_translations(tiny_models):
     out = qe_gold(qe, best, translators, gold, seed=0)
     assert out["qe.spearman"] >= 0.5
     assert out["best_of_k.gain"] > 0
+
+
+HANGUL = re.compile(r"[\uac00-\ud7a3\u1100-\u11ff\u3130-\u318f]")
+KANA = re.compile(r"[\u3040-\u30ff]")
+
+
+def test_the_japanese_world_is_whole_and_has_no_korean():
+    """target_language ja: every part in English and Japanese, every family, the oracle right on every
+    gold prompt, no Korean anywhere; the Korean world of the same seed is another world."""
+    from kowen_kedro.world.oracle import oracle_reply
+
+    world = build_world(0, target_language="ja")
+    assert world == build_world(0, target_language="ja")
+    text = json.dumps(world, ensure_ascii=False)
+    assert not HANGUL.search(text) and KANA.search(text)
+    assert {r["language"] for r in world["gold_prompts"]} == {"en", "ja", "xl"}
+    assert {r["family"] for r in world["gold_prompts"] if r["language"] == "ja"} == set(FAMILIES)
+    assert set(world["parallel_sentences"][0]) == {"en", "ja"}
+    assert {r["target_language"] for r in world["gold_translations"]} == {"ja"}
+    for row in world["gold_prompts"]:
+        fam, values, lang = parse_prompt(row["prompt"], FACTS)
+        assert (fam.name, lang) == (row["family"], row["meta"]["language"])
+    ja = [r for r in world["gold_prompts"] if r["meta"]["language"] == "ja"]
+    assert gold_rewards([r["meta"] for r in ja], [oracle_reply(r["prompt"], 0) for r in ja], ["en", "ja"]) == [1.0] * len(ja)
+    assert all((r["chosen_gold"], r["rejected_gold"]) == (1.0, 0.0) for r in world["gold_pairs"])
+    assert [r["prompt"] for r in build_world(0)["gold_prompts"]] != [r["prompt"] for r in world["gold_prompts"]]
+
+
+@pytest.mark.parametrize("family,values,answer", [
+    ("add", {"a": 3, "b": 4, "c": 7}, "3足す4は7です。"),
+    ("convert", {"unit": 2, "q": 3, "r": 21}, "3週間は21日です。"),
+    ("weekday", {"day": 0, "n": 3, "ans": 3}, "月曜日から3日後は木曜日です。"),
+    ("reverse", {"items": [0, 1, 2], "result": [2, 1, 0]}, "逆の順番に並べると緑、青、赤です。"),
+    ("translate", {"adj": 2, "noun": 1}, "日本語では大きい家です。"),
+    ("refuse", {"country": 0, "secret": 1, "code": 1234}, "申し訳ありませんが、秘密の番号はお教えできません。"),
+])
+def test_japanese_answers_are_short_native_sentences(family, values, answer):
+    from kowen_kedro.world.tasks import answer_text
+
+    assert answer_text(FAMILIES[family], values, "ja", FACTS) == answer
+    m = meta(family, values, "ja")
+    assert gold_rewards([m, m], [answer, answer_text(FAMILIES[family], values, "en", FACTS)], ["en", "ja"]) == [1.0, 0.0]
+
+
+def test_an_unknown_world_language_is_refused_by_name():
+    with pytest.raises(ValueError, match="no language 'sw'.*languages/sw.py"):
+        build_world(0, target_language="sw")

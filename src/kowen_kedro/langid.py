@@ -5,12 +5,18 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Iterable
 
-# ISO 639-1 codes: the papers' languages (Kowen, RM transfer, CLO, XL-Instruct's 11 XL-AlpacaEval languages).
-LANGUAGE_NAMES = {
-    "en": "English", "ko": "Korean", "zh": "Chinese", "es": "Spanish", "it": "Italian", "ja": "Japanese",
-    "de": "German", "pt": "Portuguese", "hu": "Hungarian", "lt": "Lithuanian", "ga": "Irish", "mt": "Maltese",
-    "hi": "Hindi", "fr": "French", "fi": "Finnish", "tr": "Turkish",
-}
+def _lingua_names() -> dict[str, str]:
+    """ISO 639-1 code -> English name of every language lingua identifies (75, from its own tables)."""
+    from lingua import Language
+
+    return {lang.iso_code_639_1.name.lower(): lang.name.title() for lang in Language.all()}
+
+
+# Languages of the seed papers that lingua does not identify (XL-AlpacaEval's Maltese): names only.
+_EXTRA_NAMES = {"mt": "Maltese"}
+
+#: ISO 639-1 code -> English name: lingua's 75 languages (every language of the seed papers but Maltese) + Maltese.
+LANGUAGE_NAMES = {**_lingua_names(), **_EXTRA_NAMES}
 
 # XL-Instruct Table 5, with the word "language" dropped as XL-AlpacaEval does: the instruction appended
 # to a prompt to ask for the answer in another language (XL-Instruct's training rows, XL-AlpacaEval, and
@@ -26,8 +32,9 @@ CROSS_LINGUAL_TEMPLATES = [
 
 
 def language_name(code: str) -> str:
+    """English name of the language with ISO 639-1 ``code`` (sw -> Swahili)."""
     if code not in LANGUAGE_NAMES:
-        raise ValueError(f"unknown language code {code!r}; known: {sorted(LANGUAGE_NAMES)}")
+        raise ValueError(f"unknown language code {code!r}: not an ISO 639-1 code of lingua's languages; known: {sorted(LANGUAGE_NAMES)}")
     return LANGUAGE_NAMES[code]
 
 
@@ -35,13 +42,16 @@ def language_name(code: str) -> str:
 def _detector(languages: tuple[str, ...]):
     from lingua import IsoCode639_1, LanguageDetectorBuilder
 
+    unknown = [code for code in languages if not hasattr(IsoCode639_1, code.upper())]
+    if unknown:
+        raise ValueError(f"language identification (lingua) does not know {unknown}; it knows {sorted(set(LANGUAGE_NAMES) - set(_EXTRA_NAMES))}")
     codes = [getattr(IsoCode639_1, code.upper()) for code in languages]
     if len(codes) < 2:
         raise ValueError("language identification needs at least two candidate languages")
     return LanguageDetectorBuilder.from_iso_codes_639_1(*codes).build()
 
 
-def detect_languages(texts: Iterable[str], languages: Iterable[str] = ("en", "ko")) -> list[str | None]:
+def detect_languages(texts: Iterable[str], languages: Iterable[str]) -> list[str | None]:
     """ISO 639-1 code of each text among ``languages`` (None when lingua cannot tell, e.g. empty text)."""
     det = _detector(tuple(sorted(languages)))
     out: list[str | None] = []
@@ -51,14 +61,14 @@ def detect_languages(texts: Iterable[str], languages: Iterable[str] = ("en", "ko
     return out
 
 
-def fidelity(texts: Iterable[str], expected: Iterable[str], languages: Iterable[str] = ("en", "ko")) -> list[bool]:
+def fidelity(texts: Iterable[str], expected: Iterable[str], languages: Iterable[str]) -> list[bool]:
     """Whether each text is in its expected language."""
     texts, expected = list(texts), list(expected)
     candidates = sorted(set(languages) | set(expected))
     return [d == e for d, e in zip(detect_languages(texts, candidates), expected)]
 
 
-def line_fidelity(texts: Iterable[str], expected: Iterable[str], languages: Iterable[str] = ("en", "ko")) -> list[bool]:
+def line_fidelity(texts: Iterable[str], expected: Iterable[str], languages: Iterable[str]) -> list[bool]:
     """Whether every non-empty line of each text is in its expected language (the Language Confusion
     Benchmark's line-level pass rate); an empty text passes no check."""
     texts, expected = list(texts), list(expected)

@@ -47,7 +47,7 @@ def as_frame(raw: Any, split: str = "train") -> pd.DataFrame:
 
 
 def language_code(value: Any) -> str | None:
-    """ISO 639-1 code from a code or an English name ("Korean" -> "ko"); None when unknown/missing."""
+    """ISO 639-1 code from a code or an English name (Korean -> ko); None when unknown/missing."""
     if not isinstance(value, str) or not value.strip():
         return None
     v = value.strip()

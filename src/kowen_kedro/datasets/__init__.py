@@ -130,9 +130,10 @@ class JSONLinesDataset(AbstractDataset[pd.DataFrame, pd.DataFrame]):
 class WorldPartDataset(JSONLinesDataset):
     """One part of the tiny world (:mod:`kowen_kedro.world.generate`) as a raw JSONL input.
 
-    On load, the world of ``seed`` is written under ``<directory>/seed_<seed>/`` unless it is there
-    already (a stamp file says so), then the part is read like any shipped JSONL file. Load-only:
-    the world is a raw input, made by a program instead of shipped.
+    On load, the world of ``seed`` in English and ``target_language`` is written under
+    ``<directory>/<target_language>/seed_<seed>/`` unless it is there already (a stamp file says so),
+    then the part is read like any shipped JSONL file. Load-only: the world is a raw input, made by a
+    program instead of shipped.
 
     Example catalog entry::
 
@@ -140,23 +141,50 @@ class WorldPartDataset(JSONLinesDataset):
           type: kowen_kedro.datasets.WorldPartDataset
           part: user_prompts
           seed: ${runtime_params:tiny_world.seed, 0}
+          target_language: ${runtime_params:target_language, ${globals:target_language}}
     """
 
-    def __init__(self, part: str, seed: int = 0, directory: str = "data/01_raw/world", metadata: dict[str, Any] | None = None):
-        from kowen_kedro.world.generate import PARTS
+    def __init__(self, part: str, seed: int = 0, target_language: str | None = None, directory: str = "data/01_raw/world",
+                 metadata: dict[str, Any] | None = None, extra_languages: str | list[str] | None = None,
+                 sizes: dict[str, Any] | None = None):
+        from kowen_kedro.world.generate import PARTS, world_languages
+        from kowen_kedro.world.languages import DEFAULT_TARGET
 
         if part not in PARTS:
             raise DatasetError(f"unknown world part {part!r}; expected one of {list(PARTS)}")
         self._part, self._seed = part, int(seed)
-        self._world_dir = Path(directory) / f"seed_{self._seed}"
+        try:
+            self._target = world_languages(target_language or DEFAULT_TARGET)[1]
+        except ValueError as exc:
+            raise DatasetError(f"world part {part!r}: {exc}") from exc
+        if isinstance(extra_languages, str):  # `--params tiny_world.extra_languages=ko,zh`
+            extra_languages = [c.strip() for c in extra_languages.split(",") if c.strip()]
+        self._extra = tuple(c for c in (extra_languages or ()) if c != self._target)
+        try:
+            for code in self._extra:
+                world_languages(code)
+        except ValueError as exc:
+            raise DatasetError(f"world part {part!r}, tiny_world.extra_languages: {exc}") from exc
+        from dataclasses import fields
+
+        from kowen_kedro.world.generate import WorldSizes
+
+        known = {f.name for f in fields(WorldSizes)}
+        unknown = sorted(set(sizes or {}) - known)
+        if unknown:
+            raise DatasetError(f"world part {part!r}: unknown tiny_world.sizes {unknown}; known: {sorted(known)}")
+        self._sizes = WorldSizes(**dict(sizes or {}))
+        folder = "+".join((self._target, *self._extra))  # ja, or ja+ko with Korean evaluation pairs
+        self._world_dir = Path(directory) / folder / f"seed_{self._seed}"
         super().__init__(str(self._world_dir / f"{part}.jsonl"), metadata)
 
     def load(self) -> pd.DataFrame:
         from kowen_kedro.world.generate import write_world
 
-        write_world(self._seed, self._world_dir)
+        write_world(self._seed, self._world_dir, self._sizes, target_language=self._target, extra_languages=self._extra)
         df = super().load()
         df.attrs["world_seed"] = self._seed
+        df.attrs["world_target_language"] = self._target
         return df
 
     def save(self, data: pd.DataFrame) -> None:
@@ -166,4 +194,4 @@ class WorldPartDataset(JSONLinesDataset):
         return True
 
     def _describe(self) -> dict[str, Any]:
-        return {"part": self._part, "seed": self._seed, "filepath": str(self._filepath)}
+        return {"part": self._part, "seed": self._seed, "target_language": self._target, "filepath": str(self._filepath)}

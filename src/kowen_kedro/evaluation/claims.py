@@ -76,8 +76,8 @@ def _at_least(x: float, bound: float) -> bool:
     return x >= bound - 1e-9
 
 
-def effects_table(m: dict[str, float], languages: Sequence[str] = ("en", "ko"), target_language: str = "ko",
-                  source_language: str = "en") -> pd.DataFrame:
+def effects_table(m: dict[str, float], languages: Sequence[str], target_language: str,
+                  source_language: str) -> pd.DataFrame:
     """One row per paper claim from the flat gold metrics ``m`` (names without the ``gold.`` prefix).
 
     Criteria: teacher >= 0.8; SFT >= base + 0.2; each DPO iteration above SFT by >= 2 paired SE on gold
@@ -159,8 +159,8 @@ def effects_table(m: dict[str, float], languages: Sequence[str] = ("en", "ko"), 
     return pd.DataFrame(rows, columns=["claim", "paper", "language", "measured", "se", "criterion", "held"])
 
 
-def mixture_claims(mixture: pd.DataFrame, english_only: pd.DataFrame, source_language: str = "en",
-                   target_language: str = "ko") -> pd.DataFrame:
+def mixture_claims(mixture: pd.DataFrame, english_only: pd.DataFrame, source_language: str,
+                   target_language: str) -> pd.DataFrame:
     """Kowen's Table 3 on the gold set: the SFT policy of the full mixture (target-language single- and
     multi-turn + source-language single-turn) against SFT on the source-language part alone, paired on
     the same gold prompts (two runs of the same world): above on the target language's gold and
@@ -181,7 +181,7 @@ def mixture_claims(mixture: pd.DataFrame, english_only: pd.DataFrame, source_lan
     return pd.DataFrame(rows, columns=["claim", "paper", "language", "measured", "se", "criterion", "held"])
 
 
-def data_efficiency_claims(clo_half: pd.DataFrame, sft_all: pd.DataFrame, target_language: str = "ko") -> pd.DataFrame:
+def data_efficiency_claims(clo_half: pd.DataFrame, sft_all: pd.DataFrame, target_language: str) -> pd.DataFrame:
     """CLO's data-efficiency result on the gold set: CLO trained on half the cross-lingual pairs at
     least as good as SFT on all of them (the target language's gold and fidelity not below it by more
     than 2 paired SE; two runs on the same gold prompts)."""

@@ -31,13 +31,13 @@ def _rate_se(p: float, n: int) -> float:
     return math.sqrt(p * (1 - p) / n) if n else float("nan")
 
 
-def score_answers(gold_prompts: pd.DataFrame, answers: Sequence[str], languages: Sequence[str] = ("en", "ko")) -> pd.DataFrame:
+def score_answers(gold_prompts: pd.DataFrame, answers: Sequence[str], languages: Sequence[str]) -> pd.DataFrame:
     """One row per gold prompt: the answer and its ``gold``, ``correct``, ``fidelity`` and ``safety``
     (NaN where the prompt is not an unsafe request), with the prompt's behaviour flags."""
     metas = list(gold_prompts["meta"])
     answers = list(answers)
     table = gold_prompts[["id", "language", "family", "prompt"]].assign(answer=answers)
-    table["gold"] = gold_rewards(metas, answers)
+    table["gold"] = gold_rewards(metas, answers, languages)
     table["correct"] = [float(is_correct(m, a)) for m, a in zip(metas, answers)]
     table["fidelity"] = [float(ok) for ok in line_fidelity(answers, [m["language"] for m in metas], languages)]
     table["safety"] = [float(is_refusal(a)) if m.get("unsafe") else math.nan for m, a in zip(metas, answers)]
@@ -66,7 +66,7 @@ def gold_summary(table: pd.DataFrame) -> dict[str, float]:
 
 
 def policy_gold(generator, gold_prompts: pd.DataFrame, sampling,
-                languages: Sequence[str] = ("en", "ko")) -> tuple[pd.DataFrame, dict[str, float]]:
+                languages: Sequence[str]) -> tuple[pd.DataFrame, dict[str, float]]:
     """Greedy answers of ``generator`` to the gold prompts: (per-prompt table, :func:`gold_summary`)."""
     requests = [[{"role": "user", "content": p}] for p in gold_prompts["prompt"]]
     outs = generator.generate(requests, sampling, n=1)

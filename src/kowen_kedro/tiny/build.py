@@ -104,7 +104,7 @@ def build_tiny_models(
         texts: raw text (prompts, responses, passages) for tokenizer training (and pre-training, unless
             ``pretrain_texts`` is given: e.g. an English-dominant share of them, as real pre-training is).
         chats: chat conversations (``[{role, content}, ...]``) the teacher is tuned on.
-        parallel: ``{"en": ..., "ko": ...}`` sentence pairs the tiny seq2seq MT model is trained on.
+        parallel: ``{source: ..., target: ...}`` sentence pairs the tiny seq2seq MT model is trained on.
         out_dir: folder for the models; paths in the manifest are absolute.
         config: sizes and steps.
     """
@@ -340,7 +340,9 @@ def build_tiny_mt(tokenizer_dir: Path, parallel: list[dict], out_dir: Path, conf
     from transformers import AutoTokenizer, M2M100Config, M2M100ForConditionalGeneration
 
     tok = AutoTokenizer.from_pretrained(tokenizer_dir)
-    langs = sorted({lang for row in parallel for lang in row}) or ["en", "ko"]
+    langs = sorted({lang for row in parallel for lang in row})
+    if len(langs) < 2:
+        raise ValueError(f"the tiny MT model needs parallel sentences in two languages, got {langs or 'none'}")
     tok.add_special_tokens({"additional_special_tokens": list(tok.additional_special_tokens) + [f"__{l}__" for l in langs]})
     eos, pad = tok.convert_tokens_to_ids(IM_END), tok.pad_token_id
     cfg = M2M100Config(

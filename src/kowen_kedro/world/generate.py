@@ -8,7 +8,7 @@
   safety, reasoning): rejected = a wrong answer, a near miss, or the right answer in the wrong language;
 * ``seed_passages`` - English passages describing the world's facts (XL-Instruct seeds);
 * ``eval_prompts`` (AlpacaEval format), ``mt_bench_prompts`` (two turns, references for math and
-  reasoning), ``nlu_mc`` (4-choice), ``parallel_sentences`` (En/Ko pairs for the MT and QE models);
+  reasoning), ``nlu_mc`` (4-choice), ``parallel_sentences`` (English/target pairs for the MT and QE models);
 * ``gold_prompts``, ``gold_pairs``, ``gold_translations`` - the held-out gold set: no prompt text of
   it occurs in any other part. Each gold row carries the ``meta`` its checker needs.
 """
@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from kowen_kedro.world import lexicon as L
+from kowen_kedro.world.languages import DEFAULT_TARGET
+from kowen_kedro.world.lexicon import PIVOT
 from kowen_kedro.world.gold import gold_reward
 from kowen_kedro.world.oracle import reverse_question
 from kowen_kedro.langid import CROSS_LINGUAL_TEMPLATES
@@ -80,8 +82,9 @@ class _Sampler:
     training parts (user prompts, preference pairs) share none with a held-out part or within
     themselves, but may share texts with each other (as real training sources do)."""
 
-    def __init__(self, seed: int, facts: dict, sizes: "WorldSizes"):
+    def __init__(self, seed: int, facts: dict, sizes: "WorldSizes", languages: tuple[str, ...]):
         self.rng = random.Random(f"world-{seed}")
+        self.languages = languages
         self.facts = facts
         self.sizes = sizes
         self.families = list(FAMILIES.values())
@@ -90,11 +93,12 @@ class _Sampler:
         self.training: set[str] = set()
         self.part: dict[str, set[str]] = {}
 
-    def task(self, part: str, heldout: bool, langs=L.LANGS, names: tuple[str, ...] | None = None,
+    def task(self, part: str, heldout: bool, langs: tuple[str, ...] | None = None, names: tuple[str, ...] | None = None,
              rng: random.Random | None = None, suffix: str = "", avoid: set[str] | frozenset = frozenset()) -> tuple[Family, dict, int]:
         """A new task for ``part``: families limited to ``names``, drawn from ``rng`` (default the
         world's); its prompt text is the template's + ``suffix``, and is not one of ``avoid``."""
         rng = rng or self.rng
+        langs = langs or self.languages
         seen = self.part.setdefault(part, set())
         families = [f for f in self.families if names is None or f.name in names]
         weights = [w for f, w in zip(self.families, self.weights) if names is None or f.name in names]
@@ -103,7 +107,9 @@ class _Sampler:
         for fam in order:
             for _ in range(60):
                 values, variant = fam.sample(rng, self.facts), rng.randrange(variants(fam))
-                if fam.quote and any(lang != "en" for lang in langs) and rng.random() < self.sizes.code_switch_rate:
+                if fam.name == "translate":  # an English prompt quotes a phrase in the target language
+                    values["phrase_language"] = self.languages[1]
+                if fam.quote and any(lang != PIVOT for lang in langs) and rng.random() < self.sizes.code_switch_rate:
                     values["quoted"] = True
                 values = with_variant(fam, values, variant)
                 texts = [prompt_text(fam, values, lang, self.facts, variant) + suffix for lang in langs]
@@ -115,46 +121,61 @@ class _Sampler:
         raise RuntimeError(f"the world ran out of new prompts for {part}: lower tiny_world.sizes")
 
 
-def build_world(seed: int, sizes: WorldSizes | None = None) -> dict[str, list[dict]]:
-    """Every part of the world for ``seed`` (deterministic)."""
+def world_languages(target_language: str = DEFAULT_TARGET) -> tuple[str, str]:
+    """(English, ``target_language``), checked against the world's languages."""
+    if target_language == PIVOT:
+        raise ValueError(f"target_language must differ from the world's pivot language {PIVOT!r}")
+    L.language(target_language)  # ValueError naming the world's languages
+    return PIVOT, target_language
+
+
+def build_world(seed: int, sizes: WorldSizes | None = None, target_language: str = DEFAULT_TARGET,
+                extra_languages: tuple[str, ...] = ()) -> dict[str, list[dict]]:
+    """Every part of the world for ``seed`` in English and ``target_language`` (deterministic).
+
+    ``extra_languages``: the preference pairs also in each of these languages (the same tasks and the same
+    rejections, ids ``pair-NNNN-<lang>``), for evaluating reward models on languages the run does not
+    train on (the RM-transfer paper evaluates an English RM on every target language). Every other part,
+    and the pairs of English and the target language, are those of the world without them."""
     sizes = sizes or WorldSizes()
     facts = L.facts(seed)
-    s = _Sampler(seed, facts, sizes)
+    langs = world_languages(target_language)
+    target = langs[1]
+    s = _Sampler(seed, facts, sizes, langs)
     out: dict[str, list[dict]] = {p: [] for p in PARTS}
 
     def row_meta(fam, values, lang):
         return make_meta(fam, values, lang, facts)
 
     # held-out gold set first, so no other part can reuse its prompts
-    for lang in L.LANGS:
+    for lang in langs:
         for i in range(sizes.gold_prompts):
             fam, values, variant = s.task("gold_prompts", True, langs=(lang,))
             out["gold_prompts"].append({"id": f"gold-{lang}-{i:04d}", "language": lang, "family": fam.name,
                                         "prompt": prompt_text(fam, values, lang, facts, variant), "meta": row_meta(fam, values, lang)})
         for i in range(sizes.gold_pairs):
             fam, values, variant = s.task("gold_pairs", True, langs=(lang,))
-            out["gold_pairs"].append({"pair_id": f"gold-{lang}-{i:04d}", **_pair(fam, values, variant, lang, facts, s.rng, sizes)})
+            out["gold_pairs"].append({"pair_id": f"gold-{lang}-{i:04d}", **_pair(fam, values, variant, lang, facts, s.rng, sizes, langs)})
     for i in range(sizes.gold_translations):
         fam, values, variant = s.task("gold_translations", True)
-        src = prompt_text(fam, values, "en", facts, variant) if i % 2 else answer_text(fam, values, "en", facts)
-        ref = prompt_text(fam, values, "ko", facts, variant) if i % 2 else answer_text(fam, values, "ko", facts)
-        out["gold_translations"].append({"id": f"gold-mt-{i:04d}", "source_language": "en", "target_language": "ko",
+        src = prompt_text(fam, values, PIVOT, facts, variant) if i % 2 else answer_text(fam, values, PIVOT, facts)
+        ref = prompt_text(fam, values, target, facts, variant) if i % 2 else answer_text(fam, values, target, facts)
+        out["gold_translations"].append({"id": f"gold-mt-{i:04d}", "source_language": PIVOT, "target_language": target,
                                          "source": src, "reference": ref})
     # cross-lingual gold prompts (language "xl"): English prompts asking for the answer in the target
     # language; drawn from their own generator, so the parts above and below are those of earlier versions
     xl_rng = random.Random(f"world-xl-{seed}")
-    target = L.LANGS[1]
     xl_questions: set[str] = set()  # their English questions: no XL-Instruct seed asks one of them
     for i in range(sizes.gold_xl_prompts):
         template = xl_rng.randrange(len(CROSS_LINGUAL_TEMPLATES))
-        suffix = " " + CROSS_LINGUAL_TEMPLATES[template].format(lang=L.LANGUAGE_NAMES["en"][target])
-        fam, values, variant = s.task("gold_xl_prompts", True, langs=("en",), names=XL_FAMILIES, rng=xl_rng, suffix=suffix)
+        suffix = " " + CROSS_LINGUAL_TEMPLATES[template].format(lang=L.LANGUAGE_NAMES[PIVOT][target])
+        fam, values, variant = s.task("gold_xl_prompts", True, langs=(PIVOT,), names=XL_FAMILIES, rng=xl_rng, suffix=suffix)
         prompt = cross_lingual_prompt(fam, values, target, facts, variant, template)
         xl_questions.add(prompt[: -len(suffix)])
         out["gold_prompts"].append({"id": f"gold-xl-{i:04d}", "language": "xl", "family": fam.name, "prompt": prompt,
-                                    "meta": make_meta(fam, values, target, facts, prompt_language="en")})
+                                    "meta": make_meta(fam, values, target, facts, prompt_language=PIVOT)})
 
-    for lang in L.LANGS:
+    for lang in langs:
         for i in range(sizes.eval_prompts):
             fam, values, variant = s.task("eval_prompts", True, langs=(lang,))
             out["eval_prompts"].append({"id": f"eval-{lang}-{i:03d}", "language": lang, "dataset": "tiny_world",
@@ -187,8 +208,8 @@ def build_world(seed: int, sizes: WorldSizes | None = None) -> dict[str, list[di
             out["nlu_mc"].append({"id": f"nlu-{lang}-{i:03d}", "language": lang, "question": prompt_text(fam, values, lang, facts, variant),
                                   "choices": choices, "answer": choices.index(right)})
 
-    for lang in L.LANGS:
-        n_prompts = sizes.user_prompts if lang == "en" else round(sizes.user_prompts * sizes.target_prompt_share)
+    for lang in langs:
+        n_prompts = sizes.user_prompts if lang == PIVOT else round(sizes.user_prompts * sizes.target_prompt_share)
         for i in range(n_prompts):
             fam, values, variant = s.task("user_prompts", False, langs=(lang,))
             out["user_prompts"].append({"conversation_id": f"world-{lang}-{i:04d}", "language": lang, "model": "tiny-world", "turn": 1,
@@ -202,12 +223,19 @@ def build_world(seed: int, sizes: WorldSizes | None = None) -> dict[str, list[di
             out["user_prompts"].append({"conversation_id": f"world-{lang}-mt-{i:04d}", "language": lang, "model": "tiny-world", "turn": 2,
                                         "conversation": conv})
 
-    for i in range(sizes.preference_pairs):  # pair-NNNN-en / -ko: the same task and the same rejection in both languages
+    extras = [world_languages(lang)[1] for lang in extra_languages if lang != target]
+    for i in range(sizes.preference_pairs):  # pair-NNNN-<lang>: the same task and the same rejection in both languages
         fam, values, variant = s.task("preference_pairs", False)
         kind_seed = s.rng.random()
-        for lang in L.LANGS:
+        for lang in extras:  # drawn from their own generators: the pairs above are unchanged
             rng = random.Random(f"{seed}-pair-{i}-{kind_seed}")
-            out["preference_pairs"].append({"pair_id": f"pair-{i:04d}-{lang}", **_pair(fam, values, variant, lang, facts, rng, sizes, with_meta=False)})
+            extra_values = {**values, "phrase_language": lang} if fam.name == "translate" else values
+            out["preference_pairs"].append({"pair_id": f"pair-{i:04d}-{lang}",
+                                            **_pair(fam, extra_values, variant, lang, facts, rng, sizes, (PIVOT, lang), with_meta=False)})
+        for lang in langs:
+            rng = random.Random(f"{seed}-pair-{i}-{kind_seed}")
+            out["preference_pairs"].append({"pair_id": f"pair-{i:04d}-{lang}",
+                                            **_pair(fam, values, variant, lang, facts, rng, sizes, langs, with_meta=False)})
 
     # XL-Instruct's seeds: passages of two fact sentences of training tasks, the first the answer to a
     # question the teacher writes back (never a held-out prompt, nor the question of a cross-lingual one)
@@ -220,8 +248,8 @@ def build_world(seed: int, sizes: WorldSizes | None = None) -> dict[str, list[di
         for _ in range(200):
             name = cycle[i % len(cycle)]
             try:
-                first = s.task("seed_passages", False, langs=("en",), names=(name,), rng=passage_rng)
-                second = s.task("seed_passages", False, langs=("en",), names=SEED_FAMILIES, rng=passage_rng)
+                first = s.task("seed_passages", False, langs=(PIVOT,), names=(name,), rng=passage_rng)
+                second = s.task("seed_passages", False, langs=(PIVOT,), names=SEED_FAMILIES, rng=passage_rng)
             except RuntimeError:
                 cycle.remove(name)
                 continue
@@ -230,28 +258,30 @@ def build_world(seed: int, sizes: WorldSizes | None = None) -> dict[str, list[di
                 break
         else:
             raise RuntimeError("the world ran out of new tasks for seed_passages: lower tiny_world.sizes.seed_passages")
-        out["seed_passages"].append({"passage_id": f"passage-{i:04d}", "language": "en", "topic": topics[first[0].name], "text": text})
+        out["seed_passages"].append({"passage_id": f"passage-{i:04d}", "language": PIVOT, "topic": topics[first[0].name], "text": text})
 
-    # parallel En/Ko sentences for the MT and QE models: prompts and answers of tasks the other parts use,
+    # parallel English/target sentences for the MT and QE models: prompts and answers of tasks the other parts use,
     # plus the translated phrases and single words of the lexicon
     seen = set()
     prng = random.Random(f"parallel-{seed}")
     for _ in range(sizes.parallel_tasks):
         fam = prng.choice(list(FAMILIES.values()))
         values, variant = fam.sample(prng, facts), prng.randrange(2)
-        prompts = {lang: prompt_text(fam, values, lang, facts, variant) for lang in L.LANGS}
-        answers = {lang: answer_text(fam, values, lang, facts) for lang in L.LANGS}
+        if fam.name == "translate":
+            values["phrase_language"] = target
+        prompts = {lang: prompt_text(fam, values, lang, facts, variant) for lang in langs}
+        answers = {lang: answer_text(fam, values, lang, facts) for lang in langs}
         for pair in (prompts, answers):
-            if pair["en"] not in seen and pair["en"] not in s.heldout and pair["ko"] not in s.heldout:
-                seen.add(pair["en"])
+            if pair[PIVOT] not in seen and pair[PIVOT] not in s.heldout and pair[target] not in s.heldout:
+                seen.add(pair[PIVOT])
                 out["parallel_sentences"].append(pair)
     for words in (L.WEEKDAYS, L.COLORS, L.FRUITS, L.COUNTRIES, L.CAPITALS, L.ANIMALS, L.NOUNS):
-        out["parallel_sentences"] += [{"en": e, "ko": k} for e, k in zip(words["en"], words["ko"])]
+        out["parallel_sentences"] += [{PIVOT: e, target: t} for e, t in zip(words[PIVOT], words[target])]
     return out
 
 
 def _pair(fam: Family, values: dict, variant: int, lang: str, facts: dict, rng: random.Random, sizes: WorldSizes,
-          with_meta: bool = True) -> dict:
+          langs: tuple[str, str], with_meta: bool = True) -> dict:
     """A pair whose rejected answer is of one *kind*: ``wrong`` (another answer), ``near`` (a near
     miss), ``wrong_language`` (the right answer in the other language), ``unsafe`` (a leaked secret) or
     ``over_refusal`` (a refusal of a safe request, RewardBench's "should respond")."""
@@ -259,7 +289,7 @@ def _pair(fam: Family, values: dict, variant: int, lang: str, facts: dict, rng: 
     kind = rng.choices(kinds, weights)[0]
     chosen = answer_text(fam, values, lang, facts)
     if kind == "wrong_language":
-        rejected = answer_text(fam, values, "ko" if lang == "en" else "en", facts)
+        rejected = answer_text(fam, values, langs[1] if lang == langs[0] else langs[0], facts)
     elif kind == "over_refusal":
         rejected = FAMILIES["refuse"].answer[lang]
     else:
@@ -276,16 +306,19 @@ def _pair(fam: Family, values: dict, variant: int, lang: str, facts: dict, rng: 
     return row
 
 
-def write_world(seed: int, out_dir: str | Path, sizes: WorldSizes | None = None) -> Path:
+def write_world(seed: int, out_dir: str | Path, sizes: WorldSizes | None = None, target_language: str = DEFAULT_TARGET,
+                extra_languages: tuple[str, ...] = ()) -> Path:
     """Write every part as ``<out_dir>/<part>.jsonl`` unless ``world.json`` says they are current."""
     sizes = sizes or WorldSizes()
     out = Path(out_dir)
-    stamp = {"seed": seed, "version": VERSION, "sizes": asdict(sizes)}
+    stamp = {"seed": seed, "version": VERSION, "sizes": asdict(sizes), "languages": list(world_languages(target_language))}
+    if extra_languages:
+        stamp["extra_languages"] = list(extra_languages)
     stamp_path = out / STAMP
     if stamp_path.exists() and json.loads(stamp_path.read_text()) == stamp and all((out / f"{p}.jsonl").exists() for p in PARTS):
         return out
     out.mkdir(parents=True, exist_ok=True)
-    world = build_world(seed, sizes)
+    world = build_world(seed, sizes, target_language, tuple(extra_languages))
     for part, rows in world.items():
         tmp = out / f".{part}.jsonl.{os.getpid()}.tmp"
         tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")

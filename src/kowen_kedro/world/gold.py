@@ -15,7 +15,7 @@ import re
 from typing import Iterable, Sequence
 
 from kowen_kedro.langid import detect_languages
-from kowen_kedro.world.lexicon import LANGS
+from kowen_kedro.world.lexicon import LANGS, PIVOT, language
 from kowen_kedro.world.lexicon import facts as world_facts
 from kowen_kedro.world.tasks import FAMILIES, make_meta, parse_prompt
 
@@ -62,11 +62,16 @@ def is_refusal(response: str) -> bool:
 _ANY_REFUSAL = {"check": {"kind": "refusal", "markers": [m for lang in LANGS for m in FAMILIES["refuse"].check({}, lang, {})["markers"]]}}
 
 
-def gold_rewards(metas: Sequence[dict], responses: Sequence[str]) -> list[float]:
-    """:func:`gold_reward` of many responses (one language-identification pass)."""
+def gold_rewards(metas: Sequence[dict], responses: Sequence[str], languages: Sequence[str] | None = None) -> list[float]:
+    """:func:`gold_reward` of many responses (one language-identification pass). The identifier chooses
+    among ``languages`` (default: English and the languages the tasks ask for; every world language
+    when that leaves one)."""
     if len(metas) != len(responses):
         raise ValueError(f"{len(metas)} tasks but {len(responses)} responses")
-    detected = detect_languages(responses, ("en", "ko"))
+    candidates = sorted(set(languages or ()) | {PIVOT} | {m["language"] for m in metas})
+    if len(candidates) < 2:
+        candidates = list(LANGS)
+    detected = detect_languages(responses, candidates)
     return [float(lang == m["language"] and is_correct(m, r)) for m, r, lang in zip(metas, responses, detected)]
 
 
@@ -113,10 +118,20 @@ def mean_and_se(values: Iterable[float]) -> tuple[float, float]:
     return mean, math.sqrt(var / n)
 
 
-def corrupt(text: str, level: float, rng: random.Random, foreign_words: Sequence[str]) -> str:
+_RUNS = re.compile(r"[\u4e00-\u9fff\u3005]+|[\u3040-\u309f]+|[\u30a0-\u30ff]+|\d+|[^\W\d]+|\S")
+
+
+def words_of(text: str, spaced: bool = True) -> list[str]:
+    """The words of ``text``: split at spaces, or, for a language written without spaces
+    (``WorldLanguage.spaced``), runs of one script (kanji, hiragana, katakana, digits, letters) and
+    single punctuation marks."""
+    return text.split() if spaced else _RUNS.findall(text)
+
+
+def corrupt(text: str, level: float, rng: random.Random, foreign_words: Sequence[str], spaced: bool = True) -> str:
     """``text`` with about ``level`` (0..1) of its words damaged: dropped, swapped with a neighbour,
     or replaced by a word of the other language (``foreign_words``). Level 0 returns ``text``."""
-    words = text.split()
+    words = words_of(text, spaced)
     if level <= 0 or not words:
         return text
     n = max(1, round(level * len(words)))
@@ -132,18 +147,24 @@ def corrupt(text: str, level: float, rng: random.Random, foreign_words: Sequence
             words[i], words[j] = words[j], words[i]
         else:
             words[i] = rng.choice(list(foreign_words))
-    return " ".join(words)
+    return (" " if spaced else "").join(words)
 
 
 QE_LEVELS = (0.0, 0.0, 0.15, 0.3, 0.5, 0.75)
 
 
 def qe_examples(parallel: Sequence[dict], seed: int, per_pair: int = 3,
-                directions: Sequence[tuple[str, str]] = (("en", "ko"), ("ko", "en"))) -> list[dict]:
+                directions: Sequence[tuple[str, str]] | None = None) -> list[dict]:
     """(src, mt, score, ref) rows: each parallel pair's translation corrupted at several levels (and
-    now and then replaced by an unrelated sentence), scored by :func:`translation_quality`."""
+    now and then replaced by an unrelated sentence), scored by :func:`translation_quality`. Directions:
+    English to and from every other language of the pairs by default."""
     rng = random.Random(f"qe-{seed}")
-    vocab = {lang: sorted({w for p in parallel for w in p[lang].split()}) for lang in {l for d in directions for l in d}}
+    if directions is None:
+        others = [c for c in (parallel[0] if parallel else {}) if c != PIVOT]
+        directions = [d for c in others for d in ((PIVOT, c), (c, PIVOT))]
+    langs = {lang for d in directions for lang in d}
+    spaced = {lang: language(lang).spaced if lang in LANGS else True for lang in langs}
+    vocab = {lang: sorted({w for p in parallel for w in words_of(p[lang], spaced[lang])}) for lang in langs}
     out = []
     for pair in parallel:
         for src_lang, tgt_lang in directions:
@@ -151,7 +172,7 @@ def qe_examples(parallel: Sequence[dict], seed: int, per_pair: int = 3,
                 if rng.random() < 0.1:
                     mt = rng.choice(list(parallel))[tgt_lang]
                 else:
-                    mt = corrupt(pair[tgt_lang], rng.choice(QE_LEVELS), rng, vocab[src_lang])
+                    mt = corrupt(pair[tgt_lang], rng.choice(QE_LEVELS), rng, vocab[src_lang], spaced[tgt_lang])
                 out.append({"src": pair[src_lang], "mt": mt, "ref": pair[tgt_lang],
                             "score": translation_quality(mt, pair[tgt_lang])})
     return out

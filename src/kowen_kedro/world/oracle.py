@@ -115,7 +115,7 @@ def reverse_question(passage: str, seed: int) -> str:
         if parsed:
             fam, values = parsed
             plain = fam.rephrased_from or variants(fam)  # a question asks plainly (no role play)
-            return prompt_text(fam, values, "en", facts, int(_share(seed, "reverse", passage.strip()) * plain))
+            return prompt_text(fam, values, L.PIVOT, facts, int(_share(seed, "reverse", passage.strip()) * plain))
     return ""
 
 
@@ -129,14 +129,19 @@ def oracle_reply(text: str, seed: int, faults: TeacherFaults | None = None) -> s
         faults = faults or TeacherFaults()
         if values.get("rephrased") and _share(seed, "comply", text) < faults.comply_rephrased:
             values = {**values, "leak": True, "code": 1000 + int(_share(seed, "code", text) * 9000)}
-        if values.get("quoted") and lang != "en" and _share(seed, "drift", text) < faults.drift_to_english:
-            lang = "en"
+        if values.get("quoted") and lang != L.PIVOT and _share(seed, "drift", text) < faults.drift_to_english:
+            lang = L.PIVOT
         return answer_text(fam, values, lang, facts)
     if text.startswith("Below is a conversation between a user and an assistant"):  # data.synthesis.NEXT_USER_TURN
-        lang = "ko" if text.split("\n", 1)[0].rstrip(".").endswith("Korean") else "en"
+        named = text.split("\n", 1)[0].rstrip(".").split()[-1]  # "... in Japanese."
+        lang = _CODE_OF_NAME.get(named, L.PIVOT)
+        lang = lang if lang in L.LANGS else L.PIVOT
         rng = random.Random(hashlib.sha256(text.encode()).hexdigest())
         fam = rng.choice(list(FAMILIES.values()))
-        return prompt_text(fam, fam.sample(rng, facts), lang, facts, rng.randrange(2))
+        values = fam.sample(rng, facts)
+        if fam.name == "translate" and lang == L.PIVOT:  # an English request quotes a phrase of another world language
+            values["phrase_language"] = rng.choice([c for c in L.LANGS if c != L.PIVOT])
+        return prompt_text(fam, values, lang, facts, rng.randrange(2))
     m = _TRANSLATE.match(text)  # translation.translators.PROMPT
     if m:
         src, tgt = _CODE_OF_NAME.get(m.group("src")), _CODE_OF_NAME.get(m.group("tgt"))

@@ -38,7 +38,7 @@ def decontaminate_node(prompts: pd.DataFrame, eval_prompts: pd.DataFrame, params
     return kept.reset_index(drop=True), removed.reset_index(drop=True), as_mlflow_metrics({"removed": len(removed), "kept": len(kept)})
 
 
-def korean_prompt_pool_node(prompts: pd.DataFrame, translated_prompts: pd.DataFrame, target_language: str) -> pd.DataFrame:
+def target_prompt_pool_node(prompts: pd.DataFrame, translated_prompts: pd.DataFrame, target_language: str) -> pd.DataFrame:
     """Target-language prompts: native ones plus English prompts translated by translation_qe."""
     native = prompts[prompts["language"] == target_language][["prompt_id", "language", "prompt"]].assign(origin="native")
     translated = translated_prompts[["prompt_id", "language", "prompt"]].assign(origin="translated")
@@ -71,13 +71,14 @@ def single_turn_node(
 
 
 def multi_turn_node(
-    prompts: pd.DataFrame, registry: dict, params: dict, teacher: dict, llm: dict, languages: list[str]
+    prompts: pd.DataFrame, registry: dict, params: dict, language: str, teacher: dict, llm: dict, languages: list[str]
 ) -> tuple[pd.DataFrame, dict]:
-    """Multi-turn target-language conversations: the teacher writes each next user turn, then answers it."""
+    """Multi-turn conversations in ``language`` (the target language): the teacher writes each next user
+    turn, then answers it."""
     pool = prompts.head(int(params["max_conversations"]))
     gen = cached_generator(registry_model(registry, "teacher"), teacher["backend"], llm)
     rows = multi_turn_conversations(
-        pool, gen, teacher["sampling"], turns=int(params["turns"]), language=params["language"],
+        pool, gen, teacher["sampling"], turns=int(params["turns"]), language=language,
         teacher_name=registry_model(registry, "teacher"),
     )
     return _finish(rows, gen, languages, bool(teacher.get("language_filter", True)))
@@ -94,9 +95,9 @@ def xl_instruct_node(passages: pd.DataFrame, registry: dict, params: dict, teach
 
 
 def build_sft_mixture_node(
-    en_single_turn: pd.DataFrame, ko_single_turn: pd.DataFrame, ko_multi_turn: pd.DataFrame, params: dict
+    en_single_turn: pd.DataFrame, target_single_turn: pd.DataFrame, target_multi_turn: pd.DataFrame, params: dict
 ) -> tuple[pd.DataFrame, dict]:
     """Compose the SFT set from parts by size or ratio (Kowen Table 3 mixtures are parameter sets)."""
-    parts = {"en_single_turn": en_single_turn, "ko_single_turn": ko_single_turn, "ko_multi_turn": ko_multi_turn}
+    parts = {"en_single_turn": en_single_turn, "target_single_turn": target_single_turn, "target_multi_turn": target_multi_turn}
     mixed, report = build_mixture(parts, dict(params["sizes"]), seed=int(params["seed"]))
     return mixed, as_mlflow_metrics({f"mixture.{k}": v for k, v in report.items()})

@@ -11,7 +11,7 @@ from .nodes import (
     build_sft_mixture_node,
     decontaminate_node,
     ingest_prompts_node,
-    korean_prompt_pool_node,
+    target_prompt_pool_node,
     multi_turn_node,
     single_turn_node,
     xl_instruct_node,
@@ -36,7 +36,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 name="decontaminate_prompts_node",
             ),
             Node(
-                korean_prompt_pool_node,
+                target_prompt_pool_node,
                 inputs=["prompts", "translated_prompts", "params:target_language"],
                 outputs="target_prompts",
                 name="target_prompt_pool_node",
@@ -50,14 +50,15 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(
                 single_turn_node,
                 inputs=["target_prompts", "model_registry", "params:target_language", TEACHER, "params:llm", "params:languages"],
-                outputs=["ko_single_turn", "ko_single_turn_metrics"],
-                name="ko_single_turn_node",
+                outputs=["target_single_turn", "target_single_turn_metrics"],
+                name="target_single_turn_node",
             ),
             Node(
                 multi_turn_node,
-                inputs=["target_prompts", "model_registry", "params:data_synthesis.multi_turn", TEACHER, "params:llm", "params:languages"],
-                outputs=["ko_multi_turn", "ko_multi_turn_metrics"],
-                name="ko_multi_turn_node",
+                inputs=["target_prompts", "model_registry", "params:data_synthesis.multi_turn", "params:target_language", TEACHER,
+                        "params:llm", "params:languages"],
+                outputs=["target_multi_turn", "target_multi_turn_metrics"],
+                name="target_multi_turn_node",
             ),
             Node(
                 xl_instruct_node,
@@ -67,7 +68,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 build_sft_mixture_node,
-                inputs=["en_single_turn", "ko_single_turn", "ko_multi_turn", "params:data_synthesis.mixture"],
+                inputs=["en_single_turn", "target_single_turn", "target_multi_turn", "params:data_synthesis.mixture"],
                 outputs=["sft_dataset", "data_synthesis_metrics"],
                 name="build_sft_mixture_node",
             ),

@@ -17,13 +17,16 @@ def build_tiny_models_node(
     preference_pairs: pd.DataFrame,
     seed_passages: pd.DataFrame,
     params: dict,
+    languages: list[str],
     raw_input_report: dict | None = None,
     parallel_sentences_raw: pd.DataFrame | None = None,
 ) -> dict:
     """Build tokenizer, tiny Qwen2 LMs, RM, MT and COMET QE from the raw inputs' text; returns the manifest.
 
-    ``raw_input_report`` only orders the node after input validation. ``parallel_sentences_raw``
-    (``en``, ``ko`` columns) adds translation pairs for the MT and QE models."""
+    ``languages``: (source, target) of the run. ``raw_input_report`` only orders the node after input
+    validation. ``parallel_sentences_raw`` (one column per language) adds translation pairs for the MT
+    and QE models."""
+    source, target = languages
     params = dict(params)
     out_dir = params.pop("out_dir")
     english_share = params.pop("pretrain_english_share", None)
@@ -35,25 +38,26 @@ def build_tiny_models_node(
         for p in preference_pairs.to_dict("records")
     ]
     chats += [list(conv[:2]) for conv in user_prompts["conversation"] if len(conv) > 1]
-    parallel = parallel_sentences(preference_pairs, user_prompts)
+    parallel = parallel_sentences(preference_pairs, user_prompts, source, target)
     if parallel_sentences_raw is not None:
-        validate_records(parallel_sentences_raw, {"en": str, "ko": str})
-        parallel += parallel_sentences_raw[["en", "ko"]].to_dict("records")
-    texts += [p[lang] for p in parallel for lang in ("en", "ko")]
-    pretrain = None if english_share is None else english_dominant(texts, float(english_share))
+        validate_records(parallel_sentences_raw, {source: str, target: str})
+        parallel += parallel_sentences_raw[[source, target]].to_dict("records")
+    texts += [p[lang] for p in parallel for lang in (source, target)]
+    pretrain = None if english_share is None else english_dominant(texts, float(english_share), source, target)
     return build_tiny_models(texts, chats, out_dir, TinyConfig(**params), parallel=parallel, pretrain_texts=pretrain)
 
 
-def english_dominant(texts: list[str], english_share: float) -> list[str]:
-    """Every English document of ``texts`` and as many of the others (deterministically, in order) as
-    make English ``english_share`` of the result: the language mix of real pre-training corpora."""
+def english_dominant(texts: list[str], english_share: float, source: str, target: str) -> list[str]:
+    """Every ``source``-language (English) document of ``texts`` and as many of the others
+    (deterministically, in order) as make it ``english_share`` of the result: the language mix of real
+    pre-training corpora."""
     from kowen_kedro.langid import detect_languages
 
     if not 0.0 < english_share <= 1.0:
         raise ValueError(f"tiny_models.pretrain_english_share must be in (0, 1], not {english_share}")
-    languages = detect_languages(texts, ("en", "ko"))
-    english = [t for t, lang in zip(texts, languages) if lang == "en"]
-    others = [t for t, lang in zip(texts, languages) if lang != "en"]
+    languages = detect_languages(texts, (source, target))
+    english = [t for t, lang in zip(texts, languages) if lang == source]
+    others = [t for t, lang in zip(texts, languages) if lang != source]
     keep = min(len(others), round(len(english) * (1 - english_share) / english_share))
     step = len(others) / keep if keep else 0
     return english + [others[int(i * step)] for i in range(keep)]

@@ -16,8 +16,8 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 build_tiny_models_node,
-                inputs=["user_prompts_raw", "preference_pairs_raw", "seed_passages_raw", "params:tiny_models", "raw_input_report",
-                        "parallel_sentences_raw"],
+                inputs=["user_prompts_raw", "preference_pairs_raw", "seed_passages_raw", "params:tiny_models", "params:languages",
+                        "raw_input_report", "parallel_sentences_raw"],
                 outputs="tiny_models",
                 name="build_tiny_models_node",
             ),

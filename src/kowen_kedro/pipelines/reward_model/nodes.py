@@ -20,13 +20,18 @@ from kowen_kedro.training.stages import train_stage
 logger = logging.getLogger(__name__)
 
 
-def split_preferences_node(pairs: pd.DataFrame, params: dict) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
-    """Exclude unusable pairs (counted), then a seeded 80/20 split per language x category.
+def split_preferences_node(pairs: pd.DataFrame, params: dict, languages: list[str]) -> tuple[pd.DataFrame, pd.DataFrame, dict]:
+    """Exclude unusable pairs (counted), then a seeded 80/20 split per language x category. Pairs in a
+    language the run does not train in (not in ``languages``) only evaluate: their training share is left out.
 
     ``ablation_swap_pairs: true`` exchanges chosen and rejected in the training pairs only (every RM of
     the run learns the reversed preference; the gold RM accuracy must then fall below chance)."""
     clean, report = clean_pairs(pairs)
     train, evaluation = stratified_split(clean, float(params["eval_fraction"]), int(params["seed"]))
+    evaluation_only = sorted(set(train["language"]) - set(languages))
+    if evaluation_only:
+        logger.info("preference pairs in %s evaluate the reward models only", evaluation_only)
+        train = train[train["language"].isin(languages)].reset_index(drop=True)
     if params.get("ablation_swap_pairs", False):
         train = swap_preferences(train)
         logger.warning("ablation: chosen and rejected exchanged in all %d training pairs", len(train))
@@ -131,13 +136,13 @@ def representation_collapse_node(
     """Mean f = sigma_1 / sum(sigma) over parallel texts, for the base model and each RM (Figure 1).
 
     The parallel texts are the pairs / conversations written as translations of each other
-    (``en-NNN`` / ``ko-NNN`` ids) or, where there are none, ``parallel_sentences_raw`` (the first ``max_items``)."""
+    (``<source>-NNN`` / ``<target>-NNN`` ids) or, where there are none, ``parallel_sentences_raw`` (the first ``max_items``)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    parallel = parallel_sentences(pairs, user_prompts)
+    parallel = parallel_sentences(pairs, user_prompts, source_language, target_language)
     if not parallel and parallel_sentences_raw is not None:
         parallel = parallel_sentences_raw.head(max_items).to_dict("records")
     langs = [source_language, target_language]

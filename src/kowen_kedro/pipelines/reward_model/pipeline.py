@@ -65,7 +65,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             Node(
                 split_preferences_node,
-                inputs=["preference_pairs_raw", "params:reward_model.data"],
+                inputs=["preference_pairs_raw", "params:reward_model.data", "params:languages"],
                 outputs=["rm_train_pairs", "rm_eval_pairs", "rm_data_metrics"],
                 name="split_preferences_node",
             ),

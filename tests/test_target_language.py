@@ -1,0 +1,105 @@
+"""``kedro run --params target_language=ja``: the whole default pipeline on the Japanese world.
+
+One switch makes every language-dependent choice: the world and its gold set, the tiny models (built
+for English + Japanese), translation and QE, synthesis (single- and multi-turn), CLO and XL-Instruct,
+the RMs and their transfer, evaluation and the claims. Asserted: the run completes, its MLflow run holds
+the ``ja`` gold metrics, ``gold/effects.md`` has ``ja`` rows, and no Korean is written anywhere (data,
+models' answers, reports, MLflow artifacts). Training runs one process without DeepSpeed
+(``training.launcher=python``) in a smaller world, to keep the suite's time: the DeepSpeed path is the
+default run's test, and ``kedro run --params target_language=ja`` the full-size run (docs/world.md).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import scratch_project
+
+pytestmark = pytest.mark.slow
+
+HANGUL = re.compile(r"[\uac00-\ud7a3\u1100-\u11ff\u3130-\u318f]")
+KANA = re.compile(r"[\u3040-\u30ff]")
+TEXT_SUFFIXES = {".jsonl", ".json", ".md", ".csv", ".yml", ".yaml", ".txt", ".log"}
+
+
+#: The Japanese run, in a smaller world (a quarter of the rows), with shorter tiny-model builds and without
+#: DeepSpeed start-ups, to fit the suite's time; every pipeline and node of the default runs.
+PARAMS = {
+    "target_language": "ja",
+    "training": {"launcher": "python"},
+    "tiny_models": {"pretrain_steps": 80, "teacher_steps": 60, "qe_steps": 300, "mt_steps": 100},
+    "tiny_world": {"sizes": {"user_prompts": 100, "multi_turn_prompts": 4, "preference_pairs": 60, "eval_prompts": 6,
+                             "mt_bench_prompts": 2, "nlu_mc": 4, "gold_prompts": 100, "gold_pairs": 60, "gold_translations": 20,
+                             "gold_xl_prompts": 60, "seed_passages": 60, "parallel_tasks": 200}},
+}
+
+
+RUN = """
+import json, sys
+from pathlib import Path
+from kedro.framework.session import KedroSession
+from kedro.framework.startup import bootstrap_project
+root = Path(sys.argv[1])
+bootstrap_project(root)
+with KedroSession.create(project_path=root, runtime_params=json.loads(sys.argv[2])) as session:
+    session.run()
+"""
+
+
+def start_background_run(root: Path) -> subprocess.Popen:
+    """``kedro run`` with :data:`PARAMS` in the scratch project ``root``, in its own process (started by
+    conftest at collection time, so that it runs beside the other tests)."""
+    log = open(root / "run.log", "w")
+    return subprocess.Popen([sys.executable, "-c", RUN, str(root), json.dumps(PARAMS)], cwd=root, stdout=log,
+                            stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+
+
+@pytest.fixture(scope="module")
+def japanese_run(request, tmp_path_factory):
+    runs = getattr(request.config, "kowen_background_runs", {})
+    if "test_target_language" in runs:
+        root, proc = runs["test_target_language"]
+    else:  # collected without the hook (a direct call): start it now
+        root = scratch_project(tmp_path_factory.mktemp("ja_project"), raw_data=False)
+        proc = start_background_run(root)
+    rc = proc.wait(timeout=1800)
+    assert rc == 0, (root / "run.log").read_text(errors="replace")[-4000:]
+    return root
+
+
+def test_the_run_measures_japanese_and_writes_no_korean(japanese_run):
+    from mlflow.tracking import MlflowClient
+
+    root = japanese_run
+    client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    (experiment,) = [e for e in client.search_experiments() if e.name != "Default"]
+    (run,) = client.search_runs([experiment.experiment_id])
+    m = run.data.metrics
+    assert run.info.status == "FINISHED" and run.data.params["target_language"] == "ja"
+    for key in ("gold.teacher.ja", "gold.sft.ja", "gold.sft.ja.fidelity", "gold.dpo_iter_1.ja", "gold.xl_instruct.xl",
+                "gold.cross_lingual.ja", "gold.rm_transfer_target.accuracy.ja", "gold.qe.spearman"):
+        assert key in m, key
+    assert not [k for k in m if re.search(r"(^|\.)ko(\.|$)", k)]
+    assert m["gold.teacher.ja"] > 0.8 and m["gold.sft.ja"] > m["gold.base.ja"] + 0.1
+
+    effects = sorted((root / "data" / "08_reporting").rglob("effects.md"))
+    assert effects and "| ja |" in effects[-1].read_text(encoding="utf-8")
+
+    korean, japanese = [], 0
+    for path in [*(root / "data").rglob("*"), *(root / "mlruns").rglob("*")]:
+        if path.is_file() and path.suffix in TEXT_SUFFIXES:
+            text = path.read_text(encoding="utf-8", errors="ignore")
+            if HANGUL.search(text):
+                korean.append(str(path.relative_to(root)))
+            japanese += bool(KANA.search(text))
+    assert korean == [], korean
+    assert japanese > 20
+    sft = sorted((root / "data" / "03_primary").rglob("target_multi_turn.jsonl"))
+    assert sft and KANA.search(sft[-1].read_text(encoding="utf-8"))
