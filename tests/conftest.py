@@ -96,7 +96,6 @@ def scratch_project(root: Path, raw_data: bool = True) -> Path:
 #: scratch project as soon as the session has collected it (such a run takes minutes of one core, and the
 #: machine has two); its fixture waits for it (``config.kowen_background_runs[module] = (root, process)``).
 def pytest_collection_modifyitems(session, config, items):
-    import importlib
     import tempfile
 
     started = {}
@@ -105,7 +104,7 @@ def pytest_collection_modifyitems(session, config, items):
         if module in started or not hasattr(item.module, "start_background_run"):
             continue
         root = scratch_project(Path(tempfile.mkdtemp(prefix=f"kowen-{module}-")), raw_data=False)
-        started[module] = (root, importlib.import_module(item.module.__name__).start_background_run(root))
+        started[module] = (root, item.module.start_background_run(root))
     config.kowen_background_runs = started
 
 

@@ -106,9 +106,7 @@ class _Sampler:
         order = [first] + [f for f in rng.sample(families, len(families)) if f is not first]
         for fam in order:
             for _ in range(60):
-                values, variant = fam.sample(rng, self.facts), rng.randrange(variants(fam))
-                if fam.name == "translate":  # an English prompt quotes a phrase in the target language
-                    values["phrase_language"] = self.languages[1]
+                values, variant = _with_phrase_language(fam, fam.sample(rng, self.facts), self.languages[1]), rng.randrange(variants(fam))
                 if fam.quote and any(lang != PIVOT for lang in langs) and rng.random() < self.sizes.code_switch_rate:
                     values["quoted"] = True
                 values = with_variant(fam, values, variant)
@@ -119,6 +117,11 @@ class _Sampler:
                     seen.update(texts)
                     return fam, values, variant
         raise RuntimeError(f"the world ran out of new prompts for {part}: lower tiny_world.sizes")
+
+
+def _with_phrase_language(fam: Family, values: dict, language: str) -> dict:
+    """``values`` of a translate task with the language of its English prompt's phrase (``language``)."""
+    return {**values, "phrase_language": language} if fam.name == "translate" else values
 
 
 def world_languages(target_language: str = DEFAULT_TARGET) -> tuple[str, str]:
@@ -229,7 +232,7 @@ def build_world(seed: int, sizes: WorldSizes | None = None, target_language: str
         kind_seed = s.rng.random()
         for lang in extras:  # drawn from their own generators: the pairs above are unchanged
             rng = random.Random(f"{seed}-pair-{i}-{kind_seed}")
-            extra_values = {**values, "phrase_language": lang} if fam.name == "translate" else values
+            extra_values = _with_phrase_language(fam, values, lang)
             out["preference_pairs"].append({"pair_id": f"pair-{i:04d}-{lang}",
                                             **_pair(fam, extra_values, variant, lang, facts, rng, sizes, (PIVOT, lang), with_meta=False)})
         for lang in langs:
@@ -266,9 +269,7 @@ def build_world(seed: int, sizes: WorldSizes | None = None, target_language: str
     prng = random.Random(f"parallel-{seed}")
     for _ in range(sizes.parallel_tasks):
         fam = prng.choice(list(FAMILIES.values()))
-        values, variant = fam.sample(prng, facts), prng.randrange(2)
-        if fam.name == "translate":
-            values["phrase_language"] = target
+        values, variant = _with_phrase_language(fam, fam.sample(prng, facts), target), prng.randrange(2)
         prompts = {lang: prompt_text(fam, values, lang, facts, variant) for lang in langs}
         answers = {lang: answer_text(fam, values, lang, facts) for lang in langs}
         for pair in (prompts, answers):

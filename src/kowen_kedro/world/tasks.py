@@ -31,8 +31,7 @@ def render(template: str, strings: dict[str, Any], lang: str | None = None) -> s
     """``template`` filled with ``strings``; ``{name|a/b}`` takes the particle of language ``lang``."""
     def sub(m: re.Match) -> str:
         if m.group(1) not in strings:
-            raise ValueError(f"template {template!r} needs {m.group(1)!r}, which the task's values do not give"
-                             + (" (an English translate prompt needs values['phrase_language'])" if m.group(1) == "phrase" else ""))
+            raise ValueError(f"template {template!r} needs {m.group(1)!r}, which the task's values do not give")
         value = str(strings[m.group(1)])
         if not m.group(2):
             return value
