@@ -138,13 +138,27 @@ def test_openai_judge_reads_logprobs_or_text_and_counts_garbage(tmp_path):
 def test_xl_alpacaeval_drops_table_4_prompts_and_appends_a_seeded_template():
     prompts = pd.DataFrame({"id": ["1", "2", "3"], "instruction": [
         "Explain photosynthesis.", 'Write "Test"', "  rewrite the text and correct the SPELLING errors. It solves problems comon."]})
-    xl = xl_alpacaeval(prompts, ["ko", "de"], seed=0)
+    xl, report = xl_alpacaeval(prompts, ["ko", "de"], seed=0)
     assert list(xl["id"]) == ["1-xl-ko", "1-xl-de"] and len(XL_ALPACAEVAL_EXCLUDED) == 10
+    assert report == {"removed": 2, "kept": 1, "not_found": 8, "not_found_ids": [183, 350, 458, 476, 495, 635, 662, 663]}
     assert xl.loc[0, "instruction"].startswith("Explain photosynthesis. ") and xl.loc[0, "instruction"].endswith("Korean.")
     assert "language" not in xl.loc[0, "template"] and xl.loc[1, "instruction"].endswith("German.")
-    assert xl_alpacaeval(prompts, ["ko", "de"], seed=0).equals(xl)
-    templates = {xl_alpacaeval(pd.DataFrame({"instruction": ["q"] * 30}), ["ko"], seed=s).loc[0, "template"] for s in range(12)}
+    assert xl_alpacaeval(prompts, ["ko", "de"], seed=0)[0].equals(xl)
+    templates = {xl_alpacaeval(pd.DataFrame({"instruction": ["q"] * 30}), ["ko"], seed=s)[0].loc[0, "template"] for s in range(12)}
     assert len(templates) > 1
+
+
+def test_xl_alpacaeval_removes_every_listed_prompt_of_the_published_set_or_says_which_is_missing():
+    """AlpacaEval's prompt 183 has no final period where Table 4 writes one: it is removed all the same.
+    A source that must be AlpacaEval's (``require_all_listed``) fails naming the listed prompts it lacks."""
+    from kowen_kedro.data.validation import DataValidationError
+
+    published = [text.rstrip(".") + ("" if pid == 183 else " Some more words.") for pid, text in XL_ALPACAEVAL_EXCLUDED.items()]
+    prompts = pd.DataFrame({"instruction": ["Explain photosynthesis.", *published]})
+    xl, report = xl_alpacaeval(prompts, ["ko"], seed=0, require_all_listed=True)
+    assert report == {"removed": 10, "kept": 1, "not_found": 0, "not_found_ids": []} and list(xl["source_instruction"]) == ["Explain photosynthesis."]
+    with pytest.raises(DataValidationError, match=r"2 of them are not in the source \(ids \[183, 200\]"):
+        xl_alpacaeval(prompts.drop(index=[1, 2]), ["ko"], seed=0, require_all_listed=True)
 
 
 def test_a_raw_alpacaeval_file_gets_ids_and_a_language():

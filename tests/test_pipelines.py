@@ -208,8 +208,9 @@ def test_the_raw_alpacaeval_file_or_hf_dataset_passes_every_node_that_reads_it(t
     raw_file.write_text(json.dumps(rows))
     for source in (pd.read_json(raw_file), Dataset.from_list(rows)):
         assert validate_raw_inputs_node(*good.values(), source)["eval_prompts"] == 2
-        xl = xl_alpacaeval_node(source, {"languages": ["ko"], "seed": 0}, "en")
+        xl, metrics = xl_alpacaeval_node(source, {"languages": ["ko"], "seed": 0}, "en")
         assert list(xl["id"]) == ["alpaca-0-xl-ko"]  # 'Write "Test"' is one of XL-Instruct's excluded prompts
+        assert (metrics["removed"]["value"], metrics["kept"]["value"], metrics["not_found"]["value"]) == (1.0, 1.0, 9.0)
         prompts = pd.DataFrame({"prompt_id": ["p1", "p2"], "prompt": ["Write a haiku about rain.", "Translate this."],
                                 "language": ["en", "en"]})
         kept, removed, _ = decontaminate_node(prompts, source, {"ngram": 3, "threshold": 0.5})

@@ -61,27 +61,42 @@ def alpacaeval_prompts(source: Any, default_language: str = "en") -> pd.DataFram
 
 
 def _norm(text: str) -> str:
-    return re.sub(r"\s+", " ", str(text)).strip().lower()
+    """Lower case, punctuation dropped, whitespace collapsed: AlpacaEval's prompt 183 has no final period
+    where Table 4 writes one."""
+    return re.sub(r"\s+", " ", re.sub(r"[^\w\s]", " ", str(text))).strip().lower()
+
+
+def excluded_id(instruction: str, listed: dict[int, str] = XL_ALPACAEVAL_EXCLUDED) -> int | None:
+    """The Table-4 id of the listed prompt ``instruction`` starts with (punctuation, whitespace and case
+    ignored), else None."""
+    text = _norm(instruction)
+    return next((pid for pid, p in listed.items() if text.startswith(_norm(p))), None)
 
 
 def excluded(instruction: str, prefixes: Iterable[str] = XL_ALPACAEVAL_EXCLUDED.values()) -> bool:
-    """Whether ``instruction`` starts with one of the excluded prompts (whitespace and case ignored)."""
-    text = _norm(instruction)
-    return any(text.startswith(_norm(p)) for p in prefixes)
+    """Whether ``instruction`` starts with one of the excluded prompts (punctuation, whitespace and case ignored)."""
+    return excluded_id(instruction, dict(enumerate(prefixes))) is not None
 
 
-def xl_alpacaeval(prompts: pd.DataFrame, languages: list[str], seed: int) -> pd.DataFrame:
-    """``id, language, instruction, source_instruction, template, dataset`` rows: one per kept prompt x language.
+def xl_alpacaeval(prompts: pd.DataFrame, languages: list[str], seed: int, require_all_listed: bool = False
+                  ) -> tuple[pd.DataFrame, dict]:
+    """(``id, language, instruction, source_instruction, template, dataset`` rows: one per kept prompt x
+    language; a report: prompts ``removed`` and ``kept``, and the Table-4 ids ``not_found`` in the source).
 
     Raises:
-        DataValidationError: a prompt without ``instruction`` (file, line, field).
+        DataValidationError: a prompt without ``instruction`` (file, line, field); with
+            ``require_all_listed`` (a source that is AlpacaEval's 805 prompts), a Table-4 prompt not found.
     """
     validate_records(prompts, {"instruction": str})
     rng = random.Random(seed)
-    rows = []
+    rows, removed = [], set()
+    kept = 0
     for i, r in enumerate(prompts.to_dict("records")):
-        if excluded(r["instruction"]):
+        pid = excluded_id(r["instruction"])
+        if pid is not None:
+            removed.add(pid)
             continue
+        kept += 1
         base_id = str(r.get("id", i))
         for lang in languages:
             template = rng.choice(CROSS_LINGUAL_TEMPLATES)
@@ -90,7 +105,15 @@ def xl_alpacaeval(prompts: pd.DataFrame, languages: list[str], seed: int) -> pd.
                 "instruction": f"{r['instruction'].rstrip()} {template.format(lang=language_name(lang))}",
                 "source_instruction": r["instruction"], "template": template, "dataset": "xl_alpacaeval",
             })
-    return pd.DataFrame(rows, columns=["id", "language", "instruction", "source_instruction", "template", "dataset"])
+    not_found = sorted(set(XL_ALPACAEVAL_EXCLUDED) - removed)
+    if require_all_listed and not_found:
+        raise DataValidationError(
+            source_of(prompts), None, "instruction",
+            f"XL-AlpacaEval removes the prompts of XL-Instruct's Table 4, but {len(not_found)} of them are not in the "
+            f"source (ids {not_found}: {[XL_ALPACAEVAL_EXCLUDED[i][:40] for i in not_found]}); is it AlpacaEval's 805-prompt file?")
+    report = {"removed": len(removed), "kept": kept, "not_found": len(not_found), "not_found_ids": not_found}
+    out = pd.DataFrame(rows, columns=["id", "language", "instruction", "source_instruction", "template", "dataset"])
+    return out, report
 
 
 #: Categories FastChat grades against a reference answer (its ``NEED_REF_CATS``, less the arena set).

@@ -74,3 +74,30 @@ def stratified_split(pairs: pd.DataFrame, eval_fraction: float, seed: int) -> tu
 def swap_preferences(pairs: pd.DataFrame) -> pd.DataFrame:
     """The same pairs with chosen and rejected exchanged (the ablation an RM metric must fail)."""
     return pairs.assign(chosen=pairs["rejected"].values, rejected=pairs["chosen"].values)
+
+
+def from_rewardbench(df: pd.DataFrame, language: str = "en") -> pd.DataFrame:
+    """RewardBench's ``filtered`` split or M-RewardBench rows, as published (``prompt, chosen, rejected,
+    subset, id``; M-RewardBench adds ``language``), in the project's pair format: ``pair_id`` from ``id``,
+    ``category`` from the subset's section, ``language`` where the rows lack one (an M-RewardBench code
+    such as ``kor_Hang`` stays as published), ``subset`` kept for RewardBench's weighting
+    (:func:`kowen_kedro.rewards.metrics.accuracy_table`).
+
+    Raises:
+        DataValidationError: a required column is missing, or a row's subset is not RewardBench's (file,
+            line, field).
+    """
+    from kowen_kedro.rewards.rewardbench import SECTION_OF, category_of
+
+    require_columns(df, ["prompt", "chosen", "rejected", "subset", "id"])
+    for i, subset in enumerate(df["subset"]):
+        if subset not in SECTION_OF:
+            raise DataValidationError(source_of(df), line_of(df, i), "subset",
+                                      f"{subset!r} is not a RewardBench subset (known: {sorted(SECTION_OF)})")
+    out = pd.DataFrame({
+        "pair_id": df["id"].astype(str), "language": df["language"] if "language" in df.columns else language,
+        "category": [category_of(s) for s in df["subset"]], "subset": df["subset"],
+        "prompt": df["prompt"], "chosen": df["chosen"], "rejected": df["rejected"],
+    })
+    out.attrs = dict(df.attrs)
+    return out

@@ -90,10 +90,15 @@ def summarize_m_node(judgements: pd.DataFrame, model_outputs: pd.DataFrame, lang
     return summarize_node(judgements, model_outputs, languages, params, name="m_alpacaeval")
 
 
-def xl_alpacaeval_node(eval_prompts: pd.DataFrame, params: dict, source_language: str) -> pd.DataFrame:
-    """XL-AlpacaEval from the source-language prompts: Table-4 prompts dropped, seeded "Answer in {lang}" appended."""
+def xl_alpacaeval_node(eval_prompts: pd.DataFrame, params: dict, source_language: str) -> tuple[pd.DataFrame, dict]:
+    """XL-AlpacaEval from the source-language prompts: Table-4 prompts dropped (counted; with
+    ``require_all_listed``, every listed prompt must be found), seeded "Answer in {lang}" appended."""
     prompts = alpacaeval_prompts(eval_prompts, source_language)
-    return xl_alpacaeval(prompts[prompts["language"] == source_language], list(params["languages"]), int(params["seed"]))
+    rows, report = xl_alpacaeval(prompts[prompts["language"] == source_language], list(params["languages"]), int(params["seed"]),
+                                 bool(params.get("require_all_listed", False)))
+    logger.info("XL-AlpacaEval: %d prompts kept, %d of Table 4's %d removed; not in the source: %s",
+                report["kept"], report["removed"], report["removed"] + report["not_found"], report["not_found_ids"] or "none")
+    return rows, as_mlflow_metrics({k: v for k, v in report.items() if k != "not_found_ids"})
 
 
 def mt_bench_node(model: str, prompts: pd.DataFrame, registry: dict, generation: dict, judge: dict, llm: dict,

@@ -104,7 +104,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         [
             *_pairwise("eval_prompts_raw", "", summarize_node, "evaluation_summary"),
             Node(xl_alpacaeval_node, inputs=["eval_prompts_raw", "params:evaluation.xl_alpacaeval", "params:source_language"],
-                 outputs="xl_alpacaeval_prompts", name="build_xl_alpacaeval_node"),
+                 outputs=["xl_alpacaeval_prompts", "xl_alpacaeval_build_metrics"], name="build_xl_alpacaeval_node"),
             *_pairwise("xl_alpacaeval_prompts", "xl_", summarize_xl_node, "xl_alpacaeval_summary"),
             *_pairwise("m_alpacaeval_prompts", "m_", summarize_m_node, "m_alpacaeval_summary"),
             Node(mt_bench_node, inputs=["aligned_policy", "mt_bench_prompts_raw", "model_registry", GEN, JUDGE, "params:llm",

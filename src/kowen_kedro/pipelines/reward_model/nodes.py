@@ -65,6 +65,19 @@ def evaluate_reward_model_node(reward_model: str, evaluation: pd.DataFrame, para
     return scored, table.reset_index(), as_mlflow_metrics(metrics)
 
 
+def benchmark_reward_model_node(reward_model: str, rows: pd.DataFrame, scoring: dict, params: dict) -> tuple[pd.DataFrame, dict]:
+    """The RM on RewardBench / M-RewardBench rows as published: accuracy per subset, sections weighted by
+    the published counts (``params["weights"]``), and the RewardBench score (the mean of the sections), per
+    language; ties are wrong (a classifier RM)."""
+    from kowen_kedro.rewards.data import from_rewardbench
+
+    pairs, report = clean_pairs(from_rewardbench(rows, params.get("language", "en")))
+    scored = score_pairs(reward_model, pairs, scoring)
+    table = accuracy_table(scored, params.get("weights", "rewardbench"))
+    metrics = {f"{lang}.{'score' if col == 'avg' else col}": v for lang, row in table.iterrows() for col, v in row.items()}
+    return table.reset_index(), as_mlflow_metrics({**metrics, "pairs": report["kept"], "excluded": report["pairs"] - report["kept"]})
+
+
 # ---------------------------------------------------------------- RM transfer (namespaced per RM)
 
 def _train_language(role: str, source_language: str, target_language: str) -> str:

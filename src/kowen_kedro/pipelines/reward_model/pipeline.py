@@ -10,6 +10,7 @@
 from kedro.pipeline import Node, Pipeline
 
 from .nodes import (
+    benchmark_reward_model_node,
     evaluate_reward_model_node,
     representation_collapse_node,
     split_preferences_node,
@@ -80,6 +81,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs=["reward_model", "rm_eval_pairs", "params:reward_model.scoring"],
                 outputs=["rm_eval_scores", "rm_accuracy_table", "reward_model_metrics"],
                 name="evaluate_reward_model_node",
+            ),
+            Node(
+                benchmark_reward_model_node,
+                inputs=["reward_model", "rm_benchmark_pairs_raw", "params:reward_model.scoring", "params:reward_model.benchmark"],
+                outputs=["rm_benchmark_table", "rm_benchmark_metrics"],
+                name="benchmark_reward_model_node",
             ),
             *transfer,
             Node(
