@@ -76,7 +76,8 @@ def no_network(monkeypatch):
 
 def scratch_project(root: Path, raw_data: bool = True) -> Path:
     """A scratch copy of the project at ``root`` for a whole ``kedro run``: its configuration, and the
-    shipped raw data unless ``raw_data`` is False (the world is generated on first load either way). The
+    shipped raw data (without ``raw_data``: the published-benchmark samples alone, which are English,
+    and not the hand-written Korean samples; the world is generated on first load either way). The
     package itself is imported from the installed (editable) kowen_kedro."""
     import shutil
 
@@ -88,7 +89,7 @@ def scratch_project(root: Path, raw_data: bool = True) -> Path:
     if raw_data:
         shutil.copytree(ROOT / "data" / "01_raw", root / "data" / "01_raw")
     else:
-        (root / "data").mkdir()
+        shutil.copytree(ROOT / "data" / "01_raw" / "benchmarks", root / "data" / "01_raw" / "benchmarks")
     return root
 
 

@@ -172,6 +172,8 @@ def test_one_mlflow_run_with_all_stages(first_run):
     assert 1 <= metrics["evaluation.mt_bench.turn2.all"] <= 10 and 1 <= metrics["evaluation.rubric.precision.all"] <= 5
     for part in ("en_single_turn", "target_single_turn", "target_multi_turn", "xl_instruct"):
         assert metrics[f"data_synthesis.{part}.generation.calls"] > 0, part
+    assert metrics["reward_model.benchmark.pairs"] == 8 and 0 <= metrics["reward_model.benchmark.en.score"] <= 1
+    assert metrics["evaluation.xl_alpacaeval.kept"] == 24 and metrics["evaluation.xl_alpacaeval.removed"] == 0
     assert "data_synthesis.target_single_turn.dropped_wrong_language" in metrics and metrics["data_synthesis.target_single_turn.wrong_language"] > 0
     assert "data_synthesis.decontamination.removed" in metrics
     for i in (1, 2):  # reward statistics of every iteration
@@ -188,7 +190,7 @@ def test_one_mlflow_run_with_all_stages(first_run):
         "evaluation/iteration_curve.png", "evaluation/evaluation_report.csv", "evaluation/evaluation_report.md",
         "reward_model/rm_accuracy_table.csv", "translation_qe/qe_histogram.png",
         "reward_model/rm_transfer_table.csv", "reward_model/rm_transfer_table.md", "reward_model/rm_collapse_table.csv",
-        "reward_model/rm_collapse.png",
+        "reward_model/rm_collapse.png", "reward_model/rm_benchmark_table.csv",
     }
     for name in ("rm_transfer_source.accuracy.ko.avg", "rm_transfer_target.accuracy.en.avg", "reward_model.collapse.base",
                  "reward_model.data.excluded_identical", "rm_transfer_source.loss", "rm_transfer_target.loss"):
