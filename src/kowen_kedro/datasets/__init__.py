@@ -147,7 +147,9 @@ class WorldPartDataset(JSONLinesDataset):
     def __init__(self, part: str, seed: int = 0, target_language: str | None = None, directory: str = "data/01_raw/world",
                  metadata: dict[str, Any] | None = None, extra_languages: str | list[str] | None = None,
                  sizes: dict[str, Any] | None = None):
-        from kowen_kedro.world.generate import PARTS, world_languages
+        from dataclasses import fields
+
+        from kowen_kedro.world.generate import PARTS, WorldSizes, world_languages
         from kowen_kedro.world.languages import DEFAULT_TARGET
 
         if part not in PARTS:
@@ -165,10 +167,6 @@ class WorldPartDataset(JSONLinesDataset):
                 world_languages(code)
         except ValueError as exc:
             raise DatasetError(f"world part {part!r}, tiny_world.extra_languages: {exc}") from exc
-        from dataclasses import fields
-
-        from kowen_kedro.world.generate import WorldSizes
-
         known = {f.name for f in fields(WorldSizes)}
         unknown = sorted(set(sizes or {}) - known)
         if unknown:

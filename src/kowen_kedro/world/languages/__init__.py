@@ -19,7 +19,8 @@ MODULES = ("en", "ko", "ja")
 #: ``target_language`` parameter (conf/base/globals.yml).
 DEFAULT_TARGET = "ko"
 
-#: Placeholders of every family's templates (``{name}``; ``{name|a/b}`` picks a particle, see ``particle``).
+#: The task families every language gives prompt and answer templates for (placeholders ``{name}``;
+#: ``{name|a/b}`` picks a particle, see ``WorldLanguage.particle``).
 FAMILY_NAMES = ("add", "count", "convert", "weekday", "lookup", "reverse", "translate", "refuse")
 
 
@@ -55,7 +56,8 @@ class WorldLanguage:
     particle: Callable[[str, str], str] | None = None  # (word, "a/b") -> word + the particle its sound asks for
 
     def check(self) -> None:
-        """Raise ``ValueError`` when a piece is missing or lists are misaligned."""
+        """Raise ``ValueError`` when a family's templates are missing (the word lists' alignment with
+        English is asserted by ``tests/test_world.py``)."""
         missing = [f for f in FAMILY_NAMES if f not in self.prompts or f not in self.answers]
         if missing:
             raise ValueError(f"world language {self.code!r}: no templates for {missing}")
