@@ -94,7 +94,10 @@ def test_outputs_have_their_schemas(first_run):
     assert judgements["preference"].between(0, 1).all()
     summary = pd.read_csv(p / "data/08_reporting/evaluation_summary.csv")
     assert list(summary["language"]) == ["en", "ko", "all"]
-    assert {"win_rate", "win_rate_se", "language_fidelity"} <= set(summary.columns)
+    assert {"win_rate", "win_rate_se", "discrete_win_rate", "n", "n_dropped", "n_draws", "length_controlled_winrate",
+            "lc_absent", "language_fidelity"} <= set(summary.columns)
+    # no df_gamed.csv and not AlpacaEval's prompts: the LC win rate is absent and the run says why
+    assert summary["length_controlled_winrate"].isna().all() and summary["lc_absent"].str.contains("df_gamed.csv").all()
     table = pd.read_csv(p / "data/08_reporting/rm_accuracy_table.csv")
     assert list(table.columns) == ["language", "chat", "chat_hard", "safety", "reasoning", "avg"]
     assert set(table["language"]) == {"en", "ko"} and not table.isna().any().any()  # every language x category
@@ -109,7 +112,9 @@ def test_outputs_have_their_schemas(first_run):
     assert {"alpacaeval", "m_alpacaeval", "xl_alpacaeval", "mt_bench", "rubric", "nlu:kowen_mc_en", "nlu:kowen_mc_ko"} <= set(report["benchmark"])
     m = read(p, "data/05_model_input/m_alpacaeval_prompts.jsonl")
     assert len(m) > 0 and (m["language"] == "ko").all() and m["id"].str.endswith("-m-ko").all()
-    assert "| mt_bench | turn2 |" in (p / "data/08_reporting/evaluation_report.md").read_text()
+    report_md = (p / "data/08_reporting/evaluation_report.md").read_text()
+    assert "| mt_bench | turn2 |" in report_md and "| alpacaeval | discrete_win_rate |" in report_md
+    assert "alpacaeval: no length-controlled win rate: no df_gamed.csv" in report_md
     curve = pd.read_csv(p / "data/08_reporting/iteration_curve.csv")
     assert sorted(curve["iteration"].unique()) == [1, 2]  # iteration 3 is disabled in the default
     assert (p / "data/08_reporting/iteration_curve.png").stat().st_size > 1000
@@ -167,8 +172,10 @@ def test_one_mlflow_run_with_all_stages(first_run):
     for name in ("evaluation.xl_alpacaeval.win_rate.ko", "evaluation.xl_alpacaeval.language_fidelity.ko",
                  "evaluation.mt_bench.turn1.ko", "evaluation.mt_bench.turn2.all", "evaluation.mt_bench.language_fidelity.ko", "evaluation.rubric.naturalness.all",
                  "evaluation.nlu.kowen_mc_ko.acc", "evaluation.alpacaeval.unparseable", "evaluation.m_alpacaeval.win_rate.ko",
-                 "translation_qe.m_alpacaeval.kept"):
+                 "translation_qe.m_alpacaeval.kept", "evaluation.alpacaeval.discrete_win_rate.all",
+                 "evaluation.alpacaeval.n_dropped.all", "evaluation.xl_alpacaeval.n.ko", "evaluation.m_alpacaeval.n_draws.all"):
         assert name in metrics, name
+    assert not any("length_controlled" in k for k in metrics)  # never a stand-in under the LC name
     assert 1 <= metrics["evaluation.mt_bench.turn2.all"] <= 10 and 1 <= metrics["evaluation.rubric.precision.all"] <= 5
     for part in ("en_single_turn", "target_single_turn", "target_multi_turn", "xl_instruct"):
         assert metrics[f"data_synthesis.{part}.generation.calls"] > 0, part

@@ -20,13 +20,6 @@ from kowen_kedro.evaluation.verdicts import (
     pairwise_verdict,
     score_verdict,
 )
-from kowen_kedro.evaluation.winrate import win_rate
-
-
-def test_win_rate_known_values():
-    assert win_rate([1, 0, 1, 1]) == pytest.approx((75.0, 100 * math.sqrt(0.25 / 4)))  # var(ddof=1) = 0.25
-    assert win_rate([0.5, 0.5]) == (50.0, 0.0)
-    assert math.isnan(win_rate([1.0])[1])
 
 
 @pytest.mark.parametrize("text, expected", [

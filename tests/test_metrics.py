@@ -1,12 +1,10 @@
 """Numbers against hand-computed values: RM accuracy, best/worst pairs, win rate, QE filter, judge positions."""
 
-import math
 
 import pandas as pd
 import pytest
 
 from kowen_kedro.evaluation.judges import judge_pairs
-from kowen_kedro.evaluation.winrate import win_rate
 from kowen_kedro.preference.pairs import best_worst_pairs
 from kowen_kedro.rewards.metrics import accuracy_table
 from kowen_kedro.translation.qe import filter_bottom_fraction
@@ -60,15 +58,6 @@ def test_best_worst_pairs_keep_only_margins_of_at_least_k_reward_sd():
     assert best_worst_pairs(df, min_margin_sd=2.5).empty
     with pytest.raises(ValueError, match="min_margin_sd must be >= 0"):
         best_worst_pairs(df, min_margin_sd=-1)
-
-
-def test_win_rate_known_values():
-    wr, se = win_rate([1, 0, 1, 1])
-    assert wr == pytest.approx(75.0)
-    assert se == pytest.approx(100 * math.sqrt(0.25 / 4))  # var(ddof=1) = 0.25
-    assert win_rate([0.5, 0.5]) == (50.0, 0.0)
-    with pytest.raises(ValueError):
-        win_rate([1.2])
 
 
 def test_filter_bottom_fraction_drops_floor_of_n():

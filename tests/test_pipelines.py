@@ -57,10 +57,16 @@ def test_kowen_7b_recipe_resolves_to_paper_settings(project):
         raw = context.catalog.get("user_prompts_raw")
         alpaca = context.catalog.get("eval_prompts_raw")
         mt_bench = context.catalog.get("mt_bench_prompts_raw")
+        gamed = context.catalog.get("alpacaeval_df_gamed")
+        judge_prompts = context.catalog.get("mt_bench_judge_prompts")
     assert mt_bench.dataset_name == "LGAI-EXAONE/KoMT-Bench" and params["evaluation"]["mt_bench"]["language"] == "ko"
     assert type(raw).__name__ == "HFDataset" and raw.dataset_name == "lmsys/lmsys-chat-1m"
-    assert alpaca.dataset_name == "json"
-    assert alpaca._dataset_kwargs["data_files"] == "hf://datasets/tatsu-lab/alpaca_eval/alpaca_eval.json"
+    # AlpacaEval 2.0: its reference outputs are the comparison model, its df_gamed.csv feeds the LC fit
+    assert alpaca.dataset_name == "json" and params["evaluation"]["alpacaeval"]["reference"]["alpacaeval"] == "published"
+    assert alpaca._dataset_kwargs["data_files"] == "hf://datasets/tatsu-lab/alpaca_eval/alpaca_eval_gpt4_baseline.json"
+    assert gamed._dataset_kwargs["data_files"] == "hf://datasets/tatsu-lab/alpaca_eval/df_gamed.csv"
+    assert params["evaluation"]["mt_bench"]["judge_prompts"] == "fastchat"
+    assert str(judge_prompts._filepath).endswith("fastchat/llm_judge/data/judge_prompts.jsonl") and judge_prompts._protocol == "https"
     assert params["models"]["teacher"] == "Qwen/Qwen2.5-72B-Instruct" and params["models"]["student"] == "Qwen/Qwen2.5-7B"
     assert params["data_synthesis"]["mixture"]["sizes"] == {"target_single_turn": 400000, "en_single_turn": 300000, "target_multi_turn": 400000}
     assert params["data_synthesis"]["teacher"]["backend"]["backend"] == "vllm"
@@ -188,6 +194,17 @@ def test_bad_raw_input_fails_validation_naming_the_line(tmp_path):
     bad.write_text("\n".join(lines) + "\n")
     with pytest.raises(DataValidationError, match=r"mt_bench_prompts.jsonl, line 6, field 'turns'"):
         validate_raw_inputs_node(*good.values(), JSONLinesDataset(str(bad)).load())
+
+
+def test_base_optional_inputs_are_absent_and_the_judge_prompts_are_fastchats(project):
+    """The tiny default has no df_gamed.csv and no MT-Bench reference-answer file (None: the nodes say
+    what that leaves out); FastChat's judge prompts are shipped and load."""
+    with KedroSession.create(project_path=ROOT) as session:
+        catalog = session.load_context().catalog
+        assert catalog.load("alpacaeval_df_gamed") is None and catalog.load("mt_bench_reference_answers_raw") is None
+        assert len(catalog.load("mt_bench_judge_prompts")) == 8
+        assert session.load_context().params["evaluation"]["alpacaeval"]["reference"] == {
+            "alpacaeval": "sft", "xl_alpacaeval": "sft", "m_alpacaeval": "sft"}
 
 
 def test_the_raw_alpacaeval_file_or_hf_dataset_passes_every_node_that_reads_it(tmp_path):

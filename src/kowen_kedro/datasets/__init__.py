@@ -4,6 +4,8 @@
   Nodes pass *paths*, never loaded models: a 72B model is never pulled into the Kedro process.
 * :class:`JSONLinesDataset` - JSONL records with line-numbered errors and the file path kept in
   ``df.attrs["source"]`` (``pandas.JSONDataset`` reports neither).
+* :class:`OptionalDataset` - a raw input a run may lack (a local copy of a hub file): ``None`` when
+  the wrapped dataset does not exist, so the node can say what is missing instead of failing.
 """
 
 from __future__ import annotations
@@ -193,3 +195,32 @@ class WorldPartDataset(JSONLinesDataset):
 
     def _describe(self) -> dict[str, Any]:
         return {"part": self._part, "seed": self._seed, "target_language": self._target, "filepath": str(self._filepath)}
+
+
+class OptionalDataset(AbstractDataset[Any, Any]):
+    """A load-only input that may be absent: loads the wrapped dataset when it exists, else ``None``.
+
+    For inputs that only some runs have, where the node reports what their absence leaves out
+    (alpaca_eval's ``df_gamed.csv`` for the length-controlled win rate). Example catalog entry::
+
+        alpacaeval_df_gamed:
+          type: kowen_kedro.datasets.OptionalDataset
+          dataset: {type: pandas.CSVDataset, filepath: data/01_raw/benchmarks/alpacaeval_df_gamed.csv}
+    """
+
+    def __init__(self, dataset: dict[str, Any] | str, metadata: dict[str, Any] | None = None):
+        config = {"type": dataset} if isinstance(dataset, str) else dict(dataset)
+        self._dataset = AbstractDataset.from_config("optional", config)
+        self.metadata = metadata
+
+    def load(self) -> Any:
+        return self._dataset.load() if self._dataset.exists() else None
+
+    def save(self, data: Any) -> None:
+        raise DatasetError(f"{self._dataset}: an optional raw input is read, not saved")
+
+    def _exists(self) -> bool:
+        return True
+
+    def _describe(self) -> dict[str, Any]:
+        return {"dataset": self._dataset._describe()}

@@ -48,12 +48,19 @@ XL_ALPACAEVAL_EXCLUDED = {
 def alpacaeval_prompts(source: Any, default_language: str = "en") -> pd.DataFrame:
     """Add ``id`` (``alpaca-<row>``) and ``language`` (``default_language``) where the source lacks them.
 
+    A source without ``id`` is in AlpacaEval's published schema (``instruction, output, generator,
+    dataset``): its rows are AlpacaEval's instructions in their published order, so each also gets
+    ``alpacaeval_index`` (its row), by which alpaca_eval's length-controlled GLM looks up the
+    instruction's difficulty.
+
     ``source``: a DataFrame (a local JSON/JSONL file) or a HF ``Dataset`` / ``DatasetDict`` (``HFDataset``).
     """
     df = as_frame(source)
     out = df.copy()
     if "id" not in out.columns:
         out["id"] = [f"alpaca-{i}" for i in range(len(out))]
+        if "alpacaeval_index" not in out.columns:
+            out["alpacaeval_index"] = range(len(out))
     if "language" not in out.columns:
         out["language"] = default_language
     out.attrs = dict(df.attrs)
@@ -80,8 +87,8 @@ def excluded(instruction: str, prefixes: Iterable[str] = XL_ALPACAEVAL_EXCLUDED.
 
 def xl_alpacaeval(prompts: pd.DataFrame, languages: list[str], seed: int, require_all_listed: bool = False
                   ) -> tuple[pd.DataFrame, dict]:
-    """(``id, language, instruction, source_instruction, template, dataset`` rows: one per kept prompt x
-    language; a report: prompts ``removed`` and ``kept``, and the Table-4 ids ``not_found`` in the source).
+    """(``id, language, instruction, source_instruction, template, dataset`` rows (+ ``alpacaeval_index``
+    when the prompts have it): one per kept prompt x language; a report: prompts ``removed`` and ``kept``, and the Table-4 ids ``not_found`` in the source).
 
     Raises:
         DataValidationError: a prompt without ``instruction`` (file, line, field); with
@@ -104,6 +111,7 @@ def xl_alpacaeval(prompts: pd.DataFrame, languages: list[str], seed: int, requir
                 "id": f"{base_id}-xl-{lang}", "language": lang,
                 "instruction": f"{r['instruction'].rstrip()} {template.format(lang=language_name(lang))}",
                 "source_instruction": r["instruction"], "template": template, "dataset": "xl_alpacaeval",
+                **({"alpacaeval_index": r["alpacaeval_index"]} if "alpacaeval_index" in r else {}),
             })
     not_found = sorted(set(XL_ALPACAEVAL_EXCLUDED) - removed)
     if require_all_listed and not_found:
@@ -112,7 +120,8 @@ def xl_alpacaeval(prompts: pd.DataFrame, languages: list[str], seed: int, requir
             f"XL-AlpacaEval removes the prompts of XL-Instruct's Table 4, but {len(not_found)} of them are not in the "
             f"source (ids {not_found}: {[XL_ALPACAEVAL_EXCLUDED[i][:40] for i in not_found]}); is it AlpacaEval's 805-prompt file?")
     report = {"removed": len(removed), "kept": kept, "not_found": len(not_found), "not_found_ids": not_found}
-    out = pd.DataFrame(rows, columns=["id", "language", "instruction", "source_instruction", "template", "dataset"])
+    columns = ["id", "language", "instruction", "source_instruction", "template", "dataset"]
+    out = pd.DataFrame(rows, columns=columns + (["alpacaeval_index"] if "alpacaeval_index" in prompts.columns else []))
     return out, report
 
 
@@ -128,7 +137,7 @@ def _missing(value: Any) -> bool:
     return is_missing(value) or (isinstance(value, list) and not value)
 
 
-def two_turn_set(source: Any, default_language: str = "en") -> pd.DataFrame:
+def two_turn_set(source: Any, default_language: str = "en", reference_answers: dict[str, list[str]] | None = None) -> pd.DataFrame:
     """MT-Bench style rows ``id, language, category, turns, reference``, validated.
 
     ``source``: a DataFrame (local JSON/JSONL) or a HF ``Dataset`` / ``DatasetDict``, in our format
@@ -136,6 +145,9 @@ def two_turn_set(source: Any, default_language: str = "en") -> pd.DataFrame:
     HuggingFaceH4's (``prompt_id``, ``prompt``). A missing ``language`` column becomes ``default_language``;
     ``reference`` (reference answers, one per turn) is a list or None; as in FastChat's published
     ``question.jsonl`` an empty string means "no reference for this turn" (question 103: ``["...", ""]``).
+    ``reference_answers`` (FastChat's reference-answer file, :func:`kowen_kedro.evaluation.fastchat.reference_answers`):
+    as in FastChat, the file's answers are the references of the questions it has; the question's own
+    ``reference`` is kept for the others (KoMT-Bench carries its references in the question rows).
 
     Raises:
         DataValidationError: a row without two non-empty turns, or a ``reference`` that is not a list of
@@ -167,4 +179,7 @@ def two_turn_set(source: Any, default_language: str = "en") -> pd.DataFrame:
                                       "expected a list of one or two reference answers (one per turn; \"\" for none)")
         elif not any(t.strip() for t in ref):  # FastChat writes "" for "no reference for this turn"
             references[r] = None
+    for r, qid in enumerate(rows["id"]):
+        if reference_answers and str(qid) in reference_answers:
+            references[r] = list(reference_answers[str(qid)])
     return rows.assign(reference=references).reset_index(drop=True)  # attrs (source, lines) carried along

@@ -105,20 +105,27 @@ def judge_pairs(
 ) -> list[dict[str, Any]]:
     """Judge model vs reference with seeded random positions; returns per-item records.
 
-    Each record has ``model_position`` ("A" or "B"), ``p_a`` (the judge's raw preference for A) and
-    ``preference`` (the preference for the *model*, position swap undone).
+    Each record has ``model_position`` ("A" or "B"), ``p_a`` (the judge's raw preference for A),
+    ``preference`` (the preference for the *model*, position swap undone) and ``identical``: identical
+    outputs are a tie (0.5) without a judge call, as alpaca_eval fixes them.
     """
     rng = random.Random(seed)
     positions = ["B" if rng.random() < 0.5 else "A" for _ in instructions]
+    identical = [m == r for m, r in zip(model_outputs, reference_outputs)]
+    todo = [i for i, same in enumerate(identical) if not same]
     messages = [
-        judge_messages(ins, *((m, r) if pos == "A" else (r, m)), lang)
-        for ins, m, r, lang, pos in zip(instructions, model_outputs, reference_outputs, languages, positions)
+        judge_messages(instructions[i], *((model_outputs[i], reference_outputs[i]) if positions[i] == "A"
+                                          else (reference_outputs[i], model_outputs[i])), languages[i])
+        for i in todo
     ]
-    p_a = judge.prefer_a(messages)
-    return [
-        {"model_position": pos, "p_a": p, "preference": None if p is None else (p if pos == "A" else 1.0 - p)}
-        for pos, p in zip(positions, p_a)
-    ]
+    p_a: list[float | None] = [None] * len(positions)
+    for i, p in zip(todo, judge.prefer_a(messages) if messages else []):
+        p_a[i] = p
+    records = []
+    for pos, p, same in zip(positions, p_a, identical):
+        pref = 0.5 if same else (None if p is None else (p if pos == "A" else 1.0 - p))
+        records.append({"model_position": pos, "p_a": p, "preference": pref, "identical": same})
+    return records
 
 
 @dataclass
@@ -138,6 +145,11 @@ class LocalChoiceJudge:
         keys = [call_key({"judge": self.name, "model": model_id, "messages": m, "kind": "expected_score", "range": [low, high]})
                 for m in messages]
         return cached_values(self.cache, keys, lambda todo: [self._grade(messages[i], low, high) for i in todo])
+
+    def grade_explained(self, messages: Sequence[list[dict[str, str]]], low: int = 1, high: int = 10) -> list[float | None]:
+        """A grading prompt that asks for an explanation before ``[[rating]]`` (FastChat's): a local judge
+        scores the candidate ratings directly, so this is :meth:`grade`."""
+        return self.grade(messages, low, high)
 
     def _grade(self, messages: list[dict[str, str]], low: int, high: int) -> float:
         import torch
@@ -177,19 +189,20 @@ class OpenAIJudge:
     cache: CallCache | None = None
     max_tokens: int = 16
     top_logprobs: int = 20
+    explain_max_tokens: int = 2048  # FastChat's judge: the explanation, then [[rating]]
     name: str = "openai"
 
-    def _key(self, messages, kind: str) -> str:
+    def _key(self, messages, kind: str, max_tokens: int) -> str:
         return call_key({"judge": self.name, "model": self.backend.model, "base_url": self.backend.base_url,
-                         "messages": messages, "kind": kind, "max_tokens": self.max_tokens})
+                         "messages": messages, "kind": kind, "max_tokens": max_tokens})
 
-    def _call(self, messages: list[dict[str, str]]) -> dict[str, Any]:
+    def _call(self, messages: list[dict[str, str]], max_tokens: int) -> dict[str, Any]:
         import openai
 
         from kowen_kedro.llm.backends import GenerationError
 
         client = self.backend._client()
-        kwargs = dict(model=self.backend.model, messages=messages, max_tokens=self.max_tokens, temperature=0.0)
+        kwargs = dict(model=self.backend.model, messages=messages, max_tokens=max_tokens, temperature=0.0)
         try:
             try:
                 resp = client.chat.completions.create(**kwargs, logprobs=True, top_logprobs=self.top_logprobs)
@@ -207,14 +220,16 @@ class OpenAIJudge:
             top = {t.token: t.logprob for t in (first.top_logprobs or [])} or {first.token: first.logprob}
         return {"text": (choice.message.content or "").strip(), "top_logprobs": top}
 
-    def replies(self, messages: Sequence[list[dict[str, str]]], kind: str) -> list[dict[str, Any]]:
+    def replies(self, messages: Sequence[list[dict[str, str]]], kind: str, max_tokens: int | None = None) -> list[dict[str, Any]]:
         from concurrent.futures import ThreadPoolExecutor
+
+        limit = self.max_tokens if max_tokens is None else max_tokens
 
         def compute(todo: list[int]) -> list[dict[str, Any]]:
             with ThreadPoolExecutor(max_workers=max(1, self.backend.concurrency)) as pool:
-                return list(pool.map(lambda i: self._call(messages[i]), todo))
+                return list(pool.map(lambda i: self._call(messages[i], limit), todo))
 
-        return cached_values(self.cache, [self._key(m, kind) for m in messages], compute)
+        return cached_values(self.cache, [self._key(m, kind, limit) for m in messages], compute)
 
     def prefer_a(self, messages: Sequence[list[dict[str, str]]]) -> list[float | None]:
         from kowen_kedro.evaluation.verdicts import pairwise_verdict
@@ -225,6 +240,20 @@ class OpenAIJudge:
         from kowen_kedro.evaluation.verdicts import score_verdict
 
         return [score_verdict(r["text"], low, high, r["top_logprobs"]) for r in self.replies(messages, f"grade{low}-{high}")]
+
+    def grade_explained(self, messages: Sequence[list[dict[str, str]]], low: int = 1, high: int = 10) -> list[float | None]:
+        """FastChat's single-answer grading: the judge explains, then writes ``[[rating]]`` (up to
+        ``explain_max_tokens``); the last rating of the reply is read (:func:`~kowen_kedro.evaluation.fastchat.rating`)."""
+        import logging
+
+        from kowen_kedro.evaluation.fastchat import rating, rating_count
+
+        replies = self.replies(messages, "explained", self.explain_max_tokens)
+        several = sum(rating_count(r["text"]) > 1 for r in replies)
+        if several:
+            logging.getLogger(__name__).warning("%d of %d judge replies state several [[ratings]]: the last one is read "
+                                                "(FastChat's parser reads the first)", several, len(replies))
+        return [rating(r["text"]) for r in replies]
 
 
 def make_judges(cfg: dict[str, Any], local_model: str, cache: CallCache | None):

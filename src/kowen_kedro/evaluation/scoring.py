@@ -42,24 +42,33 @@ def answer_two_turns(generator, rows: pd.DataFrame, params) -> pd.DataFrame:
     return rows.assign(answers=[[a, o[0].text] for a, o in zip(a1, second)])
 
 
-def grade_two_turns(judge, answers: pd.DataFrame) -> pd.DataFrame:
+def grade_two_turns(judge, answers: pd.DataFrame, fastchat_prompts: dict | None = None) -> pd.DataFrame:
     """``score_turn1`` / ``score_turn2`` (1-10, None = unreadable reply) for every conversation.
 
     Questions of a :data:`REFERENCE_CATEGORIES` category that carry ``reference`` answers are graded
-    against them (FastChat's rule); other categories ignore a reference.
+    against them (FastChat's rule); other categories ignore a reference. ``fastchat_prompts``
+    (:func:`kowen_kedro.evaluation.fastchat.judge_prompts`): FastChat's own judge prompts, the judge
+    explaining before ``[[rating]]``; None: the project's prompts, which ask for the rating alone.
     """
+    from kowen_kedro.evaluation import fastchat
+
     out = answers.copy()
     refs = answers["reference"] if "reference" in answers.columns else [None] * len(answers)
-    refs = [r if c in REFERENCE_CATEGORIES else None for r, c in zip(refs, answers["category"])]
     for turn in (1, 2):
-        messages = [turn_messages(t, a, turn, lang, ref)
-                    for t, a, lang, ref in zip(answers["turns"], answers["answers"], answers["language"], refs)]
+        if fastchat_prompts is not None:
+            messages = [fastchat.turn_messages(fastchat_prompts, t, a, turn, c, ref)
+                        for t, a, c, ref in zip(answers["turns"], answers["answers"], answers["category"], refs)]
+            out[f"score_turn{turn}"] = judge.grade_explained(messages, 1, 10)
+            continue
+        messages = [turn_messages(t, a, turn, lang, ref if c in REFERENCE_CATEGORIES else None)
+                    for t, a, lang, ref, c in zip(answers["turns"], answers["answers"], answers["language"], refs, answers["category"])]
         out[f"score_turn{turn}"] = judge.grade(messages, 1, 10)
     return out
 
 
 def mt_bench_table(graded: pd.DataFrame) -> pd.DataFrame:
-    """Mean 1st / 2nd-turn score per language and overall (unreadable replies left out)."""
+    """Mean 1st / 2nd-turn score per language and overall, and their ``average`` as FastChat's
+    ``show_result.py`` computes it: the mean of every score of both turns (unreadable replies left out)."""
     rows = []
     for lang in sorted(graded["language"].unique()) + ["all"]:
         part = graded if lang == "all" else graded[graded["language"] == lang]

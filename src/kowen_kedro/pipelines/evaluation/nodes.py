@@ -9,10 +9,11 @@ import tempfile
 import pandas as pd
 
 from kowen_kedro.data.validation import validate_records
+from kowen_kedro.evaluation import alpacaeval as ae
 from kowen_kedro.evaluation.benchmarks import alpacaeval_prompts, two_turn_set, xl_alpacaeval
 from kowen_kedro.evaluation.judges import judge_pairs, make_judges
 from kowen_kedro.evaluation.nlu import local_mc_tasks, run_lm_eval
-from kowen_kedro.evaluation.reports import iteration_curve_figure, report_markdown, report_table
+from kowen_kedro.evaluation.reports import absent_notes, iteration_curve_figure, report_markdown, report_table
 from kowen_kedro.evaluation.scoring import (
     answer_two_turns,
     check_unparseable,
@@ -21,7 +22,6 @@ from kowen_kedro.evaluation.scoring import (
     mt_bench_table,
     rubric_table,
 )
-from kowen_kedro.evaluation.winrate import win_rate
 from kowen_kedro.langid import fidelity
 from kowen_kedro.llm.backends import SamplingParams
 from kowen_kedro.model_identity import model_identity
@@ -30,6 +30,11 @@ from kowen_kedro.runtime import as_mlflow_metrics, cached_generator, call_cache,
 logger = logging.getLogger(__name__)
 
 EVAL_FIELDS = {"id": str, "language": str, "instruction": str}
+REFERENCES = ("sft", "published")
+
+
+def _eval_columns(prompts: pd.DataFrame) -> list[str]:
+    return ["id", "language", "instruction"] + (["alpacaeval_index"] if "alpacaeval_index" in prompts.columns else [])
 
 
 def generate_outputs_node(model: str, eval_prompts: pd.DataFrame, params: dict, llm: dict) -> pd.DataFrame:
@@ -40,9 +45,26 @@ def generate_outputs_node(model: str, eval_prompts: pd.DataFrame, params: dict, 
     outs = gen.generate(
         [[{"role": "user", "content": p}] for p in eval_prompts["instruction"]], SamplingParams.from_dict(params["sampling"]), n=1
     )
-    return eval_prompts[["id", "language", "instruction"]].assign(
+    return eval_prompts[_eval_columns(eval_prompts)].assign(
         output=[o[0].text for o in outs], finish_reason=[o[0].finish_reason for o in outs], generator=model
     )
+
+
+def reference_outputs_node(sft_model: str, eval_prompts: pd.DataFrame, params: dict, llm: dict, reference: str) -> pd.DataFrame:
+    """The outputs the policy's answers are judged against.
+
+    ``reference``: ``sft`` - the SFT model's answers; ``published`` - the prompt file's own ``output``
+    (and ``generator``) columns, as AlpacaEval publishes them (AlpacaEval 2.0:
+    ``alpaca_eval_gpt4_baseline.json``, gpt4_1106_preview's outputs).
+    """
+    if reference not in REFERENCES:
+        raise ValueError(f"evaluation.alpacaeval.reference: expected one of {list(REFERENCES)}, not {reference!r}")
+    if reference == "sft":
+        return generate_outputs_node(sft_model, eval_prompts, params, llm)
+    prompts = alpacaeval_prompts(eval_prompts)
+    validate_records(prompts, {**EVAL_FIELDS, "output": str})
+    generator = prompts["generator"] if "generator" in prompts.columns else "published reference"
+    return prompts[_eval_columns(prompts)].assign(output=prompts["output"], finish_reason="published", generator=generator)
 
 
 def _judges(registry: dict, params: dict, llm: dict):
@@ -55,39 +77,68 @@ def judge_node(model_outputs: pd.DataFrame, reference_outputs: pd.DataFrame, reg
     pairwise, _ = _judges(registry, params, llm)
     records = judge_pairs(pairwise, list(model_outputs["instruction"]), list(model_outputs["output"]), list(ref["output"]),
                           list(model_outputs["language"]), seed=int(params["seed"]))
+    identical = sum(r["identical"] for r in records)
+    if identical:
+        logger.info("%d of %d outputs equal their reference: ties, not sent to the judge", identical, len(records))
     return pd.concat([model_outputs[["id", "language"]].reset_index(drop=True), pd.DataFrame(records)], axis=1)
 
 
-def summarize_node(judgements: pd.DataFrame, model_outputs: pd.DataFrame, languages: list[str], params: dict,
-                   name: str = "alpacaeval") -> tuple[pd.DataFrame, dict]:
-    """Win rate +- SE and language fidelity (share of outputs in the requested language), per language and overall.
+def _label(outputs: pd.DataFrame, default: str) -> str:
+    return str(outputs["generator"].iloc[0]) if "generator" in outputs.columns and len(outputs) else default
 
-    Unreadable verdicts are counted and left out; above ``max_unparseable_share`` the node fails.
+
+def summarize_node(judgements: pd.DataFrame, model_outputs: pd.DataFrame, reference_outputs: pd.DataFrame, df_gamed,
+                   languages: list[str], params: dict, alpacaeval: dict, name: str = "alpacaeval",
+                   say_why: bool = True) -> tuple[pd.DataFrame, dict]:
+    """AlpacaEval 2.0 numbers by the ``alpaca-eval`` package (:mod:`kowen_kedro.evaluation.alpacaeval`) and
+    language fidelity (share of outputs in the requested language), per language and overall.
+
+    Win rate + SE, discrete win rate, n (readable verdicts), n_dropped (unreadable ones: above
+    ``max_unparseable_share`` the node fails) and draws; the length-controlled win rate + SE where its
+    inputs exist (``df_gamed``, AlpacaEval's instructions, its published reference), else the reason it is
+    absent (``lc_absent`` column; logged unless ``say_why`` is False).
     """
     counts = check_unparseable([None if pd.isna(p) else p for p in judgements["preference"]], name,
                                float(params.get("max_unparseable_share", 0.05)))
     fid = model_outputs.assign(in_language=fidelity(model_outputs["output"], model_outputs["language"], languages))
+    ref = reference_outputs.set_index("id").loc[model_outputs["id"]]
+    has_index = "alpacaeval_index" in model_outputs.columns and model_outputs["alpacaeval_index"].notna().all()
+    published = alpacaeval.get("reference", {}).get(name, "sft") == "published"
+    annotated = ae.annotations(
+        model_outputs["instruction"], model_outputs["output"], ref["output"],
+        [None if pd.isna(p) else p for p in judgements["preference"]],
+        model=_label(model_outputs, "policy"), reference=_label(reference_outputs, "reference"),
+        index=model_outputs["alpacaeval_index"] if has_index else None)
+    language = list(model_outputs["language"])
     rows = []
     for lang in sorted(judgements["language"].unique()) + ["all"]:
-        j = judgements if lang == "all" else judgements[judgements["language"] == lang]
+        mask = [True] * len(language) if lang == "all" else [x == lang for x in language]
+        part = annotated[mask]
         f = fid if lang == "all" else fid[fid["language"] == lang]
-        prefs = j["preference"].dropna()
-        wr, se = win_rate(prefs) if len(prefs) else (float("nan"), float("nan"))
-        rows.append({"benchmark": name, "language": lang, "n": len(prefs), "win_rate": wr, "win_rate_se": se,
+        h2h = ae.head_to_head(part)
+        reason = ae.lc_absent_reason(part, df_gamed, published, has_index)
+        lc = ae.length_controlled(part, df_gamed) if reason is None else dict.fromkeys(ae.LENGTH_CONTROLLED, float("nan"))
+        rows.append({"benchmark": name, "language": lang, "n": h2h["n_total"], "n_dropped": h2h["n_dropped"],
+                     "win_rate": h2h["win_rate"], "win_rate_se": h2h["standard_error"],
+                     "discrete_win_rate": h2h["discrete_win_rate"], "n_wins": h2h["n_wins"],
+                     "n_wins_base": h2h["n_wins_base"], "n_draws": h2h["n_draws"], **lc, "lc_absent": reason or "",
                      "language_fidelity": float(f["in_language"].mean())})
+    if rows[-1]["lc_absent"] and say_why:
+        logger.info("%s: no length-controlled win rate: %s", name, rows[-1]["lc_absent"])
     table = pd.DataFrame(rows)
-    metrics = {f"{name}.{col}.{r['language']}": r[col] for r in rows for col in ("win_rate", "win_rate_se", "language_fidelity")}
+    cols = ("win_rate", "win_rate_se", "discrete_win_rate", *ae.LENGTH_CONTROLLED, "n", "n_dropped", "n_draws", "language_fidelity")
+    metrics = {f"{name}.{col}.{r['language']}": r[col] for r in rows for col in cols}
     if name == "alpacaeval":  # the headline numbers keep their short names
         metrics.update({f"{col}.{r['language']}": r[col] for r in rows for col in ("win_rate", "win_rate_se", "language_fidelity")})
     return table, as_mlflow_metrics({**metrics, **counts})
 
 
-def summarize_xl_node(judgements: pd.DataFrame, model_outputs: pd.DataFrame, languages: list[str], params: dict):
-    return summarize_node(judgements, model_outputs, languages, params, name="xl_alpacaeval")
+def summarize_xl_node(judgements, model_outputs, reference_outputs, df_gamed, languages, params, alpacaeval):
+    return summarize_node(judgements, model_outputs, reference_outputs, df_gamed, languages, params, alpacaeval, name="xl_alpacaeval")
 
 
-def summarize_m_node(judgements: pd.DataFrame, model_outputs: pd.DataFrame, languages: list[str], params: dict):
-    return summarize_node(judgements, model_outputs, languages, params, name="m_alpacaeval")
+def summarize_m_node(judgements, model_outputs, reference_outputs, df_gamed, languages, params, alpacaeval):
+    return summarize_node(judgements, model_outputs, reference_outputs, df_gamed, languages, params, alpacaeval, name="m_alpacaeval")
 
 
 def xl_alpacaeval_node(eval_prompts: pd.DataFrame, params: dict, source_language: str) -> tuple[pd.DataFrame, dict]:
@@ -101,15 +152,34 @@ def xl_alpacaeval_node(eval_prompts: pd.DataFrame, params: dict, source_language
     return rows, as_mlflow_metrics({k: v for k, v in report.items() if k != "not_found_ids"})
 
 
-def mt_bench_node(model: str, prompts: pd.DataFrame, registry: dict, generation: dict, judge: dict, llm: dict,
-                  languages: list[str], params: dict):
+JUDGE_PROMPTS = ("project", "fastchat")
+
+
+def mt_bench_node(model: str, prompts: pd.DataFrame, reference_answers, judge_prompts, registry: dict, generation: dict,
+                  judge: dict, llm: dict, languages: list[str], params: dict):
     """Two-turn answers of ``model``, their 1-10 grades per turn (turn 2 with turn-1 context; math /
     reasoning / coding against reference answers where the questions have them) and the language
-    fidelity of both answers. ``params["language"]``: language of a question file without a language column."""
-    rows = two_turn_set(prompts, params.get("language", "en"))
+    fidelity of both answers.
+
+    ``reference_answers``: FastChat's reference-answer file (None: the questions' own ``reference``).
+    ``params``: ``language`` (of a question file without a language column); ``judge_prompts``:
+    ``project`` (the project's prompts, the tiny default) or ``fastchat`` (``judge_prompts``, FastChat's
+    ``judge_prompts.jsonl``: the judge explains before ``[[rating]]``, the last rating is read).
+    """
+    from kowen_kedro.evaluation import fastchat
+
+    kind = params.get("judge_prompts", "project")
+    if kind not in JUDGE_PROMPTS:
+        raise ValueError(f"evaluation.mt_bench.judge_prompts: expected one of {list(JUDGE_PROMPTS)}, not {kind!r}")
+    references = fastchat.reference_answers(reference_answers) if reference_answers is not None else None
+    rows = two_turn_set(prompts, params.get("language", "en"), references)
+    if references is not None:
+        logger.info("MT-Bench: reference answers of %d of %d questions from the reference-answer file",
+                    sum(str(q) in references for q in rows["id"]), len(rows))
+    prompts_fc = fastchat.judge_prompts(judge_prompts) if kind == "fastchat" else None
     answers = answer_two_turns(cached_generator(model, generation["backend"], llm), rows, SamplingParams.from_dict(generation["sampling"]))
     _, grader = _judges(registry, judge, llm)
-    graded = grade_two_turns(grader, answers)
+    graded = grade_two_turns(grader, answers, prompts_fc)
     share = float(judge.get("max_unparseable_share", 0.05))
     counts = check_unparseable(list(graded["score_turn1"]) + list(graded["score_turn2"]), "mt_bench", share)
     flat = [(a, lang) for pair, lang in zip(graded["answers"], graded["language"]) for a in pair]
@@ -148,10 +218,10 @@ def nlu_node(model: str, local_tasks: pd.DataFrame, params: dict) -> tuple[pd.Da
 
 
 def iteration_curve_node(*args) -> tuple[pd.DataFrame, object]:
-    """Win rate vs the SFT model and language fidelity of every enabled DPO iteration (Kowen Figure 2).
+    """Win rate vs the reference and language fidelity of every enabled DPO iteration (Kowen Figure 2).
 
-    The SFT model's answers are the evaluation's ``reference_eval_outputs``; each iteration's policy
-    answers the same prompts (through the call cache).
+    The reference is the evaluation's ``reference_eval_outputs`` (the SFT model's answers, or the
+    published reference outputs); each iteration's policy answers the same prompts (through the call cache).
     """
     *policies, sft_model, reference, eval_prompts, registry, generation, judge, llm, languages = args
     rows, previous = [], model_identity(sft_model)
@@ -162,9 +232,11 @@ def iteration_curve_node(*args) -> tuple[pd.DataFrame, object]:
             continue
         previous = identity
         outputs = generate_outputs_node(policy, eval_prompts, generation, llm)
-        table, _ = summarize_node(judge_node(outputs, reference, registry, judge, llm), outputs, languages, judge, name=f"dpo_iter_{i}")
+        table, _ = summarize_node(judge_node(outputs, reference, registry, judge, llm), outputs, reference, None, languages, judge, {},
+                                  name=f"dpo_iter_{i}", say_why=False)
         rows += [{"iteration": i, **r} for r in table.drop(columns="benchmark").to_dict("records")]
-    curve = pd.DataFrame(rows, columns=["iteration", "language", "n", "win_rate", "win_rate_se", "language_fidelity"])
+    curve = pd.DataFrame(rows, columns=["iteration", "language", "n", "n_dropped", "win_rate", "win_rate_se", "discrete_win_rate",
+                                        "language_fidelity"])
     return curve, iteration_curve_figure(curve)
 
 
@@ -172,4 +244,4 @@ def report_node(alpacaeval: pd.DataFrame, xl: pd.DataFrame, m: pd.DataFrame, mt_
                 nlu: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     """One table of every evaluation number, per language (CSV + markdown artifacts)."""
     table = report_table(alpacaeval, xl, mt_bench, rubric, nlu, m=m)
-    return table, report_markdown(table)
+    return table, report_markdown(table, absent_notes(alpacaeval, m, xl))

@@ -1,6 +1,8 @@
 """evaluation: the aligned policy against the SFT model and on its own.
 
-* AlpacaEval-style pairwise win rate on the multilingual prompts, on their machine translation
+* AlpacaEval 2.0 numbers (win rate + SE, discrete win rate, length-controlled win rate where its inputs
+  exist; computed by the alpaca-eval package) against the SFT model's answers or the published
+  reference outputs, on the multilingual prompts, on their machine translation
   (m-AlpacaEval style, from translation_qe) and on XL-AlpacaEval (cross-lingual: English prompt +
   "Answer in {lang}"), with language fidelity;
 * MT-Bench style 1-10 grades for turn 1 and turn 2; XL-Instruct's 1-5 rubric;
@@ -33,6 +35,7 @@ from .nodes import (
     judge_node,
     mt_bench_node,
     nlu_node,
+    reference_outputs_node,
     report_node,
     rubric_node,
     summarize_m_node,
@@ -85,15 +88,16 @@ def gold_pipeline() -> Pipeline:
     ])
 
 
-def _pairwise(prompts: str, prefix: str, summarize, summary: str) -> list[Node]:
+def _pairwise(prompts: str, prefix: str, summarize, summary: str, benchmark: str) -> list[Node]:
     return [
         Node(generate_outputs_node, inputs=["aligned_policy", prompts, GEN, "params:llm"],
              outputs=f"{prefix}policy_eval_outputs", name=f"generate_{prefix}policy_outputs_node"),
-        Node(generate_outputs_node, inputs=["sft_model", prompts, GEN, "params:llm"],
+        Node(reference_outputs_node, inputs=["sft_model", prompts, GEN, "params:llm", f"params:evaluation.alpacaeval.reference.{benchmark}"],
              outputs=f"{prefix}reference_eval_outputs", name=f"generate_{prefix}reference_outputs_node"),
         Node(judge_node, inputs=[f"{prefix}policy_eval_outputs", f"{prefix}reference_eval_outputs", "model_registry", JUDGE, "params:llm"],
              outputs=f"{prefix}judgements", name=f"judge_{prefix}pairwise_node"),
-        Node(summarize, inputs=[f"{prefix}judgements", f"{prefix}policy_eval_outputs", "params:languages", JUDGE],
+        Node(summarize, inputs=[f"{prefix}judgements", f"{prefix}policy_eval_outputs", f"{prefix}reference_eval_outputs",
+                                "alpacaeval_df_gamed", "params:languages", JUDGE, "params:evaluation.alpacaeval"],
              outputs=[summary, f"{prefix}evaluation_metrics" if prefix else "evaluation_metrics"],
              name=f"summarize_{prefix}evaluation_node"),
     ]
@@ -102,12 +106,13 @@ def _pairwise(prompts: str, prefix: str, summarize, summary: str) -> list[Node]:
 def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
-            *_pairwise("eval_prompts_raw", "", summarize_node, "evaluation_summary"),
+            *_pairwise("eval_prompts_raw", "", summarize_node, "evaluation_summary", "alpacaeval"),
             Node(xl_alpacaeval_node, inputs=["eval_prompts_raw", "params:evaluation.xl_alpacaeval", "params:source_language"],
                  outputs=["xl_alpacaeval_prompts", "xl_alpacaeval_build_metrics"], name="build_xl_alpacaeval_node"),
-            *_pairwise("xl_alpacaeval_prompts", "xl_", summarize_xl_node, "xl_alpacaeval_summary"),
-            *_pairwise("m_alpacaeval_prompts", "m_", summarize_m_node, "m_alpacaeval_summary"),
-            Node(mt_bench_node, inputs=["aligned_policy", "mt_bench_prompts_raw", "model_registry", GEN, JUDGE, "params:llm",
+            *_pairwise("xl_alpacaeval_prompts", "xl_", summarize_xl_node, "xl_alpacaeval_summary", "xl_alpacaeval"),
+            *_pairwise("m_alpacaeval_prompts", "m_", summarize_m_node, "m_alpacaeval_summary", "m_alpacaeval"),
+            Node(mt_bench_node, inputs=["aligned_policy", "mt_bench_prompts_raw", "mt_bench_reference_answers_raw",
+                                        "mt_bench_judge_prompts", "model_registry", GEN, JUDGE, "params:llm",
                                         "params:languages", "params:evaluation.mt_bench"],
                  outputs=["mt_bench_grades", "mt_bench_summary", "mt_bench_metrics"], name="mt_bench_node"),
             Node(rubric_node, inputs=["policy_eval_outputs", "model_registry", JUDGE, "params:llm"],

@@ -133,9 +133,11 @@ def translate_eval_set_node(eval_prompts: pd.DataFrame, registry: dict, params: 
 
     _check_languages(src, tgt)
     prompts = alpacaeval_prompts(eval_prompts, src)
-    pool = prompts[prompts["language"] == src][["id", "instruction"]].reset_index(drop=True)
+    index = ["alpacaeval_index"] if "alpacaeval_index" in prompts.columns else []  # kept for AlpacaEval's LC fit
+    pool = prompts[prompts["language"] == src][["id", "instruction", *index]].reset_index(drop=True)
     out = _run(pool, ["instruction"], registry, params, llm, src, tgt)
     kept, report = keep_best(out, 0.0)
+    extra = {c: kept[c] for c in index}
     return pd.DataFrame({
         "id": [f"{i}-m-{tgt}" for i in kept["id"]],
         "language": tgt,
@@ -143,4 +145,5 @@ def translate_eval_set_node(eval_prompts: pd.DataFrame, registry: dict, params: 
         "source_instruction": kept["instruction"],
         "qe_score": kept["qe_score"],
         "dataset": "m_alpacaeval",
+        **extra,
     }), as_mlflow_metrics(report)
