@@ -84,6 +84,7 @@ def scratch_project(root: Path, raw_data: bool = True) -> Path:
     for item in ("pyproject.toml", ".telemetry"):
         shutil.copy(ROOT / item, root / item)
     shutil.copytree(ROOT / "conf" / "base", root / "conf" / "base")
+    shutil.copy(ROOT / "conf" / "logging.yml", root / "conf" / "logging.yml")  # the console a user sees
     (root / "conf" / "local").mkdir()
     (root / "src").mkdir()
     if raw_data:

@@ -173,7 +173,7 @@ DataCatalog.from_config({"en_single_turn": {**entry, "filepath": out}}).save("en
 
 @pytest.mark.slow
 def test_sampled_teacher_data_killed_and_resumed_is_byte_identical(tiny_models, world, tmp_path):
-    """Issue 15: a sample is a function of its key (request, settings, sample index), so a generation
+    """A sample is a function of its key (request, settings, sample index), so a generation
     killed with SIGKILL and resumed with another batch size writes exactly the bytes of an uninterrupted
     run (the real node, the transformers backend sampling at temperature 1, the catalog's dataset)."""
     from conftest import ROOT

@@ -74,3 +74,30 @@ def test_quiet_drops_the_listed_third_party_warnings_only():
     assert not quiet.filter(record("mlflow/pyfunc/utils/data_validation.py:187: UserWarning: \x1b[33mAdd type hints to the `predict`"))
     assert not quiet.filter(record("omegaconf_config.py:637: UserWarning: register_new_resolver() is deprecated"))
     assert quiet.filter(record("kowen_kedro/x.py:3: UserWarning: something new"))
+
+
+def test_the_console_hook_prints_a_line_per_node_and_the_claims_table(caplog, tmp_path):
+    """The run's console: a counted line per node with its time; at the end the claims table of
+    gold/effects.md (not its per-policy sections), the MLflow run and the commands to look further."""
+    import logging
+    from types import SimpleNamespace
+
+    from kowen_kedro.hooks import ConsoleHook, claims_section
+
+    md = "# Gold effects\n\nintro\n\n| claim | held |\n|---|---|\n| a | yes |\n\n## Gold decomposed per policy\n\n| x |\n"
+    assert claims_section(md) == ["# Gold effects", "", "intro", "", "| claim | held |", "|---|---|", "| a | yes |"]
+
+    nodes = [SimpleNamespace(name=f"n{i}_node") for i in range(12)]
+    pipeline = SimpleNamespace(nodes=nodes, all_outputs=lambda: {"gold_effects_md"})
+    catalog = SimpleNamespace(load=lambda name: md)
+    hook = ConsoleHook()
+    with caplog.at_level(logging.INFO, logger="kowen_kedro.console"):
+        hook.before_pipeline_run({"env": None}, pipeline)
+        for node in nodes:
+            hook.before_node_run(node)
+            hook.after_node_run(node)
+        hook.after_pipeline_run(pipeline, catalog)
+    lines = [r.getMessage() for r in caplog.records if r.name == "kowen_kedro.console"]
+    assert lines[0].startswith("kowen-kedro: 12 nodes (env base)")
+    assert lines[1].startswith("[ 1/12] n0_node ") and lines[12].startswith("[12/12] n11_node ") and lines[12].endswith(" s")
+    assert "| a | yes |" in lines[-1] and "Gold decomposed" not in lines[-1] and "make mlflow-ui" in lines[-1]

@@ -164,3 +164,28 @@ def test_cached_values_computes_each_missing_key_once_and_stores_first(tmp_path)
     assert cached_values(None, ["x", "x"], lambda todo: [len(todo)]) == [1, 1]
     with pytest.raises(ValueError, match="2 keys"):
         cached_values(None, ["p", "q"], lambda todo: [0])
+
+
+def test_cached_values_stores_each_part_before_computing_the_next(tmp_path):
+    """A crash in the third part keeps the first two: the rerun computes only the rest, in the same parts."""
+    from kowen_kedro.llm.cache import cached_values
+
+    cache = CallCache(tmp_path / "c.sqlite")
+    keys = [f"k{i}" for i in range(10)]
+    parts = []
+
+    def crashing(todo):
+        parts.append(list(todo))
+        if len(parts) == 3:
+            raise RuntimeError("killed")
+        return [int(keys[i][1:]) * 10 for i in todo]
+
+    with pytest.raises(RuntimeError, match="killed"):
+        cached_values(cache, keys, crashing, flush_every=3)
+    assert parts == [[0, 1, 2], [3, 4, 5], [6, 7, 8]] and len(cache) == 6
+    parts.clear()
+    assert cached_values(cache, keys, lambda todo: parts.append(list(todo)) or [int(keys[i][1:]) * 10 for i in todo],
+                         flush_every=3) == [i * 10 for i in range(10)]
+    assert parts == [[6, 7, 8], [9]] and len(cache) == 10
+    with pytest.raises(ValueError, match="flush_every"):
+        cached_values(cache, keys, crashing, flush_every=0)

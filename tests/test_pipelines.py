@@ -26,6 +26,20 @@ def test_registry_has_the_six_stages_and_default(project):
     assert {n.name for n in default.nodes} == {n.name for name in STAGES | {"models"} for n in project[name].nodes}
 
 
+def test_the_iteration_curve_is_nodes_per_iteration(project):
+    """Each DPO iteration's evaluation is three nodes in its namespace; the curve node only gathers."""
+    evaluation = project["evaluation"]
+    names = {n.name for n in evaluation.nodes}
+    for i in (1, 2, 3):
+        for step in ("generate_eval_outputs_node", "judge_eval_outputs_node", "summarize_eval_node"):
+            assert f"dpo_iter_{i}.{step}" in names
+    (curve,) = [n for n in evaluation.nodes if n.name == "iteration_curve_node"]
+    assert curve.inputs == ["sft_model", "dpo_iter_1.policy", "dpo_iter_2.policy", "dpo_iter_3.policy",
+                            "dpo_iter_1.eval_summary", "dpo_iter_2.eval_summary", "dpo_iter_3.eval_summary"]
+    (gen,) = [n for n in evaluation.nodes if n.name == "dpo_iter_2.generate_eval_outputs_node"]
+    assert gen.inputs[:2] == ["dpo_iter_2.policy", "eval_prompts_raw"]
+
+
 def test_dpo_iterations_are_chained(project):
     nodes = {n.name: n for n in project["preference_alignment"].nodes}
     assert "sft_model" in nodes["dpo_iter_1.train_dpo_node"].inputs

@@ -125,3 +125,22 @@ def _sqlite_texts(path: Path):
                         yield table, value
     finally:
         con.close()
+
+
+def test_the_console_is_one_line_per_node_and_ends_with_the_results(japanese_run):
+    """What `kedro run` prints (this run's console, captured): a line per node with its time, the
+    training launches as progress bars, warnings; at the end the claims table, the MLflow run and the
+    commands that open the results - about 200 lines, the details in info.log."""
+    import re
+
+    text = (japanese_run / "run.log").read_bytes().decode(errors="replace")  # "\r" (a bar's update) is no new line
+    assert text.count("\n") <= 210, f"{text.count(chr(10))} console lines"
+    (total,) = [int(n) for n in re.findall(r"^kowen-kedro: (\d+) nodes", text, re.MULTILINE)]
+    node_lines = re.findall(r"^\[\s*(\d+)/(\d+)\] (\S+) +[\d.]+ s$", text.replace("\r", "\n"), re.MULTILINE)
+    assert len(node_lines) == total and [int(i) for i, _, _ in node_lines] == list(range(1, total + 1))
+    assert "gold_effects_node" in {name for _, _, name in node_lines}
+    assert "| claim | paper | lang | measured | SE | criterion | held |" in text and "## Gold decomposed" not in text
+    assert re.search(r"^MLflow run [0-9a-f]{32}$", text, re.MULTILINE) and "make mlflow-ui" in text
+    assert "{'loss'" not in text  # the step-by-step losses are in the launches' logs and info.log
+    assert re.search(r"training sft: \d+ logs", text) and "training dpo_iter_1 (dpo)" in text  # launches as progress bars
+    assert (japanese_run / "info.log").stat().st_size > 10 * len(text)

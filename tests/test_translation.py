@@ -126,3 +126,66 @@ def test_tiny_seq2seq_translates_offline_and_rejects_long_sources(tiny_models, t
         mt.translate(["word " * 200], "en", "ko")
     with pytest.raises(ValueError, match="no language token"):
         mt.translate(["Hola."], "es", "ko")
+
+
+QE_RUN = """
+import json, sys
+from kowen_kedro.llm.cache import CallCache
+from kowen_kedro.translation.qe import CometQE
+cache, ckpt, pairs_file, out, log = sys.argv[1:6]
+pairs = json.load(open(pairs_file))
+qe = CometQE(ckpt, batch_size=8, cache=CallCache(cache))
+model = qe._load()
+predict = model.predict
+
+def counted(samples, **kwargs):  # every pair the model scores, in order
+    with open(log, "a") as f:
+        f.write("".join(s["mt"] + "\\n" for s in samples))
+    return predict(samples, **kwargs)
+
+model.predict = counted
+scores = qe.score([p["src"] for p in pairs], [p["mt"] for p in pairs])
+open(out, "w").write(json.dumps(scores))
+"""
+
+
+@pytest.mark.slow
+def test_qe_scoring_killed_mid_way_resumes_and_writes_the_same_bytes(tiny_models, world, tmp_path):
+    """COMET QE stores every 4 batches as it goes: after SIGKILL the rerun scores only the pairs not yet
+    stored and writes exactly the bytes of an uninterrupted run."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from kowen_kedro.llm.cache import CallCache
+
+    rows = world["parallel_sentences"].to_dict("records")
+    pairs = [{"src": r["en"], "mt": f"{r['ko']} #{i}"} for i, r in enumerate(rows * 8)][:480]  # 480 distinct pairs
+    (tmp_path / "pairs.json").write_text(json.dumps(pairs, ensure_ascii=False))
+    script = tmp_path / "qe.py"
+    script.write_text(QE_RUN)
+
+    def run(name):
+        return [sys.executable, str(script), str(tmp_path / f"{name}.sqlite"), tiny_models["models"]["qe"],
+                str(tmp_path / "pairs.json"), str(tmp_path / f"{name}.json"), str(tmp_path / f"{name}.log")]
+
+    subprocess.run(run("a"), check=True, capture_output=True)
+    cache_b = tmp_path / "b.sqlite"
+    proc = subprocess.Popen(run("b"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and (not cache_b.exists() or len(CallCache(cache_b)) < 96):
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    stored = len(CallCache(cache_b))
+    scored_before = (tmp_path / "b.log").read_text().splitlines()
+    assert 96 <= stored < 480 and stored % 32 == 0 and not (tmp_path / "b.json").exists()
+    assert len(scored_before) - 32 <= stored <= len(scored_before)  # at most the part in flight was lost
+    (tmp_path / "b.log").write_text("")
+    subprocess.run(run("b"), check=True, capture_output=True)
+    rescored = (tmp_path / "b.log").read_text().splitlines()
+    assert len(rescored) == 480 - stored and set(rescored).isdisjoint(scored_before[:stored])  # only what was missing
+    assert (tmp_path / "a.json").read_bytes() == (tmp_path / "b.json").read_bytes()

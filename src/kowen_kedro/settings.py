@@ -2,10 +2,10 @@
 
 from kedro.config import OmegaConfigLoader
 
-from kowen_kedro.hooks import CredentialsEnvHook, WorldOracleHook
+from kowen_kedro.hooks import ConsoleHook, CredentialsEnvHook, WorldOracleHook
 from kowen_kedro.offline import configure_offline
 
-HOOKS = (CredentialsEnvHook(), WorldOracleHook())
+HOOKS = (CredentialsEnvHook(), WorldOracleHook(), ConsoleHook())
 
 configure_offline()
 

@@ -70,25 +70,32 @@ class CallCache:
             self._conn.close()
 
 
-def cached_values(cache: CallCache | None, keys: list[str], compute: Callable[[list[int]], list[Any]]) -> list[Any]:
+def cached_values(cache: CallCache | None, keys: list[str], compute: Callable[[list[int]], list[Any]],
+                  flush_every: int = 64) -> list[Any]:
     """The value of each key: from ``cache`` when present, else from ``compute``.
 
     ``compute`` gets the positions (in ``keys``) of the first occurrence of each missing key - identical
-    keys are computed once - and returns their values in that order. New values are stored before
-    they are returned. With ``cache=None`` everything is computed (still once per distinct key).
+    keys are computed once - and returns their values in that order. It is called on ``flush_every``
+    missing keys at a time and each part is stored before the next is computed, so a process killed
+    mid-way loses at most the part in flight: a rerun computes only what is missing, in the same parts.
+    With ``cache=None`` everything is computed in one call (still once per distinct key).
     """
+    if flush_every < 1:
+        raise ValueError(f"flush_every must be >= 1, not {flush_every}")
     found = cache.get_many(keys) if cache is not None else {}
     first: dict[str, int] = {}
     for i, k in enumerate(keys):
         if k not in found:
             first.setdefault(k, i)
-    if first:
-        todo = list(first.values())
-        values = compute(todo)
-        if len(values) != len(todo):
-            raise ValueError(f"compute returned {len(values)} values for {len(todo)} keys")
-        new = {keys[i]: v for i, v in zip(todo, values)}
+    todo = list(first.values())
+    step = flush_every if cache is not None else max(1, len(todo))
+    for start in range(0, len(todo), step):
+        part = todo[start : start + step]
+        values = compute(part)
+        if len(values) != len(part):
+            raise ValueError(f"compute returned {len(values)} values for {len(part)} keys")
+        new = {keys[i]: v for i, v in zip(part, values)}
         if cache is not None:
-            cache.put_many(new)
+            cache.put_many(new)  # durable before the next part is computed
         found.update(new)
     return [found[k] for k in keys]

@@ -45,14 +45,8 @@ class RewardScorer:
         rm_id = model_identity(self.model)
         keys = [call_key({"rm": rm_id, "max_length": self.max_length, "prompt": p, "completion": c})
                 for p, c in zip(prompts, completions)]
-        scores: list[float] = []
-        for start in range(0, len(keys), self.batch_size):  # stored batch by batch
-            part = slice(start, start + self.batch_size)
-            scores += cached_values(
-                self.cache, keys[part],
-                lambda todo, ps=prompts[part], cs=completions[part]: self._score([ps[i] for i in todo], [cs[i] for i in todo]),
-            )
-        return scores
+        return cached_values(self.cache, keys, lambda todo: self._score([prompts[i] for i in todo], [completions[i] for i in todo]),
+                             flush_every=self.batch_size)  # stored batch by batch
 
     def _score(self, prompts: list[str], completions: list[str]) -> list[float]:
         import torch

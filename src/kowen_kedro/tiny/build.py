@@ -242,13 +242,19 @@ def _save_lm(model, tokenizer, out_dir: Path) -> Path:
 def build_reward_model(base_dir: str | Path, out_dir: Path, seed: int = 0) -> Path:
     """A reward model (1 output) on the body of the causal LM in ``base_dir``."""
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
     from kowen_kedro.rewards.heads import init_score_head
 
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        base_dir, num_labels=1, pad_token_id=tokenizer.pad_token_id
-    )
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # "score.weight newly initialized" is the point here, not a warning
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(
+            base_dir, num_labels=1, pad_token_id=tokenizer.pad_token_id
+        )
+    finally:
+        hf_logging.set_verbosity(verbosity)
     init_score_head(model, seed)
     model.save_pretrained(out_dir)
     tokenizer.save_pretrained(out_dir)

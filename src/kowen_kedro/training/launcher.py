@@ -118,6 +118,45 @@ def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+def _stage_label(spec: LaunchSpec) -> str:
+    """``dpo_iter_1 (dpo)``: the stage (the run folder's name) and, when it differs, the kind of training."""
+    stage = Path(spec.output_dir).parent.name
+    return stage if stage == spec.kind else f"{stage} ({spec.kind})"
+
+
+class LossBar:
+    """A console progress bar for one training launch: the logging steps seen, with the last loss and
+    epoch (the step-by-step records go to the launch's ``train.log``, ``info.log`` and MLflow)."""
+
+    def __init__(self, label: str) -> None:
+        self.label, self._bar = label, None
+
+    def __enter__(self) -> "LossBar":
+        return self
+
+    def update(self, line: str) -> None:
+        import ast
+
+        start = line.find("{'loss'")
+        if start < 0:
+            return
+        try:
+            record = ast.literal_eval(line[start:].strip())
+        except (SyntaxError, ValueError):
+            return
+        if self._bar is None:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(desc=f"training {self.label}", unit=" logs", mininterval=1.0)
+        self._bar.set_postfix({k: f"{record[k]:.4g}" for k in ("loss", "epoch") if isinstance(record.get(k), (int, float))},
+                              refresh=False)
+        self._bar.update(1)
+
+    def __exit__(self, *exc) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+
 def launch(spec: LaunchSpec, launcher: str = "deepspeed", tail_lines: int = 60) -> dict:
     """Run the training described by ``spec`` unless it already completed; return the completion record.
 
@@ -139,7 +178,7 @@ def launch(spec: LaunchSpec, launcher: str = "deepspeed", tail_lines: int = 60) 
     tail: deque[str] = deque(maxlen=tail_lines)
     with open(log_path, "a") as log, subprocess.Popen(
         cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=child_env(), bufsize=1
-    ) as proc:
+    ) as proc, LossBar(_stage_label(spec)) as bar:
         assert proc.stdout is not None
         for line in proc.stdout:
             log.write(line)
@@ -147,6 +186,7 @@ def launch(spec: LaunchSpec, launcher: str = "deepspeed", tail_lines: int = 60) 
             if "{'loss'" in line or "'train_runtime'" in line or "Error" in line or "checkpoint" in line:
                 # child lines may hold "[...]" (paths, rank tags): never let a Rich handler parse them as markup
                 logger.info("%s: %s", spec.kind, line.rstrip(), extra={"markup": False})
+                bar.update(line)
         returncode = proc.wait()
     done = completed(spec)
     if returncode != 0:

@@ -51,7 +51,7 @@ class CometQE:
             )
             return [float(x) for x in out.scores]
 
-        return cached_values(self.cache, keys, predict)
+        return cached_values(self.cache, keys, predict, flush_every=4 * self.batch_size)  # resumes per 4 batches
 
 
 @dataclass

@@ -73,7 +73,8 @@ class Seq2SeqTranslator:
         settings = {"max_new_tokens": self.max_new_tokens, "num_beams": self.num_beams}
         ident = model_identity(self.model)
         keys = [call_key({"mt": ident, "src": src, "tgt": tgt, "text": t, **settings}) for t in texts]
-        return cached_values(self.cache, keys, lambda todo: self._generate([texts[i] for i in todo], src, tgt))
+        return cached_values(self.cache, keys, lambda todo: self._generate([texts[i] for i in todo], src, tgt),
+                             flush_every=4 * self.batch_size)  # resumes per 4 batches
 
     def _generate(self, texts: list[str], src: str, tgt: str) -> list[str]:
         import torch

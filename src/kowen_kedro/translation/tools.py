@@ -36,7 +36,7 @@ def make_tools(registry: dict, params: dict, llm: dict):
     qe_cfg = params["qe"]
     qe = CometQE(registry_model(registry, "qe"), batch_size=int(qe_cfg["batch_size"]), gpus=int(qe_cfg["gpus"]),
                  progress=bool(qe_cfg.get("progress", False)), cache=call_cache(llm))
-    if qe_cfg.get("ablation_shuffle", False):  # issue 14's ablation: QE scores permuted
+    if qe_cfg.get("ablation_shuffle", False):  # the QE ablation: scores permuted
         qe = ShuffledQE(qe)
     return translators, qe
 

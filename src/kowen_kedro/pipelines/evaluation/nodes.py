@@ -217,23 +217,29 @@ def nlu_node(model: str, local_tasks: pd.DataFrame, params: dict) -> tuple[pd.Da
     return results, as_mlflow_metrics(metrics)
 
 
-def iteration_curve_node(*args) -> tuple[pd.DataFrame, object]:
+def summarize_iteration_node(judgements: pd.DataFrame, model_outputs: pd.DataFrame, reference_outputs: pd.DataFrame,
+                             languages: list[str], judge: dict, stage: str) -> pd.DataFrame:
+    """One DPO iteration's win rate vs the evaluation's reference and language fidelity (a row per language)."""
+    table, _ = summarize_node(judgements, model_outputs, reference_outputs, None, languages, judge, {}, name=stage, say_why=False)
+    return table
+
+
+def iteration_curve_node(sft_model: str, *policies_and_summaries) -> tuple[pd.DataFrame, object]:
     """Win rate vs the reference and language fidelity of every enabled DPO iteration (Kowen Figure 2).
 
-    The reference is the evaluation's ``reference_eval_outputs`` (the SFT model's answers, or the
-    published reference outputs); each iteration's policy answers the same prompts (through the call cache).
+    Inputs: the SFT model, then each iteration's policy, then each iteration's summary
+    (:func:`summarize_iteration_node`). A disabled iteration passes its input policy through: it is the
+    previous model and is left out of the curve.
     """
-    *policies, sft_model, reference, eval_prompts, registry, generation, judge, llm, languages = args
+    n = len(policies_and_summaries) // 2
+    policies, summaries = policies_and_summaries[:n], policies_and_summaries[n:]
     rows, previous = [], model_identity(sft_model)
-    for i, policy in enumerate(policies, start=1):
+    for i, (policy, table) in enumerate(zip(policies, summaries), start=1):
         identity = model_identity(policy)
-        if identity == previous:  # a disabled iteration passes its input through
+        if identity == previous:
             logger.info("dpo_iter_%d is its input policy (disabled): left out of the curve", i)
             continue
         previous = identity
-        outputs = generate_outputs_node(policy, eval_prompts, generation, llm)
-        table, _ = summarize_node(judge_node(outputs, reference, registry, judge, llm), outputs, reference, None, languages, judge, {},
-                                  name=f"dpo_iter_{i}", say_why=False)
         rows += [{"iteration": i, **r} for r in table.drop(columns="benchmark").to_dict("records")]
     curve = pd.DataFrame(rows, columns=["iteration", "language", "n", "n_dropped", "win_rate", "win_rate_se", "discrete_win_rate",
                                         "language_fidelity"])

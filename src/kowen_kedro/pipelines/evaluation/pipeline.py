@@ -7,7 +7,8 @@
   "Answer in {lang}"), with language fidelity;
 * MT-Bench style 1-10 grades for turn 1 and turn 2; XL-Instruct's 1-5 rubric;
 * lm-evaluation-harness NLU tasks on the saved model;
-* win rate and fidelity per DPO iteration (curve); one report table of everything;
+* win rate and fidelity per DPO iteration: generate / judge / summarise nodes in each iteration's
+  namespace, then the curve; one report table of everything;
 * gold: every model and selector of the run against the tiny world's gold reward (``gold.*`` metrics,
   ``gold/effects.md``): base, teacher, SFT, each DPO iteration, the cross-lingual policy, the RMs,
   QE / best-of-k and the judge.
@@ -39,6 +40,7 @@ from .nodes import (
     report_node,
     rubric_node,
     summarize_m_node,
+    summarize_iteration_node,
     summarize_node,
     summarize_xl_node,
     xl_alpacaeval_node,
@@ -103,6 +105,32 @@ def _pairwise(prompts: str, prefix: str, summarize, summary: str, benchmark: str
     ]
 
 
+ITERATIONS = range(1, MAX_DPO_ITERATIONS + 1)
+
+
+def iteration_evaluation_template() -> Pipeline:
+    """One DPO iteration's policy on the evaluation prompts vs the evaluation's reference: generate,
+    judge, summarise (its namespace's ``policy`` and ``stage``)."""
+    return Pipeline([
+        Node(generate_outputs_node, inputs=["policy", "eval_prompts_raw", GEN, "params:llm"], outputs="eval_outputs",
+             name="generate_eval_outputs_node"),
+        Node(judge_node, inputs=["eval_outputs", "reference_eval_outputs", "model_registry", JUDGE, "params:llm"],
+             outputs="eval_judgements", name="judge_eval_outputs_node"),
+        Node(summarize_iteration_node, inputs=["eval_judgements", "eval_outputs", "reference_eval_outputs", "params:languages", JUDGE,
+                                               "params:stage"],
+             outputs="eval_summary", name="summarize_eval_node"),
+    ])
+
+
+def iteration_evaluations() -> list[Pipeline]:
+    """The template per DPO iteration, in the iteration's namespace (a disabled iteration's policy is its
+    input: its answers come from the call cache and the curve leaves it out)."""
+    shared = ["eval_prompts_raw", "reference_eval_outputs", "model_registry"]
+    params = {p: p for p in ("evaluation.generation", "evaluation.judge", "llm", "languages")}
+    return [Pipeline(iteration_evaluation_template(), namespace=f"dpo_iter_{i}", inputs={d: d for d in shared}, parameters=params)
+            for i in ITERATIONS]
+
+
 def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline(
         [
@@ -119,10 +147,9 @@ def create_pipeline(**kwargs) -> Pipeline:
                  outputs=["rubric_summary", "rubric_metrics"], name="rubric_node"),
             Node(nlu_node, inputs=["aligned_policy", "nlu_mc_raw", "params:evaluation.nlu"],
                  outputs=["nlu_results", "nlu_metrics"], name="lm_eval_nlu_node"),
+            *iteration_evaluations(),
             Node(iteration_curve_node,
-                 inputs=[f"dpo_iter_{i}.policy" for i in range(1, MAX_DPO_ITERATIONS + 1)]
-                 + ["sft_model", "reference_eval_outputs", "eval_prompts_raw", "model_registry", GEN, JUDGE, "params:llm",
-                    "params:languages"],
+                 inputs=["sft_model"] + [f"dpo_iter_{i}.policy" for i in ITERATIONS] + [f"dpo_iter_{i}.eval_summary" for i in ITERATIONS],
                  outputs=["iteration_curve", "iteration_curve_plot"], name="iteration_curve_node"),
             Node(report_node, inputs=["evaluation_summary", "xl_alpacaeval_summary", "m_alpacaeval_summary", "mt_bench_summary",
                                       "rubric_summary", "nlu_results"],

@@ -1,0 +1,114 @@
+"""The docs stay true: every `make` / `kedro` command they show exists with the flags, environments and
+parameters it names; they speak about the software, not about how it was developed."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[1]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sorted((ROOT / "conf").glob("*/README.md"))]
+COMMAND = re.compile(r"`((?:make|kedro) [^`]+)`")
+#: Files that describe the software to its users (the code's comments and docstrings included).
+TEXT = [*DOCS, *sorted((ROOT / "conf").rglob("*.yml")), *sorted((ROOT / "src").rglob("*.py")), *sorted((ROOT / "tests").glob("*.py")),
+        ROOT / "Makefile"]
+
+
+def commands() -> list[tuple[str, str]]:
+    found = []
+    for doc in DOCS:
+        for line in doc.read_text().splitlines():
+            found += [(doc.name, c) for c in COMMAND.findall(line)]
+    return found
+
+
+def make_targets() -> set[str]:
+    return set(re.findall(r"^([a-z][a-z-]*):", (ROOT / "Makefile").read_text(), re.MULTILINE))
+
+
+@pytest.fixture(scope="module")
+def cli():
+    from kedro.framework.cli.cli import KedroCLI
+    from kedro.framework.startup import bootstrap_project
+
+    bootstrap_project(ROOT)
+    return KedroCLI(project_path=ROOT)
+
+
+@pytest.fixture(scope="module")
+def parameters():
+    from kedro.config import OmegaConfigLoader
+
+    return OmegaConfigLoader(str(ROOT / "conf"), base_env="base", default_run_env="local")["parameters"]
+
+
+#: Runtime parameters the catalog reads (``${runtime_params:<key>, ...}``) without a parameters entry.
+RUNTIME_ONLY = set(re.findall(r"runtime_params:([\w.]+)", "".join(p.read_text() for p in (ROOT / "conf").rglob("catalog.yml"))))
+
+
+def test_the_docs_show_commands_at_all():
+    found = commands()
+    assert len(found) > 30 and any(c.startswith("kedro run --params") for _, c in found)
+
+
+def test_every_make_target_the_docs_name_exists():
+    targets = make_targets()
+    missing = [(doc, c) for doc, c in commands() if c.startswith("make ") and c.split()[1] not in targets]
+    assert not missing
+
+
+def test_every_kedro_command_flag_env_and_parameter_exists(cli, parameters):
+    import click
+
+    problems = []
+    for doc, text in commands():
+        if not text.startswith("kedro "):
+            continue
+        words = shlex.split(text.replace("<", "").replace(">", ""))[1:]
+        ctx = click.Context(cli)
+        command: click.Command = cli
+        while isinstance(command, click.Group) and words and not words[0].startswith("-"):
+            sub = command.get_command(ctx, words[0])
+            if sub is None:
+                problems.append((doc, text, f"no command {words[0]!r}"))
+                break
+            command, words = sub, words[1:]
+        options = {o for p in command.params for o in getattr(p, "opts", [])}
+        for i, word in enumerate(words):
+            if not word.startswith("--"):
+                continue
+            flag, _, value = word.partition("=")
+            value = value or (words[i + 1] if i + 1 < len(words) and not words[i + 1].startswith("-") else "")
+            if flag not in options:
+                problems.append((doc, text, f"no option {flag}"))
+            elif flag == "--env" and not (ROOT / "conf" / value).is_dir():
+                problems.append((doc, text, f"no conf/{value}"))
+            elif flag == "--params":
+                for pair in value.split(","):
+                    key = pair.split("=")[0]
+                    if key in ("", "...") or key in RUNTIME_ONLY:  # a placeholder; a key only the catalog reads
+                        continue
+                    node = parameters
+                    for part in key.split("."):
+                        if not isinstance(node, dict) or part not in node:
+                            problems.append((doc, text, f"no parameter {key}"))
+                            break
+                        node = node[part]
+    assert not problems
+
+
+# Words about the project's development, not about the software: an issue number, the singular
+# `--pipeline` flag (Kedro 1.x: --pipelines), a development document outside the repository.
+DEVELOPMENT = re.compile(r"\b[Ii]ssues? #?\d+\b|--pipeline(?![s\w-])|MISSION\.md|previous commit|an earlier commit")
+
+
+def test_docs_conf_and_code_speak_about_the_software():
+    hits = []
+    for path in TEXT:
+        for n, line in enumerate(path.read_text(errors="replace").splitlines(), start=1):
+            if DEVELOPMENT.search(line) and path.name != "test_docs.py":
+                hits.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()[:90]}")
+    assert not hits
