@@ -1,4 +1,5 @@
-"""`make bench`: speed figures of the CPU paths, printed and saved to data/08_reporting/bench.json.
+"""`make bench`: speed figures of the CPU paths, printed and saved to data/08_reporting/bench.json and
+docs/bench.json, and the `make bench` table of docs/benchmarks.md rewritten from them (benchmarks/tables.py).
 
 * transformers backend: generation throughput one-by-one (batch 1) vs batched (batch 16);
 * call cache: time of a rerun served from the cache, as a ratio of the first run;
@@ -19,6 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/tables.py
 
 
 def tiny_models() -> dict:
@@ -94,6 +96,15 @@ def main() -> None:
     for k, v in results.items():
         print(f"{k:<{width}}  {v:10.4f}")
     print(f"(saved to {out_path.relative_to(ROOT)})")
+    import datetime
+    import os
+
+    from tables import rewrite
+
+    bench = {"date": datetime.date.today().isoformat(), "machine": f"{os.cpu_count()} CPU cores, no GPU", "results": results}
+    (ROOT / "docs/bench.json").write_text(json.dumps(bench, indent=2) + "\n")
+    rewrite(ROOT / "docs/benchmarks.md", bench)
+    print("(docs/bench.json and the table of docs/benchmarks.md rewritten)")
 
 
 def dpo_reference_cost(policy: str, pairs: list[dict]) -> dict[str, float]:

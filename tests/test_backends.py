@@ -177,8 +177,8 @@ def test_sampled_teacher_data_killed_and_resumed_is_byte_identical(tiny_models, 
     killed with SIGKILL and resumed with another batch size writes exactly the bytes of an uninterrupted
     run (the real node, the transformers backend sampling at temperature 1, the catalog's dataset)."""
     from conftest import ROOT
+    from helpers.kill import start_and_kill
     from kowen_kedro.data.prompts import ingest_prompts
-    from kowen_kedro.llm.cache import CallCache
 
     prompts = ingest_prompts(world["user_prompts"], 2000, ["en", "ko"])[0]
     prompts = prompts[prompts["language"] == "en"].head(256)
@@ -193,13 +193,7 @@ def test_sampled_teacher_data_killed_and_resumed_is_byte_identical(tiny_models, 
 
     subprocess.run(run(tmp_path / "a.sqlite", 16, tmp_path / "a.jsonl"), check=True, capture_output=True)
     cache_b = tmp_path / "b.sqlite"
-    proc = subprocess.Popen(run(cache_b, 4, tmp_path / "b.jsonl"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and (not cache_b.exists() or len(CallCache(cache_b)) < 64):
-        time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    stored = len(CallCache(cache_b))
+    stored = start_and_kill(run(cache_b, 4, tmp_path / "b.jsonl"), cache_b, 64)
     assert 0 < stored < 256 and not (tmp_path / "b.jsonl").exists()  # killed mid-generation, nothing written
     subprocess.run(run(cache_b, 8, tmp_path / "b.jsonl"), check=True, capture_output=True)  # resumed, other batch size
     a, b = (tmp_path / "a.jsonl").read_bytes(), (tmp_path / "b.jsonl").read_bytes()

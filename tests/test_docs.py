@@ -112,3 +112,16 @@ def test_docs_conf_and_code_speak_about_the_software():
             if DEVELOPMENT.search(line) and path.name != "test_docs.py":
                 hits.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()[:90]}")
     assert not hits
+
+
+def test_the_bench_table_shows_the_last_measurement():
+    """docs/benchmarks.md's `make bench` table is the one `make bench` writes from its figures (docs/bench.json)."""
+    import json
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from tables import bench_table, shown_table
+
+    bench = json.loads((ROOT / "docs" / "bench.json").read_text())
+    assert shown_table(ROOT / "docs" / "benchmarks.md") == bench_table(bench)
+    assert {"generate_batch16_tokens_per_s", "qe_batch32_segments_per_s", "dpo_3ep_precompute_speedup"} <= set(bench["results"])

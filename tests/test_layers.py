@@ -12,13 +12,13 @@ PACKAGE = ROOT / "src" / "kowen_kedro"
 # Lowest first. A module belongs to the layer of its longest listed prefix.
 LAYERS = [
     ("base", ["kowen_kedro", "kowen_kedro.offline", "kowen_kedro.model_identity", "kowen_kedro.langid",
-              "kowen_kedro.data.validation"]),
+              "kowen_kedro.data.validation", "kowen_kedro.loading"]),
     ("the tiny world and generation", ["kowen_kedro.world", "kowen_kedro.llm"]),
     ("runtime wiring and catalog datasets", ["kowen_kedro.runtime", "kowen_kedro.datasets"]),
     ("methods", ["kowen_kedro.data", "kowen_kedro.translation", "kowen_kedro.rewards", "kowen_kedro.preference"]),
     ("training and tiny models", ["kowen_kedro.training", "kowen_kedro.tiny"]),
     ("evaluation", ["kowen_kedro.evaluation"]),
-    ("kedro project", ["kowen_kedro.pipelines", "kowen_kedro.pipeline_registry", "kowen_kedro.hooks",
+    ("kedro project", ["kowen_kedro.pipelines", "kowen_kedro.pipeline_registry", "kowen_kedro.hooks", "kowen_kedro.parameters",
                        "kowen_kedro.settings", "kowen_kedro.cli", "kowen_kedro.__main__"]),
 ]
 

@@ -27,17 +27,19 @@ def test_registry_has_the_six_stages_and_default(project):
 
 
 def test_the_iteration_curve_is_nodes_per_iteration(project):
-    """Each DPO iteration's evaluation is three nodes in its namespace; the curve node only gathers."""
+    """Each DPO iteration's evaluation is three nodes in a namespace of its own; the curve node only gathers."""
     evaluation = project["evaluation"]
     names = {n.name for n in evaluation.nodes}
     for i in (1, 2, 3):
-        for step in ("generate_eval_outputs_node", "judge_eval_outputs_node", "summarize_eval_node"):
-            assert f"dpo_iter_{i}.{step}" in names
+        for step in ("generate_outputs_node", "judge_outputs_node", "summarize_node"):
+            assert f"dpo_iter_{i}_evaluation.{step}" in names
     (curve,) = [n for n in evaluation.nodes if n.name == "iteration_curve_node"]
     assert curve.inputs == ["sft_model", "dpo_iter_1.policy", "dpo_iter_2.policy", "dpo_iter_3.policy",
-                            "dpo_iter_1.eval_summary", "dpo_iter_2.eval_summary", "dpo_iter_3.eval_summary"]
-    (gen,) = [n for n in evaluation.nodes if n.name == "dpo_iter_2.generate_eval_outputs_node"]
+                            "dpo_iter_1_evaluation.summary", "dpo_iter_2_evaluation.summary", "dpo_iter_3_evaluation.summary"]
+    (gen,) = [n for n in evaluation.nodes if n.name == "dpo_iter_2_evaluation.generate_outputs_node"]
     assert gen.inputs[:2] == ["dpo_iter_2.policy", "eval_prompts_raw"]
+    (summary,) = [n for n in evaluation.nodes if n.name == "dpo_iter_2_evaluation.summarize_node"]
+    assert "params:dpo_iter_2.stage" in summary.inputs
 
 
 def test_dpo_iterations_are_chained(project):

@@ -107,23 +107,34 @@ def test_comet_qe_loads_from_local_checkpoint(tiny_models, no_network):
     assert len(scores) == 2 and all(0.0 <= s <= 1.0 for s in scores)
 
 
-def test_the_tiny_qe_model_builds_the_same_twice(tmp_path):
-    """Same inputs, same seed: the same QE tokenizer and weights (XLM-R's Unigram trainer broke ties in a
-    per-process hash order; the QE scores, hence the translated data, differed between two clones)."""
-    import hashlib
+QE_BUILD = """
+import sys
+from pathlib import Path
+import torch
+from kowen_kedro.tiny.build import TinyConfig, build_tiny_comet_qe
+from kowen_kedro.world.generate import build_world
+parallel = build_world(0)["parallel_sentences"][:120]
+texts = [p[lang] for p in parallel for lang in ("en", "ko")]
+torch.manual_seed(0)
+build_tiny_comet_qe(texts, Path(sys.argv[1]), TinyConfig(qe_steps=5), parallel=parallel)
+"""
+
+
+def test_the_tiny_qe_model_builds_the_same_in_two_processes(tmp_path):
+    """Same inputs, same seed, two processes (as two clones' runs): the same QE tokenizer and every weight
+    tensor equal (XLM-R's Unigram trainer broke ties in a per-process hash order; the QE scores, hence
+    the translated data, differed between two clones)."""
+    import subprocess
+    import sys
 
     import torch
 
-    from kowen_kedro.tiny.build import TinyConfig, build_tiny_comet_qe
-    from kowen_kedro.world.generate import build_world
-
-    parallel = build_world(0)["parallel_sentences"][:120]
-    texts = [p[lang] for p in parallel for lang in ("en", "ko")]
-    digests = []
-    for run in ("a", "b"):
-        torch.manual_seed(0)
-        ckpt = build_tiny_comet_qe(texts, tmp_path / run, TinyConfig(qe_steps=5), parallel=parallel)
-        state = torch.load(ckpt, weights_only=False)["state_dict"]
-        digests.append(((tmp_path / run / "encoder/tokenizer.json").read_text(),
-                        hashlib.sha256(b"".join(state[k].numpy().tobytes() for k in sorted(state))).hexdigest()))
-    assert digests[0] == digests[1]
+    script = tmp_path / "build.py"
+    script.write_text(QE_BUILD)
+    for run in ("a", "b"):  # PYTHONHASHSEED differs per process unless set: each build gets its own
+        subprocess.run([sys.executable, str(script), str(tmp_path / run)], check=True, capture_output=True,
+                       env={k: v for k, v in os.environ.items() if k != "PYTHONHASHSEED"})
+    states = [torch.load(tmp_path / run / "checkpoints/model.ckpt", weights_only=False)["state_dict"] for run in ("a", "b")]
+    assert (tmp_path / "a/encoder/tokenizer.json").read_text() == (tmp_path / "b/encoder/tokenizer.json").read_text()
+    assert states[0].keys() == states[1].keys() and len(states[0]) > 40
+    assert all(torch.equal(states[0][k], states[1][k]) for k in states[0])

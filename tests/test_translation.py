@@ -154,13 +154,10 @@ def test_qe_scoring_killed_mid_way_resumes_and_writes_the_same_bytes(tiny_models
     """COMET QE stores every 4 batches as it goes: after SIGKILL the rerun scores only the pairs not yet
     stored and writes exactly the bytes of an uninterrupted run."""
     import json
-    import os
-    import signal
     import subprocess
     import sys
-    import time
 
-    from kowen_kedro.llm.cache import CallCache
+    from helpers.kill import start_and_kill
 
     rows = world["parallel_sentences"].to_dict("records")
     pairs = [{"src": r["en"], "mt": f"{r['ko']} #{i}"} for i, r in enumerate(rows * 8)][:480]  # 480 distinct pairs
@@ -173,14 +170,7 @@ def test_qe_scoring_killed_mid_way_resumes_and_writes_the_same_bytes(tiny_models
                 str(tmp_path / "pairs.json"), str(tmp_path / f"{name}.json"), str(tmp_path / f"{name}.log")]
 
     subprocess.run(run("a"), check=True, capture_output=True)
-    cache_b = tmp_path / "b.sqlite"
-    proc = subprocess.Popen(run("b"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 120
-    while time.time() < deadline and (not cache_b.exists() or len(CallCache(cache_b)) < 96):
-        time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    stored = len(CallCache(cache_b))
+    stored = start_and_kill(run("b"), tmp_path / "b.sqlite", 96)
     scored_before = (tmp_path / "b.log").read_text().splitlines()
     assert 96 <= stored < 480 and stored % 32 == 0 and not (tmp_path / "b.json").exists()
     assert len(scored_before) - 32 <= stored <= len(scored_before)  # at most the part in flight was lost

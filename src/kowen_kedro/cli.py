@@ -4,7 +4,8 @@ that a run stopped by bad input data ends with a short message as the last thing
 A :class:`~kowen_kedro.data.validation.DataValidationError` (a raw file's bad line, a missing field, a
 wrong role order, ...) reaches the user wrapped in Kedro's ``DatasetError`` inside a ~200-line
 traceback. Here the run ends with three lines instead (file, line, field, what was expected, and where
-the full traceback went: ``logs/last_error.log``) and exit status 1. Any other error keeps Kedro's
+the full traceback went: ``logs/last_error.log``) and exit status 1. Parameters that do not fit
+``conf/base`` (:mod:`kowen_kedro.parameters`) end it the same way, one line per problem, before any node. Any other error keeps Kedro's
 traceback. Nothing is half-written: every dataset of this project saves through a temporary file, and
 raw inputs are validated before any model work.
 """
@@ -22,15 +23,20 @@ from kowen_kedro.data.validation import DataValidationError
 ERROR_LOG = Path("logs") / "last_error.log"
 
 
-def data_error(exc: BaseException) -> DataValidationError | None:
-    """The data error behind ``exc`` (itself, or a cause or context of it), else None."""
+def _behind(exc: BaseException, kind: type[BaseException]):
+    """The ``kind`` error behind ``exc`` (itself, or a cause or context of it), else None."""
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
-        if isinstance(exc, DataValidationError):
+        if isinstance(exc, kind):
             return exc
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
     return None
+
+
+def data_error(exc: BaseException) -> DataValidationError | None:
+    """The data error behind ``exc``, else None."""
+    return _behind(exc, DataValidationError)
 
 
 def short_message(err: DataValidationError, log: Path) -> str:
@@ -42,10 +48,22 @@ def short_message(err: DataValidationError, log: Path) -> str:
             f"  (full traceback: {log})")
 
 
+def parameter_error(exc: BaseException):
+    """The :class:`~kowen_kedro.parameters.ParameterError` behind ``exc``, else None."""
+    from kowen_kedro.parameters import ParameterError
+
+    return _behind(exc, ParameterError)
+
+
 def _run(**kwargs):
     try:
         return kedro_run.callback(**kwargs)
-    except Exception as exc:  # noqa: BLE001 - anything that is not a data error is re-raised as it is
+    except Exception as exc:  # noqa: BLE001 - anything that is not a data or parameter error is re-raised as it is
+        bad_params = parameter_error(exc)
+        if bad_params is not None:
+            lines = [f"kedro run stopped before any node: {len(bad_params.problems)} parameter(s) that conf/base does not define so"]
+            click.echo("\n".join(lines + [f"  {p}" for p in bad_params.problems]), err=True)
+            raise SystemExit(1) from None
         err = data_error(exc)
         if err is None:
             raise

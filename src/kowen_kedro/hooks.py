@@ -138,3 +138,17 @@ def _last_mlflow_run_id() -> str | None:
         return run.info.run_id if run else None
     except Exception:  # no tracking store: nothing to point at
         return None
+
+
+class ParameterCheckHook:
+    """The run's parameters against ``conf/base``'s schema (:mod:`kowen_kedro.parameters`), before any
+    node and before the MLflow run starts (``tryfirst``)."""
+
+    @hook_impl(tryfirst=True)
+    def before_pipeline_run(self, run_params: dict, catalog) -> None:
+        from pathlib import Path
+
+        from kowen_kedro.parameters import check_run_parameters
+
+        conf = Path(run_params.get("project_path") or ".") / "conf"
+        check_run_parameters(conf, run_params.get("env"), catalog.load("parameters"), run_params.get("runtime_params"))

@@ -2,10 +2,10 @@
 
 from kedro.config import OmegaConfigLoader
 
-from kowen_kedro.hooks import ConsoleHook, CredentialsEnvHook, WorldOracleHook
+from kowen_kedro.hooks import ConsoleHook, CredentialsEnvHook, ParameterCheckHook, WorldOracleHook
 from kowen_kedro.offline import configure_offline
 
-HOOKS = (CredentialsEnvHook(), WorldOracleHook(), ConsoleHook())
+HOOKS = (ParameterCheckHook(), CredentialsEnvHook(), WorldOracleHook(), ConsoleHook())
 
 configure_offline()
 

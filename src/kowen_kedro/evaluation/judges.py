@@ -61,10 +61,10 @@ class LocalPairwiseJudge:
 
     def _load(self) -> None:
         if self._lm is None:
-            from transformers import AutoModelForCausalLM, AutoTokenizer
+            from kowen_kedro.loading import load_causal_lm, load_tokenizer
 
-            self._tok = AutoTokenizer.from_pretrained(self.model, padding_side="left")
-            self._lm = AutoModelForCausalLM.from_pretrained(self.model).eval()
+            self._tok = load_tokenizer(self.model, padding_side="left")
+            self._lm = load_causal_lm(self.model)
 
     def _verdict_ids(self) -> tuple[int, int]:
         ids = [self._tok.encode(x, add_special_tokens=False) for x in ("A", "B")]
@@ -88,7 +88,7 @@ class LocalPairwiseJudge:
                 self._tok.apply_chat_template(m, tokenize=False, add_generation_prompt=True)
                 for m in messages[start : start + self.batch_size]
             ]
-            enc = self._tok(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+            enc = self._tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self._lm.device)
             with torch.no_grad():
                 last = self._lm(**enc).logits[:, -1, :].float()
             out.extend(torch.softmax(last[:, [a_id, b_id]], dim=-1)[:, 0].tolist())
@@ -157,16 +157,16 @@ class LocalChoiceJudge:
         from kowen_kedro.evaluation.verdicts import expected_score
 
         if self._lm is None:
-            from transformers import AutoModelForCausalLM, AutoTokenizer
+            from kowen_kedro.loading import load_causal_lm, load_tokenizer
 
-            self._tok = AutoTokenizer.from_pretrained(self.model)
-            self._lm = AutoModelForCausalLM.from_pretrained(self.model).eval()
+            self._tok = load_tokenizer(self.model)
+            self._lm = load_causal_lm(self.model)
         prompt = self._tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         prompt_ids = self._tok(prompt, add_special_tokens=False)["input_ids"]
         candidates = [self._tok(str(k), add_special_tokens=False)["input_ids"] for k in range(low, high + 1)]
         width = len(prompt_ids) + max(map(len, candidates))
         pad = self._tok.pad_token_id if self._tok.pad_token_id is not None else 0
-        ids = torch.tensor([prompt_ids + c + [pad] * (width - len(prompt_ids) - len(c)) for c in candidates])
+        ids = torch.tensor([prompt_ids + c + [pad] * (width - len(prompt_ids) - len(c)) for c in candidates], device=self._lm.device)
         with torch.no_grad():
             logp = torch.log_softmax(self._lm(input_ids=ids).logits.float(), dim=-1)
         n = len(prompt_ids)

@@ -46,15 +46,12 @@ class TransformersBackend:
     def _load(self) -> None:
         if self._lm is not None:
             return
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from kowen_kedro.loading import load_causal_lm, load_tokenizer, placement
 
-        self.device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self._tok = AutoTokenizer.from_pretrained(self.model, padding_side="left")
-        if self._tok.pad_token is None:
-            self._tok.pad_token = self._tok.eos_token
-        dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
-        self._lm = AutoModelForCausalLM.from_pretrained(self.model, dtype=dtype).to(self.device).eval()
+        where = placement(self.device)
+        self.device = where.device
+        self._tok = load_tokenizer(self.model, padding_side="left")
+        self._lm = load_causal_lm(self.model, where)
 
     def generate(self, requests: Sequence[Messages], params: SamplingParams, sample_index: int) -> list[Completion]:
         import torch

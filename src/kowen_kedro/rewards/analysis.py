@@ -28,19 +28,19 @@ def singular_value_ratio(matrix: np.ndarray) -> float:
 def last_token_states(model_path: str, texts: Sequence[str], batch_size: int = 16, max_length: int = 512) -> np.ndarray:
     """Last-layer hidden state at the last non-pad token of each text (works for LMs and RMs)."""
     import torch
-    from transformers import AutoModel, AutoTokenizer
 
-    tok = AutoTokenizer.from_pretrained(model_path, padding_side="right")
-    if tok.pad_token is None:
-        tok.pad_token = tok.eos_token
-    body = AutoModel.from_pretrained(model_path).eval()  # the transformer body, with or without a head
+    from kowen_kedro.loading import load_body, load_tokenizer
+
+    tok = load_tokenizer(model_path, padding_side="right")
+    body = load_body(model_path)  # the transformer body, with or without a head
     out = []
     for start in range(0, len(texts), batch_size):
         enc = tok(list(texts[start : start + batch_size]), return_tensors="pt", padding=True, truncation=True, max_length=max_length)
+        enc = enc.to(body.device)
         with torch.no_grad():
             hidden = body(**enc).last_hidden_state
         last = enc["attention_mask"].sum(dim=1) - 1
-        out.append(hidden[torch.arange(hidden.shape[0]), last].float().numpy())
+        out.append(hidden[torch.arange(hidden.shape[0], device=hidden.device), last].float().cpu().numpy())
     return np.concatenate(out)
 
 

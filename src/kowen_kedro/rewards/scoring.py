@@ -30,13 +30,12 @@ class RewardScorer:
     def _load(self) -> None:
         if self._rm is not None:
             return
-        import torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from kowen_kedro.loading import load_sequence_classifier, load_tokenizer, placement
 
-        self.device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self._tok = AutoTokenizer.from_pretrained(self.model, truncation_side="left", padding_side="right")
-        dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
-        self._rm = AutoModelForSequenceClassification.from_pretrained(self.model, dtype=dtype).to(self.device).eval()
+        where = placement(self.device)
+        self.device = where.device
+        self._tok = load_tokenizer(self.model, padding_side="right", truncation_side="left")
+        self._rm = load_sequence_classifier(self.model, where)
 
     def score(self, prompts: list[str], completions: list[str]) -> list[float]:
         from kowen_kedro.llm.cache import call_key, cached_values

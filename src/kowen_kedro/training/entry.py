@@ -193,15 +193,17 @@ def torch_dtype(config):
 
 def load_model(spec: LaunchSpec, config):
     """The policy / reward model from ``spec.model`` (a local folder or a hub id)."""
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    from kowen_kedro.loading import load_tokenizer, local_files_only
 
     dtype = torch_dtype(config)
-    tokenizer = AutoTokenizer.from_pretrained(spec.model)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = load_tokenizer(spec.model)  # the project's rule (pad = EOS when missing); DeepSpeed places the weights
+    local = local_files_only()
     if spec.kind == "reward":
         model, info = AutoModelForSequenceClassification.from_pretrained(
-            spec.model, num_labels=1, dtype=dtype, pad_token_id=tokenizer.pad_token_id, output_loading_info=True
+            spec.model, num_labels=1, dtype=dtype, pad_token_id=tokenizer.pad_token_id, output_loading_info=True,
+            local_files_only=local,
         )
         if "score.weight" in info.get("missing_keys", []):  # a base LM: the head is new
             from kowen_kedro.rewards.heads import init_score_head
@@ -209,7 +211,7 @@ def load_model(spec: LaunchSpec, config):
             init_score_head(model, seed=spec.seed)
             logger.info("new score head initialised from N(0, 1/sqrt(d_model + 1))")
     else:
-        model = AutoModelForCausalLM.from_pretrained(spec.model, dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(spec.model, dtype=dtype, local_files_only=local)
     return model, tokenizer
 
 

@@ -84,20 +84,18 @@ def merge_lora_adapter(kind: str, base_model: str, adapter_dir: str | Path, out_
     Done by one process after training, outside any ZeRO-3 context: under ZeRO-3 the live model's
     weights are partitioned, so merging in place would save shards of the base weights.
     """
-    import torch
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
     from transformers.integrations.deepspeed import unset_hf_deepspeed_config
 
+    from kowen_kedro.loading import Placement, load_causal_lm, load_sequence_classifier, load_tokenizer
+
     unset_hf_deepspeed_config()  # from_pretrained must not start zero.Init (a collective) in one process
-    dtype = dtype or torch.float32
+    on_cpu = Placement("cpu", str(dtype).replace("torch.", "") if dtype is not None else "float32")
     if kind == "reward":
-        tok = AutoTokenizer.from_pretrained(adapter_dir)
-        base = AutoModelForSequenceClassification.from_pretrained(
-            base_model, num_labels=1, dtype=dtype, pad_token_id=tok.pad_token_id
-        )
+        tok = load_tokenizer(str(adapter_dir))
+        base = load_sequence_classifier(base_model, on_cpu, num_labels=1, pad_token_id=tok.pad_token_id)
     else:
-        base = AutoModelForCausalLM.from_pretrained(base_model, dtype=dtype)
+        base = load_causal_lm(base_model, on_cpu)
     merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
     merged.save_pretrained(out_dir)
     logger.info("merged LoRA adapter %s into %s -> %s", adapter_dir, base_model, out_dir)

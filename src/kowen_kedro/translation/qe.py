@@ -7,14 +7,22 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-import pandas as pd
-
 from pathlib import Path
+
+import pandas as pd
 
 from kowen_kedro.llm.cache import CallCache, cached_values, call_key
 from kowen_kedro.model_identity import model_identity
 
 logger = logging.getLogger(__name__)
+
+
+def qe_gpus(value: int | str | None) -> int:
+    """``translation_qe.qe.gpus``: a number of GPUs, or ``auto`` / None for the project's loading rule
+    (:func:`kowen_kedro.loading.comet_gpus`: 1 when CUDA is available, else 0)."""
+    from kowen_kedro.loading import comet_gpus
+
+    return comet_gpus() if value in (None, "auto") else int(value)
 
 
 @dataclass
@@ -23,7 +31,7 @@ class CometQE:
 
     checkpoint: str
     batch_size: int = 32
-    gpus: int = 0
+    gpus: int = 0  # qe_gpus(...) for the project's rule
     progress: bool = False
     cache: CallCache | None = None
     _model: Any = field(default=None, repr=False)
@@ -32,10 +40,12 @@ class CometQE:
         if self._model is None:
             from comet import download_model, load_from_checkpoint
 
+            from kowen_kedro.loading import local_files_only
+
             path = self.checkpoint
             if not path.endswith(".ckpt"):  # a hub id such as Unbabel/wmt23-cometkiwi-da-xl
                 path = download_model(path)
-            self._model = load_from_checkpoint(path, local_files_only=True)
+            self._model = load_from_checkpoint(path, local_files_only=local_files_only())  # the encoder: from the hub only when it is on
         return self._model
 
     def score(self, sources: list[str], translations: list[str]) -> list[float]:

@@ -38,12 +38,10 @@ class Seq2SeqTranslator:
 
     def _load(self) -> None:
         if self._lm is None:
-            import torch
-            from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+            from kowen_kedro.loading import load_seq2seq, load_tokenizer
 
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-            self._tok = AutoTokenizer.from_pretrained(self.model)
-            self._lm = AutoModelForSeq2SeqLM.from_pretrained(self.model).to(device).eval()
+            self._tok = load_tokenizer(self.model)
+            self._lm = load_seq2seq(self.model)
 
     def code(self, lang: str) -> str:
         return self.lang_codes.get(lang, f"__{lang}__")

@@ -110,24 +110,26 @@ ITERATIONS = range(1, MAX_DPO_ITERATIONS + 1)
 
 def iteration_evaluation_template() -> Pipeline:
     """One DPO iteration's policy on the evaluation prompts vs the evaluation's reference: generate,
-    judge, summarise (its namespace's ``policy`` and ``stage``)."""
+    judge, summarise."""
     return Pipeline([
-        Node(generate_outputs_node, inputs=["policy", "eval_prompts_raw", GEN, "params:llm"], outputs="eval_outputs",
-             name="generate_eval_outputs_node"),
-        Node(judge_node, inputs=["eval_outputs", "reference_eval_outputs", "model_registry", JUDGE, "params:llm"],
-             outputs="eval_judgements", name="judge_eval_outputs_node"),
-        Node(summarize_iteration_node, inputs=["eval_judgements", "eval_outputs", "reference_eval_outputs", "params:languages", JUDGE,
+        Node(generate_outputs_node, inputs=["policy", "eval_prompts_raw", GEN, "params:llm"], outputs="outputs",
+             name="generate_outputs_node"),
+        Node(judge_node, inputs=["outputs", "reference_eval_outputs", "model_registry", JUDGE, "params:llm"],
+             outputs="judgements", name="judge_outputs_node"),
+        Node(summarize_iteration_node, inputs=["judgements", "outputs", "reference_eval_outputs", "params:languages", JUDGE,
                                                "params:stage"],
-             outputs="eval_summary", name="summarize_eval_node"),
+             outputs="summary", name="summarize_node"),
     ])
 
 
 def iteration_evaluations() -> list[Pipeline]:
-    """The template per DPO iteration, in the iteration's namespace (a disabled iteration's policy is its
-    input: its answers come from the call cache and the curve leaves it out)."""
-    shared = ["eval_prompts_raw", "reference_eval_outputs", "model_registry"]
+    """The template per DPO iteration, in namespace ``dpo_iter_<i>_evaluation`` (its own: in the
+    iteration's namespace, kedro-viz would draw evaluation data flowing into training). A disabled
+    iteration's policy is its input: its answers come from the call cache and the curve leaves it out."""
+    shared = {d: d for d in ("eval_prompts_raw", "reference_eval_outputs", "model_registry")}
     params = {p: p for p in ("evaluation.generation", "evaluation.judge", "llm", "languages")}
-    return [Pipeline(iteration_evaluation_template(), namespace=f"dpo_iter_{i}", inputs={d: d for d in shared}, parameters=params)
+    return [Pipeline(iteration_evaluation_template(), namespace=f"dpo_iter_{i}_evaluation",
+                     inputs={**shared, "policy": f"dpo_iter_{i}.policy"}, parameters={**params, "stage": f"dpo_iter_{i}.stage"})
             for i in ITERATIONS]
 
 
@@ -149,7 +151,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                  outputs=["nlu_results", "nlu_metrics"], name="lm_eval_nlu_node"),
             *iteration_evaluations(),
             Node(iteration_curve_node,
-                 inputs=["sft_model"] + [f"dpo_iter_{i}.policy" for i in ITERATIONS] + [f"dpo_iter_{i}.eval_summary" for i in ITERATIONS],
+                 inputs=["sft_model"] + [f"dpo_iter_{i}.policy" for i in ITERATIONS] + [f"dpo_iter_{i}_evaluation.summary" for i in ITERATIONS],
                  outputs=["iteration_curve", "iteration_curve_plot"], name="iteration_curve_node"),
             Node(report_node, inputs=["evaluation_summary", "xl_alpacaeval_summary", "m_alpacaeval_summary", "mt_bench_summary",
                                       "rubric_summary", "nlu_results"],

@@ -1,0 +1,120 @@
+"""One model-loading policy for every model the project loads in its own process.
+
+Generation, reward scoring, the local judges, seq2seq MT, the representation analysis and COMET QE
+load through these functions, so one rule decides for all of them:
+
+* **device** - the configured one, else CUDA when available, else CPU;
+* **dtype** - the configured one, else bf16 on a GPU that supports it (fp16 on one that does not),
+  fp32 on CPU (CPU bf16 matmuls are slow and lossy);
+* **attention** - transformers' default (PyTorch's fused ``sdpa`` where the architecture has it), or
+  the configured one (``flash_attention_2`` where installed);
+* **local files only** when the hub is switched off (``HF_HUB_OFFLINE=1``, the default here);
+* **tokenizer padding** - left for generation and next-token verdicts, right for scoring a whole
+  sequence; a tokenizer without a pad token pads with its end-of-sequence token.
+
+Models are returned in eval mode on their device. (Training loads in the DeepSpeed child
+(:mod:`kowen_kedro.training.entry`), where DeepSpeed places the weights.)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _bf16_supported() -> bool:
+    import torch
+
+    return torch.cuda.is_bf16_supported()
+
+
+def local_files_only() -> bool:
+    """The hub is switched off (``HF_HUB_OFFLINE``): load from local folders / the HF cache only."""
+    return os.environ.get("HF_HUB_OFFLINE", "0").strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where and in which precision a model runs."""
+
+    device: str
+    dtype: str
+    attn_implementation: str | None = None
+
+    @property
+    def on_gpu(self) -> bool:
+        return self.device.startswith("cuda")
+
+    def torch_dtype(self):
+        import torch
+
+        return getattr(torch, self.dtype)
+
+
+def placement(device: str | None = None, dtype: str | None = None, attn_implementation: str | None = None) -> Placement:
+    """The loading decision for one model (``None`` / ``"auto"`` = the project's rule; see the module docstring)."""
+    if device in (None, "auto"):
+        device = "cuda" if cuda_available() else "cpu"
+    if dtype in (None, "auto"):
+        dtype = ("bfloat16" if _bf16_supported() else "float16") if device.startswith("cuda") else "float32"
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {DTYPES} or auto, not {dtype!r}")
+    return Placement(device=device, dtype=dtype, attn_implementation=attn_implementation)
+
+
+def load_tokenizer(path: str, padding_side: str | None = None, **kwargs):
+    """``AutoTokenizer`` with the padding side the use needs and a pad token (EOS when it has none)."""
+    from transformers import AutoTokenizer
+
+    if padding_side is not None:
+        kwargs["padding_side"] = padding_side
+    tok = AutoTokenizer.from_pretrained(path, local_files_only=local_files_only(), **kwargs)
+    if tok.pad_token is None and tok.eos_token is not None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def _load(auto_class: Any, path: str, where: Placement, **kwargs):
+    if where.attn_implementation:
+        kwargs["attn_implementation"] = where.attn_implementation
+    model = auto_class.from_pretrained(path, dtype=where.torch_dtype(), local_files_only=local_files_only(), **kwargs)
+    return model.to(where.device).eval()
+
+
+def load_causal_lm(path: str, where: Placement | None = None, **kwargs):
+    from transformers import AutoModelForCausalLM
+
+    return _load(AutoModelForCausalLM, path, where or placement(), **kwargs)
+
+
+def load_sequence_classifier(path: str, where: Placement | None = None, **kwargs):
+    from transformers import AutoModelForSequenceClassification
+
+    return _load(AutoModelForSequenceClassification, path, where or placement(), **kwargs)
+
+
+def load_seq2seq(path: str, where: Placement | None = None, **kwargs):
+    from transformers import AutoModelForSeq2SeqLM
+
+    return _load(AutoModelForSeq2SeqLM, path, where or placement(), **kwargs)
+
+
+def load_body(path: str, where: Placement | None = None, **kwargs):
+    """The transformer body (``AutoModel``) of an LM or an RM: hidden states, no head."""
+    from transformers import AutoModel
+
+    return _load(AutoModel, path, where or placement(), **kwargs)
+
+
+def comet_gpus(device: str | None = None) -> int:
+    """COMET's ``predict(gpus=...)`` under the same rule: 1 on a GPU, 0 on CPU."""
+    return 1 if placement(device, "float32").on_gpu else 0
