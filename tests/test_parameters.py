@@ -17,13 +17,14 @@ BASE = {
                    "generation": {"backend": {"backend": "transformers"}, "sampling": {"temperature": 0.7}}},
     "target_language": "${runtime_params:target_language, ko}",
     "flag": True,
+    "world": {"seed": 0},
 }
 FIELDS = {"sft": {"learning_rate", "num_train_epochs", "max_length"}}
 
 
 def problems(params):
     return check(params, BASE, lambda path: "conf/x/parameters.yml", fields_of=FIELDS.__getitem__,
-                 sampling=lambda: {"temperature", "top_p", "max_new_tokens", "seed"})
+                 sampling=lambda: {"temperature", "top_p", "max_new_tokens", "seed"}, runtime_only={"world.sizes"})
 
 
 def test_a_valid_override_passes():
@@ -31,7 +32,8 @@ def test_a_valid_override_passes():
                      "evaluation": {"judge": {"model": "gpt-4o"}, "nlu": {"tasks": ["mmlu"]},
                                     "generation": {"backend": {"backend": "vllm", "tensor_parallel_size": 4},
                                                    "sampling": {"top_p": 0.9}}},
-                     "target_language": "ja", "flag": False}) == []
+                     "target_language": "ja", "flag": False,
+                     "world": {"sizes": {"gold": 10}}}) == []  # a key only the catalog reads (runtime_only)
 
 
 @pytest.mark.parametrize("params, expected", [
@@ -89,6 +91,14 @@ def test_a_typo_in_each_pipelines_parameters_stops_the_run_before_any_node(tmp_p
     assert "Traceback" not in result.stderr and "stopped before any node" in result.stderr
     made = sorted(str(p.relative_to(root)) for p in (root / "data").rglob("*") if p.is_file())
     assert all(p.startswith("data/01_raw/benchmarks/") for p in made)  # no world, no model, no dataset written
+
+
+def test_keys_the_catalog_reads_as_runtime_params_are_valid():
+    from conftest import ROOT
+    from kowen_kedro.parameters import runtime_only_keys
+
+    keys = runtime_only_keys(ROOT / "conf")
+    assert {"tiny_world.sizes", "tiny_world.extra_languages", "target_language"} <= keys
 
 
 def test_check_run_parameters_reads_the_files_and_names_them(tmp_path):

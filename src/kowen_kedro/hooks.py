@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 from kedro.framework.hooks import hook_impl
 
@@ -76,21 +77,15 @@ class ConsoleHook:
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict, pipeline) -> None:
-        import time
-
         self._total, self._done, self._started, self._t0 = len(pipeline.nodes), 0, {}, time.perf_counter()
         console.info("kowen-kedro: %d nodes (env %s); the full log: info.log", self._total, run_params.get("env") or "base")
 
     @hook_impl
     def before_node_run(self, node) -> None:
-        import time
-
         self._started[node.name] = time.perf_counter()
 
     @hook_impl
     def after_node_run(self, node) -> None:
-        import time
-
         self._done += 1
         seconds = time.perf_counter() - self._started.pop(node.name, time.perf_counter())
         width = len(str(self._total))
@@ -102,8 +97,6 @@ class ConsoleHook:
 
     @hook_impl
     def after_pipeline_run(self, pipeline, catalog) -> None:
-        import time
-
         lines = [f"Done: {self._done} nodes in {time.perf_counter() - self._t0:.0f} s."]
         if "gold_effects_md" in pipeline.all_outputs():
             try:

@@ -126,11 +126,14 @@ def _closest(key: str, candidates: Iterable[str]) -> str:
 
 
 def check(params: dict, base: dict, where: Callable[[str], str],
-          fields_of: Callable[[str], set[str]] = trainer_fields, sampling: Callable[[], set[str]] = sampling_fields) -> list[str]:
+          fields_of: Callable[[str], set[str]] = trainer_fields, sampling: Callable[[], set[str]] = sampling_fields,
+          runtime_only: Iterable[str] = ()) -> list[str]:
     """Problems of ``params`` against the ``base`` schema, one line each: ``file: key: problem``.
 
-    ``where(path)`` names the file (or ``--params``) that sets a key.
+    ``where(path)`` names the file (or ``--params``) that sets a key; ``runtime_only``: keys the
+    configuration reads as ``${runtime_params:<key>, ...}`` without a parameters entry (valid as given).
     """
+    runtime_only = set(runtime_only)
     problems: list[str] = []
 
     def unknown(path: str, key: str, valid: Iterable[str], what: str) -> None:
@@ -152,7 +155,7 @@ def check(params: dict, base: dict, where: Callable[[str], str],
                     if name not in valid:
                         unknown(f"{path}.{name}", name, valid, "sampling setting")
                 continue
-            if _matches(path, OPEN):
+            if _matches(path, OPEN) or path in runtime_only:
                 continue
             if schema is None:
                 continue
@@ -174,6 +177,14 @@ def check(params: dict, base: dict, where: Callable[[str], str],
     return problems
 
 
+def runtime_only_keys(conf: Path) -> set[str]:
+    """Keys the configuration (catalog, globals) reads as ``${runtime_params:<key>, ...}``."""
+    import re
+
+    text = "".join(p.read_text() for p in conf.rglob("*.yml") if not p.name.startswith("parameters"))
+    return set(re.findall(r"runtime_params:([\w.]+)", text))
+
+
 def check_run_parameters(conf_dir: str | Path, env: str | None, params: dict, runtime_params: dict | None = None,
                          fields_of: Callable[[str], set[str]] = trainer_fields) -> None:
     """Raise :class:`ParameterError` when the run's ``params`` do not fit ``conf/base``'s schema."""
@@ -190,6 +201,6 @@ def check_run_parameters(conf_dir: str | Path, env: str | None, params: dict, ru
                 return str(Path(name).relative_to(conf.parent)) if conf.is_absolute() else name
         return "--params"
 
-    problems = check(params, base, where, fields_of)
+    problems = check(params, base, where, fields_of, runtime_only=runtime_only_keys(conf))
     if problems:
         raise ParameterError(problems)

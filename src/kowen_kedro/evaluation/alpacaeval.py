@@ -26,7 +26,6 @@ Identical outputs are ties without a judge call, as alpaca_eval fixes them
 from __future__ import annotations
 
 import contextlib
-import logging
 import tempfile
 import warnings
 from pathlib import Path
@@ -35,26 +34,19 @@ from unittest import mock
 
 import pandas as pd
 
-logger = logging.getLogger(__name__)
-
-#: alpaca_eval release whose metric functions these numbers come from (checked against commit cd543a1's
-#: leaderboard, ``weighted_alpaca_eval_gpt4_turbo``).
-ALPACA_EVAL_VERSION = "0.6.6"
 #: AlpacaEval 2.0's baseline: the generator of the reference outputs (``alpaca_eval_gpt4_baseline.json``)
 #: whose length-gamed annotations ``df_gamed.csv`` holds.
 LC_BASELINE = "gpt4_1106_preview"
 #: Columns of ``df_gamed.csv`` that ``get_length_controlled_winrate`` reads.
 DF_GAMED_COLUMNS = ("model", "index", "preference", "std_delta_len", "instruction_difficulty", "not_gamed_baseline")
-HEAD_TO_HEAD = ("win_rate", "standard_error", "discrete_win_rate", "n_wins", "n_wins_base", "n_draws", "n_total", "n_dropped")
 LENGTH_CONTROLLED = ("length_controlled_winrate", "lc_standard_error")
 
 
 @contextlib.contextmanager
 def _quiet_alpaca_eval():
-    """alpaca_eval imports ``pkg_resources`` (a setuptools deprecation warning) and its GLM passes
-    arguments scikit-learn 1.9 deprecates (FutureWarnings): nothing a user of the run can act on."""
+    """alpaca_eval's GLM passes arguments scikit-learn 1.9 deprecates (FutureWarnings): nothing a user of
+    the run can act on. (Its ``pkg_resources`` import warning is one of ``kowen_kedro.QUIET``.)"""
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
         warnings.filterwarnings("ignore", category=FutureWarning, module=r"sklearn\.")
         yield
 

@@ -98,15 +98,14 @@ def summarize_node(judgements: pd.DataFrame, model_outputs: pd.DataFrame, refere
     inputs exist (``df_gamed``, AlpacaEval's instructions, its published reference), else the reason it is
     absent (``lc_absent`` column; logged unless ``say_why`` is False).
     """
-    counts = check_unparseable([None if pd.isna(p) else p for p in judgements["preference"]], name,
-                               float(params.get("max_unparseable_share", 0.05)))
+    preferences = [None if pd.isna(p) else p for p in judgements["preference"]]
+    counts = check_unparseable(preferences, name, float(params.get("max_unparseable_share", 0.05)))
     fid = model_outputs.assign(in_language=fidelity(model_outputs["output"], model_outputs["language"], languages))
     ref = reference_outputs.set_index("id").loc[model_outputs["id"]]
     has_index = "alpacaeval_index" in model_outputs.columns and model_outputs["alpacaeval_index"].notna().all()
     published = alpacaeval.get("reference", {}).get(name, "sft") == "published"
     annotated = ae.annotations(
-        model_outputs["instruction"], model_outputs["output"], ref["output"],
-        [None if pd.isna(p) else p for p in judgements["preference"]],
+        model_outputs["instruction"], model_outputs["output"], ref["output"], preferences,
         model=_label(model_outputs, "policy"), reference=_label(reference_outputs, "reference"),
         index=model_outputs["alpacaeval_index"] if has_index else None)
     language = list(model_outputs["language"])
