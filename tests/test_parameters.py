@@ -57,6 +57,7 @@ def test_the_real_trainer_configs_are_the_installed_trls():
     assert {"learning_rate", "max_length", "assistant_only_loss"} <= trainer_fields("sft")
     assert {"beta", "precompute_ref_log_probs"} <= trainer_fields("dpo") and "clo_lambda" in trainer_fields("clo")
     assert "beta" not in trainer_fields("sft")
+    assert {"qe_steps", "mt_steps", "out_dir", "pretrain_english_share"} <= trainer_fields("tiny")
 
 
 TYPOS = {  # one per pipeline's parameters file

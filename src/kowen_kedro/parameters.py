@@ -10,7 +10,8 @@ MLflow run):
   string, a list for a list, a block for a block) is an error; a base default of ``null`` or an
   interpolation (``${...}``) accepts any value;
 * ``trainer_args`` blocks are checked against the installed TRL config class the stage trains with
-  (``SFTConfig``, ``RewardConfig``, ``DPOConfig``, CLO's ``CLOConfig``), sampling blocks against
+  (``SFTConfig``, ``RewardConfig``, ``DPOConfig``, CLO's ``CLOConfig``), ``tiny_models`` against
+  :class:`~kowen_kedro.tiny.build.TinyConfig`, sampling blocks against
   :class:`~kowen_kedro.llm.types.SamplingParams`; generation-backend blocks (``backend``: vLLM /
   OpenAI options) and LoRA blocks are options of other tools and are not checked here.
 """
@@ -32,6 +33,7 @@ TRAINER_ARGS = {
     "dpo_iter_*.dpo.trainer_args": "dpo",
     "cross_lingual.baseline_dpo.trainer_args": "dpo",
     "cross_lingual.clo.trainer_args": "clo",
+    "tiny_models": "tiny",  # the built-in models' TinyConfig (+ the node's out_dir, pretrain_english_share)
 }
 #: Sampling blocks (``SamplingParams`` fields).
 SAMPLING = ("data_synthesis.teacher.sampling", "evaluation.gold.sampling", "evaluation.generation.sampling",
@@ -55,9 +57,13 @@ class ParameterError(ValueError):
 
 
 def trainer_fields(kind: str) -> set[str]:
-    """The field names of the installed trainer configuration class of ``kind``."""
+    """The field names of the installed trainer configuration class of ``kind`` (``tiny``: the tiny models')."""
     from dataclasses import fields
 
+    if kind == "tiny":
+        from kowen_kedro.tiny.build import TinyConfig
+
+        return {f.name for f in fields(TinyConfig)} | {"out_dir", "pretrain_english_share"}
     if kind == "clo":
         from kowen_kedro.preference.clo_trainer import CLOConfig as cls
     else:
@@ -144,10 +150,11 @@ def check(params: dict, base: dict, where: Callable[[str], str],
             path = f"{prefix}.{key}" if prefix else str(key)
             trainer = _matches(path, TRAINER_ARGS)
             if trainer and isinstance(value, dict):
-                valid = fields_of(TRAINER_ARGS[trainer])
+                kind = TRAINER_ARGS[trainer]
+                valid = fields_of(kind)
                 for name in value:
                     if name not in valid:
-                        unknown(f"{path}.{name}", name, valid, f"{TRAINER_ARGS[trainer]} trainer argument")
+                        unknown(f"{path}.{name}", name, valid, "tiny-model setting" if kind == "tiny" else f"{kind} trainer argument")
                 continue
             if path in SAMPLING and isinstance(value, dict):
                 valid = sampling()
