@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import random
 import re
-from typing import Any, Iterable
+from typing import Any
 
 import pandas as pd
 
@@ -78,11 +78,6 @@ def excluded_id(instruction: str, listed: dict[int, str] = XL_ALPACAEVAL_EXCLUDE
     ignored), else None."""
     text = _norm(instruction)
     return next((pid for pid, p in listed.items() if text.startswith(_norm(p))), None)
-
-
-def excluded(instruction: str, prefixes: Iterable[str] = XL_ALPACAEVAL_EXCLUDED.values()) -> bool:
-    """Whether ``instruction`` starts with one of the excluded prompts (punctuation, whitespace and case ignored)."""
-    return excluded_id(instruction, dict(enumerate(prefixes))) is not None
 
 
 def xl_alpacaeval(prompts: pd.DataFrame, languages: list[str], seed: int, require_all_listed: bool = False

@@ -90,7 +90,7 @@ def turn_messages(prompts: dict[str, dict[str, str]], turns: Sequence[str], answ
     """
     if turn not in (1, 2):
         raise ValueError(f"turn must be 1 or 2, not {turn}")
-    ref = [r for r in (reference or [])]
+    ref = list(reference or [])
     with_ref = category in NEED_REF_CATS and len(ref) >= turn and all(str(r).strip() for r in ref[:turn])
     judge = prompts[SINGLE[(turn, with_ref)]]
     kwargs: dict[str, str] = {}

@@ -18,6 +18,7 @@ Every judge call goes through the call cache. Positions are randomised with a se
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 from dataclasses import dataclass, field
@@ -26,6 +27,8 @@ from typing import Any, Protocol, Sequence
 from kowen_kedro.langid import language_name
 from kowen_kedro.llm.cache import CallCache, cached_values, call_key
 from kowen_kedro.model_identity import model_identity
+
+logger = logging.getLogger(__name__)
 
 TEMPLATE = (
     "You are a fair judge comparing two responses to the same instruction.{language_note}\n\n"
@@ -244,14 +247,12 @@ class OpenAIJudge:
     def grade_explained(self, messages: Sequence[list[dict[str, str]]], low: int = 1, high: int = 10) -> list[float | None]:
         """FastChat's single-answer grading: the judge explains, then writes ``[[rating]]`` (up to
         ``explain_max_tokens``); the last rating of the reply is read (:func:`~kowen_kedro.evaluation.fastchat.rating`)."""
-        import logging
-
         from kowen_kedro.evaluation.fastchat import rating, rating_count
 
         replies = self.replies(messages, "explained", self.explain_max_tokens)
         several = sum(rating_count(r["text"]) > 1 for r in replies)
         if several:
-            logging.getLogger(__name__).warning("%d of %d judge replies state several [[ratings]]: the last one is read "
+            logger.warning("%d of %d judge replies state several [[ratings]]: the last one is read "
                                                 "(FastChat's parser reads the first)", several, len(replies))
         return [rating(r["text"]) for r in replies]
 
