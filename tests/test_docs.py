@@ -18,9 +18,16 @@ TEXT = [*DOCS, *sorted((ROOT / "conf").rglob("*.yml")), *sorted((ROOT / "src").r
 
 
 def commands() -> list[tuple[str, str]]:
+    """``(doc, command)`` of every `make` / `kedro` command a doc shows, inline or in a code block."""
     found = []
     for doc in DOCS:
+        fenced = False
         for line in doc.read_text().splitlines():
+            if line.strip().startswith("```"):
+                fenced = not fenced
+                continue
+            if fenced and re.match(r"\s*(make|kedro) ", line):
+                found.append((doc.name, line.split("  #")[0].strip()))
             found += [(doc.name, c) for c in COMMAND.findall(line)]
     return found
 

@@ -54,10 +54,11 @@ def test_each_problem_is_named_with_file_key_and_closest_key(params, expected):
 def test_the_real_trainer_configs_are_the_installed_trls():
     from kowen_kedro.parameters import trainer_fields
 
-    assert {"learning_rate", "max_length", "assistant_only_loss"} <= trainer_fields("sft")
-    assert {"beta", "precompute_ref_log_probs"} <= trainer_fields("dpo") and "clo_lambda" in trainer_fields("clo")
+    assert {"learning_rate", "max_length", "assistant_only_loss"} <= set(trainer_fields("sft"))
+    assert {"beta", "precompute_ref_log_probs"} <= set(trainer_fields("dpo")) and "clo_lambda" in trainer_fields("clo")
     assert "beta" not in trainer_fields("sft")
-    assert {"qe_steps", "mt_steps", "out_dir", "pretrain_english_share"} <= trainer_fields("tiny")
+    assert {"qe_steps", "mt_steps", "out_dir", "pretrain_english_share"} <= set(trainer_fields("tiny"))
+    assert trainer_fields("dpo")["beta"] is float and trainer_fields("tiny")["qe_steps"] is int
 
 
 TYPOS = {  # one per pipeline's parameters file
@@ -115,3 +116,79 @@ def test_check_run_parameters_reads_the_files_and_names_them(tmp_path):
     with pytest.raises(ParameterError, match=r"^--params: sft.trainer_args.lr: unknown sft trainer argument"):
         check_run_parameters(conf, None, {"sft": {"seed": 0, "trainer_args": {"lr": 1}}}, {"sft": {"trainer_args": {"lr": 1}}},
                              fields_of=FIELDS.__getitem__)
+
+
+def test_trainer_and_sampling_values_are_checked_against_the_installed_field_types():
+    from kowen_kedro.parameters import sampling_fields, trainer_fields
+
+    def real(params):
+        return check(params, {"sft": {"trainer_args": {}}, "evaluation": {"generation": {"sampling": {}}}},
+                     lambda path: "conf/x/parameters.yml", fields_of=trainer_fields, sampling=sampling_fields)
+
+    assert real({"sft": {"trainer_args": {"learning_rate": 3e-4, "num_train_epochs": 2, "lr_scheduler_type": "cosine",
+                                          "max_length": None, "assistant_only_loss": True, "report_to": ["mlflow"],
+                                          "lr_scheduler_kwargs": {"min_lr": 0.0}}},
+                 "evaluation": {"generation": {"sampling": {"temperature": 0, "seed": 3}}}}) == []
+    assert real({"sft": {"trainer_args": {"learning_rate": "3e-4", "assistant_only_loss": "yes", "per_device_train_batch_size": 2.5,
+                                          "lr_scheduler_type": "cosine_typo"}},
+                 "evaluation": {"generation": {"sampling": {"seed": True}}}}) == [
+        "conf/x/parameters.yml: sft.trainer_args.learning_rate: expected float (the sft trainer argument's type), got string '3e-4'",
+        "conf/x/parameters.yml: sft.trainer_args.assistant_only_loss: expected bool (the sft trainer argument's type), got string 'yes'",
+        "conf/x/parameters.yml: sft.trainer_args.per_device_train_batch_size: expected int (the sft trainer argument's type), got number 2.5",
+        "conf/x/parameters.yml: evaluation.generation.sampling.seed: expected int (the sampling setting's type), got bool True",
+    ]  # lr_scheduler_type is SchedulerType | str in transformers: any string passes here, the trainer names the bad one
+
+
+@pytest.mark.parametrize("value, annotation, expected", [
+    (1, "float", True), (True, "float", False), (1.0, "int", False), (None, "int | None", True), (3, "int | None", True),
+    ("linear", "SchedulerType", True), ("linearish", "SchedulerType", False), ("sigmoid", "list[str]", True),
+    ([1, 2], "list[str]", True), ("{}", "dict", True), ("a", "Literal['a', 'b']", True), ("c", "Literal['a', 'b']", False),
+])
+def test_fits_reads_the_annotations_trl_uses(value, annotation, expected):
+    from typing import Literal, Optional  # noqa: F401 - names the annotations below are written with
+
+    from transformers.trainer_utils import SchedulerType  # noqa: F401
+
+    from kowen_kedro.parameters import fits
+
+    assert fits(value, eval(annotation)) is expected
+
+
+def test_every_key_of_conf_base_has_a_one_line_help():
+    from conftest import ROOT
+    from kowen_kedro.parameters import describe
+
+    rows = describe(ROOT / "conf")
+    assert len(rows) > 200 and [key for key, _, text in rows if not text] == []
+    assert all("\n" not in text and len(text) <= 200 for _, _, text in rows)
+    helps = {key: text for key, _, text in rows}
+    assert helps["sft.trainer_args.warmup_ratio"] == "Linear warmup over warmup_ratio fraction of total steps."  # TRL's own
+    assert helps["dpo_iter_1.dpo.reference"].startswith("previous (Kowen")  # from the _dpo anchor's comment
+    assert helps["sft.global_batch_size"].startswith("= per-device batch")  # the comment beside the key wins
+    assert helps["cross_lingual.clo.seed"] == "seed of the stage's data order and initialisation"  # a stage block's key
+
+
+def test_kedro_params_lists_keys_values_and_help_of_an_environment():
+    from click.testing import CliRunner
+
+    from conftest import ROOT
+    from kowen_kedro.cli import cli
+
+    runner = CliRunner()
+    base = runner.invoke(cli, ["params", "sft.trainer_args.learning", "--conf-source", str(ROOT / "conf")])
+    assert base.exit_code == 0 and base.output.split("#")[0].strip() == "sft.trainer_args.learning_rate = 0.003"
+    big = runner.invoke(cli, ["params", "sft.trainer_args.learning", "--env", "kowen_7b", "--conf-source", str(ROOT / "conf")])
+    assert big.output.split("#")[0].strip() == "sft.trainer_args.learning_rate = 1e-05"
+    assert runner.invoke(cli, ["params", "sft.trainer_args.lerning", "--conf-source", str(ROOT / "conf")]).exit_code == 1
+
+
+@pytest.mark.parametrize("env", ["base", "clo", "kowen_7b", "xl_instruct"])
+def test_every_shipped_environment_passes_the_check(env):
+    from kedro.config import OmegaConfigLoader
+
+    from conftest import ROOT
+    from kowen_kedro.settings import CONFIG_LOADER_ARGS
+
+    args = {k: v for k, v in CONFIG_LOADER_ARGS.items() if k not in ("base_env", "default_run_env")}
+    params = OmegaConfigLoader(str(ROOT / "conf"), base_env="base", default_run_env=env, **args)["parameters"]
+    check_run_parameters(ROOT / "conf", env, params)  # raises ParameterError with one line per problem

@@ -83,3 +83,26 @@ def cli() -> None:
 
 
 cli.add_command(run)
+
+
+@cli.command(name="params")
+@click.argument("prefix", required=False, default="")
+@click.option("--env", "-e", default=None, help="Kedro environment whose values to show over conf/base (e.g. kowen_7b).")
+@click.option("--conf-source", default="conf", show_default=True, help="The configuration folder.")
+def params_command(prefix: str, env: str | None, conf_source: str) -> None:
+    """Every parameter under PREFIX: its key, its value in ENV and its one-line help.
+
+    e.g. ``kedro params sft.trainer_args --env kowen_7b``. The help is conf/base's comment beside the key,
+    or the TRL / tiny-model / sampling field's own help.
+    """
+    import json
+
+    from kowen_kedro.parameters import describe
+
+    rows = [(k, v if isinstance(v, str) else json.dumps(v, ensure_ascii=False), h) for k, v, h in describe(conf_source, env, prefix)]
+    if not rows:
+        raise click.ClickException(f"no parameter under {prefix!r} (kedro params lists them all)")
+    width = min(max(len(f"{k} = {v}") for k, v, _ in rows), 70)
+    for key, value, text in rows:
+        shown = f"{key} = {value}"
+        click.echo(f"{shown:<{width}}  # {text}" if text else shown)

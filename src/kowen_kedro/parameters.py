@@ -12,8 +12,15 @@ MLflow run):
 * ``trainer_args`` blocks are checked against the installed TRL config class the stage trains with
   (``SFTConfig``, ``RewardConfig``, ``DPOConfig``, CLO's ``CLOConfig``), ``tiny_models`` against
   :class:`~kowen_kedro.tiny.build.TinyConfig`, sampling blocks against
-  :class:`~kowen_kedro.llm.types.SamplingParams`; generation-backend blocks (``backend``: vLLM /
-  OpenAI options) and LoRA blocks are options of other tools and are not checked here.
+  :class:`~kowen_kedro.llm.types.SamplingParams`: names, and values against the field's type (a
+  learning rate written ``3e-4`` is a float; ``"3e-4"`` in quotes is an error here, not in the child);
+  generation-backend blocks (``backend``: vLLM / OpenAI options) and LoRA blocks are options of other
+  tools and are not checked here.
+
+Every key has a one-line help (``kedro params [PREFIX] [--env ENV]`` lists keys, values and help): the
+comment beside the key in ``conf/base`` (or the comment lines right above it), else, for a field of a
+trainer, sampling or tiny-model block, the help its configuration class gives the field (TRL's field
+metadata), else :data:`STAGE_HELP` for the keys every training stage block takes.
 """
 
 from __future__ import annotations
@@ -48,6 +55,21 @@ TYPES = {
 }
 
 
+#: Help of the keys every training stage block takes (:data:`kowen_kedro.training.stages.STAGE_KEYS`).
+STAGE_HELP = {
+    "trainer_args": "fields of the stage's TRL config class (SFTConfig, RewardConfig, DPOConfig, CLOConfig)",
+    "global_batch_size": "examples per optimizer step over all processes; gradient accumulation is derived from it",
+    "finetuning": "full | lora | attention_only (CLO: the attention projections only)",
+    "lora": "peft LoraConfig overrides when finetuning is lora (defaults: r 8 on q_proj, v_proj)",
+    "seed": "seed of the stage's data order and initialisation",
+    "ref_model": "the DPO reference model (default: the policy the stage starts from)",
+    "callbacks": "extra transformers TrainerCallback import paths",
+    "enabled": "false skips the stage",
+}
+#: Blocks written once in conf/base and reused through a YAML anchor: the help of their keys is the anchor's.
+ALIASES = ((r"^dpo_iter_\d+\.dpo(?=\.|$)", "_dpo"),)
+
+
 class ParameterError(ValueError):
     """Parameters the run cannot use; one line per problem (file, key, what is wrong)."""
 
@@ -56,21 +78,49 @@ class ParameterError(ValueError):
         super().__init__("\n".join(problems))
 
 
-def trainer_fields(kind: str) -> set[str]:
-    """The field names of the installed trainer configuration class of ``kind`` (``tiny``: the tiny models')."""
-    from dataclasses import fields
-
+def trainer_class(kind: str) -> type:
+    """The installed configuration class of a ``kind`` of block: a TRL config, CLO's, TinyConfig or SamplingParams."""
     if kind == "tiny":
         from kowen_kedro.tiny.build import TinyConfig
 
-        return {f.name for f in fields(TinyConfig)} | {"out_dir", "pretrain_english_share"}
-    if kind == "clo":
-        from kowen_kedro.preference.clo_trainer import CLOConfig as cls
-    else:
-        import trl
+        return TinyConfig
+    if kind == "sampling":
+        from kowen_kedro.llm.types import SamplingParams
 
-        cls = {"sft": trl.SFTConfig, "reward": trl.RewardConfig, "dpo": trl.DPOConfig}[kind]
-    return {f.name for f in fields(cls)}
+        return SamplingParams
+    if kind == "clo":
+        from kowen_kedro.preference.clo_trainer import CLOConfig
+
+        return CLOConfig
+    import trl
+
+    return {"sft": trl.SFTConfig, "reward": trl.RewardConfig, "dpo": trl.DPOConfig}[kind]
+
+
+#: Keys of ``tiny_models`` that are the build node's, not TinyConfig fields.
+TINY_EXTRA = {"out_dir": str, "pretrain_english_share": float}
+
+
+def trainer_fields(kind: str) -> dict[str, Any]:
+    """``{field name: its type}`` of the installed configuration class of ``kind`` (``tiny``: + the node's keys)."""
+    import typing
+    from dataclasses import fields
+
+    cls = trainer_class(kind)
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception:  # noqa: BLE001 - an unresolvable annotation: names are still checked, types are not
+        hints = {}
+    out = {f.name: hints.get(f.name, Any) for f in fields(cls)}
+    return {**out, **TINY_EXTRA} if kind == "tiny" else out
+
+
+def field_help(kind: str, name: str) -> str:
+    """The help the configuration class of ``kind`` gives field ``name`` (TRL: the field's metadata)."""
+    from dataclasses import fields
+
+    found = {f.name: f for f in fields(trainer_class(kind))}.get(name)
+    return str(found.metadata.get("help", "")) if found is not None else ""
 
 
 def stage_keys() -> set[str]:
@@ -79,12 +129,8 @@ def stage_keys() -> set[str]:
     return set(STAGE_KEYS)
 
 
-def sampling_fields() -> set[str]:
-    from dataclasses import fields
-
-    from kowen_kedro.llm.types import SamplingParams
-
-    return {f.name for f in fields(SamplingParams)}
+def sampling_fields() -> dict[str, Any]:
+    return trainer_fields("sampling")
 
 
 def load_files(folder: Path) -> dict[str, dict]:
@@ -126,18 +172,56 @@ def _kind(value: Any) -> str:
     return {str: "string", list: "list", dict: "block"}.get(type(value), type(value).__name__)
 
 
+def fits(value: Any, annotation: Any) -> bool:
+    """Whether ``value`` (as YAML gives it) is of a dataclass field's type; what cannot be judged fits."""
+    import enum
+    import types
+    import typing
+
+    if annotation is Any or value is None and annotation is type(None):
+        return True
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(fits(value, a) for a in typing.get_args(annotation))
+    if origin is typing.Literal:
+        return value in typing.get_args(annotation)
+    if origin in (list, tuple, typing.List, typing.Tuple):  # noqa: UP006 - the origins typing reports
+        args = [a for a in typing.get_args(annotation) if a is not Ellipsis]
+        return isinstance(value, (list, tuple)) or bool(args) and fits(value, args[0])  # TRL takes "a" for ["a"]
+    if origin in (dict, typing.Dict):  # noqa: UP006
+        return isinstance(value, (dict, str))  # a JSON string is accepted by transformers
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        return value in {m.value for m in annotation} or value in annotation.__members__
+    return True
+
+
+def _type_name(annotation: Any) -> str:
+    text = str(annotation) if not isinstance(annotation, type) else annotation.__name__
+    return text.replace("typing.", "").replace("NoneType", "None")
+
+
 def _closest(key: str, candidates: Iterable[str]) -> str:
     close = difflib.get_close_matches(key, sorted(candidates), n=1, cutoff=0.6)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def check(params: dict, base: dict, where: Callable[[str], str],
-          fields_of: Callable[[str], set[str]] = trainer_fields, sampling: Callable[[], set[str]] = sampling_fields,
+          fields_of: Callable[[str], Any] = trainer_fields, sampling: Callable[[], Any] = sampling_fields,
           runtime_only: Iterable[str] = ()) -> list[str]:
     """Problems of ``params`` against the ``base`` schema, one line each: ``file: key: problem``.
 
-    ``where(path)`` names the file (or ``--params``) that sets a key; ``runtime_only``: keys the
-    configuration reads as ``${runtime_params:<key>, ...}`` without a parameters entry (valid as given).
+    ``where(path)`` names the file (or ``--params``) that sets a key; ``fields_of(kind)`` / ``sampling()``:
+    the field names of a trainer / sampling block (a mapping to their types also checks the values);
+    ``runtime_only``: keys the configuration reads as ``${runtime_params:<key>, ...}`` without a
+    parameters entry (valid as given).
     """
     runtime_only = set(runtime_only)
     problems: list[str] = []
@@ -149,18 +233,16 @@ def check(params: dict, base: dict, where: Callable[[str], str],
         for key, value in given.items():
             path = f"{prefix}.{key}" if prefix else str(key)
             trainer = _matches(path, TRAINER_ARGS)
-            if trainer and isinstance(value, dict):
-                kind = TRAINER_ARGS[trainer]
-                valid = fields_of(kind)
-                for name in value:
+            if (trainer or path in SAMPLING) and isinstance(value, dict):
+                kind = TRAINER_ARGS[trainer] if trainer else "sampling"
+                valid = fields_of(kind) if trainer else sampling()
+                what = {"tiny": "tiny-model setting", "sampling": "sampling setting"}.get(kind, f"{kind} trainer argument")
+                for name, item in value.items():
                     if name not in valid:
-                        unknown(f"{path}.{name}", name, valid, "tiny-model setting" if kind == "tiny" else f"{kind} trainer argument")
-                continue
-            if path in SAMPLING and isinstance(value, dict):
-                valid = sampling()
-                for name in value:
-                    if name not in valid:
-                        unknown(f"{path}.{name}", name, valid, "sampling setting")
+                        unknown(f"{path}.{name}", name, valid, what)
+                    elif isinstance(valid, dict) and item is not None and not fits(item, valid[name]):
+                        problems.append(f"{where(f'{path}.{name}')}: {path}.{name}: expected {_type_name(valid[name])} "
+                                        f"(the {what}'s type), got {_kind(item)} {item!r}")
                 continue
             if _matches(path, OPEN) or path in runtime_only:
                 continue
@@ -193,7 +275,7 @@ def runtime_only_keys(conf: Path) -> set[str]:
 
 
 def check_run_parameters(conf_dir: str | Path, env: str | None, params: dict, runtime_params: dict | None = None,
-                         fields_of: Callable[[str], set[str]] = trainer_fields) -> None:
+                         fields_of: Callable[[str], Any] = trainer_fields) -> None:
     """Raise :class:`ParameterError` when the run's ``params`` do not fit ``conf/base``'s schema."""
     conf = Path(conf_dir)
     base_files = load_files(conf / "base")
@@ -211,3 +293,95 @@ def check_run_parameters(conf_dir: str | Path, env: str | None, params: dict, ru
     problems = check(params, base, where, fields_of, runtime_only=runtime_only_keys(conf))
     if problems:
         raise ParameterError(problems)
+
+
+# ---- help: one line per key -------------------------------------------------------------------------
+
+def _inline_comment(rest: str) -> str:
+    quote = None
+    for i, char in enumerate(rest):
+        if char in "\"'" and quote is None:
+            quote = char
+        elif char == quote:
+            quote = None
+        elif char == "#" and quote is None and (i == 0 or rest[i - 1].isspace()):
+            return rest[i + 1:].strip()
+    return ""
+
+
+def comments(path: str | Path) -> dict[str, str]:
+    """``{key path: its comment}`` of a parameters file: the comment on the key's line, else the comment
+    lines right above it (no blank line between). Keys inside list items are not keys of the tree."""
+    import re
+
+    key = re.compile(r"^(\s*)([A-Za-z_][\w\-]*|\"[^\"]+\"):(\s|$)")
+    out: dict[str, str] = {}
+    stack: list[tuple[int, str]] = []
+    above: list[str] = []
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
+        text = line.strip()
+        if text.startswith("#"):
+            above.append(text.lstrip("#").strip())
+            continue
+        match = key.match(line)
+        if match:
+            indent, name = len(match.group(1)), match.group(2).strip('"')
+            while stack and stack[-1][0] >= indent:
+                stack.pop()
+            stack.append((indent, name))
+            out[".".join(k for _, k in stack)] = _inline_comment(line[match.end(2) + 1:]) or " ".join(above)
+        above = []
+    return out
+
+
+def _first_sentence(text: str, width: int = 200) -> str:
+    """One line: the first sentence of ``text``, shortened to ``width`` characters."""
+    text = " ".join(text.split())
+    cut = text.find(". ")
+    text = text[:cut + 1] if cut > 0 else text
+    return text if len(text) <= width else text[:width - 3].rstrip() + "..."
+
+
+def help_of(path: str, notes: dict[str, str], base: dict) -> str:
+    """The one-line help of ``path`` (see the module's docstring for where it comes from)."""
+    import re
+
+    candidates = [path] + [re.sub(pattern, alias, path) for pattern, alias in ALIASES if re.search(pattern, path)]
+    for candidate in candidates:
+        if notes.get(candidate):
+            return _first_sentence(notes[candidate])
+    parent, _, name = path.rpartition(".")
+    trainer = _matches(parent, TRAINER_ARGS)
+    if trainer or parent in SAMPLING:
+        kind = TRAINER_ARGS[trainer] if trainer else "sampling"
+        found = field_help(kind, name) if name not in TINY_EXTRA or kind != "tiny" else ""
+        if found:
+            return _first_sentence(found)
+    node: Any = base
+    for part in parent.split(".") if parent else []:
+        node = node.get(part, {}) if isinstance(node, dict) else {}
+    if isinstance(node, dict) and "trainer_args" in node and name in STAGE_HELP:
+        return STAGE_HELP[name]
+    return ""
+
+
+def leaves(tree: dict, prefix: str = "") -> list[tuple[str, Any]]:
+    """``(key path, value)`` of every leaf of ``tree`` (an empty block and a list are leaves)."""
+    out = []
+    for key, value in tree.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        out.extend(leaves(value, path) if isinstance(value, dict) and value else [(path, value)])
+    return out
+
+
+def describe(conf_dir: str | Path, env: str | None = None, prefix: str = "") -> list[tuple[str, Any, str]]:
+    """``(key, value, help)`` of every parameter of ``env`` (base + env) whose key path starts with ``prefix``;
+    interpolations are shown as written."""
+    conf = Path(conf_dir)
+    base_files = load_files(conf / "base")
+    base = merge(base_files.values())
+    tree = merge([base, *load_files(conf / env).values()]) if env and env != "base" and (conf / env).is_dir() else base
+    notes: dict[str, str] = {}
+    for name in base_files:
+        notes.update(comments(name))
+    return [(path, value, help_of(path, notes, base)) for path, value in leaves(tree) if path.startswith(prefix)]

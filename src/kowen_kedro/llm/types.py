@@ -5,7 +5,7 @@ a subprocess) and ``generator`` (cached generation over any of them) build on it
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol, Sequence
 
 Messages = list[dict[str, str]]
@@ -15,10 +15,10 @@ Messages = list[dict[str, str]]
 class SamplingParams:
     """Sampling settings of one call site."""
 
-    max_new_tokens: int = 256
-    temperature: float = 0.7
-    top_p: float = 0.9
-    seed: int = 0
+    max_new_tokens: int = field(default=256, metadata={"help": "most tokens generated per completion"})
+    temperature: float = field(default=0.7, metadata={"help": "sampling temperature; 0 is greedy"})
+    top_p: float = field(default=0.9, metadata={"help": "nucleus sampling: smallest token set whose probability reaches top_p"})
+    seed: int = field(default=0, metadata={"help": "base of the per-sample seeds (same seed and prompt: same completion)"})
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> "SamplingParams":

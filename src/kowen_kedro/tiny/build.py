@@ -24,7 +24,7 @@ import json
 import logging
 import math
 import shutil
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
 
@@ -52,25 +52,25 @@ MANIFEST = "manifest.json"
 class TinyConfig:
     """Sizes and steps of the built-in models (``params:tiny_models``)."""
 
-    vocab_size: int = 1200
-    hidden_size: int = 64
-    intermediate_size: int = 160
-    num_hidden_layers: int = 2
-    num_attention_heads: int = 4
-    num_key_value_heads: int = 2
-    max_position_embeddings: int = 1024
-    pretrain_steps: int = 150
-    teacher_steps: int = 150
-    seq_len: int = 96
-    batch_size: int = 16
-    learning_rate: float = 3e-3
-    seed: int = 0
-    mt_steps: int = 200
-    qe_hidden_size: int = 64
-    qe_layers: int = 2
-    qe_vocab_size: int = 800
-    qe_steps: int = 1200        # regression on (src, corrupted translation, chrF) from the parallel sentences
-    qe_learning_rate: float = 1e-3
+    vocab_size: int = field(default=1200, metadata={"help": "BPE vocabulary of the tokenizer trained on the world's text"})
+    hidden_size: int = field(default=64, metadata={"help": "hidden size of the Qwen2-architecture base, teacher, student and reward-model init"})
+    intermediate_size: int = field(default=160, metadata={"help": "MLP width of those models"})
+    num_hidden_layers: int = field(default=2, metadata={"help": "decoder layers of those models"})
+    num_attention_heads: int = field(default=4, metadata={"help": "attention heads"})
+    num_key_value_heads: int = field(default=2, metadata={"help": "key/value heads (grouped-query attention, as Qwen2)"})
+    max_position_embeddings: int = field(default=1024, metadata={"help": "longest sequence the models take"})
+    pretrain_steps: int = field(default=150, metadata={"help": "the base LM's pre-training steps on the world's text"})
+    teacher_steps: int = field(default=150, metadata={"help": "the tiny teacher's tuning steps on the world's chats"})
+    seq_len: int = field(default=96, metadata={"help": "tokens per pre-training sequence"})
+    batch_size: int = field(default=16, metadata={"help": "sequences per pre-training and tuning step"})
+    learning_rate: float = field(default=3e-3, metadata={"help": "learning rate of the build's pre-training and tuning"})
+    seed: int = field(default=0, metadata={"help": "torch seed of the build"})
+    mt_steps: int = field(default=200, metadata={"help": "training steps of the tiny seq2seq MT model on the world's parallel sentences"})
+    qe_hidden_size: int = field(default=64, metadata={"help": "hidden size of the tiny COMET QE model's encoder"})
+    qe_layers: int = field(default=2, metadata={"help": "encoder layers of the tiny COMET QE model"})
+    qe_vocab_size: int = field(default=800, metadata={"help": "vocabulary of the QE model's encoder"})
+    qe_steps: int = field(default=1200, metadata={"help": "QE regression steps on (source, corrupted translation, chrF) from the parallel sentences"})
+    qe_learning_rate: float = field(default=1e-3, metadata={"help": "learning rate of the QE regression"})
 
 
 def build_key(config: TinyConfig, texts: list[str], chats: list[list[dict]], parallel: list[dict] | None = None,
