@@ -16,7 +16,7 @@ export KEDRO_DISABLE_TELEMETRY := 1
 export PYTHONUNBUFFERED := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv run test test-fast bench bench-gpu effects viz notebook mlflow-ui lock clean-data
+.PHONY: venv run test test-fast bench bench-runs bench-gpu effects viz notebook mlflow-ui lock clean-data
 
 venv: $(STAMP)
 
@@ -44,7 +44,13 @@ test-fast: venv
 bench: venv
 	$(BIN)/python benchmarks/run.py
 
-## The papers' claims on world seeds 0, 1, 2 (one default run each, ~6 min each): docs/effects.md + docs/effects.csv.
+## Whole runs, each in a fresh clone of the committed code, one at a time: the default `kedro run`, the
+## Japanese one and `.ci/run` (docs/runs.json, the runs table of docs/benchmarks.md). BENCH_RUNS picks some.
+BENCH_RUNS ?= default ja suite
+bench-runs: venv
+	$(BIN)/python benchmarks/runs.py $(BENCH_RUNS)
+
+## The papers' claims on world seeds 0, 1, 2 (one default run each): docs/effects.md + docs/effects.csv.
 ## EFFECTS_ARGS="--ablations" adds the ablation runs on seed 0; "--reuse" re-reads stored runs.
 effects: venv
 	$(BIN)/python benchmarks/effects.py $(EFFECTS_ARGS)

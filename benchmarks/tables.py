@@ -1,8 +1,9 @@
-"""The `make bench` table of docs/benchmarks.md, generated from the measurement it shows.
+"""The generated tables of docs/benchmarks.md, each from the measurement it shows.
 
 `make bench` saves its figures to ``docs/bench.json`` (with the date and the machine's CPU count) and
 rewrites the table between the ``<!-- bench:begin -->`` / ``<!-- bench:end -->`` markers of
-``docs/benchmarks.md`` from them; a test checks that the table is the one these figures give.
+``docs/benchmarks.md`` from them; `make bench-runs` does the same with whole runs (``docs/runs.json``,
+``<!-- runs:begin -->`` / ``<!-- runs:end -->``). A test checks that each table is the one its figures give.
 """
 
 from __future__ import annotations
@@ -38,17 +39,57 @@ def bench_table(bench: dict) -> str:
     return head + "| figure | value |\n|---|---|\n" + "".join(f"| {a} | {b} |\n" for a, b in rows)
 
 
-def rewrite(doc: Path, bench: dict) -> None:
-    """Replace the table between the markers of ``doc`` with :func:`bench_table` of ``bench``."""
+def _minutes(seconds: float) -> str:
+    return f"{int(seconds // 60)} min {seconds % 60:02.0f} s"
+
+
+def runs_table(runs: dict) -> str:
+    """The whole-run figures of ``docs/runs.json``: one row per run measured."""
+    rows = []
+    if "default" in runs:
+        r = runs["default"]
+        slowest = ", ".join(f"{name} {sec:.0f} s" for name, sec in r["slowest"][:3])
+        rows.append((f"`{r['command']}` of the default, fresh clone (what `make run` runs)",
+                     f"{_minutes(r['wall_s'])}; {r['nodes']} nodes, {r['node_time_s']:.0f} s of node time (slowest: {slowest}); "
+                     f"tiny-model build {r['tiny_build_s']:.0f} s; {r['training_launches']} training launches, "
+                     f"{r['trainer_s']:.0f} s inside their trainers; console {r['console_lines']} lines", r["date"]))
+    if "ja" in runs:
+        r = runs["ja"]
+        rows.append((f"`{r['command']}`, full-size Japanese world, fresh clone",
+                     f"{_minutes(r['wall_s'])}; {r['nodes']} nodes, {r['training_launches']} training launches", r["date"]))
+    if "suite" in runs:
+        r = runs["suite"]
+        rows.append(("`make test` through `.ci/run` on a fresh clone, empty HOME (installation included)",
+                     f"{_minutes(r['wall_s'])} (tests {_minutes(r['tests_s'])}: {r['summary']})", r["date"]))
+    machine = next(iter(runs.values()))["machine"] if runs else "-"
+    head = f"Measured on {machine} (`make bench-runs`; figures in `docs/runs.json`), one run at a time on an idle machine.\n\n"
+    return head + "| run | figure | date |\n|---|---|---|\n" + "".join(f"| {a} | {b} | {c} |\n" for a, b, c in rows)
+
+
+MARKERS = {"bench": (BEGIN, END), "runs": ("<!-- runs:begin -->", "<!-- runs:end -->")}
+
+
+def _rewrite(doc: Path, block: str, table: str) -> None:
+    begin, end = MARKERS[block]
     text = doc.read_text()
-    new = re.sub(re.escape(BEGIN) + r".*?" + re.escape(END), lambda _: f"{BEGIN}\n{bench_table(bench)}{END}", text, flags=re.S)
-    if new == text and BEGIN not in text:
-        raise ValueError(f"{doc}: no {BEGIN} ... {END} markers")
-    doc.write_text(new)
+    if begin not in text:
+        raise ValueError(f"{doc}: no {begin} ... {end} markers")
+    doc.write_text(re.sub(re.escape(begin) + r".*?" + re.escape(end), lambda _: f"{begin}\n{table}{end}", text, flags=re.S))
 
 
-def shown_table(doc: Path) -> str:
-    m = re.search(re.escape(BEGIN) + r"\n(.*?)" + re.escape(END), doc.read_text(), flags=re.S)
+def rewrite(doc: Path, bench: dict) -> None:
+    """Replace the `make bench` table of ``doc`` with :func:`bench_table` of ``bench``."""
+    _rewrite(doc, "bench", bench_table(bench))
+
+
+def rewrite_runs(doc: Path, runs: dict) -> None:
+    """Replace the runs table of ``doc`` with :func:`runs_table` of ``runs``."""
+    _rewrite(doc, "runs", runs_table(runs))
+
+
+def shown_table(doc: Path, block: str = "bench") -> str:
+    begin, end = MARKERS[block]
+    m = re.search(re.escape(begin) + r"\n(.*?)" + re.escape(end), doc.read_text(), flags=re.S)
     if not m:
-        raise ValueError(f"{doc}: no {BEGIN} ... {END} markers")
+        raise ValueError(f"{doc}: no {begin} ... {end} markers")
     return m.group(1)

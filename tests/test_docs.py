@@ -132,3 +132,18 @@ def test_the_bench_table_shows_the_last_measurement():
     bench = json.loads((ROOT / "docs" / "bench.json").read_text())
     assert shown_table(ROOT / "docs" / "benchmarks.md") == bench_table(bench)
     assert {"generate_batch16_tokens_per_s", "qe_batch32_segments_per_s", "dpo_3ep_precompute_speedup"} <= set(bench["results"])
+
+
+def test_the_runs_table_shows_the_last_measured_runs():
+    """docs/benchmarks.md's whole-run table is the one `make bench-runs` writes (docs/runs.json), and the
+    README states no run time of its own."""
+    import json
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from tables import runs_table, shown_table
+
+    runs = json.loads((ROOT / "docs" / "runs.json").read_text())
+    assert "default" in runs and runs["default"]["training_launches"] > 5
+    assert shown_table(ROOT / "docs" / "benchmarks.md", "runs") == runs_table(runs)
+    assert not re.findall(r"\b\d+ ?(?:min|minutes)\b", (ROOT / "README.md").read_text())

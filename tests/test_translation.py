@@ -128,54 +128,77 @@ def test_tiny_seq2seq_translates_offline_and_rejects_long_sources(tiny_models, t
         mt.translate(["Hola."], "es", "ko")
 
 
-QE_RUN = """
+NODE_RUN = """
 import json, sys
-from kowen_kedro.llm.cache import CallCache
+import pandas as pd
+from kowen_kedro.datasets import JSONLinesDataset
+from kowen_kedro.pipelines.translation_qe.nodes import translate_prompts_node
 from kowen_kedro.translation.qe import CometQE
-cache, ckpt, pairs_file, out, log = sys.argv[1:6]
-pairs = json.load(open(pairs_file))
-qe = CometQE(ckpt, batch_size=8, cache=CallCache(cache))
-model = qe._load()
-predict = model.predict
+from kowen_kedro.translation.seq2seq import Seq2SeqTranslator
+cache, mt, qe, prompts, out, log = sys.argv[1:7]
 
-def counted(samples, **kwargs):  # every pair the model scores, in order
+def logged(kind, texts):  # every sentence the MT model translates, every pair QE scores, in order
     with open(log, "a") as f:
-        f.write("".join(s["mt"] + "\\n" for s in samples))
-    return predict(samples, **kwargs)
+        f.write("".join(f"{kind}\\t{t}\\n" for t in texts))
 
-model.predict = counted
-scores = qe.score([p["src"] for p in pairs], [p["mt"] for p in pairs])
-open(out, "w").write(json.dumps(scores))
+generate = Seq2SeqTranslator._generate
+Seq2SeqTranslator._generate = lambda self, texts, src, tgt: (logged("mt", texts), generate(self, texts, src, tgt))[1]
+load = CometQE._load
+
+def load_logged(self):
+    model = load(self)
+    if not getattr(model, "logged", False):
+        predict = model.predict
+        model.predict = lambda samples, **kw: (logged("qe", [s["mt"] for s in samples]), predict(samples, **kw))[1]
+        model.logged = True
+    return model
+
+CometQE._load = load_logged
+params = {"translators": [{"type": "seq2seq", "model_role": "mt", "batch_size": 8, "max_new_tokens": 16, "max_source_tokens": 256}],
+          "qe": {"batch_size": 8, "gpus": 0}, "splitter": {"type": "pysbd"}, "max_sentence_chars": 1000,
+          "prompts": {"max_prompts": 1000}}
+frame = translate_prompts_node(pd.read_json(prompts, lines=True), {"mt": mt, "qe": qe}, params, "en", "ko", {"cache_path": cache})
+JSONLinesDataset(out).save(frame)
 """
 
 
 @pytest.mark.slow
-def test_qe_scoring_killed_mid_way_resumes_and_writes_the_same_bytes(tiny_models, world, tmp_path):
-    """COMET QE stores every 4 batches as it goes: after SIGKILL the rerun scores only the pairs not yet
-    stored and writes exactly the bytes of an uninterrupted run."""
-    import json
+def test_translation_node_killed_in_mt_and_in_qe_resumes_and_writes_the_same_bytes(tiny_models, world, tmp_path):
+    """The real translate_prompts_node (seq2seq MT, then COMET QE, both storing every 4 batches as they go),
+    SIGKILLed once while translating and once while scoring: each rerun computes only what was not yet
+    stored, and the node's saved output is byte-identical to an uninterrupted run's."""
     import subprocess
     import sys
 
     from helpers.kill import start_and_kill
 
-    rows = world["parallel_sentences"].to_dict("records")
-    pairs = [{"src": r["en"], "mt": f"{r['ko']} #{i}"} for i, r in enumerate(rows * 8)][:480]  # 480 distinct pairs
-    (tmp_path / "pairs.json").write_text(json.dumps(pairs, ensure_ascii=False))
-    script = tmp_path / "qe.py"
-    script.write_text(QE_RUN)
+    sentences = list(dict.fromkeys(world["parallel_sentences"]["en"]))[:240]  # 240 distinct sentences, one prompt each
+    assert len(sentences) == 240
+    pd.DataFrame({"prompt_id": [f"p{i}" for i in range(240)], "prompt": sentences, "language": "en", "n_turns": 1}).to_json(
+        tmp_path / "prompts.jsonl", orient="records", lines=True, force_ascii=False)
+    script = tmp_path / "node.py"
+    script.write_text(NODE_RUN)
 
     def run(name):
-        return [sys.executable, str(script), str(tmp_path / f"{name}.sqlite"), tiny_models["models"]["qe"],
-                str(tmp_path / "pairs.json"), str(tmp_path / f"{name}.json"), str(tmp_path / f"{name}.log")]
+        return [sys.executable, str(script), str(tmp_path / f"{name}.sqlite"), tiny_models["models"]["mt"], tiny_models["models"]["qe"],
+                str(tmp_path / "prompts.jsonl"), str(tmp_path / f"{name}.jsonl"), str(tmp_path / f"{name}.log")]
+
+    def computed(name):
+        lines = (tmp_path / f"{name}.log").read_text().splitlines()
+        (tmp_path / f"{name}.log").write_text("")
+        return [line.split("\t") for line in lines]
 
     subprocess.run(run("a"), check=True, capture_output=True)
-    stored = start_and_kill(run("b"), tmp_path / "b.sqlite", 96)
-    scored_before = (tmp_path / "b.log").read_text().splitlines()
-    assert 96 <= stored < 480 and stored % 32 == 0 and not (tmp_path / "b.json").exists()
-    assert len(scored_before) - 32 <= stored <= len(scored_before)  # at most the part in flight was lost
-    (tmp_path / "b.log").write_text("")
+    assert sorted(kind for kind, _ in computed("a")) == ["mt"] * 240 + ["qe"] * 240
+    mt_stored = start_and_kill(run("b"), tmp_path / "b.sqlite", 64)  # mid-way through MT: every stored entry is a translation
+    assert 64 <= mt_stored < 240 and mt_stored % 32 == 0 and {k for k, _ in computed("b")} == {"mt"}
+    stored = start_and_kill(run("b"), tmp_path / "b.sqlite", 240 + 64)  # MT done, mid-way through QE
+    qe_stored = stored - 240
+    again = computed("b")
+    assert 64 <= qe_stored < 240 and qe_stored % 32 == 0
+    assert [k for k, _ in again if k == "mt"] == ["mt"] * (240 - mt_stored)  # only the sentences not yet translated
+    assert not (tmp_path / "b.jsonl").exists()
     subprocess.run(run("b"), check=True, capture_output=True)
-    rescored = (tmp_path / "b.log").read_text().splitlines()
-    assert len(rescored) == 480 - stored and set(rescored).isdisjoint(scored_before[:stored])  # only what was missing
-    assert (tmp_path / "a.json").read_bytes() == (tmp_path / "b.json").read_bytes()
+    last = computed("b")
+    assert [k for k, _ in last] == ["qe"] * (240 - qe_stored)  # no translation, only the pairs not yet scored
+    assert (tmp_path / "a.jsonl").read_bytes() == (tmp_path / "b.jsonl").read_bytes()

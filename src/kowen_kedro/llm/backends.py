@@ -205,7 +205,7 @@ class VLLMBackend:
     """vLLM offline engine (GPU), normally run inside :class:`~kowen_kedro.llm.worker.SubprocessBackend`.
 
     Thin by design and written against vLLM's documented ``LLM(...)`` / ``LLM.chat`` API; untested in
-    this project (no machine here can carry vLLM - see the README).
+    this project: neither the test suite nor the GPU benchmarks run vLLM (see the README).
     """
 
     model: str

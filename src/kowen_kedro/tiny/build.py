@@ -48,6 +48,13 @@ CHAT_TEMPLATE = (
 MANIFEST = "manifest.json"
 
 
+def _build_placement():
+    from kowen_kedro.loading import placement
+
+    # The build trains on CPU in fp32 whatever the machine has: same commit and seed, same bytes.
+    return placement("cpu", "float32")
+
+
 @dataclass
 class TinyConfig:
     """Sizes and steps of the built-in models (``params:tiny_models``)."""
@@ -77,7 +84,7 @@ def build_key(config: TinyConfig, texts: list[str], chats: list[list[dict]], par
               pretrain_texts: list[str] | None = None) -> str:
     """Hash of everything that determines the built models."""
     payload = json.dumps({"config": asdict(config), "texts": texts, "chats": chats, "parallel": parallel,
-                          "pretrain": pretrain_texts, "v": 8}, sort_keys=True)
+                          "pretrain": pretrain_texts, "v": 9}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
@@ -241,18 +248,16 @@ def _save_lm(model, tokenizer, out_dir: Path) -> Path:
 
 def build_reward_model(base_dir: str | Path, out_dir: Path, seed: int = 0) -> Path:
     """A reward model (1 output) on the body of the causal LM in ``base_dir``."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
+    from kowen_kedro.loading import load_sequence_classifier, load_tokenizer
     from kowen_kedro.rewards.heads import init_score_head
 
-    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    tokenizer = load_tokenizer(str(base_dir))
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # "score.weight newly initialized" is the point here, not a warning
     try:
-        model = AutoModelForSequenceClassification.from_pretrained(
-            base_dir, num_labels=1, pad_token_id=tokenizer.pad_token_id
-        )
+        model = load_sequence_classifier(str(base_dir), _build_placement(), num_labels=1, pad_token_id=tokenizer.pad_token_id)
     finally:
         hf_logging.set_verbosity(verbosity)
     init_score_head(model, seed)
@@ -325,16 +330,12 @@ def build_tiny_comet_qe(texts: list[str], out_dir: Path, config: TinyConfig, par
         _train_qe(metric, parallel, config)
     ckpt = out_dir / "checkpoints" / "model.ckpt"
     ckpt.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(
-        {
-            "state_dict": metric.state_dict(),
-            "hyper_parameters": dict(metric.hparams),
-            "pytorch-lightning_version": pl.__version__,
-        },
-        ckpt,
-    )
+    # The encoder is named relative to the model folder (CometQE loads it from there): the folder holds
+    # no path of its own, so it can move, and two builds in two folders are the same bytes.
+    saved = {**dict(metric.hparams), "pretrained_model": enc_dir.name}
+    torch.save({"state_dict": metric.state_dict(), "hyper_parameters": saved, "pytorch-lightning_version": pl.__version__}, ckpt)
     with open(out_dir / "hparams.yaml", "w") as f:
-        yaml.safe_dump({**dict(metric.hparams), "class_identifier": "unified_metric"}, f)
+        yaml.safe_dump({**saved, "class_identifier": "unified_metric"}, f)
     return ckpt
 
 
@@ -343,9 +344,11 @@ def build_tiny_mt(tokenizer_dir: Path, parallel: list[dict], out_dir: Path, conf
     on ``parallel`` (``[{lang: text, ...}]``) with M2M100's layout: ``__src__ text </s>`` ->
     ``__tgt__ text </s>``, decoder start = EOS."""
     import torch
-    from transformers import AutoTokenizer, M2M100Config, M2M100ForConditionalGeneration
+    from transformers import M2M100Config, M2M100ForConditionalGeneration
 
-    tok = AutoTokenizer.from_pretrained(tokenizer_dir)
+    from kowen_kedro.loading import load_tokenizer
+
+    tok = load_tokenizer(str(tokenizer_dir))
     langs = sorted({lang for row in parallel for lang in row})
     if len(langs) < 2:
         raise ValueError(f"the tiny MT model needs parallel sentences in two languages, got {langs or 'none'}")

@@ -38,14 +38,12 @@ class CometQE:
 
     def _load(self):
         if self._model is None:
-            from comet import download_model, load_from_checkpoint
-
-            from kowen_kedro.loading import local_files_only
+            from comet import download_model
 
             path = self.checkpoint
             if not path.endswith(".ckpt"):  # a hub id such as Unbabel/wmt23-cometkiwi-da-xl
                 path = download_model(path)
-            self._model = load_from_checkpoint(path, local_files_only=local_files_only())  # the encoder: from the hub only when it is on
+            self._model = load_comet(path)
         return self._model
 
     def score(self, sources: list[str], translations: list[str]) -> list[float]:
@@ -62,6 +60,29 @@ class CometQE:
             return [float(x) for x in out.scores]
 
         return cached_values(self.cache, keys, predict, flush_every=4 * self.batch_size)  # resumes per 4 batches
+
+
+def load_comet(checkpoint: str):
+    """COMET's ``load_from_checkpoint``; the encoder from the hub only when it is on. A checkpoint whose
+    ``pretrained_model`` is a folder beside it (``hparams.yaml``: ``pretrained_model: encoder``, as the
+    built-in QE model has it) loads its encoder from there, wherever the model folder has moved."""
+    import yaml
+    from comet import load_from_checkpoint
+    from comet.models import str2model
+
+    from kowen_kedro.loading import local_files_only
+
+    folder = Path(checkpoint).parents[1]
+    hparams_file = folder / "hparams.yaml"
+    hparams = yaml.safe_load(hparams_file.read_text()) if hparams_file.is_file() else {}
+    encoder = str(hparams.get("pretrained_model") or "")
+    if encoder and not Path(encoder).is_absolute() and (folder / encoder).is_dir():
+        import torch
+
+        return str2model[hparams["class_identifier"]].load_from_checkpoint(
+            checkpoint_path=checkpoint, load_pretrained_weights=False, pretrained_model=str(folder / encoder),
+            map_location=torch.device("cpu"), strict=False, local_files_only=True)
+    return load_from_checkpoint(checkpoint, local_files_only=local_files_only())
 
 
 @dataclass

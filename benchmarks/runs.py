@@ -1,0 +1,118 @@
+"""`make bench-runs`: the wall-clock figures of whole runs, each in a fresh clone of the committed code,
+saved to docs/runs.json, and the runs table of docs/benchmarks.md rewritten from them (benchmarks/tables.py).
+
+* ``default``: ``kedro run`` of the built-in default (what ``make run`` runs), its console lines, the
+  time of every node (the slowest ones shown), the tiny-model build, the training launches and the time
+  their trainers report;
+* ``ja``: ``kedro run --params target_language=ja`` (the full-size Japanese world);
+* ``suite``: ``.ci/run`` (``make test``: installation, then the whole suite) with an empty HOME, and
+  pytest's summary line.
+
+    python benchmarks/runs.py default ja suite     # all three, one after the other (about 40 min on 2 cores)
+
+Runs share the machine with nothing else they start; run them on an idle machine. A run reuses the
+installed ``.venv/`` of this checkout (``suite`` builds its own, as CI does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/tables.py
+RESULTS = ROOT / "docs" / "runs.json"
+NODE_LINE = re.compile(r"^\[\s*\d+/\d+\] (\S+)\s+([\d.]+) s\s*$")
+SUMMARY = re.compile(r"^=+ (.*\d+ passed.*) in ([\d.]+)s")
+OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "DO_NOT_TRACK": "1",
+           "KEDRO_DISABLE_TELEMETRY": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
+
+
+def fresh_clone(where: Path) -> Path:
+    clone = where / "clone"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
+    return clone
+
+
+def console_lines(text: str) -> list[str]:
+    """What a terminal shows: carriage-return redraws (progress bars) keep their last state."""
+    return [line.split("\r")[-1] for line in text.split("\n") if line.split("\r")[-1].strip()]
+
+
+def node_times(lines: list[str]) -> dict[str, float]:
+    return {m.group(1): float(m.group(2)) for m in map(NODE_LINE.match, lines) if m}
+
+
+def training_launches(project: Path) -> tuple[int, float]:
+    """(finished training launches, the seconds their trainers report) under the run's work folder."""
+    records = [json.loads(p.read_text()) for p in (project / "data/06_models/_runs").glob("*/*/_COMPLETE.json")]
+    return len(records), sum(float(r.get("metrics", {}).get("train_runtime", 0.0)) for r in records)
+
+
+def kedro_run(args: list[str]) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        clone = fresh_clone(Path(tmp))
+        env = {**os.environ, **OFFLINE, "PYTHONPATH": str(clone / "src")}
+        start = time.perf_counter()
+        done = subprocess.run([str(ROOT / ".venv/bin/kedro"), "run", *args], cwd=clone, env=env, capture_output=True)
+        wall = time.perf_counter() - start
+        text = (done.stdout + done.stderr).decode(errors="replace")
+        if done.returncode:
+            raise SystemExit(f"kedro run {' '.join(args)} failed:\n{text[-3000:]}")
+        lines = console_lines(text)
+        nodes = node_times(lines)
+        launches, trainer_s = training_launches(clone)
+    return {"command": " ".join(["kedro run", *args]), "wall_s": round(wall, 1), "console_lines": len(lines),
+            "nodes": len(nodes), "node_time_s": round(sum(nodes.values()), 1),
+            "slowest": sorted(nodes.items(), key=lambda kv: -kv[1])[:5],
+            "tiny_build_s": nodes.get("build_tiny_models_node"), "training_launches": launches,
+            "trainer_s": round(trainer_s, 1)}
+
+
+def suite() -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        clone = fresh_clone(Path(tmp))
+        home = Path(tmp) / "home"
+        home.mkdir()
+        env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"} | {"HOME": str(home)}
+        start = time.perf_counter()
+        done = subprocess.run(["bash", ".ci/run"], cwd=clone, env=env, capture_output=True)
+        wall = time.perf_counter() - start
+        text = (done.stdout + done.stderr).decode(errors="replace")
+    found = [m for m in map(SUMMARY.match, console_lines(text)) if m]
+    if done.returncode or not found:
+        raise SystemExit(f".ci/run failed:\n{text[-3000:]}")
+    return {"command": ".ci/run", "wall_s": round(wall, 1), "tests_s": float(found[-1].group(2)), "summary": found[-1].group(1)}
+
+
+WHAT = {"default": lambda: kedro_run([]), "ja": lambda: kedro_run(["--params", "target_language=ja"]), "suite": suite}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("what", nargs="+", choices=sorted(WHAT))
+    args = parser.parse_args()
+    from tables import rewrite_runs
+
+    saved = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+    for what in args.what:
+        result = WHAT[what]()
+        gpu = "a GPU" if shutil.which("nvidia-smi") else "no GPU"
+        saved[what] = {"date": datetime.date.today().isoformat(), "machine": f"{os.cpu_count()} CPU cores, {gpu}", **result}
+        print(what, json.dumps(saved[what]), flush=True)
+        RESULTS.write_text(json.dumps(saved, indent=2) + "\n")
+        rewrite_runs(ROOT / "docs" / "benchmarks.md", saved)
+    print("(docs/runs.json and the runs table of docs/benchmarks.md rewritten)")
+
+
+if __name__ == "__main__":
+    main()
