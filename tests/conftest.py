@@ -97,6 +97,7 @@ def scratch_project(root: Path, raw_data: bool = True) -> Path:
 #: A test module with a ``start_background_run(root) -> Popen`` function gets its whole run started in a
 #: scratch project as soon as the session has collected it (such a run takes minutes of one core, and the
 #: machine has two); its fixture waits for it (``config.kowen_background_runs[module] = (root, process)``).
+@pytest.hookimpl(trylast=True)  # after -m / -k deselection: no run is started for deselected tests
 def pytest_collection_modifyitems(session, config, items):
     import tempfile
 

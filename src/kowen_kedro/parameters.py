@@ -185,10 +185,10 @@ def fits(value: Any, annotation: Any) -> bool:
         return any(fits(value, a) for a in typing.get_args(annotation))
     if origin is typing.Literal:
         return value in typing.get_args(annotation)
-    if origin in (list, tuple, typing.List, typing.Tuple):  # noqa: UP006 - the origins typing reports
+    if origin in (list, tuple):
         args = [a for a in typing.get_args(annotation) if a is not Ellipsis]
         return isinstance(value, (list, tuple)) or bool(args) and fits(value, args[0])  # TRL takes "a" for ["a"]
-    if origin in (dict, typing.Dict):  # noqa: UP006
+    if origin is dict:
         return isinstance(value, (dict, str))  # a JSON string is accepted by transformers
     if annotation is bool:
         return isinstance(value, bool)
