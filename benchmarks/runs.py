@@ -8,10 +8,10 @@ saved to docs/runs.json, and the runs table of docs/benchmarks.md rewritten from
 * ``suite``: ``.ci/run`` (``make test``: installation, then the whole suite) with an empty HOME, and
   pytest's summary line.
 
-    python benchmarks/runs.py default ja suite     # all three, one after the other (about 40 min on 2 cores)
+    make bench-runs BENCH_RUNS="default suite"    # python benchmarks/runs.py default suite
 
-Runs share the machine with nothing else they start; run them on an idle machine. A run reuses the
-installed ``.venv/`` of this checkout (``suite`` builds its own, as CI does).
+Run them on an idle machine, through make (its exports keep the hub and telemetry off). A run reuses
+the installed ``.venv/`` of this checkout (``suite`` builds its own, as CI does).
 """
 
 from __future__ import annotations
@@ -33,8 +33,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/tables.py
 RESULTS = ROOT / "docs" / "runs.json"
 NODE_LINE = re.compile(r"^\[\s*\d+/\d+\] (\S+)\s+([\d.]+) s\s*$")
 SUMMARY = re.compile(r"^=+ (.*\d+ passed.*) in ([\d.]+)s")
-OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "DO_NOT_TRACK": "1",
-           "KEDRO_DISABLE_TELEMETRY": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1"}
 
 
 def fresh_clone(where: Path) -> Path:
@@ -61,7 +59,7 @@ def training_launches(project: Path) -> tuple[int, float]:
 def kedro_run(args: list[str]) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         clone = fresh_clone(Path(tmp))
-        env = {**os.environ, **OFFLINE, "PYTHONPATH": str(clone / "src")}
+        env = {**os.environ, "PYTHONPATH": str(clone / "src")}  # the clone's code, the installed packages
         start = time.perf_counter()
         done = subprocess.run([str(ROOT / ".venv/bin/kedro"), "run", *args], cwd=clone, env=env, capture_output=True)
         wall = time.perf_counter() - start

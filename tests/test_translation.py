@@ -129,7 +129,7 @@ def test_tiny_seq2seq_translates_offline_and_rejects_long_sources(tiny_models, t
 
 
 NODE_RUN = """
-import json, sys
+import sys
 import pandas as pd
 from kowen_kedro.datasets import JSONLinesDataset
 from kowen_kedro.pipelines.translation_qe.nodes import translate_prompts_node
