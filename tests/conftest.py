@@ -94,6 +94,47 @@ def scratch_project(root: Path, raw_data: bool = True) -> Path:
     return root
 
 
+#: ``kedro run`` in a scratch project, in a process of its own (see :func:`start_kedro_run`).
+KEDRO_RUN = """
+import json, sys
+from pathlib import Path
+from kedro.framework.session import KedroSession
+from kedro.framework.startup import bootstrap_project
+root, params, to_outputs = Path(sys.argv[1]), json.loads(sys.argv[2]), json.loads(sys.argv[3])
+bootstrap_project(root)
+with KedroSession.create(project_path=root, runtime_params=params) as session:
+    session.run(to_outputs=to_outputs)
+"""
+
+
+def start_kedro_run(root: Path, params: dict | None = None, to_outputs: list[str] | None = None, threads: int = 1):
+    """``kedro run`` (``--params``, ``--to-outputs``) in the scratch project ``root``, logged to ``run.log``,
+    at the lowest CPU priority on ``threads`` threads: it takes only the core the other tests leave
+    idle, so they do not slow down (two runs that each want both cores slow each other several-fold).
+    Its own process, so its own hash seed, as another clone's run."""
+    import os
+    import subprocess
+    import sys
+
+    log = open(root / "run.log", "w")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    env.pop("PYTHONHASHSEED", None)
+    return subprocess.Popen([sys.executable, "-c", KEDRO_RUN, str(root), json.dumps(params or {}), json.dumps(to_outputs)],
+                            cwd=root, stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=lambda: os.nice(19))
+
+
+def finished_background_run(request, tmp_path_factory, start) -> Path:
+    """The project of the requesting module's background run once it has finished (started now with
+    ``start(root)`` when the module was collected without the hook below); fails with its log's end."""
+    runs = getattr(request.config, "kowen_background_runs", {})
+    root, proc = runs.get(request.module.__name__.rpartition(".")[2]) or (None, None)
+    if proc is None:
+        root = scratch_project(tmp_path_factory.mktemp("background"), raw_data=False)
+        proc = start(root)
+    assert proc.wait(timeout=1800) == 0, (root / "run.log").read_text(errors="replace")[-4000:]
+    return root
+
+
 #: A test module with a ``start_background_run(root) -> Popen`` function gets its whole run started in a
 #: scratch project as soon as the session has collected it (such a run takes minutes of one core, and the
 #: machine has two); its fixture waits for it (``config.kowen_background_runs[module] = (root, process)``).

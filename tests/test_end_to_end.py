@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import ROOT, scratch_project
+from conftest import ROOT, finished_background_run, scratch_project, start_kedro_run
 
 pytestmark = pytest.mark.slow
 
@@ -124,47 +124,19 @@ def test_outputs_have_their_schemas(first_run):
     assert grades["score_turn1"].between(1, 10).all() and grades["score_turn2"].between(1, 10).all()
 
 
-#: The same commit and seed in another folder and process, up to the SFT data (tiny models, synthesis,
-#: translation with QE): started by conftest at collection time beside the other tests.
-SECOND_RUN = """
-import sys
-from pathlib import Path
-from kedro.framework.session import KedroSession
-from kedro.framework.startup import bootstrap_project
-root = Path(sys.argv[1])
-bootstrap_project(root)
-with KedroSession.create(project_path=root) as session:
-    session.run(to_outputs=["sft_dataset"])
-"""
-
-
 def start_background_run(root: Path):
-    """The second run, at the lowest CPU priority (it takes only what the other tests leave idle), with
-    as many threads as this process's torch (the first run's): CPU kernels sum in another order on
-    another thread count, so the same bytes are promised for the same machine and thread count."""
-    import os
-    import subprocess
-    import sys
-
+    """The same commit and seed in another folder and process, up to the SFT data (tiny models, synthesis,
+    translation with QE), started by conftest at collection time beside the other tests; with as many
+    threads as this process's torch (the first run's): CPU kernels sum in another order on another
+    thread count, so the same bytes are promised for the same machine and thread count."""
     import torch
 
-    log = open(root / "run.log", "w")
-    threads = str(torch.get_num_threads())
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
-    env.pop("PYTHONHASHSEED", None)  # a process of its own, as another clone's run
-    return subprocess.Popen([sys.executable, "-c", SECOND_RUN, str(root)], cwd=root, stdout=log, stderr=subprocess.STDOUT,
-                            env=env, preexec_fn=lambda: os.nice(19))
+    return start_kedro_run(root, to_outputs=["sft_dataset"], threads=torch.get_num_threads())
 
 
 @pytest.fixture(scope="module")
 def second_run(request, tmp_path_factory):
-    runs = getattr(request.config, "kowen_background_runs", {})
-    root, proc = runs.get("test_end_to_end") or (None, None)
-    if proc is None:  # collected without the hook: start it now
-        root = scratch_project(tmp_path_factory.mktemp("second"), raw_data=False)
-        proc = start_background_run(root)
-    assert proc.wait(timeout=1800) == 0, (root / "run.log").read_text(errors="replace")[-4000:]
-    return root
+    return finished_background_run(request, tmp_path_factory, start_background_run)
 
 
 def _tensors(path: Path) -> dict:
@@ -191,13 +163,13 @@ def test_same_commit_and_seed_give_the_same_models_qe_scores_and_sft_data(first_
     assert len(identities) >= 2 and all((a / p).read_text() == (b / p).read_text() for p in identities)  # QE and MT at least
     compared = 0
     for rel in files:
-        if rel.suffix in (".safetensors", ".ckpt"):  # every weight tensor (a checkpoint also holds its folder's path)
+        if rel.suffix in (".safetensors", ".ckpt"):  # every weight tensor
             left, right = _tensors(a / rel), _tensors(b / rel)
             assert left.keys() == right.keys(), rel
             different = [k for k in left if not torch.equal(left[k], right[k])]
             assert not different, f"{rel}: {len(different)} of {len(left)} tensors differ, e.g. {different[:3]}"
             compared += len(left)
-        else:  # tokenizers, configs, the manifest: the same text up to the folder they were built in
+        else:  # tokenizers, configs, and the manifest, which names the folder the models were built in
             assert (a / rel).read_text().replace(str(first_run), "<root>") == (b / rel).read_text().replace(str(second_run), "<root>"), rel
     assert compared > 150
     for rel in ("data/02_intermediate/prompt_translations.jsonl", "data/03_primary/translated_prompts.jsonl"):

@@ -11,16 +11,13 @@ default run's test, and ``kedro run --params target_language=ja`` the full-size 
 
 from __future__ import annotations
 
-import json
-import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import scratch_project
+from conftest import finished_background_run, start_kedro_run
 
 pytestmark = pytest.mark.slow
 
@@ -41,40 +38,15 @@ PARAMS = {
 }
 
 
-RUN = """
-import json, sys
-from pathlib import Path
-from kedro.framework.session import KedroSession
-from kedro.framework.startup import bootstrap_project
-root = Path(sys.argv[1])
-bootstrap_project(root)
-with KedroSession.create(project_path=root, runtime_params=json.loads(sys.argv[2])) as session:
-    session.run()
-"""
-
-
 def start_background_run(root: Path) -> subprocess.Popen:
-    """``kedro run`` with :data:`PARAMS` in the scratch project ``root``, in its own process (started by
-    conftest at collection time, so that it runs beside the other tests). It runs at the lowest CPU
-    priority on one thread: it takes only the core the other tests leave idle, so they do not slow down
-    (two runs that each want both cores slow each other several-fold)."""
-    log = open(root / "run.log", "w")
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-c", RUN, str(root), json.dumps(PARAMS)], cwd=root, stdout=log,
-                            stderr=subprocess.STDOUT, env=env, preexec_fn=lambda: os.nice(19))
+    """``kedro run`` with :data:`PARAMS` in the scratch project ``root``, beside the other tests (started by
+    conftest at collection time), on one thread at the lowest priority."""
+    return start_kedro_run(root, PARAMS)
 
 
 @pytest.fixture(scope="module")
 def japanese_run(request, tmp_path_factory):
-    runs = getattr(request.config, "kowen_background_runs", {})
-    if "test_target_language" in runs:
-        root, proc = runs["test_target_language"]
-    else:  # collected without the hook (a direct call): start it now
-        root = scratch_project(tmp_path_factory.mktemp("ja_project"), raw_data=False)
-        proc = start_background_run(root)
-    rc = proc.wait(timeout=1800)
-    assert rc == 0, (root / "run.log").read_text(errors="replace")[-4000:]
-    return root
+    return finished_background_run(request, tmp_path_factory, start_background_run)
 
 
 def test_the_run_measures_japanese_and_writes_no_korean(japanese_run):
