@@ -34,7 +34,6 @@ import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
 STORE = ROOT / "data/08_reporting/effects"
-BEGIN, END = "<!-- effects:begin -->", "<!-- effects:end -->"
 
 # name -> (runtime params, what it must remove, the node it reruns from on top of the default run; None: a full run)
 ABLATIONS = {
@@ -231,12 +230,9 @@ def write(runs: list[dict]) -> None:
             "### Reward-model accuracy per kind of rejected answer (held-out gold pairs)", "", *rm_section(runs), ""]
     if any(r["ablation"] for r in runs):
         body += ["### Ablations", "", *ablation_section(runs), ""]
-    doc = ROOT / "docs/effects.md"
-    text = doc.read_text()
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"{doc} has no {BEGIN} ... {END} section to fill")
-    head, rest = text.split(BEGIN, 1)
-    doc.write_text(head + BEGIN + "\n".join(body) + END + rest.split(END, 1)[1])
+    from tables import rewrite_block
+
+    rewrite_block(ROOT / "docs/effects.md", "effects", "\n".join(body[1:]))  # body[0] is the line break after the marker
     print(f"wrote docs/effects.csv ({len(rows)} rows) and the generated section of docs/effects.md")
 
 

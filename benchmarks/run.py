@@ -97,11 +97,10 @@ def main() -> None:
         print(f"{k:<{width}}  {v:10.4f}")
     print(f"(saved to {out_path.relative_to(ROOT)})")
     import datetime
-    import os
 
-    from tables import rewrite
+    from tables import machine, rewrite
 
-    bench = {"date": datetime.date.today().isoformat(), "machine": f"{os.cpu_count()} CPU cores, no GPU", "results": results}
+    bench = {"date": datetime.date.today().isoformat(), "machine": machine(), "results": results}
     (ROOT / "docs/bench.json").write_text(json.dumps(bench, indent=2) + "\n")
     rewrite(ROOT / "docs/benchmarks.md", bench)
     print("(docs/bench.json and the table of docs/benchmarks.md rewritten)")

@@ -21,7 +21,6 @@ import datetime
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -99,13 +98,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("what", nargs="+", choices=sorted(WHAT))
     args = parser.parse_args()
-    from tables import rewrite_runs
+    from tables import machine, rewrite_runs
 
     saved = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
     for what in args.what:
         result = WHAT[what]()
-        gpu = "a GPU" if shutil.which("nvidia-smi") else "no GPU"
-        saved[what] = {"date": datetime.date.today().isoformat(), "machine": f"{os.cpu_count()} CPU cores, {gpu}", **result}
+        saved[what] = {"date": datetime.date.today().isoformat(), "machine": machine(), **result}
         print(what, json.dumps(saved[what]), flush=True)
         RESULTS.write_text(json.dumps(saved, indent=2) + "\n")
         rewrite_runs(ROOT / "docs" / "benchmarks.md", saved)

@@ -3,7 +3,8 @@
 `make bench` saves its figures to ``docs/bench.json`` (with the date and the machine's CPU count) and
 rewrites the table between the ``<!-- bench:begin -->`` / ``<!-- bench:end -->`` markers of
 ``docs/benchmarks.md`` from them; `make bench-runs` does the same with whole runs (``docs/runs.json``,
-``<!-- runs:begin -->`` / ``<!-- runs:end -->``). A test checks that each table is the one its figures give.
+``<!-- runs:begin -->`` / ``<!-- runs:end -->``); `make effects` fills docs/effects.md's section the same
+way. A test checks that each table is the one its figures give.
 """
 
 from __future__ import annotations
@@ -11,7 +12,16 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+#: Generated blocks: the markers around each.
+MARKERS = {name: (f"<!-- {name}:begin -->", f"<!-- {name}:end -->") for name in ("bench", "runs", "effects")}
+
+
+def machine() -> str:
+    """The machine a figure was measured on, as the generated tables name it."""
+    import os
+    import shutil
+
+    return f"{os.cpu_count()} CPU cores, {'a GPU' if shutil.which('nvidia-smi') else 'no GPU'}"
 
 
 def bench_table(bench: dict) -> str:
@@ -66,25 +76,23 @@ def runs_table(runs: dict) -> str:
     return head + "| run | figure | date |\n|---|---|---|\n" + "".join(f"| {a} | {b} | {c} |\n" for a, b, c in rows)
 
 
-MARKERS = {"bench": (BEGIN, END), "runs": ("<!-- runs:begin -->", "<!-- runs:end -->")}
-
-
-def _rewrite(doc: Path, block: str, table: str) -> None:
+def rewrite_block(doc: Path, block: str, table: str) -> None:
+    """Replace what stands between ``block``'s markers in ``doc`` with ``table``."""
     begin, end = MARKERS[block]
     text = doc.read_text()
-    if begin not in text:
+    if begin not in text or end not in text:
         raise ValueError(f"{doc}: no {begin} ... {end} markers")
     doc.write_text(re.sub(re.escape(begin) + r".*?" + re.escape(end), lambda _: f"{begin}\n{table}{end}", text, flags=re.S))
 
 
 def rewrite(doc: Path, bench: dict) -> None:
     """Replace the `make bench` table of ``doc`` with :func:`bench_table` of ``bench``."""
-    _rewrite(doc, "bench", bench_table(bench))
+    rewrite_block(doc, "bench", bench_table(bench))
 
 
 def rewrite_runs(doc: Path, runs: dict) -> None:
     """Replace the runs table of ``doc`` with :func:`runs_table` of ``runs``."""
-    _rewrite(doc, "runs", runs_table(runs))
+    rewrite_block(doc, "runs", runs_table(runs))
 
 
 def shown_table(doc: Path, block: str = "bench") -> str:

@@ -123,14 +123,14 @@ def start_kedro_run(root: Path, params: dict | None = None, to_outputs: list[str
                             cwd=root, stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=lambda: os.nice(19))
 
 
-def finished_background_run(request, tmp_path_factory, start) -> Path:
-    """The project of the requesting module's background run once it has finished (started now with
-    ``start(root)`` when the module was collected without the hook below); fails with its log's end."""
+def finished_background_run(request, tmp_path_factory) -> Path:
+    """The project of the requesting module's background run once it has finished (started now with its
+    ``start_background_run`` when the module was collected without the hook below); fails with its log's end."""
     runs = getattr(request.config, "kowen_background_runs", {})
     root, proc = runs.get(request.module.__name__.rpartition(".")[2]) or (None, None)
     if proc is None:
         root = scratch_project(tmp_path_factory.mktemp("background"), raw_data=False)
-        proc = start(root)
+        proc = request.module.start_background_run(root)
     assert proc.wait(timeout=1800) == 0, (root / "run.log").read_text(errors="replace")[-4000:]
     return root
 

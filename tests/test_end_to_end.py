@@ -136,7 +136,7 @@ def start_background_run(root: Path):
 
 @pytest.fixture(scope="module")
 def second_run(request, tmp_path_factory):
-    return finished_background_run(request, tmp_path_factory, start_background_run)
+    return finished_background_run(request, tmp_path_factory)
 
 
 def _tensors(path: Path) -> dict:

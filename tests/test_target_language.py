@@ -46,7 +46,7 @@ def start_background_run(root: Path) -> subprocess.Popen:
 
 @pytest.fixture(scope="module")
 def japanese_run(request, tmp_path_factory):
-    return finished_background_run(request, tmp_path_factory, start_background_run)
+    return finished_background_run(request, tmp_path_factory)
 
 
 def test_the_run_measures_japanese_and_writes_no_korean(japanese_run):

@@ -48,13 +48,6 @@ CHAT_TEMPLATE = (
 MANIFEST = "manifest.json"
 
 
-def _build_placement():
-    from kowen_kedro.loading import placement
-
-    # The build trains on CPU in fp32 whatever the machine has: same commit and seed, same bytes.
-    return placement("cpu", "float32")
-
-
 @dataclass
 class TinyConfig:
     """Sizes and steps of the built-in models (``params:tiny_models``)."""
@@ -250,14 +243,15 @@ def build_reward_model(base_dir: str | Path, out_dir: Path, seed: int = 0) -> Pa
     """A reward model (1 output) on the body of the causal LM in ``base_dir``."""
     from transformers.utils import logging as hf_logging
 
-    from kowen_kedro.loading import load_sequence_classifier, load_tokenizer
+    from kowen_kedro.loading import load_sequence_classifier, load_tokenizer, placement
     from kowen_kedro.rewards.heads import init_score_head
 
     tokenizer = load_tokenizer(str(base_dir))
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # "score.weight newly initialized" is the point here, not a warning
     try:
-        model = load_sequence_classifier(str(base_dir), _build_placement(), num_labels=1, pad_token_id=tokenizer.pad_token_id)
+        # on CPU in fp32 whatever the machine has, as the whole build: same commit and seed, same bytes
+        model = load_sequence_classifier(str(base_dir), placement("cpu", "float32"), num_labels=1, pad_token_id=tokenizer.pad_token_id)
     finally:
         hf_logging.set_verbosity(verbosity)
     init_score_head(model, seed)
