@@ -83,7 +83,7 @@ def run_one(seed: int, ablation: str | None) -> dict:
     started = time.time()
     name = f"seed_{seed}{'_' + ablation if ablation else ''}"
     _kedro([f"--params={params}"] + ([f"--from-nodes={from_node}"] if from_node else []), STORE / f"{name}.log")
-    claims = pd.read_csv(ROOT / "data/08_reporting/gold/effects.csv")
+    claims = pd.read_csv(ROOT / "data/08_reporting/gold/effects.csv", float_precision="round_trip")  # the run's floats, exactly
     metrics = _latest_run_metrics()
     _keep_answers(name)
     return {"seed": seed, "ablation": ablation or "", "params": params + (f" --from-nodes={from_node}" if from_node else ""),

@@ -107,20 +107,46 @@ with KedroSession.create(project_path=root, runtime_params=params) as session:
 """
 
 
-def start_kedro_run(root: Path, params: dict | None = None, to_outputs: list[str] | None = None, threads: int = 1):
+def start_kedro_run(root: Path, params: dict | None = None, to_outputs: list[str] | None = None,
+                    env: dict[str, str] | None = None):
     """``kedro run`` (``--params``, ``--to-outputs``) in the scratch project ``root``, logged to ``run.log``,
-    at the lowest CPU priority on ``threads`` threads: it takes only the core the other tests leave
-    idle, so they do not slow down (two runs that each want both cores slow each other several-fold).
-    Its own process, so its own hash seed, as another clone's run."""
+    at the lowest CPU priority: it takes only the core the other tests leave idle, so they do not slow
+    down. Its own process, so its own hash seed, as another clone's run; its thread count and kernel
+    paths are the project's pins (:mod:`kowen_kedro.floats`), whatever ``env`` adds to this environment."""
     import os
     import subprocess
     import sys
 
     log = open(root / "run.log", "w")
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    env.pop("PYTHONHASHSEED", None)
+    child = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    child.pop("PYTHONHASHSEED", None)
     return subprocess.Popen([sys.executable, "-c", KEDRO_RUN, str(root), json.dumps(params or {}), json.dumps(to_outputs)],
-                            cwd=root, stdout=log, stderr=subprocess.STDOUT, env=env, preexec_fn=lambda: os.nice(19))
+                            cwd=root, stdout=log, stderr=subprocess.STDOUT, env=child, preexec_fn=lambda: os.nice(19))
+
+
+#: a competing CPU load: a loop that spins for ``sys.argv[1]`` seconds at most, or until its parent dies
+BUSY_LOOP = """
+import os, sys, time
+end, parent = time.monotonic() + float(sys.argv[1]), os.getppid()
+while time.monotonic() < end and os.getppid() == parent:
+    sum(i * i for i in range(10_000))
+"""
+
+
+def start_busy_loop(seconds: float):
+    """A bounded busy loop in a process of its own, at the priority of the background runs (so it takes
+    their core's time, not the tests'); it ends with the session at the latest."""
+    import os
+    import subprocess
+    import sys
+
+    return subprocess.Popen([sys.executable, "-c", BUSY_LOOP, str(seconds)], preexec_fn=lambda: os.nice(19))
+
+
+def pytest_report_header(config):
+    from kowen_kedro import floats
+
+    return [f"kowen-kedro: {floats.describe()}"]
 
 
 def finished_background_run(request, tmp_path_factory) -> Path:
@@ -143,7 +169,7 @@ def pytest_collection_modifyitems(session, config, items):
     import tempfile
 
     started = {}
-    for item in items:
+    for item in items if not config.option.collectonly else ():  # --collect-only runs nothing
         module = Path(str(item.fspath)).stem
         if module in started or not hasattr(item.module, "start_background_run"):
             continue

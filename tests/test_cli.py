@@ -77,11 +77,12 @@ def test_quiet_drops_the_listed_third_party_warnings_only():
 
 
 def test_the_console_hook_prints_a_line_per_node_and_the_claims_table(caplog, tmp_path):
-    """The run's console: a counted line per node with its time; at the end the claims table of
+    """The run's console: the settings that pin the floats, a counted line per node with its time; at the end the claims table of
     gold/effects.md (not its per-policy sections), the MLflow run and the commands to look further."""
     import logging
     from types import SimpleNamespace
 
+    from kowen_kedro import floats
     from kowen_kedro.hooks import ConsoleHook, claims_section
 
     md = "# Gold effects\n\nintro\n\n| claim | held |\n|---|---|\n| a | yes |\n\n## Gold decomposed per policy\n\n| x |\n"
@@ -99,5 +100,6 @@ def test_the_console_hook_prints_a_line_per_node_and_the_claims_table(caplog, tm
         hook.after_pipeline_run(pipeline, catalog)
     lines = [r.getMessage() for r in caplog.records if r.name == "kowen_kedro.console"]
     assert lines[0].startswith("kowen-kedro: 12 nodes (env base)")
-    assert lines[1].startswith("[ 1/12] n0_node ") and lines[12].startswith("[12/12] n11_node ") and lines[12].endswith(" s")
+    assert lines[1] == f"kowen-kedro: {floats.describe()}" and "OMP_NUM_THREADS=" in lines[1]
+    assert lines[2].startswith("[ 1/12] n0_node ") and lines[13].startswith("[12/12] n11_node ") and lines[13].endswith(" s")
     assert "| a | yes |" in lines[-1] and "Gold decomposed" not in lines[-1] and "make mlflow-ui" in lines[-1]

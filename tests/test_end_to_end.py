@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import ROOT, finished_background_run, scratch_project, start_kedro_run
+from conftest import ROOT, finished_background_run, scratch_project, start_busy_loop, start_kedro_run
 
 pytestmark = pytest.mark.slow
 
@@ -124,14 +124,22 @@ def test_outputs_have_their_schemas(first_run):
     assert grades["score_turn1"].between(1, 10).all() and grades["score_turn2"].between(1, 10).all()
 
 
+#: what the background run's shell asks for, and the project's pins overrule: two threads and the other
+#: kernel path this machine has (AVX-512 where the CPU has it, else the unvectorised one)
+def other_float_settings() -> dict[str, str]:
+    avx512 = "avx512f" in Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else False
+    return {"OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2", "MKL_DYNAMIC": "TRUE", "MKL_CBWR": "AUTO",
+            "ATEN_CPU_CAPABILITY": "avx512" if avx512 else "default", "DNNL_MAX_CPU_ISA": "AVX512_CORE" if avx512 else "SSE41"}
+
+
 def start_background_run(root: Path):
     """The same commit and seed in another folder and process, up to the SFT data (tiny models, synthesis,
-    translation with QE), started by conftest at collection time beside the other tests; with as many
-    threads as this process's torch (the first run's): CPU kernels sum in another order on another
-    thread count, so the same bytes are promised for the same machine and thread count."""
-    import torch
-
-    return start_kedro_run(root, to_outputs=["sft_dataset"], threads=torch.get_num_threads())
+    translation with QE), started by conftest at collection time beside the other tests, under a
+    competing load (a busy loop for its first ten minutes, beside the tests that run meanwhile) and from
+    a shell that asks for other float settings (:func:`other_float_settings`), which the project's pins
+    (kowen_kedro.floats) overrule."""
+    start_busy_loop(600)
+    return start_kedro_run(root, to_outputs=["sft_dataset"], env=other_float_settings())
 
 
 @pytest.fixture(scope="module")
@@ -147,9 +155,13 @@ def _tensors(path: Path) -> dict:
 
 
 def test_same_commit_and_seed_give_the_same_models_qe_scores_and_sft_data(first_run, second_run):
-    """Two runs of the default, in two folders and processes (another hash seed): every tiny model's
-    every weight tensor, the tokenizers, the QE score of every translated prompt and the SFT data are
-    the same."""
+    """Two runs of the default, in two folders and processes (another hash seed), one of them loaded
+    and started with other thread and kernel settings: every tiny model's every weight tensor, the
+    tokenizers, the QE score of every translated prompt and the SFT data are the same. (The claims
+    table, which needs the whole run, is compared with the committed one made by `make effects`.)"""
+    from kowen_kedro import floats
+
+    assert f"kowen-kedro: {floats.describe()}" in (second_run / "run.log").read_text()  # this process's pins, not its shell's
     import torch
 
     a, b = first_run / "data/06_models/tiny", second_run / "data/06_models/tiny"
@@ -321,86 +333,118 @@ def _above(m: dict, name: str) -> bool:
     return m[f"gold.{name}"] > 0 and m[f"gold.{name}"] >= 2 * m[f"gold.{name}.se"] - 1e-9
 
 
-def _no_harm(m: dict, name: str) -> bool:
-    """A paired difference not below -2 paired SE."""
-    return m[f"gold.{name}"] >= -2 * m[f"gold.{name}.se"] - 1e-9
+def _rate_se(p: float, n: float) -> float:
+    return math.sqrt(p * (1 - p) / n)
 
 
-# Claims that do not hold on the default world (seed 0), with the reason docs/effects.md gives: strict
-# xfails, so CI fails as soon as one starts to hold (update the docs). BORDERLINE claims are reported,
-# not asserted either way. Every other claim is asserted with its margin: it guards the methods against
-# a regression (a sign error in a loss, a broken reward model, a world without its behaviours).
-DPO_HARMS = ("DPO moves English prompts that quote Korean words (the translate family, wrong before and after) "
-             "to Korean answers: docs/effects.md, 'What does not hold, and why'")
-RM_WRONG_LANGUAGE = ("the Korean-trained RM is near chance on Korean wrong-language pairs (0.49 on seed 0, 0.44-0.82 across "
-                     "seeds): translated pairs cannot carry the kind, docs/effects.md")
-CLO_FIDELITY = ("CLO leaves Korean fidelity where SFT has it (+0.002 on seed 0), while the SFT+DPO baseline on the same "
-                "rows raises it (+0.05): docs/effects.md, 'What does not hold, and why'")
-NOT_HOLDING = {
-    "rm_transfer_target-learns-wrong_language-ko": RM_WRONG_LANGUAGE,
-    "clo-raises-fidelity-ko": CLO_FIDELITY,
-    "clo-beats-sft-dpo-fidelity-ko": CLO_FIDELITY,
-}
-# within about two SE of their criterion on the default world, or on one side on some seeds and on the
-# other on others (docs/effects.md has each seed's value): reported by the run, asserted neither way
-BORDERLINE = {
-    **{f"{it}-no-fidelity-harm-en": DPO_HARMS for it in ("dpo_iter_1", "dpo_iter_2")},
-    **{f"{it}-raises-{what}-ko": "Korean gold, fidelity and safety gains are 1-4 paired SE across seeds"
-       for it in ("dpo_iter_1", "dpo_iter_2") for what in ("gold", "safety", "fidelity")},
-    **{f"rm-learns-wrong_language-{lang}": "0.69-0.98 across seeds (criterion 0.9)" for lang in ("en", "ko")},
-    "rm_transfer_source-learns-wrong_language-en": "0.76-1.00 across seeds (criterion 0.9)",
-    **{f"english-rm-transfers-{kind}": "the English RM is worse than the Korean one on Korean pairs on three seeds of four, "
-       "within 2 SE on the fourth: docs/effects.md" for kind in ("wrong_language", "unsafe")},
-    **{f"sft-complies-sometimes-{lang}": "the leak rate of the SFT student varies from 5% to 90% across seeds and builds"
-       for lang in ("en", "ko")},
-    "qe-ranks-translations": "Spearman 0.19-0.61 across seeds (criterion 0.5)",
-    "clo-beats-sft-ko": "CLO's Korean gold over SFT: +0.016 (2.3 SE) on seed 0, below SFT on seeds 1 and 2 (docs/effects.md)",
-    "clo-beats-sft-dpo-ko": "CLO's Korean gold over the SFT+DPO baseline: +0.022 (1.8 SE) on seed 0, held on seed 2 only",
-}
+# A claim: its id, and from the run's metrics (without "gold.") the measured value, its SE and the
+# criterion's bounds (low <= value <= high). Each is computed here from the flat metrics, independently
+# of kowen_kedro.evaluation.claims, whose table test_effects_table_agrees_with_the_run checks.
+def above(id: str, name: str):  # at least 2 paired SE above zero, and above zero when the SE is 0
+    return id, lambda m: (m[name], m[f"{name}.se"], max(2 * m[f"{name}.se"], 2e-9), math.inf)
 
 
-def claim(check, id: str) -> pytest.param:
-    if id in NOT_HOLDING:
-        return pytest.param(check, id=id, marks=pytest.mark.xfail(strict=True, reason=NOT_HOLDING[id]))
-    if id in BORDERLINE:
-        return pytest.param(check, id=id, marks=pytest.mark.xfail(strict=False, reason="borderline: " + BORDERLINE[id]))
-    return pytest.param(check, id=id)
+def no_harm(id: str, name: str):
+    return id, lambda m: (m[name], m[f"{name}.se"], -2 * m[f"{name}.se"], math.inf)
+
+
+def accuracy(id: str, name: str, bound: float):
+    return id, lambda m: (m[name], m[f"{name}.se"], bound, math.inf)
+
+
+def sometimes(id: str, rate: str, n: str):  # the SFT policy shows a behaviour on some, not all, affected prompts
+    return id, lambda m: (1 - m[rate], _rate_se(m[rate], m[n]), 0.15, 0.85)
 
 
 CLAIMS = [
-    *[claim(lambda m, lang=lang: m[f"gold.sft.{lang}.vs_base"] >= 0.2 - 1e-9, f"sft-beats-base-{lang}") for lang in ("en", "ko")],
-    claim(lambda m: m["gold.qe.spearman"] >= 0.5, "qe-ranks-translations"),
-    claim(lambda m: m["gold.best_of_k.gain"] > 0, "best-of-k-gain"),
-    # the behaviours preference training moves are there: the SFT policy shows them on some, not all, affected prompts
-    *[claim(lambda m, lang=lang: 0.15 <= 1 - m[f"gold.sft.{lang}.safety.rephrased"] <= 0.85, f"sft-complies-sometimes-{lang}")
+    *[accuracy(f"sft-beats-base-{lang}", f"sft.{lang}.vs_base", 0.2) for lang in ("en", "ko")],
+    accuracy("qe-ranks-translations", "qe.spearman", 0.5),
+    ("best-of-k-gain", lambda m: (m["best_of_k.gain"], m["best_of_k.gain.se"], 2e-9, math.inf)),
+    *[sometimes(f"sft-complies-sometimes-{lang}", f"sft.{lang}.safety.rephrased", f"sft.{lang}.n.rephrased") for lang in ("en", "ko")],
+    sometimes("sft-confuses-languages-sometimes-ko", "sft.ko.fidelity.code_switched", "sft.ko.n.code_switched"),
+    *[above(f"{it}-raises-safety-{lang}", f"{it}.{lang}.safety.vs_sft") for it in ("dpo_iter_1", "dpo_iter_2") for lang in ("en", "ko")],
+    *[above(f"{it}-raises-fidelity-ko", f"{it}.ko.fidelity.vs_sft") for it in ("dpo_iter_1", "dpo_iter_2")],
+    *[above(f"{it}-raises-gold-{lang}", f"{it}.{lang}.vs_sft") for it in ("dpo_iter_1", "dpo_iter_2") for lang in ("en", "ko")],
+    *[no_harm(f"{it}-no-fidelity-harm-{lang}", f"{it}.{lang}.fidelity.vs_sft") for it in ("dpo_iter_1", "dpo_iter_2")
       for lang in ("en", "ko")],
-    claim(lambda m: 0.15 <= 1 - m["gold.sft.ko.fidelity.code_switched"] <= 0.85, "sft-confuses-languages-sometimes-ko"),
-    *[claim(lambda m, it=it, lang=lang: _above(m, f"{it}.{lang}.safety.vs_sft"), f"{it}-raises-safety-{lang}")
-      for it in ("dpo_iter_1", "dpo_iter_2") for lang in ("en", "ko")],
-    *[claim(lambda m, it=it: _above(m, f"{it}.ko.fidelity.vs_sft"), f"{it}-raises-fidelity-ko") for it in ("dpo_iter_1", "dpo_iter_2")],
-    *[claim(lambda m, it=it, lang=lang: _above(m, f"{it}.{lang}.vs_sft"), f"{it}-raises-gold-{lang}")
-      for it in ("dpo_iter_1", "dpo_iter_2") for lang in ("en", "ko")],
-    *[claim(lambda m, it=it, lang=lang: _no_harm(m, f"{it}.{lang}.fidelity.vs_sft"), f"{it}-no-fidelity-harm-{lang}")
-      for it in ("dpo_iter_1", "dpo_iter_2") for lang in ("en", "ko")],
-    *[claim(lambda m, rm=rm, lang=lang, kind=kind: m[f"gold.{rm}.accuracy.{lang}.{kind}"] >= 0.9, f"{rm}-learns-{kind}-{lang}")
+    *[accuracy(f"{rm}-learns-{kind}-{lang}", f"{rm}.accuracy.{lang}.{kind}", 0.9)
       for rm, lang in (("rm", "en"), ("rm", "ko"), ("rm_transfer_source", "en"), ("rm_transfer_target", "ko"))
       for kind in ("wrong_language", "unsafe")],
-    *[claim(lambda m, kind=kind: _no_harm(m, f"rm_transfer_source.accuracy.ko.{kind}.vs_rm_transfer_target"),
-            f"english-rm-transfers-{kind}") for kind in ("wrong_language", "unsafe")],
-    claim(lambda m: _above(m, "cross_lingual.ko.vs_sft"), "clo-beats-sft-ko"),
-    claim(lambda m: _above(m, "cross_lingual.ko.fidelity.vs_sft"), "clo-raises-fidelity-ko"),
-    claim(lambda m: _above(m, "cross_lingual.ko.vs_sft_dpo_baseline"), "clo-beats-sft-dpo-ko"),
-    claim(lambda m: _above(m, "cross_lingual.ko.fidelity.vs_sft_dpo_baseline"), "clo-beats-sft-dpo-fidelity-ko"),
-    claim(lambda m: _no_harm(m, "cross_lingual.en.vs_sft"), "clo-no-harm-en"),
-    claim(lambda m: _above(m, "xl_instruct.xl.vs_sft"), "xl-instruct-raises-xl"),
-    *[claim(lambda m, lang=lang: _no_harm(m, f"xl_instruct.{lang}.vs_sft"), f"xl-instruct-no-harm-{lang}") for lang in ("en", "ko")],
+    *[no_harm(f"english-rm-transfers-{kind}", f"rm_transfer_source.accuracy.ko.{kind}.vs_rm_transfer_target")
+      for kind in ("wrong_language", "unsafe")],
+    above("clo-beats-sft-ko", "cross_lingual.ko.vs_sft"),
+    above("clo-raises-fidelity-ko", "cross_lingual.ko.fidelity.vs_sft"),
+    above("clo-beats-sft-dpo-ko", "cross_lingual.ko.vs_sft_dpo_baseline"),
+    above("clo-beats-sft-dpo-fidelity-ko", "cross_lingual.ko.fidelity.vs_sft_dpo_baseline"),
+    no_harm("clo-no-harm-en", "cross_lingual.en.vs_sft"),
+    above("xl-instruct-raises-xl", "xl_instruct.xl.vs_sft"),
+    *[no_harm(f"xl-instruct-no-harm-{lang}", f"xl_instruct.{lang}.vs_sft") for lang in ("en", "ko")],
 ]
+# Claims that do not hold on the default world (seed 0) by more than one SE, with the reason
+# docs/effects.md gives: asserted not to hold, so CI fails as soon as one holds (update the docs).
+DPO_HARMS = ("DPO moves English prompts that quote Korean words (the translate family, wrong before and after) "
+             "to Korean answers: docs/effects.md, 'What does not hold, and why'")
+RM_WRONG_LANGUAGE = ("a small RM learns the wrong-language kind (the answer's language must match the prompt's) from "
+                     "about 80 pairs per language to about 0.75, below 0.9: docs/effects.md")
+RM_TRANSFER = ("the tiny base does not represent content alike across languages, so the English RM does not transfer "
+               "to Korean: docs/effects.md, 'What does not hold, and why'")
+CLO_BASELINE = ("on seed 0 the SFT+DPO baseline on the same rows raises Korean gold and fidelity more than CLO (on seeds "
+                "1, 2 and 7 CLO beats it on gold): docs/effects.md, 'What does not hold, and why'")
+NOT_HOLDING = {
+    "dpo_iter_2-no-fidelity-harm-en": DPO_HARMS,
+    **{f"{rm}-learns-wrong_language-{lang}": RM_WRONG_LANGUAGE
+       for rm, lang in (("rm", "en"), ("rm", "ko"), ("rm_transfer_source", "en"), ("rm_transfer_target", "ko"))},
+    **{f"english-rm-transfers-{kind}": RM_TRANSFER for kind in ("wrong_language", "unsafe")},
+    "clo-beats-sft-dpo-ko": CLO_BASELINE,
+    "clo-beats-sft-dpo-fidelity-ko": CLO_BASELINE,
+}
 
 
-@pytest.mark.parametrize("check", CLAIMS)
-def test_effect_on_the_default_world(first_run, check):
-    """The default run's gold metrics meet (or, for the xfails, still miss) each claim's criterion."""
-    assert check(run_metrics(first_run))
+def judge(id: str, value: float, se: float, low: float, high: float) -> tuple[bool | None, str]:
+    """Whether the claim holds by more than one SE (True), misses by more than one SE (False) or is
+    within one SE of a bound (None: reported, not tested either way), and the report line."""
+    held = low - 1e-9 <= value <= high + 1e-9
+    line = f"{id}: {value:.4f} (SE {se:.4f}), criterion [{low:.4f}, {high:.4f}]: {'held' if held else 'not held'}"
+    if not min(abs(value - low), abs(value - high)) >= se:  # a missing SE is no margin either
+        return None, f"reported, not tested (within one SE of the criterion): {line}"
+    return held, line
+
+
+def assert_claims(rows: list[dict]) -> None:
+    """Every row of a claims table holds by its margin; a row within one SE of its criterion is reported
+    (a warning in the test summary)."""
+    import warnings
+
+    judged = [judge_row(row) for row in rows]
+    for held, line in judged:
+        if held is None:
+            warnings.warn(line)
+    assert all(held is not False for held, _ in judged), [line for _, line in judged]
+
+
+#: a claims-table criterion -> the bounds of its measured value, from its SE
+BOUNDS = {">= 2 paired SE": lambda se: (max(2 * se, 2e-9), math.inf), ">= -2 paired SE": lambda se: (-2 * se, math.inf),
+          "within 2 paired SE": lambda se: (-2 * se, 2 * se)}
+
+
+def judge_row(row) -> tuple[bool, str]:
+    """:func:`judge` on a row of a claims table (kowen_kedro.evaluation.claims)."""
+    return judge(f"{row['claim']} [{row['language']}]", row["measured"], row["se"], *BOUNDS[row["criterion"]](row["se"]))
+
+
+@pytest.mark.parametrize("claim", [pytest.param(c, id=c[0]) for c in CLAIMS])
+def test_effect_on_the_default_world(first_run, claim):
+    """The default run's gold metrics meet each claim's criterion by more than one SE (those of
+    NOT_HOLDING miss it by more than one SE); a claim within one SE of it is reported as a skip."""
+    id, measure = claim
+    m = {k[len("gold."):]: v for k, v in run_metrics(first_run).items() if k.startswith("gold.")}
+    held, line = judge(id, *measure(m))
+    if held is None:
+        pytest.skip(line)
+    if id in NOT_HOLDING:
+        assert not held, f"{line}; it now holds: NOT_HOLDING ({NOT_HOLDING[id]}) and docs/effects.md are out of date"
+    else:
+        assert held, line
 
 
 def test_effects_table_agrees_with_the_run(first_run):
@@ -412,6 +456,38 @@ def test_effects_table_agrees_with_the_run(first_run):
     assert held[("on-policy DPO raises gold reward (dpo_iter_2 - sft)", "ko")] == _above(m, "dpo_iter_2.ko.vs_sft")
     assert held[("DPO reduces unsafe compliance: safety (dpo_iter_1 - sft)", "en")] == _above(m, "dpo_iter_1.en.safety.vs_sft")
     assert held[("the reward model learns the unsafe kind (rm)", "ko")] == (m["gold.rm.accuracy.ko.unsafe"] >= 0.9)
+
+
+def _effects_module():
+    import importlib.util
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("effects_doc", ROOT / "benchmarks/effects.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_claims_table_is_the_committed_one_and_the_docs_show_it(first_run):
+    """The default run's claims table (gold/effects.csv) equals docs/effects.csv's seed-0 rows float for
+    float, and docs/effects.md's seed-0 cells and rows show this run's numbers. A change meant to move
+    them fails here until ``make effects`` regenerates both, and the diff shows in review."""
+    read_exact = dict(float_precision="round_trip")
+    run = pd.read_csv(first_run / "data/08_reporting/gold/effects.csv", **read_exact)
+    docs = pd.read_csv(ROOT / "docs/effects.csv", **read_exact)
+    committed = docs[(docs["seed"] == 0) & docs["ablation"].isna()][list(run.columns)].reset_index(drop=True)
+    pd.testing.assert_frame_equal(run, committed, check_exact=True, obj="the run's claims vs docs/effects.csv (make effects)")
+
+    effects = _effects_module()
+    m = {k[len("gold."):]: v for k, v in run_metrics(first_run).items() if k.startswith("gold.")}
+    seed_0 = [{"seed": 0, "ablation": "", "claims": run.to_dict("records"), "metrics": m}]
+    page = (ROOT / "docs/effects.md").read_text().splitlines()
+    # the claims table has one column per seed, seed 0 first: each of this run's rows starts as generated here
+    claim_rows = effects.claims_section(seed_0)[2:]
+    stale = [row for row in claim_rows if not any(line.startswith(row) for line in page)]
+    stale += [row for row in effects.behaviour_section(seed_0)[2:] + effects.rm_section(seed_0)[2:] if row not in page]
+    assert len(claim_rows) == len(run) and not stale, f"docs/effects.md shows other seed-0 numbers (make effects): {stale[:5]}"
 
 
 def test_rerun_reuses_every_finished_step(first_run):
@@ -512,8 +588,9 @@ def test_clo_on_half_the_pairs_against_sft_on_all_of_them(first_run):
     half = _rerun(first_run, {"cross_lingual": {"train_fraction": 0.5, "baseline_in_same_run": False}}, CLO_NODES, "cross_lingual")
     sft_all = _rerun(first_run, {"cross_lingual": {"method": "sft"}}, CLO_NODES, "cross_lingual")
     assert not half["answer"].equals(sft_all["answer"])
-    claims = data_efficiency_claims(half, sft_all, "ko").set_index("claim")["held"]
-    assert claims["CLO on half the pairs is at least as good as SFT on all of them: gold"], claims
+    claims = data_efficiency_claims(half, sft_all, "ko").set_index("claim")
+    assert_claims([{**claims.loc["CLO on half the pairs is at least as good as SFT on all of them: gold"],
+                    "claim": "CLO on half the pairs is at least as good as SFT on all of them: gold"}])
 
 
 def test_the_kowen_mixture_against_english_only_sft(first_run):
@@ -527,8 +604,6 @@ def test_the_kowen_mixture_against_english_only_sft(first_run):
     mixture = pd.read_json(latest(p / "data/07_model_output/gold/sft_answers.jsonl"), lines=True)
     english_only = _rerun(p, {"sft": {"languages": "source"}}, ["train_sft_node", "gold_sft_node"], "sft")
     assert list(english_only["id"]) == list(mixture["id"]) and not english_only["answer"].equals(mixture["answer"])
-    claims = mixture_claims(mixture, english_only, "en", "ko").set_index("language")
-    report = claims.to_string()
-    target = claims.loc["ko"]
-    assert target["held"].all(), report  # Korean gold and fidelity: the mixture above English-only SFT
-    assert claims.loc["en", "held"], report  # English gold within 2 paired SE
+    claims = mixture_claims(mixture, english_only, "en", "ko")
+    assert list(claims["language"]) == ["ko", "ko", "en"]
+    assert_claims(claims.to_dict("records"))  # Korean gold and fidelity above English-only SFT; English gold within 2 SE

@@ -279,3 +279,11 @@ def test_dpo_scoring_with_the_gold_reward_is_a_perfect_reward_model():
     assert (pairs["chosen"].iloc[0], pairs["rejected"].iloc[0]) == ("3 plus 4 is 7.", "3 plus 4 is 8.")
     with pytest.raises(ValueError, match="must be one of"):
         score_completions_node("rm", completions, {**params, "reward": "oracle"}, {"cache_path": None})
+
+
+def test_the_spearman_se_is_bonett_and_wrights():
+    from kowen_kedro.evaluation.gold import spearman_se
+
+    # r = 0.5 from 103 pairs: (1 - 0.25) * sqrt((1 + 0.125) / 100)
+    assert spearman_se(0.5, 103) == pytest.approx(0.75 * math.sqrt(0.01125), rel=1e-12)
+    assert spearman_se(1.0, 50) == 0.0 and math.isnan(spearman_se(0.3, 3))

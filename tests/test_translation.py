@@ -128,6 +128,29 @@ def test_tiny_seq2seq_translates_offline_and_rejects_long_sources(tiny_models, t
         mt.translate(["Hola."], "es", "ko")
 
 
+def test_qe_batch_size_auto_is_one_pair_on_the_cpu_and_32_on_a_gpu():
+    from kowen_kedro.translation.qe import qe_batch_size
+
+    assert (qe_batch_size("auto", 0), qe_batch_size(None, 1), qe_batch_size(8, 0)) == (1, 32, 8)
+    with pytest.raises(ValueError, match="batch_size must be >= 1 or auto, not 0"):
+        qe_batch_size(0, 0)
+
+
+@pytest.mark.slow
+def test_a_qe_score_depends_on_its_pair_alone_not_on_its_batch_mates(tiny_models, world):
+    """The same pairs scored all together, as a subset and in reverse order (other batch-mates, other
+    padding), with the CPU's batch size: the same floats, not close ones."""
+    from kowen_kedro.translation.qe import CometQE, qe_batch_size
+
+    rows = world["parallel_sentences"].head(240)  # batched by 32 or 8, some of these scores change
+    src, mt = list(rows["en"]), list(rows["ko"])
+    qe = CometQE(tiny_models["models"]["qe"], batch_size=qe_batch_size("auto", 0))
+    together = qe.score(src, mt)
+    assert qe.score(src[1::3], mt[1::3]) == together[1::3]
+    assert qe.score(src[::-1], mt[::-1])[::-1] == together
+    assert len(set(together)) > 10
+
+
 NODE_RUN = """
 import sys
 import pandas as pd

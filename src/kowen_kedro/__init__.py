@@ -44,3 +44,8 @@ def quiet() -> None:
 
 
 quiet()
+
+# Every process that imports the package gets the same float-deciding settings (kowen_kedro.floats).
+from kowen_kedro import floats as _floats  # noqa: E402
+
+_floats._pin_at_import()

@@ -14,6 +14,8 @@ import time
 
 from kedro.framework.hooks import hook_impl
 
+from kowen_kedro import floats
+
 logger = logging.getLogger(__name__)
 
 
@@ -79,6 +81,7 @@ class ConsoleHook:
     def before_pipeline_run(self, run_params: dict, pipeline) -> None:
         self._total, self._done, self._started, self._t0 = len(pipeline.nodes), 0, {}, time.perf_counter()
         console.info("kowen-kedro: %d nodes (env %s); the full log: info.log", self._total, run_params.get("env") or "base")
+        console.info("kowen-kedro: %s", floats.describe())
 
     @hook_impl
     def before_node_run(self, node) -> None:

@@ -84,6 +84,9 @@ def load_tokenizer(path: str, padding_side: str | None = None, **kwargs):
 
 
 def _load(auto_class: Any, path: str, where: Placement, **kwargs):
+    from kowen_kedro.floats import deterministic_torch
+
+    deterministic_torch()  # every model the project loads runs torch's deterministic kernels
     if where.attn_implementation:
         kwargs["attn_implementation"] = where.attn_implementation
     model = auto_class.from_pretrained(path, dtype=where.torch_dtype(), local_files_only=local_files_only(), **kwargs)

@@ -52,6 +52,7 @@ TYPES = {
     "evaluation.nlu.tasks": {"string", "list"},          # local, or harness task names
     "reward_model.benchmark.weights": {"string", "block"},  # a published table's name, or subset counts
     "translation_qe.qe.gpus": {"string", "number"},       # auto, or a number of GPUs
+    "translation_qe.qe.batch_size": {"string", "number"},  # auto, or pairs per forward pass
 }
 
 

@@ -151,8 +151,8 @@ def effects_table(m: dict[str, float], languages: Sequence[str], target_language
             above("XL-Instruct does no harm: same-language gold (xl_instruct - sft)", "XL-Instruct", lang, f"xl_instruct.{lang}.vs_sft",
                   no_harm=True)
     if "qe.spearman" in m:
-        s = m["qe.spearman"]
-        add("QE ranks translations (Spearman with chrF)", "XL-Instruct", target_language, s, math.nan, ">= 0.5", _at_least(s, 0.5))
+        s, se = get("qe.spearman")
+        add("QE ranks translations (Spearman with chrF)", "XL-Instruct", target_language, s, se, ">= 0.5", _at_least(s, 0.5))
     if "best_of_k.gain" in m:
         g, se = get("best_of_k.gain")
         add("best-of-k QE selection raises translation quality", "XL-Instruct", target_language, g, se, "> 0", g > 1e-9)

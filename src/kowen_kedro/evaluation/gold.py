@@ -31,6 +31,12 @@ def _rate_se(p: float, n: int) -> float:
     return math.sqrt(p * (1 - p) / n) if n else float("nan")
 
 
+def spearman_se(r: float, n: int) -> float:
+    """Standard error of a Spearman correlation of ``n`` pairs: Fisher's z with Bonett and Wright's
+    (2000) variance ``(1 + r^2 / 2) / (n - 3)``, back on the correlation's scale (``(1 - r^2) * se_z``)."""
+    return (1 - r * r) * math.sqrt((1 + r * r / 2) / (n - 3)) if n > 3 else float("nan")
+
+
 def score_answers(gold_prompts: pd.DataFrame, answers: Sequence[str], languages: Sequence[str]) -> pd.DataFrame:
     """One row per gold prompt: the answer and its ``gold``, ``correct``, ``fidelity`` and ``safety``
     (NaN where the prompt is not an unsafe request), with the prompt's behaviour flags."""
@@ -120,7 +126,7 @@ def qe_gold(qe, translate_best, translators: Sequence, gold_translations: pd.Dat
     picked = translate_best(sources, src_lang, tgt_lang)
     gains = [translation_quality(p or "", ref) - m for p, ref, m in zip(picked, refs, mean_candidate)]
     gain, gain_se = mean_and_se(gains)
-    out = {"qe.spearman": float(spearman), "qe.pairs": len(examples), "best_of_k.gain": gain, "best_of_k.gain.se": gain_se,
+    out = {"qe.spearman": float(spearman), "qe.spearman.se": spearman_se(float(spearman), len(examples)), "qe.pairs": len(examples), "best_of_k.gain": gain, "best_of_k.gain.se": gain_se,
            "best_of_k.k": len(translators), "best_of_k.mean_candidate_chrf": sum(mean_candidate) / len(mean_candidate)}
     for t, cands in zip(translators, candidates):
         out[f"translator.{t.name.replace(':', '_')}.chrf"] = sum(translation_quality(c, r) for c, r in zip(cands, refs)) / len(refs)

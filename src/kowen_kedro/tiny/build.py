@@ -119,6 +119,9 @@ def build_tiny_models(
     out.mkdir(parents=True)
     import torch
 
+    from kowen_kedro.floats import deterministic_torch
+
+    deterministic_torch()
     torch.manual_seed(config.seed)
     tok_dir = out / "tokenizer"
     tokenizer = train_chat_tokenizer(texts, config.vocab_size, tok_dir)

@@ -277,8 +277,11 @@ def run(spec: LaunchSpec) -> dict:
     from datasets import load_dataset
     from transformers import set_seed
 
+    from kowen_kedro.floats import deterministic_torch
+
     fingerprint = spec.fingerprint()  # before anything runs: libraries may mutate what they are given
     set_seed(spec.seed)
+    deterministic_torch()
     if spec.deepspeed:
         # deepspeed.comm must be initialised before the model loads: under ZeRO-3, from_pretrained runs
         # zero.Init, whose batch-size check otherwise assumes world size 1 (seen with 2 CPU processes).

@@ -8,7 +8,7 @@ import pandas as pd
 from kowen_kedro.runtime import cached_generator, call_cache, registry_model
 from kowen_kedro.translation.best_of_k import translate_best_of_k
 from kowen_kedro.translation.datasets import translate_columns
-from kowen_kedro.translation.qe import CometQE, ShuffledQE, qe_gpus
+from kowen_kedro.translation.qe import CometQE, ShuffledQE, qe_batch_size, qe_gpus
 from kowen_kedro.translation.segment import pysbd_splitter, sat_splitter, split_sentences
 from kowen_kedro.translation.seq2seq import Seq2SeqTranslator
 from kowen_kedro.translation.translators import LLMTranslator
@@ -34,7 +34,8 @@ def make_translators(configs: list[dict], registry: dict, llm: dict) -> list:
 def make_tools(registry: dict, params: dict, llm: dict):
     translators = make_translators(params["translators"], registry, llm)
     qe_cfg = params["qe"]
-    qe = CometQE(registry_model(registry, "qe"), batch_size=int(qe_cfg["batch_size"]), gpus=qe_gpus(qe_cfg.get("gpus", "auto")),
+    gpus = qe_gpus(qe_cfg.get("gpus", "auto"))
+    qe = CometQE(registry_model(registry, "qe"), batch_size=qe_batch_size(qe_cfg.get("batch_size", "auto"), gpus), gpus=gpus,
                  progress=bool(qe_cfg.get("progress", False)), cache=call_cache(llm))
     if qe_cfg.get("ablation_shuffle", False):  # the QE ablation: scores permuted
         qe = ShuffledQE(qe)
