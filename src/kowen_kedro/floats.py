@@ -15,7 +15,7 @@ same from one machine to the next:
 :func:`pin_floats` fixes all of them for this process and, through the environment, for every process it
 starts (training launches, generation workers, ``kedro run`` in a subprocess). It runs when
 ``kowen_kedro`` is imported, so ``kedro run``, ``pytest``, the training entry point and the benchmarks
-get it before torch is loaded. Two settings choose the pins; a value in the environment wins:
+get it before torch is loaded. The pins overrule what the environment says; two settings choose them:
 
 * ``KOWEN_THREADS`` (default ``1``): the thread count of every process. The default run is a chain of
   small models, whose kernels gain little from a second thread; a second process on the other core
@@ -50,13 +50,17 @@ THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 PINNED = (*THREAD_VARS, "MKL_DYNAMIC", "ATEN_CPU_CAPABILITY", "DNNL_MAX_CPU_ISA", "MKL_CBWR", "CUBLAS_WORKSPACE_CONFIG")
 
 
+def _isa(environ) -> str:
+    return environ.get(ISA_VAR, DEFAULT_ISA).strip().lower()
+
+
 def float_env(environ: dict[str, str] | None = None) -> dict[str, str]:
     """The environment variables the pins set, from ``KOWEN_THREADS`` / ``KOWEN_CPU_ISA`` in ``environ``."""
     environ = os.environ if environ is None else environ
     threads = environ.get(THREADS_VAR, DEFAULT_THREADS).strip()
     if not threads.isdigit() or int(threads) < 1:
         raise ValueError(f"{THREADS_VAR} must be a whole number of threads >= 1, not {threads!r}")
-    isa = environ.get(ISA_VAR, DEFAULT_ISA).strip().lower()
+    isa = _isa(environ)
     if isa not in (*ISA_ENV, "native"):
         raise ValueError(f"{ISA_VAR} must be one of {', '.join([*ISA_ENV, 'native'])}, not {isa!r}")
     env = {var: threads for var in THREAD_VARS}
@@ -81,12 +85,12 @@ def pin_floats() -> dict[str, str]:
 
 def describe() -> str:
     """One line for the console: the settings that pin this run's floats, and how they were chosen."""
-    isa = os.environ.get(ISA_VAR, DEFAULT_ISA)
+    isa = _isa(os.environ)
     pins = ", ".join(f"{var}={os.environ[var]}" for var in PINNED if var in os.environ and var != "CUBLAS_WORKSPACE_CONFIG")
     late = ""
     if _loaded_before_pins:
         late = f"; torch was imported before kowen_kedro, so its kernel paths are not pinned ({', '.join(_loaded_before_pins)})"
-    onednn = "" if isa.strip().lower() == "native" else ", oneDNN off"
+    onednn = "" if isa == "native" else ", oneDNN off"
     return f"floats pinned ({THREADS_VAR}={os.environ.get(THREADS_VAR, DEFAULT_THREADS)}, {ISA_VAR}={isa}): {pins}{onednn}{late}"
 
 
@@ -98,7 +102,7 @@ def deterministic_torch() -> None:
     import torch
 
     torch.use_deterministic_algorithms(True, warn_only=True)
-    if os.environ.get(ISA_VAR, DEFAULT_ISA).strip().lower() != "native":
+    if _isa(os.environ) != "native":
         torch.backends.mkldnn.enabled = False
 
 
