@@ -6,6 +6,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH_SPEC ?= torch==2.13.0
+# Every recipe finds the environment's commands, activated or not (kedro-mlflow starts a bare `mlflow`).
+export PATH := $(abspath $(BIN)):$(PATH)
+# The project whose runs `make mlflow-ui` and `make viz` show (a copy elsewhere: PROJECT=/path/to/it).
+PROJECT ?= .
+MLFLOW_PORT ?= 5000
+VIZ_PORT ?= 4141
 
 # Nothing here may reach a model hub; telemetry off so no command waits on the network.
 export HF_HUB_OFFLINE := 1
@@ -16,7 +22,7 @@ export KEDRO_DISABLE_TELEMETRY := 1
 export PYTHONUNBUFFERED := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv run test test-fast bench bench-runs bench-gpu effects viz notebook mlflow-ui lock clean-data
+.PHONY: venv run test test-fast bench bench-runs bench-gpu effects viz viz-build screenshots notebook mlflow-ui lock clean-data
 
 venv: $(STAMP)
 
@@ -64,15 +70,26 @@ bench-gpu: venv
 	$(BIN)/python benchmarks/train_throughput.py --shape qwen2.5-1.5b --steps 10 --warmup 4
 	$(BIN)/python benchmarks/gpu_inference.py --shape qwen2.5-0.5b
 
+## The pipeline graph, served at http://127.0.0.1:$(VIZ_PORT) (kedro-viz); `make viz-build`: a static site in build/.
 viz: venv
-	$(BIN)/kedro viz build
+	cd $(PROJECT) && kedro viz run --no-browser --host 127.0.0.1 --port $(VIZ_PORT)
+
+viz-build: venv
+	cd $(PROJECT) && kedro viz build
+
+## Screenshots of the MLflow compare view of two policies, the parent run and kedro-viz after a run
+## (headless Chromium: apt-get install chromium) -> docs/images/
+screenshots: venv
+	$(BIN)/python benchmarks/screenshots.py --project $(PROJECT)
 
 ## Execute notebooks/compare_runs.ipynb on this project's runs -> data/08_reporting/compare_runs.ipynb
 notebook: venv
 	$(BIN)/python notebooks/execute.py
 
+## The MLflow UI on the project's store (mlflow.db), served at http://127.0.0.1:$(MLFLOW_PORT).
 mlflow-ui: venv
-	$(BIN)/kedro mlflow ui
+	@echo "MLflow UI: http://127.0.0.1:$(MLFLOW_PORT)/#/?workflowType=machine_learning (the model-training view; Ctrl-C stops it)"
+	cd $(PROJECT) && kedro mlflow ui --host 127.0.0.1 --port $(MLFLOW_PORT)
 
 ## Regenerate requirements.lock from the current environment.
 lock: venv

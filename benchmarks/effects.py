@@ -93,10 +93,12 @@ def run_one(seed: int, ablation: str | None) -> dict:
 def _latest_run_metrics() -> dict[str, float]:
     import mlflow
 
+    from kowen_kedro.tracking import dotted, parent_runs
+
     client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{ROOT / 'mlflow.db'}")
     exp = client.get_experiment_by_name("kowen_kedro")
-    run = client.search_runs([exp.experiment_id], order_by=["attributes.start_time DESC"], max_results=1)[0]
-    return {k[len("gold."):]: v for k, v in run.data.metrics.items() if k.startswith("gold.")}
+    run = parent_runs(client, exp.experiment_id)[0]  # the newest kedro run
+    return {k[len("gold."):]: v for k, v in dotted(run.data.metrics).items() if k.startswith("gold.")}
 
 
 def _keep_answers(name: str) -> None:

@@ -15,6 +15,8 @@ import pytest
 
 from conftest import ROOT, finished_background_run, scratch_project, start_busy_loop, start_kedro_run
 
+from kowen_kedro.tracking import dotted, parent_runs
+
 pytestmark = pytest.mark.slow
 
 
@@ -227,10 +229,10 @@ def test_one_mlflow_run_with_all_stages(first_run):
 
     client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{first_run / 'mlflow.db'}")
     exp = client.get_experiment_by_name("kowen_kedro")
-    runs = client.search_runs([exp.experiment_id])
+    runs = parent_runs(client, exp.experiment_id)
     assert len(runs) == 1
     run = runs[0]
-    metrics = run.data.metrics
+    metrics = dotted(run.data.metrics)  # MLflow shows gold/sft/en; the project names it gold.sft.en
     for stage in ("data_synthesis", "translation_qe", "reward_model", "sft", "dpo_iter_1", "dpo_iter_2", "evaluation"):
         assert any(k.startswith(stage + ".") for k in metrics), stage
     for loss in ("sft.loss", "reward_model.loss", "dpo_iter_1.loss", "dpo_iter_2.loss", "cross_lingual.loss",
@@ -292,8 +294,8 @@ def test_gold_measurement_in_the_run(first_run):
     import mlflow
 
     client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{first_run / 'mlflow.db'}")
-    run = client.search_runs([client.get_experiment_by_name("kowen_kedro").experiment_id])[0]
-    metrics = run.data.metrics
+    run = parent_runs(client, client.get_experiment_by_name("kowen_kedro").experiment_id)[0]
+    metrics = dotted(run.data.metrics)
     missing = [n for n in GOLD_METRICS if n not in metrics]
     assert not missing, missing
     assert metrics["gold.teacher.en"] >= 0.8 and metrics["gold.teacher.ko"] >= 0.8  # the oracle teacher, faults and all
@@ -325,7 +327,7 @@ def run_metrics(project: Path) -> dict[str, float]:
     import mlflow
 
     client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
-    return client.search_runs([client.get_experiment_by_name("kowen_kedro").experiment_id])[0].data.metrics
+    return dotted(parent_runs(client, client.get_experiment_by_name("kowen_kedro").experiment_id)[0].data.metrics)
 
 
 def _above(m: dict, name: str) -> bool:
@@ -528,15 +530,17 @@ def test_the_notebook_executes_on_the_run_and_shows_effects_curve_and_clo_vs_bas
 
 
 def test_the_kedro_viz_site_has_every_pipeline_node_and_layer(first_run):
-    """``kedro viz build`` (``make viz``): every registered pipeline, each with all its nodes, and the
-    catalog's layers, as a user opens them."""
+    """``make viz-build`` (``kedro viz build``): every registered pipeline, each with all its nodes, and the
+    catalog's layers, as a user opens them; every dataset in a layer, every node tagged with its pipeline
+    and its method, parameter inputs that read apart."""
+    import os
     import subprocess
     import sys
 
     from kedro.framework.project import pipelines
 
-    kedro = Path(sys.executable).with_name("kedro")
-    subprocess.run([str(kedro), "viz", "build"], cwd=first_run, check=True, capture_output=True, timeout=300)
+    env = {**os.environ, "PATH": os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if p != str(Path(sys.executable).parent))}
+    subprocess.run(["make", "-C", str(ROOT), "viz-build", f"PROJECT={first_run}"], env=env, check=True, capture_output=True, timeout=300)
     site = json.loads((first_run / "build/api/main").read_text())
     assert (first_run / "build/index.html").exists()
     assert site["layers"] == ["raw", "intermediate", "primary", "model_input", "models", "model_output", "reporting"]
@@ -546,6 +550,14 @@ def test_the_kedro_viz_site_has_every_pipeline_node_and_layer(first_run):
         missing = {n.name for n in pipeline.nodes} - shown
         assert not missing, (name, sorted(missing)[:5])
         assert (first_run / "build/api/pipelines" / name).exists()
+        for node in pipeline.nodes:  # tagged with its pipeline and its method
+            assert name == "__default__" or name in node.tags, (name, node.name)
+            assert node.tags & {"kowen", "rm_transfer", "clo", "xl_instruct", "gold", "shared"}, node.name
+            shown_params = [i.split(":", 1)[1].split(".")[-1] for i in node.inputs if i.startswith("params:")]
+            assert len(set(shown_params)) == len(shown_params), (node.name, node.inputs)  # kedro-viz shows the last part
+    unlayered = [n["name"] for n in site["nodes"] if n["type"] == "data" and not n.get("layer")]
+    assert not unlayered, unlayered
+    assert {"kowen", "rm_transfer", "clo", "xl_instruct", "gold", "sft", "evaluation"} <= {t["id"] for t in site["tags"]}
 
 
 def test_the_mlflow_run_reads_like_a_report_folders_per_stage(first_run):
@@ -553,7 +565,7 @@ def test_the_mlflow_run_reads_like_a_report_folders_per_stage(first_run):
     import mlflow
 
     client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{first_run / 'mlflow.db'}")
-    run = client.search_runs([client.get_experiment_by_name("kowen_kedro").experiment_id])[0]
+    run = parent_runs(client, client.get_experiment_by_name("kowen_kedro").experiment_id)[0]
     top = client.list_artifacts(run.info.run_id)
     assert {a.path for a in top if a.is_dir} == {"reward_model", "translation_qe", "evaluation", "gold"}
     files = [f.path for d in top if d.is_dir for f in client.list_artifacts(run.info.run_id, d.path)]
@@ -561,6 +573,106 @@ def test_the_mlflow_run_reads_like_a_report_folders_per_stage(first_run):
     for table in ("gold/effects", "reward_model/rm_transfer_table", "evaluation/evaluation_report"):
         assert f"{table}.csv" in files and f"{table}.md" in files
     assert {"reward_model/rm_collapse.png", "translation_qe/qe_histogram.png", "evaluation/iteration_curve.png"} <= set(files)
+
+
+TRAINED = ("sft", "xl_instruct", "dpo_iter_1", "dpo_iter_2", "cross_lingual", "sft_dpo_baseline", "rm",
+           "rm_transfer_source", "rm_transfer_target")
+
+
+def test_the_mlflow_run_lines_policies_up_as_child_runs(first_run):
+    """One parent run named for the environment, languages and seed, described by the claims table, with
+    readable tags, logged inputs and system metrics; a child run per policy and reward model whose metrics
+    share names (so MLflow's compare view lines them up), equal to the parent's."""
+    import mlflow
+
+    from kowen_kedro.tracking import EXPERIMENT_KIND, KIND_TAG
+
+    client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{first_run / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("kowen_kedro")
+    assert exp.tags[EXPERIMENT_KIND[0]] == EXPERIMENT_KIND[1]  # opens in the model-training view
+    parent = parent_runs(client, exp.experiment_id)[-1]  # the default run (reruns of parts come later)
+    tags = parent.data.tags
+    assert parent.info.run_name == "base · en-ko · seed 0" and tags["runner"] == "SequentialRunner"
+    assert "run_id" not in tags and tags["kedro_session_id"]
+    effects = (first_run / "data/08_reporting/gold/effects.md").read_text(encoding="utf-8")
+    assert tags["mlflow.note.content"].split("\n")[:3] == effects.split("\n")[:3] and "| claim |" in tags["mlflow.note.content"]
+    metrics = parent.data.metrics
+    assert all("." not in k for k in metrics), [k for k in metrics if "." in k][:5]  # grouped with "/", not "."
+    assert {"system/cpu_utilization_percentage", "system/system_memory_usage_megabytes"} <= set(metrics)
+    inputs = {d.dataset.name: d for d in parent.inputs.dataset_inputs}
+    assert {"gold_prompts", "user_prompts_raw", "preference_pairs_raw", "sft_dataset", "dpo_iter_1.preference_pairs"} <= set(inputs)
+    assert all(d.dataset.digest for d in inputs.values())
+
+    children = {r.info.run_name: r for r in client.search_runs([exp.experiment_id])
+                if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
+    assert {"base", "teacher", *TRAINED} <= set(children), sorted(children)
+    for name, child in children.items():
+        assert child.info.status == "FINISHED", name
+        assert child.data.tags[KIND_TAG] == ("reward_model" if name.startswith("rm") else "policy"), name
+        for key, value in child.data.metrics.items():  # the child's gold metrics are the parent's, renamed
+            if key.startswith("gold/"):
+                assert metrics[f"gold/{name}/{key[len('gold/'):]}"] == value, (name, key)
+    policies = [n for n in children if not n.startswith("rm") and n in ("base", "teacher", *TRAINED)]
+    shared = set.intersection(*(set(children[n].data.metrics) for n in policies))
+    assert {"gold/en", "gold/ko", "gold/ko/fidelity", "gold/ko/safety", "gold/xl", "gold/en/se"} <= shared
+    assert {"train/loss", "train/train_loss"} <= set.intersection(*(set(children[n].data.metrics) for n in TRAINED))
+    assert {"gold/accuracy/ko", "gold/accuracy/ko/unsafe"} <= set.intersection(
+        *(set(children[n].data.metrics) for n in ("rm", "rm_transfer_source", "rm_transfer_target")))
+    assert children["dpo_iter_2"].data.params["trainer_args.beta"] == "1.0" and children["dpo_iter_1"].data.params["trainer_args.beta"] == "0.1"
+    assert children["cross_lingual"].data.params["finetuning"] == "attention_only"
+    (train_data,) = children["sft"].inputs.dataset_inputs
+    assert train_data.dataset.name == "sft_train" and train_data.dataset.digest
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _serve_and_fetch(target: str, project: Path, paths: list[str], timeout: float = 240) -> list[bytes]:
+    """``make <target>`` for ``project`` with the environment's commands off the PATH (no activated venv),
+    the bodies of ``paths`` once it serves, then the server stopped."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    port = _free_port()
+    venv_bin = str(Path(sys.executable).parent)
+    env = {**os.environ, "PATH": os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if p != venv_bin)}
+    env.pop("VIRTUAL_ENV", None)
+    var = "MLFLOW_PORT" if target == "mlflow-ui" else "VIZ_PORT"
+    log = project / f"make-{target}.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(["make", "-C", str(ROOT), target, f"PROJECT={project}", f"{var}={port}"],
+                                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline, bodies = time.monotonic() + timeout, []
+        while not bodies:
+            assert proc.poll() is None, log.read_text(errors="replace")[-3000:]
+            assert time.monotonic() < deadline, f"make {target} did not serve in {timeout} s"
+            try:
+                bodies = [urllib.request.urlopen(f"http://127.0.0.1:{port}{p}", timeout=10).read() for p in paths]
+            except OSError:
+                time.sleep(2)
+        return bodies
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=60)
+
+
+def test_make_mlflow_ui_and_make_viz_serve_the_run_without_an_activated_venv(first_run):
+    page, experiments = _serve_and_fetch("mlflow-ui", first_run, ["/", "/ajax-api/2.0/mlflow/experiments/search?max_results=10"])
+    assert b"<title>MLflow</title>" in page and "kowen_kedro" in json.loads(experiments)["experiments"][-1]["name"]
+    page, graph = _serve_and_fetch("viz", first_run, ["/", "/api/main"])
+    assert b"Kedro-Viz" in page or b"kedro" in page.lower()
+    tasks = [n for n in json.loads(graph)["nodes"] if n["type"] == "task"]
+    assert len(tasks) == 90
 
 
 def _rerun(project: Path, params: dict, nodes: list[str], answers: str) -> pd.DataFrame:

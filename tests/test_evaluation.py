@@ -214,9 +214,12 @@ def test_lm_eval_harness_runs_the_shipped_task_offline_on_the_tiny_model(tiny_mo
 
 
 def test_run_comparisons_from_an_mlflow_store(tmp_path):
+    """The notebook's tables from a store laid out as a run leaves it: parent runs with ``/`` names, child
+    runs per policy (which are not kedro runs, and come back as one row per policy)."""
     import mlflow
 
-    from kowen_kedro.evaluation.compare import compare_by_param, rm_transfer_table, runs_table
+    from kowen_kedro.evaluation.compare import compare_by_param, policies_table, rm_transfer_table, runs_table
+    from kowen_kedro.tracking import RunLayout
 
     import time
 
@@ -226,17 +229,25 @@ def test_run_comparisons_from_an_mlflow_store(tmp_path):
     for method, wr in (("sft_dpo", 40.0), ("clo", 55.0), ("clo", 60.0)):  # the newest clo run counts
         run = client.create_run(exp)
         client.log_param(run.info.run_id, "cross_lingual.method", method)
-        for key, value in {"evaluation.xl_alpacaeval.win_rate.ko": wr, "evaluation.xl_alpacaeval.win_rate.all": wr,
-                           "rm_transfer_source.accuracy.ko.chat": 0.75, "rm_transfer_target.accuracy.ko.chat": 0.5}.items():
+        for key, value in {"evaluation/xl_alpacaeval/win_rate/ko": wr, "evaluation/xl_alpacaeval/win_rate/all": wr,
+                           "rm_transfer_source/accuracy/ko/chat": 0.75, "rm_transfer_target/accuracy/ko/chat": 0.5}.items():
             client.log_metric(run.info.run_id, key, value)
+        layout = RunLayout(run.info.run_id, uri)
+        layout.log_gold({"sft.ko": wr / 100, "cross_lingual.ko": wr / 100 + 0.1, "qe.spearman": 0.5})
+        layout.end()
         client.set_terminated(run.info.run_id)
         time.sleep(0.01)  # distinct start times
     runs = runs_table(uri)
+    assert len(runs) == 3  # the six child runs are not kedro runs
     table = compare_by_param(runs, "cross_lingual.method")
     ko = table[(table["metric"] == "evaluation.xl_alpacaeval.win_rate") & (table["language"] == "ko")].set_index("value")["score"]
     assert ko.to_dict() == {"sft_dpo": 40.0, "clo": 60.0}
     rm = rm_transfer_table(runs.iloc[-1])
     assert rm.to_dict("records") == [{"eval_language": "ko", "category": "chat", "source_rm": 0.75, "target_rm": 0.5, "delta": 0.25}]
+    policies = policies_table(runs.iloc[-1]["run_id"], uri).set_index("name")
+    assert list(policies.index) == ["cross_lingual", "sft"] and set(policies["kind"]) == {"policy"}
+    assert policies["metrics.gold.ko"].to_dict() == {"cross_lingual": pytest.approx(0.7), "sft": 0.6}
+    assert policies_table(client.create_run(exp).info.run_id, uri).empty  # a run without children
     with pytest.raises(ValueError, match="no run logged parameter"):
         compare_by_param(runs, "nope")
 
@@ -373,3 +384,38 @@ def test_same_run_cross_lingual_reads_clo_and_its_baseline_per_language():
     row = table.iloc[0]
     assert (row["sft"], row["cross_lingual"], row["sft_dpo_baseline"], row["cross_lingual.se"]) == (0.3, 0.35, 0.31, 0.05)
     assert math.isnan(row["sft_dpo_baseline.se"])
+
+
+def _legends_off_the_data(fig) -> list[str]:
+    """The legend entries of ``fig``, after checking that no legend overlaps an axes' data area."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    legends = [*fig.legends, *(ax.get_legend() for ax in fig.axes if ax.get_legend() is not None)]
+    assert legends, "no legend"
+    for legend in legends:
+        box = legend.get_window_extent(renderer)
+        for ax in fig.axes:
+            assert not box.overlaps(ax.get_window_extent(renderer)), "a legend covers the data"
+    return [t.get_text() for legend in legends for t in legend.get_texts()]
+
+
+def test_the_plots_show_every_series_with_their_legends_off_the_data():
+    import numpy as np
+
+    from kowen_kedro.evaluation.reports import iteration_curve_figure
+    from kowen_kedro.pipelines.translation_qe.nodes import qe_histogram_node
+
+    rng = np.random.default_rng(0)
+    few = pd.DataFrame({"qe_score": [0.93, 0.931, 0.932]})  # a small set beside large ones stays visible
+    many = pd.DataFrame({"qe_score": rng.normal(0.8, 0.03, 400)})
+    fig = qe_histogram_node(few, many, many.head(100), pd.DataFrame({"other": [1]}))  # a set without scores: no entry
+    assert _legends_off_the_data(fig) == ["prompts (n=3)", "preference pairs (n=400)", "CLO pairs (n=100)"]
+    ax = fig.axes[0]
+    for patch in ax.patches:  # every outline reaches a visible height within the axes
+        top = patch.get_path().vertices[:, 1].max()
+        assert 0 < top <= ax.get_ylim()[1], patch.get_label()
+    assert max(p.get_path().vertices[:, 1].max() for p in ax.patches[:1]) == pytest.approx(100)  # shares of the set
+
+    curve = pd.DataFrame({"iteration": [0, 1, 2] * 2, "language": ["en"] * 3 + ["ko"] * 3, "win_rate": [50, 60, 70, 45, 55, 60],
+                          "win_rate_se": [5.0] * 6, "language_fidelity": [0.9, 0.95, 1.0, 0.8, 0.85, 0.9]})
+    assert _legends_off_the_data(iteration_curve_figure(curve)) == ["en", "ko"]

@@ -19,6 +19,8 @@ import pytest
 
 from conftest import finished_background_run, start_kedro_run
 
+from kowen_kedro.tracking import dotted, parent_runs
+
 pytestmark = pytest.mark.slow
 
 HANGUL = re.compile(r"[\uac00-\ud7a3\u1100-\u11ff\u3130-\u318f]")
@@ -55,8 +57,8 @@ def test_the_run_measures_japanese_and_writes_no_korean(japanese_run):
     root = japanese_run
     client = MlflowClient(tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
     (experiment,) = [e for e in client.search_experiments() if e.name != "Default"]
-    (run,) = client.search_runs([experiment.experiment_id])
-    m = run.data.metrics
+    (run,) = parent_runs(client, experiment.experiment_id)
+    m = dotted(run.data.metrics)
     assert run.info.status == "FINISHED" and run.data.params["target_language"] == "ja"
     for key in ("gold.teacher.ja", "gold.sft.ja", "gold.sft.ja.fidelity", "gold.dpo_iter_1.ja", "gold.xl_instruct.xl",
                 "gold.cross_lingual.ja", "gold.rm_transfer_target.accuracy.ja", "gold.qe.spearman"):
@@ -113,6 +115,7 @@ def test_the_console_is_one_line_per_node_and_ends_with_the_results(japanese_run
     assert "gold_effects_node" in {name for _, _, name in node_lines}
     assert "| claim | paper | lang | measured | SE | criterion | held |" in text and "## Gold decomposed" not in text
     assert re.search(r"^MLflow run [0-9a-f]{32}$", text, re.MULTILINE) and "make mlflow-ui" in text
+    assert re.search(r"^  http://127\.0\.0\.1:5000/#/experiments/\d+/runs\?workflowType=machine_learning ", text, re.MULTILINE)
     assert "{'loss'" not in text  # the step-by-step losses are in the launches' logs and info.log
     assert re.search(r"training sft: \d+ logs", text) and "training dpo_iter_1 (dpo)" in text  # launches as progress bars
     assert (japanese_run / "info.log").stat().st_size > 10 * len(text)

@@ -2,10 +2,10 @@
 
 from kedro.config import OmegaConfigLoader
 
-from kowen_kedro.hooks import ConsoleHook, CredentialsEnvHook, ParameterCheckHook, WorldOracleHook
+from kowen_kedro.hooks import ConsoleHook, CredentialsEnvHook, MlflowLayoutHook, ParameterCheckHook, WorldOracleHook
 from kowen_kedro.offline import configure_offline
 
-HOOKS = (ParameterCheckHook(), CredentialsEnvHook(), WorldOracleHook(), ConsoleHook())
+HOOKS = (ParameterCheckHook(), CredentialsEnvHook(), WorldOracleHook(), MlflowLayoutHook(), ConsoleHook())
 
 configure_offline()
 

@@ -4,6 +4,7 @@
   Nodes pass *paths*, never loaded models: a 72B model is never pulled into the Kedro process.
 * :class:`JSONLinesDataset` - JSONL records with line-numbered errors and the file path kept in
   ``df.attrs["source"]`` (``pandas.JSONDataset`` reports neither).
+* :class:`MlflowMetricsDataset` - kedro-mlflow's metrics dataset, names grouped with ``/`` for the MLflow UI.
 * :class:`OptionalDataset` - a raw input a run may lack (a local copy of a hub file): ``None`` when
   the wrapped dataset does not exist, so the node can say what is missing instead of failing.
 """
@@ -224,3 +225,27 @@ class OptionalDataset(AbstractDataset[Any, Any]):
 
     def _describe(self) -> dict[str, Any]:
         return {"dataset": self._dataset._describe()}
+
+
+def _metrics_history_dataset():
+    from kedro_mlflow.io.metrics import MlflowMetricsHistoryDataset
+
+    return MlflowMetricsHistoryDataset
+
+
+class MlflowMetricsDataset(_metrics_history_dataset()):
+    """kedro-mlflow's ``MlflowMetricsHistoryDataset`` with the names MLflow groups: ``/`` between the
+    parts (``gold/sft/en/se``) where the project's names use ``.`` (``prefix: gold`` + ``sft.en.se``).
+    The MLflow UI puts the charts of one prefix into one section; :func:`kowen_kedro.tracking.dotted`
+    reads the names back."""
+
+    def _build_args_list_from_metric_item(self, key, value):
+        from kowen_kedro.tracking import metric_key
+
+        for name, number, step in super()._build_args_list_from_metric_item(key, value):
+            yield metric_key(name), number, step
+
+    def _is_dataset_metric(self, key: str) -> bool:
+        from kowen_kedro.tracking import SEP, metric_key
+
+        return self._prefix is None or key.startswith(metric_key(self._prefix) + SEP)

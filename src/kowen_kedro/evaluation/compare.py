@@ -1,7 +1,10 @@
 """Comparisons across runs in the MLflow store (used by ``notebooks/compare_runs.ipynb``).
 
-* :func:`runs_table` - one row per run: run id, start time, params and metrics (MLflow's own
-  ``search_runs`` frame, columns ``params.*`` / ``metrics.*``).
+* :func:`runs_table` - one row per ``kedro run`` (the parent runs): run id, start time, params and
+  metrics (MLflow's own ``search_runs`` frame, columns ``params.*`` / ``metrics.*``, metric names read
+  back from MLflow's ``gold/sft/en`` to the project's ``gold.sft.en``).
+* :func:`policies_table` - one row per child run of a ``kedro run`` (each policy and reward model) with
+  the metric names the children share (``gold.en``, ``gold.ko.fidelity``, ``train.loss``).
 * :func:`compare_by_param` - the evaluation metrics of the newest run per value of a parameter, e.g.
   ``cross_lingual.method`` (CLO vs SFT+DPO) with win rate, XL-AlpacaEval, fidelity and MT-Bench per language.
 * :func:`rm_transfer_table` - English-trained vs target-language-trained RM accuracy per language and
@@ -19,8 +22,13 @@ DEFAULT_METRICS = ("evaluation.win_rate", "evaluation.xl_alpacaeval.win_rate", "
                    "evaluation.xl_alpacaeval.language_fidelity", "evaluation.mt_bench.turn1", "evaluation.mt_bench.turn2")
 
 
-def runs_table(tracking_uri: str = "sqlite:///mlflow.db", experiment: str = "kowen_kedro") -> pd.DataFrame:
+PARENT_TAG = "tags.mlflow.parentRunId"
+
+
+def _search(tracking_uri: str, experiment: str) -> pd.DataFrame:
     import mlflow
+
+    from kowen_kedro.tracking import SEP
 
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(tracking_uri)
@@ -28,7 +36,30 @@ def runs_table(tracking_uri: str = "sqlite:///mlflow.db", experiment: str = "kow
         runs = mlflow.search_runs(experiment_names=[experiment])
     finally:
         mlflow.set_tracking_uri(previous)
+    runs = runs.rename(columns={c: "metrics." + c[len("metrics."):].replace(SEP, ".") for c in runs.columns
+                                if c.startswith("metrics.")})
+    if PARENT_TAG not in runs.columns:
+        runs[PARENT_TAG] = None
+    return runs
+
+
+def runs_table(tracking_uri: str = "sqlite:///mlflow.db", experiment: str = "kowen_kedro") -> pd.DataFrame:
+    """One row per ``kedro run`` (parent runs only), oldest first."""
+    runs = _search(tracking_uri, experiment)
+    runs = runs[runs[PARENT_TAG].isna()].dropna(axis=1, how="all")
     return runs.sort_values("start_time").reset_index(drop=True)
+
+
+def policies_table(parent_run_id: str, tracking_uri: str = "sqlite:///mlflow.db", experiment: str = "kowen_kedro") -> pd.DataFrame:
+    """One row per child run (policy or reward model) of the ``kedro run`` ``parent_run_id``: ``name``,
+    ``kind`` and the shared metrics (``metrics.gold.en``, ``metrics.train.loss`` ...), by name."""
+    runs = _search(tracking_uri, experiment)
+    children = runs[runs[PARENT_TAG] == parent_run_id]
+    if children.empty:  # a run that trained and measured nothing
+        return pd.DataFrame(columns=["name", "kind", "run_id"])
+    children = children.dropna(axis=1, how="all")
+    children = children.assign(name=children["tags.mlflow.runName"], kind=children.get("tags.kowen.kind"))
+    return children.sort_values("name").reset_index(drop=True)
 
 
 def compare_by_param(runs: pd.DataFrame, param: str, metric_prefixes=DEFAULT_METRICS) -> pd.DataFrame:

@@ -77,6 +77,13 @@ def iteration_curve_figure(curve: pd.DataFrame):
     ax2.set(xlabel="DPO iteration", ylabel="in requested language (%)", title="Language fidelity", ylim=(0, 105))
     for ax in (ax1, ax2):
         ax.set_xticks(sorted(curve["iteration"].unique()) if len(curve) else [])
-        ax.legend(fontsize=8)
-    fig.tight_layout()
+    return legend_above(fig, ax1)
+
+
+def legend_above(fig, ax, rows: float = 0.12):
+    """One legend for the figure, above its axes: never on the data (error bars, bars, curves)."""
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="upper center", ncol=min(len(labels), 4), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 1 - rows) if handles else None)
     return fig

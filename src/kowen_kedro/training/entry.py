@@ -48,17 +48,23 @@ def _rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
-def mlflow_callback(prefix: str, run_id: str | None = None, tracking_uri: str | None = None):
-    """A TrainerCallback that logs every ``on_log`` dict into the parent's MLflow run as ``<prefix>.<key>``.
+def mlflow_callback(prefix: str, run_id: str | None = None, tracking_uri: str | None = None,
+                    child_run_id: str | None = None):
+    """A TrainerCallback that logs every ``on_log`` dict into the parent's MLflow run as ``<prefix>/<key>``
+    and into the trained model's child run as ``train/<key>`` (the name every child shares,
+    :mod:`kowen_kedro.tracking`).
 
-    The run comes from the spec (it reaches every node of a multi-node launch); ``$KOWEN_MLFLOW_RUN_ID``
+    The runs come from the spec (they reach every node of a multi-node launch); ``$KOWEN_MLFLOW_RUN_ID``
     is the fallback for a child started by hand.
     """
     from transformers import TrainerCallback
 
+    from kowen_kedro.tracking import metric_key
+
     class MlflowParentRunCallback(TrainerCallback):
         def __init__(self) -> None:
             self.run_id = run_id or os.environ.get("KOWEN_MLFLOW_RUN_ID")
+            self.child_run_id = child_run_id
             self._client = None
 
         def log_now(self, metrics: dict[str, Any], step: int = 0) -> None:
@@ -81,13 +87,12 @@ def mlflow_callback(prefix: str, run_id: str | None = None, tracking_uri: str | 
 
             self._client = self._client or MlflowClient(tracking_uri=tracking_uri)
             now = int(time.time() * 1000)
-            batch = [
-                Metric(key=f"{prefix}.{k}", value=float(v), timestamp=now, step=step)
-                for k, v in metrics.items()
-                if isinstance(v, (int, float)) and not isinstance(v, bool)
-            ]
-            if batch:
-                self._client.log_batch(self.run_id, metrics=batch)
+            numbers = {metric_key(k): float(v) for k, v in metrics.items()
+                       if isinstance(v, (int, float)) and not isinstance(v, bool)}
+            for target, head in ((self.run_id, prefix), (self.child_run_id, "train")):
+                batch = [Metric(key=f"{metric_key(head)}/{k}", value=v, timestamp=now, step=step) for k, v in numbers.items()]
+                if target and batch:
+                    self._client.log_batch(target, metrics=batch)
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if state.is_world_process_zero and logs:
@@ -303,7 +308,7 @@ def run(spec: LaunchSpec) -> dict:
     if spec.eval_file:
         data_files["eval"] = spec.eval_file
     data = load_dataset("json", data_files=data_files)
-    tracker = mlflow_callback(spec.mlflow_prefix, spec.mlflow_run_id, spec.mlflow_tracking_uri)
+    tracker = mlflow_callback(spec.mlflow_prefix, spec.mlflow_run_id, spec.mlflow_tracking_uri, spec.mlflow_child_run_id)
     callbacks = [tracker, commit_callback(), *load_callbacks(spec.callbacks)]
     trainer = _build_trainer(spec, config, model, tokenizer, data, callbacks, peft_config)
     install_nonfinite_guard(trainer)

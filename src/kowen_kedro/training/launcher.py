@@ -106,6 +106,30 @@ def active_mlflow_run() -> tuple[str | None, str | None]:
     return (run.info.run_id, mlflow.get_tracking_uri()) if run is not None else (None, None)
 
 
+def track_launch(spec: LaunchSpec, done: dict | None = None) -> str | None:
+    """The child run of the model this launch trains (:mod:`kowen_kedro.tracking`), with the launch's
+    hyper-parameters as parameters and its training file as an input (digest included); for a launch that
+    completed before, its final metrics as ``train/<key>``. None when tracking fails (training goes on)."""
+    from kowen_kedro.tracking import RunLayout, child_name, dataset_input, log_dataset, metric_key
+
+    try:
+        layout = RunLayout(spec.mlflow_run_id, spec.mlflow_tracking_uri)
+        child = layout.child(child_name(spec.mlflow_prefix))
+        layout.log_params(child, {"kind": spec.kind, "finetuning": spec.finetuning, "seed": spec.seed,
+                                  "global_batch_size": spec.global_batch_size, "world_size": spec.world_size,
+                                  "precision": spec.precision, "trainer_args": spec.trainer_args,
+                                  "zero_stage": (spec.deepspeed or {}).get("zero_optimization", {}).get("stage")})
+        records = [json.loads(line) for line in Path(spec.train_file).read_text(encoding="utf-8").splitlines() if line]
+        log_dataset(layout.client, child, dataset_input(records, f"{spec.mlflow_prefix}_train", spec.train_file), "training")
+        if done is not None:
+            layout.log_metrics(child, {f"train/{metric_key(k)}": v for k, v in (done.get("metrics") or {}).items()
+                                       if isinstance(v, (int, float)) and not isinstance(v, bool)})
+        return child
+    except Exception as err:  # tracking trouble must never stop a training run
+        logger.warning("MLflow child run for %s not created: %s", spec.mlflow_prefix, err)
+        return None
+
+
 def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """Environment of the child: the parent's, minus what must come from the spec instead."""
     env = dict(os.environ)
@@ -162,14 +186,16 @@ def launch(spec: LaunchSpec, launcher: str = "deepspeed", tail_lines: int = 60) 
 
     The record holds ``final_dir`` (the saved model), ``fingerprint`` and the child's final metrics.
     """
+    if spec.mlflow_run_id is None:
+        spec.mlflow_run_id, spec.mlflow_tracking_uri = active_mlflow_run()
     done = completed(spec)
+    if spec.mlflow_run_id and spec.mlflow_child_run_id is None:
+        spec.mlflow_child_run_id = track_launch(spec, done)
     if done is not None:
         logger.info("Training %s already complete in %s: not relaunching", spec.kind, spec.output_dir)
         return done
     out = Path(spec.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if spec.mlflow_run_id is None:
-        spec.mlflow_run_id, spec.mlflow_tracking_uri = active_mlflow_run()
     spec_path = out / "spec.json"
     spec_path.write_text(spec.to_json())
     log_path = out / "train.log"

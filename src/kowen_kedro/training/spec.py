@@ -17,7 +17,8 @@ Kind = Literal["sft", "reward", "dpo", "clo"]
 COMPLETE_MARKER = "_COMPLETE.json"
 FINAL_DIR = "final"
 NOT_FINGERPRINTED = frozenset(
-    {"output_dir", "train_file", "eval_file", "hostfile", "keep_checkpoints", "mlflow_run_id", "mlflow_tracking_uri"}
+    {"output_dir", "train_file", "eval_file", "hostfile", "keep_checkpoints", "mlflow_run_id", "mlflow_tracking_uri",
+     "mlflow_child_run_id"}
 )
 
 
@@ -49,6 +50,7 @@ class LaunchSpec:
     keep_checkpoints: bool = False
     mlflow_run_id: str | None = None
     mlflow_tracking_uri: str | None = None
+    mlflow_child_run_id: str | None = None  # the trained model's child run (kowen_kedro.tracking)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)

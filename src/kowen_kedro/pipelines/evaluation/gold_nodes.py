@@ -95,7 +95,7 @@ def gold_effects_node(
     dpo_iter_1: pd.DataFrame,
     dpo_iter_2: pd.DataFrame, cross_lingual: pd.DataFrame, cross_lingual_baseline: pd.DataFrame, rm: pd.DataFrame,
     rm_transfer_source: pd.DataFrame, rm_transfer_target: pd.DataFrame, qe: dict, judge: dict,
-    dpo_iter_1_enabled: bool, dpo_iter_2_enabled: bool, xl_instruct_params: dict, cross_lingual_params: dict, languages: list[str],
+    dpo_iter_1_params: dict, dpo_iter_2_params: dict, xl_instruct_params: dict, cross_lingual_params: dict, languages: list[str],
     source_language: str, target_language: str,
 ) -> tuple[dict, pd.DataFrame, str]:
     """Every gold number of the run (MLflow metrics ``gold.*``) and the table of claims (``gold/effects.*``).
@@ -109,8 +109,8 @@ def gold_effects_node(
     policies = {"base": base, "teacher": teacher, "tiny_teacher": tiny_teacher, "sft": sft}
     if xl_instruct_params.get("enabled", True):
         policies["xl_instruct"] = xl_instruct
-    for name, table, enabled in (("dpo_iter_1", dpo_iter_1, dpo_iter_1_enabled), ("dpo_iter_2", dpo_iter_2, dpo_iter_2_enabled)):
-        if enabled:
+    for name, table, iteration in (("dpo_iter_1", dpo_iter_1, dpo_iter_1_params), ("dpo_iter_2", dpo_iter_2, dpo_iter_2_params)):
+        if iteration["dpo"]["enabled"]:
             policies[name] = table
     if cross_lingual_params.get("enabled", True):
         policies[REPORTED_AS[cross_lingual_params.get("method", "clo")]] = cross_lingual

@@ -83,7 +83,7 @@ def gold_pipeline() -> Pipeline:
              name="gold_judge_node"),
         Node(gold_effects_node,
              inputs=[f"gold_answers_{n}" for n in (*POLICIES, *REWARD_MODELS)] + ["gold_summary_qe", "gold_summary_judge"]
-             + ["params:dpo_iter_1.dpo.enabled", "params:dpo_iter_2.dpo.enabled", "params:xl_instruct", "params:cross_lingual",
+             + ["params:dpo_iter_1", "params:dpo_iter_2", "params:xl_instruct", "params:cross_lingual",
                 "params:languages",
                 "params:source_language", "params:target_language"],
              outputs=["gold_metrics", "gold_effects", "gold_effects_md"], name="gold_effects_node"),

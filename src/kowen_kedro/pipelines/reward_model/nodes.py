@@ -39,11 +39,12 @@ def split_preferences_node(pairs: pd.DataFrame, params: dict, languages: list[st
     return train, evaluation, as_mlflow_metrics(report)
 
 
-def train_reward_model_node(train: pd.DataFrame, evaluation: pd.DataFrame, registry: dict, params: dict, training: dict, stage: str = "reward_model") -> str:
-    """Bradley-Terry RM with TRL's RewardTrainer, launched like every training; returns the model folder."""
+def train_reward_model_node(train: pd.DataFrame, evaluation: pd.DataFrame, registry: dict, reward_model: dict, training: dict, stage: str = "reward_model") -> str:
+    """Bradley-Terry RM with TRL's RewardTrainer (``reward_model.training``), launched like every training;
+    returns the model folder."""
     record = train_stage(
         "reward", stage, registry_model(registry, "reward_model_init"),
-        to_chat_pairs(train), params, training, eval_records=to_chat_pairs(evaluation),
+        to_chat_pairs(train), reward_model["training"], training, eval_records=to_chat_pairs(evaluation),
     )
     return record["final_dir"]
 
@@ -102,9 +103,9 @@ def transfer_training_pairs_node(
     return copies[["pair_id", "language", "category", "prompt", "chosen", "rejected"]].reset_index(drop=True)
 
 
-def train_transfer_rm_node(train: pd.DataFrame, evaluation: pd.DataFrame, registry: dict, params: dict, training: dict, role: str) -> str:
+def train_transfer_rm_node(train: pd.DataFrame, evaluation: pd.DataFrame, registry: dict, reward_model: dict, training: dict, role: str) -> str:
     """One RM of the transfer experiment (run folder ``rm_transfer_<role>``)."""
-    return train_reward_model_node(train, evaluation, registry, params, training, stage=f"rm_transfer_{role}")
+    return train_reward_model_node(train, evaluation, registry, reward_model, training, stage=f"rm_transfer_{role}")
 
 
 def transfer_accuracy_node(
@@ -165,12 +166,12 @@ def representation_collapse_node(
         mean_f, fs = collapse_score(path, parallel, langs)
         rows.append({"model": name, "mean_f": mean_f, "n_items": len(fs), "uniform_baseline": 1 / len(langs)})
     table = pd.DataFrame(rows)
-    fig, ax = plt.subplots(figsize=(5, 3.5))
+    fig, ax = plt.subplots(figsize=(5, 3.8))
     ax.bar(table["model"], table["mean_f"], color=["#888", "#1f77b4", "#ff7f0e"])
     ax.axhline(1 / len(langs), ls="--", c="k", lw=0.8, label="orthogonal (1/L)")
     ax.set_ylabel("mean sigma_1 / sum(sigma)")
     ax.set_ylim(0, 1)
     ax.set_title("Representation collapse across languages")
-    ax.legend()
-    fig.tight_layout()
-    return table, fig, as_mlflow_metrics({f"collapse.{r['model']}": r["mean_f"] for r in rows})
+    from kowen_kedro.evaluation.reports import legend_above
+
+    return table, legend_above(fig, ax), as_mlflow_metrics({f"collapse.{r['model']}": r["mean_f"] for r in rows})

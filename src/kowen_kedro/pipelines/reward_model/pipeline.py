@@ -35,7 +35,7 @@ def transfer_template() -> Pipeline:
             ),
             Node(
                 train_transfer_rm_node,
-                inputs=["train_pairs", "rm_eval_pairs", "model_registry", "params:rm_training", "params:training", "params:role"],
+                inputs=["train_pairs", "rm_eval_pairs", "model_registry", "params:reward_model", "params:training", "params:role"],
                 outputs="reward_model",
                 name="train_transfer_rm_node",
             ),
@@ -52,7 +52,7 @@ def transfer_template() -> Pipeline:
 def create_pipeline(**kwargs) -> Pipeline:
     shared_inputs = {d: d for d in ("rm_train_pairs", "translated_preference_pairs", "rm_eval_pairs", "model_registry")}
     shared_params = {
-        "rm_training": "reward_model.training",
+        "reward_model": "reward_model",
         "scoring": "reward_model.scoring",
         "training": "training",
         "source_language": "source_language",
@@ -72,7 +72,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 train_reward_model_node,
-                inputs=["rm_train_pairs", "rm_eval_pairs", "model_registry", "params:reward_model.training", "params:training"],
+                inputs=["rm_train_pairs", "rm_eval_pairs", "model_registry", "params:reward_model", "params:training"],
                 outputs="reward_model",
                 name="train_reward_model_node",
             ),

@@ -106,24 +106,32 @@ def build_xl_instruct_sft_node(xl_pairs: pd.DataFrame, registry: dict, params: d
 
 
 def qe_histogram_node(*tables: pd.DataFrame) -> Any:
-    """One figure: the QE score distribution of every translated set (MLflow artifact)."""
+    """One figure: the QE score distribution of every translated set (MLflow artifact). Outlined
+    histograms of the share of each set's rows on shared bins, so a small set shows beside a large one and
+    none hides another; the legend above the axes."""
     import matplotlib
+    import numpy as np
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from kowen_kedro.evaluation.reports import legend_above
+
     names = ["prompts", "preference pairs", "CLO pairs", "XL-Instruct"]
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for name, table in zip(names, tables):
-        scores = table["qe_score"].dropna() if "qe_score" in table else []
-        if len(scores):
-            ax.hist(scores, bins=20, alpha=0.5, label=f"{name} (n={len(scores)})")
+    sets = [(name, table["qe_score"].dropna().to_numpy()) for name, table in zip(names, tables) if "qe_score" in table]
+    sets = [(name, scores) for name, scores in sets if len(scores)]
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    if sets:
+        every = np.concatenate([scores for _, scores in sets])
+        low, high = float(every.min()), float(every.max())
+        bins = np.linspace(low, high if high > low else low + 1e-6, 21)
+        for i, (name, scores) in enumerate(sets):
+            ax.hist(scores, bins=bins, weights=np.full(len(scores), 100 / len(scores)), histtype="step",
+                    linewidth=1.8, linestyle=("-", "--", "-.", ":")[i % 4], label=f"{name} (n={len(scores)})")
     ax.set_xlabel("passage QE score (mean of sentence scores)")
-    ax.set_ylabel("rows")
+    ax.set_ylabel("rows of the set (%)")
     ax.set_title("Translation quality estimation")
-    ax.legend()
-    fig.tight_layout()
-    return fig
+    return legend_above(fig, ax, rows=0.1)
 
 
 def translate_eval_set_node(eval_prompts: pd.DataFrame, registry: dict, params: dict, src: str, tgt: str, llm: dict) -> tuple[pd.DataFrame, dict]:
