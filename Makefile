@@ -72,10 +72,12 @@ bench-gpu: venv
 
 ## The pipeline graph, served at http://127.0.0.1:$(VIZ_PORT) (kedro-viz); `make viz-build`: a static site in build/.
 viz: venv
+	@echo "kedro-viz: the stages  http://127.0.0.1:$(VIZ_PORT)/?pid=__default__&types=task&expandAllPipelines=false"
+	@echo "           every node  http://127.0.0.1:$(VIZ_PORT)"
 	cd $(PROJECT) && kedro viz run --no-browser --host 127.0.0.1 --port $(VIZ_PORT)
 
 viz-build: venv
-	cd $(PROJECT) && kedro viz build
+	cd $(PROJECT) && kedro viz build --include-previews
 
 ## Screenshots of the MLflow compare view of two policies, the parent run and kedro-viz after a run
 ## (headless Chromium: apt-get install chromium) -> docs/images/

@@ -46,21 +46,21 @@ ABLATIONS = {
                         "and with it DPO's fidelity gain", None),
     "shuffled_qe": ("translation_qe.qe.ablation_shuffle=true", "QE ranking and the best-of-k gain", None),
     "clo_no_preference": ("cross_lingual.clo.trainer_args.clo_lambda=1.0",
-                          "CLO's cross-lingual DPO terms (NLL only): the fidelity gain over SFT", "train_cross_lingual_node"),
+                          "CLO's cross-lingual DPO terms (NLL only): the fidelity gain over SFT", "preference_alignment.train_cross_lingual_node"),
     "clo_no_nll": ("cross_lingual.clo.trainer_args.clo_lambda=0.0",
-                   "CLO's target-language NLL (DPO terms only; CLO Table 5: the NLL matters)", "train_cross_lingual_node"),
+                   "CLO's target-language NLL (DPO terms only; CLO Table 5: the NLL matters)", "preference_alignment.train_cross_lingual_node"),
     "clo_full_parameters": ("cross_lingual.clo.finetuning=full", "nothing: attention-only vs every weight, reported (CLO Table 4)",
-                            "train_cross_lingual_node"),
+                            "preference_alignment.train_cross_lingual_node"),
     "xl_shuffled": ("xl_instruct.ablation_shuffle_responses=true",
-                    "XL-Instruct's gain: every instruction trained on another row's answer", "train_xl_instruct_node"),
+                    "XL-Instruct's gain: every instruction trained on another row's answer", "sft.train_xl_instruct_node"),
 }
 # documented claim runs, on every seed, on top of its default run (in this order: the last retrains the SFT model):
 # name -> (runtime params, kedro run selection, the default-run policy it is compared with, the policy it measures)
 CLAIM_RUNS = {
     "clo_half_pairs": ("cross_lingual.train_fraction=0.5,cross_lingual.baseline_in_same_run=false",
-                       "--from-nodes=train_cross_lingual_node", None, "cross_lingual"),
-    "sft_on_pairs": ("cross_lingual.method=sft", "--from-nodes=train_cross_lingual_node", None, "cross_lingual"),
-    "english_only_sft": ("sft.languages=source", "--nodes=train_sft_node,gold_sft_node", "sft", "sft"),
+                       "--from-nodes=preference_alignment.train_cross_lingual_node", None, "cross_lingual"),
+    "sft_on_pairs": ("cross_lingual.method=sft", "--from-nodes=preference_alignment.train_cross_lingual_node", None, "cross_lingual"),
+    "english_only_sft": ("sft.languages=source", "--nodes=sft.train_sft_node,evaluation.gold_sft_node", "sft", "sft"),
 }
 ANSWERS = ROOT / "data/07_model_output/gold"
 

@@ -71,7 +71,7 @@ def kedro_run(args: list[str]) -> dict:
     return {"command": " ".join(["kedro run", *args]), "wall_s": round(wall, 1), "console_lines": len(lines),
             "nodes": len(nodes), "node_time_s": round(sum(nodes.values()), 1),
             "slowest": sorted(nodes.items(), key=lambda kv: -kv[1])[:5],
-            "tiny_build_s": nodes.get("build_tiny_models_node"), "training_launches": launches,
+            "tiny_build_s": nodes.get("models.build_tiny_models_node"), "training_launches": launches,
             "trainer_s": round(trainer_s, 1)}
 
 

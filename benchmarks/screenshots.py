@@ -1,5 +1,6 @@
 """Screenshots of what a user opens after a run: MLflow's compare view of two policies' child runs, the
-parent run's page, and the kedro-viz graph (headless Chromium, as Debian packages it: ``apt-get install
+parent run's page, and the kedro-viz graph (the stages view ``make viz`` links: one box per stage, the
+datasets hidden; and the whole graph) (headless Chromium, as Debian packages it: ``apt-get install
 chromium``). ``make screenshots`` (``PROJECT=`` a project folder that has run; default: this one) writes
 ``docs/images/*.png``.
 
@@ -24,10 +25,19 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_port(low: int = 20000, high: int = 49151) -> int:
+    """A free loopback port below the ephemeral range: the system's port 0 hands out ports above
+    49151, which kedro-viz refuses ("Cannot allocate an open TCP port")."""
+    import random
+
+    for port in random.Random().sample(range(low, high + 1), 500):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in {low}-{high}")
 
 
 @contextmanager
@@ -56,17 +66,24 @@ def served(target: str, project: Path, timeout: float = 240):
         proc.wait(timeout=60)
 
 
-def shoot(browser: str, url: str, out: Path, size: str = "1600,1000", wait_ms: int = 20000) -> Path:
+def shoot(browser: str, url: str, out: Path, size: str = "1600,1000", wait_ms: int = 20000) -> dict:
+    """A screenshot of ``url`` in headless Chromium and the page as rendered (its DOM after the scripts
+    ran): ``{"png": path, "dom": html}``."""
+    import tempfile
+
     out.parent.mkdir(parents=True, exist_ok=True)
-    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                    f"--window-size={size}", f"--virtual-time-budget={wait_ms}", f"--screenshot={out}", url],
-                   check=True, capture_output=True, timeout=180)
+    with tempfile.TemporaryDirectory() as profile:  # a new user's browser: no settings kept from another page
+        flags = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", f"--user-data-dir={profile}",
+                 f"--window-size={size}", f"--virtual-time-budget={wait_ms}"]
+        subprocess.run([*flags, f"--screenshot={out}", url], check=True, capture_output=True, timeout=180)
+        dom = subprocess.run([*flags, "--dump-dom", url], check=True, capture_output=True, timeout=180).stdout
     print(f"{out}  <- {url}")
-    return out
+    return {"png": out, "dom": dom.decode("utf-8", errors="replace")}
 
 
-def runs(project: Path) -> tuple[str, str, dict[str, str]]:
-    """(experiment id, newest parent run id, {child name: run id}) of the project's store."""
+def runs(project: Path, compare: tuple[str, ...]) -> tuple[str, str, dict[str, str]]:
+    """(experiment id, parent run id, {child name: run id}) of the newest ``kedro run`` in the project's
+    store that has a child run for each name in ``compare`` (a rerun of a few nodes has fewer)."""
     sys.path.insert(0, str(ROOT / "src"))
     import mlflow
 
@@ -74,10 +91,48 @@ def runs(project: Path) -> tuple[str, str, dict[str, str]]:
 
     client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
     exp = client.get_experiment_by_name("kowen_kedro")
-    parent = parent_runs(client, exp.experiment_id)[0]
-    children = {r.info.run_name: r.info.run_id for r in client.search_runs([exp.experiment_id])
-                if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
-    return exp.experiment_id, parent.info.run_id, children
+    if exp is None:
+        raise SystemExit(f"no kowen_kedro experiment in {project / 'mlflow.db'}: run `make run` there first")
+    everyone = client.search_runs([exp.experiment_id])
+    for parent in parent_runs(client, exp.experiment_id):
+        children = {r.info.run_name: r.info.run_id for r in everyone
+                    if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
+        if set(compare) <= set(children):
+            return exp.experiment_id, parent.info.run_id, children
+    raise SystemExit(f"no run in {project / 'mlflow.db'} has child runs {list(compare)}")
+
+
+#: kedro-viz's URL of the stage view: the default pipeline, namespaces folded, task nodes only
+STAGES_VIEW = "/?pid=__default__&types=task&expandAllPipelines=false"
+
+
+def zoom_level(dom: str) -> int | None:
+    """kedro-viz's zoom level in percent, as its toolbar shows it in the rendered page."""
+    import re
+
+    found = re.search(r'title="Zoom level">(\d+)%<', dom)
+    return int(found.group(1)) if found else None
+
+
+def capture(browser: str, project: Path, out: Path, compare=("sft", "dpo_iter_2", "cross_lingual")) -> dict:
+    """The three pages of a finished run's project, each UI served by ``make``: ``{name: {"png", "dom"}}``
+    for ``mlflow_parent_run``, ``mlflow_compare_policies`` (the child runs named in ``compare``),
+    ``kedro_viz_stages`` (:data:`STAGES_VIEW`) and ``kedro_viz`` (the whole graph)."""
+    project = project.resolve()
+    exp, parent, children = runs(project, tuple(compare))
+    chosen = [children[n] for n in compare]
+    pages = {}
+    with served("mlflow-ui", project) as url:
+        ml = "workflowType=machine_learning"  # MLflow's model-training view (else it opens the GenAI one)
+        pages["mlflow_parent_run"] = shoot(browser, f"{url}/#/experiments/{exp}/runs/{parent}?{ml}",
+                                           out / "mlflow_parent_run.png", size="1600,1600")
+        pages["mlflow_compare_policies"] = shoot(
+            browser, f"{url}/#/compare-runs?runs={json.dumps(chosen)}&experiments={json.dumps([exp])}&{ml}",
+            out / "mlflow_compare_policies.png", size="1600,1400")
+    with served("viz", project) as url:
+        pages["kedro_viz_stages"] = shoot(browser, url + STAGES_VIEW, out / "kedro_viz_stages.png")
+        pages["kedro_viz"] = shoot(browser, url, out / "kedro_viz.png")
+    return pages
 
 
 def main() -> None:
@@ -89,15 +144,7 @@ def main() -> None:
     browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     if browser is None:
         raise SystemExit("no headless Chromium: apt-get install chromium")
-    project = args.project.resolve()
-    exp, parent, children = runs(project)
-    chosen = [children[n] for n in args.compare.split(",") if n in children]
-    with served("mlflow-ui", project) as url:
-        shoot(browser, f"{url}/#/experiments/{exp}/runs/{parent}", args.out / "mlflow_parent_run.png")
-        shoot(browser, f"{url}/#/compare-runs?runs={json.dumps(chosen)}&experiments={json.dumps([exp])}",
-              args.out / "mlflow_compare_policies.png", size="1600,1400")
-    with served("viz", project) as url:
-        shoot(browser, url, args.out / "kedro_viz.png")
+    capture(browser, args.project, args.out, tuple(args.compare.split(",")))
 
 
 if __name__ == "__main__":

@@ -557,6 +557,16 @@ def test_the_kedro_viz_site_has_every_pipeline_node_and_layer(first_run):
             assert len(set(shown_params)) == len(shown_params), (node.name, node.inputs)  # kedro-viz shows the last part
     unlayered = [n["name"] for n in site["nodes"] if n["type"] == "data" and not n.get("layer")]
     assert not unlayered, unlayered
+    assert all(n["modular_pipelines"] for n in tasks), [n["name"] for n in tasks if not n["modular_pipelines"]][:5]
+    boxes = {n["id"] for n in site["nodes"] if n["type"] == "modularPipeline"}  # one fold per stage
+    assert {"prompts", "data_synthesis", "translation_qe", "reward_model", "sft", "preference_alignment", "evaluation"} <= boxes
+    by_name = {n["name"]: n["id"] for n in site["nodes"] if n["type"] == "data"}
+    previews = {name: json.loads((first_run / "build/api/nodes" / by_name[name]).read_text())
+                for name in ("gold_effects_md", "rm_transfer_table_md", "evaluation_report_md", "gold_effects", "rm_transfer_table")}
+    for name in ("gold_effects_md", "rm_transfer_table_md", "evaluation_report_md"):  # the rendered markdown
+        assert previews[name]["preview_type"] == "HTMLPreview" and "<table>" in previews[name]["preview"], name
+    for name in ("gold_effects", "rm_transfer_table"):  # the CSV reports as tables
+        assert previews[name]["preview_type"] == "TablePreview" and previews[name]["preview"]["data"], name
     assert {"kowen", "rm_transfer", "clo", "xl_instruct", "gold", "sft", "evaluation"} <= {t["id"] for t in site["tags"]}
 
 
@@ -608,7 +618,8 @@ def test_the_mlflow_run_lines_policies_up_as_child_runs(first_run):
     assert {"base", "teacher", *TRAINED} <= set(children), sorted(children)
     for name, child in children.items():
         assert child.info.status == "FINISHED", name
-        assert child.data.tags[KIND_TAG] == ("reward_model" if name.startswith("rm") else "policy"), name
+        assert child.data.tags[KIND_TAG] == ("reward_model" if name.startswith("rm") else
+                                             "translator" if name == "translator" else "policy"), name
         for key, value in child.data.metrics.items():  # the child's gold metrics are the parent's, renamed
             if key.startswith("gold/"):
                 assert metrics[f"gold/{name}/{key[len('gold/'):]}"] == value, (name, key)
@@ -624,12 +635,14 @@ def test_the_mlflow_run_lines_policies_up_as_child_runs(first_run):
     assert train_data.dataset.name == "sft_train" and train_data.dataset.digest
 
 
-def _free_port() -> int:
-    import socket
+def _screenshots():
+    """benchmarks/screenshots.py (``make screenshots``), whose helpers the UI tests share."""
+    import importlib.util
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    spec = importlib.util.spec_from_file_location("screenshots", ROOT / "benchmarks" / "screenshots.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _serve_and_fetch(target: str, project: Path, paths: list[str], timeout: float = 240) -> list[bytes]:
@@ -642,7 +655,7 @@ def _serve_and_fetch(target: str, project: Path, paths: list[str], timeout: floa
     import time
     import urllib.request
 
-    port = _free_port()
+    port = _screenshots().free_port()  # below 49152: kedro-viz refuses the ephemeral range
     venv_bin = str(Path(sys.executable).parent)
     env = {**os.environ, "PATH": os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if p != venv_bin)}
     env.pop("VIRTUAL_ENV", None)
@@ -668,11 +681,39 @@ def _serve_and_fetch(target: str, project: Path, paths: list[str], timeout: floa
 
 def test_make_mlflow_ui_and_make_viz_serve_the_run_without_an_activated_venv(first_run):
     page, experiments = _serve_and_fetch("mlflow-ui", first_run, ["/", "/ajax-api/2.0/mlflow/experiments/search?max_results=10"])
-    assert b"<title>MLflow</title>" in page and "kowen_kedro" in json.loads(experiments)["experiments"][-1]["name"]
+    assert b'id="root" class="mlflow-ui-container"' in page, page[:300]
+    assert "kowen_kedro" in {e["name"] for e in json.loads(experiments)["experiments"]}
     page, graph = _serve_and_fetch("viz", first_run, ["/", "/api/main"])
-    assert b"Kedro-Viz" in page or b"kedro" in page.lower()
+    assert b"<title>Kedro-Viz</title>" in page, page[:300]
     tasks = [n for n in json.loads(graph)["nodes"] if n["type"] == "task"]
     assert len(tasks) == 90
+
+
+def test_a_browser_shows_two_policies_side_by_side_and_the_graph(first_run):
+    """Headless Chromium (as Debian packages it) opens what a user opens after a run, each UI started by
+    ``make``: MLflow's compare view of two policies' child runs and the kedro-viz graph. The rendered
+    pages name the compared runs and the stages; the screenshots are kept as test artifacts
+    (``$KOWEN_TEST_ARTIFACTS``, default ``build/test-artifacts/`` of the checkout)."""
+    import os
+    import shutil
+
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("no headless Chromium on this machine (apt-get install chromium)")
+    shots = _screenshots()
+    out = Path(os.environ.get("KOWEN_TEST_ARTIFACTS") or ROOT / "build" / "test-artifacts")
+    pages = shots.capture(browser, first_run, out, compare=("sft", "dpo_iter_2"))
+    compare = pages["mlflow_compare_policies"]["dom"]
+    assert "Comparing 2 Runs" in compare and ">sft<" in compare and ">dpo_iter_2<" in compare, compare[:500]
+    assert ">gold/en<" in compare  # the metrics both children log under one name, side by side
+    stages = pages["kedro_viz_stages"]["dom"]
+    for stage in ("prompts", "data_synthesis", "translation_qe", "reward_model", "sft", "preference_alignment", "evaluation"):
+        assert f">{stage}<" in stages, stage
+    assert shots.zoom_level(stages) >= 60, shots.zoom_level(stages)  # legible as it opens
+    assert shots.zoom_level(pages["kedro_viz"]["dom"]) is not None
+    for page in pages.values():
+        png = page["png"].read_bytes()
+        assert png.startswith(b"\x89PNG") and len(png) > 20_000, page["png"]  # drawn, not a blank page
 
 
 def _rerun(project: Path, params: dict, nodes: list[str], answers: str) -> pd.DataFrame:
@@ -689,12 +730,12 @@ def _rerun(project: Path, params: dict, nodes: list[str], answers: str) -> pd.Da
     return pd.read_json(latest(project / f"data/07_model_output/gold/{answers}_answers.jsonl"), lines=True)
 
 
-CLO_NODES = ["train_cross_lingual_node", "gold_cross_lingual_node"]
+CLO_NODES = ["preference_alignment.train_cross_lingual_node", "evaluation.gold_cross_lingual_node"]
 
 
 def test_clo_on_half_the_pairs_against_sft_on_all_of_them(first_run):
     """CLO's data efficiency as its documented runs (``kedro run --params cross_lingual.train_fraction=0.5``
-    and ``--params cross_lingual.method=sft``, each ``--from-nodes train_cross_lingual_node``)."""
+    and ``--params cross_lingual.method=sft``, each ``--from-nodes preference_alignment.train_cross_lingual_node``)."""
     from kowen_kedro.evaluation.claims import data_efficiency_claims
 
     half = _rerun(first_run, {"cross_lingual": {"train_fraction": 0.5, "baseline_in_same_run": False}}, CLO_NODES, "cross_lingual")
@@ -707,14 +748,14 @@ def test_clo_on_half_the_pairs_against_sft_on_all_of_them(first_run):
 
 def test_the_kowen_mixture_against_english_only_sft(first_run):
     """Kowen's Table 3 as its documented run (``kedro run --params sft.languages=source --nodes
-    train_sft_node,gold_sft_node`` on top of the default run): the SFT policy of the full mixture
+    sft.train_sft_node,evaluation.gold_sft_node`` on top of the default run): the SFT policy of the full mixture
     against SFT on the English part alone, paired on the same gold prompts. Runs last: it retrains the
     SFT model."""
     from kowen_kedro.evaluation.claims import mixture_claims
 
     p = first_run
     mixture = pd.read_json(latest(p / "data/07_model_output/gold/sft_answers.jsonl"), lines=True)
-    english_only = _rerun(p, {"sft": {"languages": "source"}}, ["train_sft_node", "gold_sft_node"], "sft")
+    english_only = _rerun(p, {"sft": {"languages": "source"}}, ["sft.train_sft_node", "evaluation.gold_sft_node"], "sft")
     assert list(english_only["id"]) == list(mixture["id"]) and not english_only["answer"].equals(mixture["answer"])
     claims = mixture_claims(mixture, english_only, "en", "ko")
     assert list(claims["language"]) == ["ko", "ko", "en"]

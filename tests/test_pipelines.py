@@ -26,29 +26,49 @@ def test_registry_has_the_six_stages_and_default(project):
     assert {n.name for n in default.nodes} == {n.name for name in STAGES | {"models"} for n in project[name].nodes}
 
 
+def test_every_node_is_in_a_stage_namespace_that_nothing_interrupts(project):
+    """kedro-viz folds a namespace into one box: every node sits in its pipeline's namespace or a
+    declared stage of its own (the user prompts, which translation_qe works on before data_synthesis goes
+    on), and no box encloses another stage's work (Kedro warns of an interrupted namespace)."""
+    import warnings
+
+    from kowen_kedro.pipeline_registry import STAGES, register_pipelines
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        registered = register_pipelines()
+    assert not [str(w.message) for w in caught if "interrupted" in str(w.message)]
+    for name, pipeline in registered.items():
+        for node in pipeline.nodes:
+            top = (node.namespace or "").split(".")[0]
+            assert top == name or top in STAGES or (name == "__default__" and top in registered), (name, node.name)
+    assert {n.name for n in registered["data_synthesis"].nodes if n.namespace == "prompts"} == {
+        "prompts.ingest_prompts_node", "prompts.decontaminate_prompts_node"}
+
+
 def test_the_iteration_curve_is_nodes_per_iteration(project):
     """Each DPO iteration's evaluation is three nodes in a namespace of its own; the curve node only gathers."""
     evaluation = project["evaluation"]
     names = {n.name for n in evaluation.nodes}
     for i in (1, 2, 3):
         for step in ("generate_outputs_node", "judge_outputs_node", "summarize_node"):
-            assert f"dpo_iter_{i}_evaluation.{step}" in names
-    (curve,) = [n for n in evaluation.nodes if n.name == "iteration_curve_node"]
+            assert f"evaluation.dpo_iter_{i}_evaluation.{step}" in names
+    (curve,) = [n for n in evaluation.nodes if n.name == "evaluation.iteration_curve_node"]
     assert curve.inputs == ["sft_model", "dpo_iter_1.policy", "dpo_iter_2.policy", "dpo_iter_3.policy",
                             "dpo_iter_1_evaluation.summary", "dpo_iter_2_evaluation.summary", "dpo_iter_3_evaluation.summary"]
-    (gen,) = [n for n in evaluation.nodes if n.name == "dpo_iter_2_evaluation.generate_outputs_node"]
+    (gen,) = [n for n in evaluation.nodes if n.name == "evaluation.dpo_iter_2_evaluation.generate_outputs_node"]
     assert gen.inputs[:2] == ["dpo_iter_2.policy", "eval_prompts_raw"]
-    (summary,) = [n for n in evaluation.nodes if n.name == "dpo_iter_2_evaluation.summarize_node"]
+    (summary,) = [n for n in evaluation.nodes if n.name == "evaluation.dpo_iter_2_evaluation.summarize_node"]
     assert "params:dpo_iter_2.stage" in summary.inputs
 
 
 def test_dpo_iterations_are_chained(project):
     nodes = {n.name: n for n in project["preference_alignment"].nodes}
-    assert "sft_model" in nodes["dpo_iter_1.train_dpo_node"].inputs
-    assert "dpo_iter_1.policy" in nodes["dpo_iter_2.train_dpo_node"].inputs
-    assert "dpo_iter_2.policy" in nodes["dpo_iter_3.sample_completions_node"].inputs
-    assert "params:dpo_iter_2.dpo" in nodes["dpo_iter_2.train_dpo_node"].inputs  # per-iteration beta
-    assert "params:preference_alignment.sampling" in nodes["dpo_iter_2.sample_completions_node"].inputs
+    assert "sft_model" in nodes["preference_alignment.dpo_iter_1.train_dpo_node"].inputs
+    assert "dpo_iter_1.policy" in nodes["preference_alignment.dpo_iter_2.train_dpo_node"].inputs
+    assert "dpo_iter_2.policy" in nodes["preference_alignment.dpo_iter_3.sample_completions_node"].inputs
+    assert "params:dpo_iter_2.dpo" in nodes["preference_alignment.dpo_iter_2.train_dpo_node"].inputs  # per-iteration beta
+    assert "params:preference_alignment.sampling" in nodes["preference_alignment.dpo_iter_2.sample_completions_node"].inputs
 
 
 def test_every_dataset_is_in_the_catalog_and_generated_ones_are_versioned(project):
@@ -178,10 +198,10 @@ def test_dpo_reference_is_the_previous_or_the_initial_policy(monkeypatch):
 
 def test_every_model_using_node_runs_after_raw_input_validation(project):
     default = project["__default__"]
-    after = {n.name for n in default.from_nodes("validate_raw_inputs_node").nodes}
+    after = {n.name for n in default.from_nodes("models.validate_raw_inputs_node").nodes}
     model_inputs = {"model_registry", "reward_model", "sft_model", "aligned_policy", "tiny_models"}
     users = [n.name for n in default.nodes if set(n.inputs) & model_inputs or any(i.endswith(".policy") for i in n.inputs)]
-    assert len(users) >= 15 and "build_tiny_models_node" in after
+    assert len(users) >= 15 and "models.build_tiny_models_node" in after
     assert set(users) <= after, set(users) - after
 
 

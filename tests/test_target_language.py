@@ -112,7 +112,7 @@ def test_the_console_is_one_line_per_node_and_ends_with_the_results(japanese_run
     (total,) = [int(n) for n in re.findall(r"^kowen-kedro: (\d+) nodes", text, re.MULTILINE)]
     node_lines = re.findall(r"^\[\s*(\d+)/(\d+)\] (\S+) +[\d.]+ s$", text.replace("\r", "\n"), re.MULTILINE)
     assert len(node_lines) == total and [int(i) for i, _, _ in node_lines] == list(range(1, total + 1))
-    assert "gold_effects_node" in {name for _, _, name in node_lines}
+    assert "evaluation.gold_effects_node" in {name for _, _, name in node_lines}
     assert "| claim | paper | lang | measured | SE | criterion | held |" in text and "## Gold decomposed" not in text
     assert re.search(r"^MLflow run [0-9a-f]{32}$", text, re.MULTILINE) and "make mlflow-ui" in text
     assert re.search(r"^  http://127\.0\.0\.1:5000/#/experiments/\d+/runs\?workflowType=machine_learning ", text, re.MULTILINE)

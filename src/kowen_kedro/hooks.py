@@ -93,7 +93,7 @@ class ConsoleHook:
         self._done += 1
         seconds = time.perf_counter() - self._started.pop(node.name, time.perf_counter())
         width = len(str(self._total))
-        console.info("[%*d/%d] %-52s %7.1f s", width, self._done, self._total, node.name, seconds)
+        console.info("[%*d/%d] %-56s %7.1f s", width, self._done, self._total, node.name, seconds)
 
     @hook_impl
     def on_node_error(self, error: Exception, node) -> None:
@@ -216,9 +216,10 @@ class MlflowLayoutHook:
             client.set_tag(run.info.run_id, "mlflow.runName", run_name(run_params, catalog.load("parameters")))
             client.set_tag(run.info.run_id, "env", run_params.get("env") or "base")
             tags = self.layout.parent.data.tags  # as kedro-mlflow set them from Kedro's run_params
+            # the class, not "<kedro.runner...SequentialRunner object at 0x7f...>", nor "None" when the command
+            # named none (Kedro then runs its default, the SequentialRunner)
             runner = re.search(r"(\w+Runner)\b", str(tags.get("runner") or run_params.get("runner") or ""))
-            if runner:  # the class, not "<kedro.runner...SequentialRunner object at 0x7f...>"
-                client.set_tag(run.info.run_id, "runner", runner.group(1))
+            client.set_tag(run.info.run_id, "runner", runner.group(1) if runner else "SequentialRunner")
             if "run_id" in tags:  # Kedro's session id, beside MLflow's own run id: named as what it is
                 client.set_tag(run.info.run_id, "kedro_session_id", tags["run_id"])
                 client.delete_tag(run.info.run_id, "run_id")

@@ -1,5 +1,12 @@
 """Project pipelines: one folder per stage under ``pipelines/``; ``__default__`` chains them all.
 
+Every node sits in a namespace per stage, its pipeline's (``sft.train_sft_node``,
+``preference_alignment.dpo_iter_1.train_dpo_node``) or a stage of its own that a pipeline declares
+(:data:`STAGES`: ``prompts.ingest_prompts_node``, the stage translation_qe's work sits between and
+data_synthesis's completions wait for). kedro-viz folds each stage into one box to open, and
+``kedro run --namespaces sft`` runs one stage. Dataset names are not prefixed: the stages share them
+through the catalog.
+
 Every node carries two kinds of tags (kedro-viz filters by them; ``kedro run --tags`` runs them): its
 pipeline's name, and the method it belongs to (:func:`method_tag`): ``kowen`` (distilled SFT and
 iterative DPO), ``rm_transfer`` (cross-lingual reward models), ``clo`` (cross-lingual optimisation),
@@ -11,6 +18,14 @@ from __future__ import annotations
 
 from kedro.framework.project import find_pipelines
 from kedro.pipeline import Pipeline
+
+from kowen_kedro.pipelines.data_synthesis.pipeline import PROMPTS_STAGE
+
+#: Stages a pipeline declares as top-level namespaces of their own, not under the pipeline's name: a
+#: stage whose outputs another pipeline works on before the rest of its own pipeline can go on (one box
+#: per pipeline would then enclose that other pipeline's nodes, which Kedro reports as an interrupted
+#: namespace).
+STAGES = frozenset({PROMPTS_STAGE})
 
 #: (tag, words of a node's name that put it there), first match wins
 METHODS = (
@@ -32,8 +47,12 @@ def method_tag(node_name: str) -> str:
 
 
 def tagged(name: str, pipeline: Pipeline) -> Pipeline:
-    """``pipeline`` with every node tagged by the pipeline's name and its method."""
-    return Pipeline([n.tag([name, method_tag(n.name)]) for n in pipeline.nodes])
+    """``pipeline`` with every node tagged by the pipeline's name and its method (from the node's name
+    within its pipeline), in the pipeline's namespace unless it is in one of :data:`STAGES`."""
+    nodes = [n.tag([name, method_tag(n.name)]) for n in pipeline.nodes]
+    own = [n for n in nodes if (n.namespace or "").split(".")[0] in STAGES]
+    staged = Pipeline([n for n in nodes if n not in own], namespace=name, prefix_datasets_with_namespace=False)
+    return staged + Pipeline(own)
 
 
 def register_pipelines() -> dict[str, Pipeline]:

@@ -26,7 +26,7 @@ from typing import Any, Iterable, Mapping
 logger = logging.getLogger(__name__)
 
 SEP = "/"
-#: The tag that marks a child run's kind (``policy`` or ``reward_model``), for filtering the runs table.
+#: The tag that marks a child run's kind (:func:`kind`), for filtering the runs table.
 KIND_TAG = "kowen.kind"
 #: First parts of gold metric names that are not a model (the QE, best-of-k and judge checks stay in the parent).
 NOT_MODELS = frozenset({"qe", "best_of_k", "judge"})
@@ -46,6 +46,11 @@ def metric_key(name: str) -> str:
 def dotted(metrics: Mapping[str, float]) -> dict[str, float]:
     """Metrics read from MLflow, under the project's dotted names (the inverse of :func:`metric_key`)."""
     return {k.replace(SEP, "."): v for k, v in metrics.items()}
+
+
+def kind(name: str) -> str:
+    """A child run's kind: ``reward_model``, ``translator`` (the machine translators' gold chrF) or ``policy``."""
+    return "reward_model" if name in REWARD_MODELS else "translator" if name == "translator" else "policy"
 
 
 def parent_runs(client, experiment_id: str) -> list:
@@ -113,7 +118,7 @@ class RunLayout:
             run_id = found[0].info.run_id
         else:
             tags = {"mlflow.parentRunId": self.parent_id,
-                    KIND_TAG: "reward_model" if name in REWARD_MODELS else "policy",
+                    KIND_TAG: kind(name),
                     **{k: v for k, v in self.parent.data.tags.items() if k in ("env", "kedro_session_id")}}
             run_id = self.client.create_run(self.parent.info.experiment_id, run_name=name, tags=tags).info.run_id
         self._children[name] = run_id
@@ -150,7 +155,12 @@ class RunLayout:
         return written
 
     def end(self, status: str = "FINISHED") -> None:
-        for run_id in self._children.values():
+        """End every child of the parent still running, whichever layout created it (the training launcher
+        creates the children of the models it trains)."""
+        running = self.client.search_runs(
+            [self.parent.info.experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{self.parent_id}' and attributes.status = 'RUNNING'")
+        for run_id in {*self._children.values(), *(r.info.run_id for r in running)}:
             self.client.set_terminated(run_id, status=status)
         self._children.clear()
 

@@ -5,6 +5,8 @@
 * :class:`JSONLinesDataset` - JSONL records with line-numbered errors and the file path kept in
   ``df.attrs["source"]`` (``pandas.JSONDataset`` reports neither).
 * :class:`MlflowMetricsDataset` - kedro-mlflow's metrics dataset, names grouped with ``/`` for the MLflow UI.
+* :class:`MarkdownDataset` - ``text.TextDataset`` for markdown reports, previewed in kedro-viz as the
+  rendered page (``TextDataset`` has no preview).
 * :class:`OptionalDataset` - a raw input a run may lack (a local copy of a hub file): ``None`` when
   the wrapped dataset does not exist, so the node can say what is missing instead of failing.
 """
@@ -20,6 +22,7 @@ from typing import Any
 
 import pandas as pd
 from kedro.io import AbstractDataset, AbstractVersionedDataset, DatasetError, Version
+from kedro_datasets._typing import HTMLPreview
 
 from kowen_kedro.data.validation import DataValidationError
 
@@ -249,3 +252,20 @@ class MlflowMetricsDataset(_metrics_history_dataset()):
         from kowen_kedro.tracking import SEP, metric_key
 
         return self._prefix is None or key.startswith(metric_key(self._prefix) + SEP)
+
+
+def _text_dataset():
+    from kedro_datasets.text import TextDataset  # kedro-datasets' own module; no heavy import
+
+    return TextDataset
+
+
+class MarkdownDataset(_text_dataset()):
+    """A markdown report (``effects.md``, ``rm_transfer_table.md``): kedro-datasets' ``TextDataset``,
+    with a kedro-viz preview of the rendered page, its tables as tables (markdown-it-py, the renderer
+    ``rich`` uses)."""
+
+    def preview(self) -> HTMLPreview:  # kedro-viz shows the preview by the annotation's name
+        from markdown_it import MarkdownIt
+
+        return MarkdownIt("commonmark").enable("table").render(self.load())

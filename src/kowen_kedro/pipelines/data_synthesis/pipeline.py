@@ -3,6 +3,10 @@ Ko multi-turn) -> language-fidelity filter -> SFT mixture; and XL-Instruct rever
 
 Korean single-turn prompts are native Korean prompts plus English prompts translated first by
 translation_qe (``translated_prompts``), as in Kowen.
+
+The two prompt nodes form their own stage, namespace ``prompts``: translation_qe translates their
+output before the completions below can start, so one ``data_synthesis`` box in kedro-viz would
+have to enclose translation_qe's work.
 """
 
 from kedro.pipeline import Node, Pipeline
@@ -18,6 +22,8 @@ from .nodes import (
 )
 
 TEACHER = "params:data_synthesis.teacher"
+#: the namespace of the stage before translation (kept at the top level by the pipeline registry)
+PROMPTS_STAGE = "prompts"
 
 
 def create_pipeline(**kwargs) -> Pipeline:
@@ -28,12 +34,14 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs=["user_prompts_raw", "params:data_synthesis.ingest", "params:languages"],
                 outputs=["ingested_prompts", "ingest_metrics"],
                 name="ingest_prompts_node",
+                namespace=PROMPTS_STAGE,
             ),
             Node(
                 decontaminate_node,
                 inputs=["ingested_prompts", "eval_prompts_raw", "params:data_synthesis.decontamination"],
                 outputs=["prompts", "contaminated_prompts", "decontamination_metrics"],
                 name="decontaminate_prompts_node",
+                namespace=PROMPTS_STAGE,
             ),
             Node(
                 target_prompt_pool_node,

@@ -97,7 +97,6 @@ def create_pipeline(**kwargs) -> Pipeline:
                 + ["params:preference_alignment.keep_iteration"],
                 outputs="aligned_policy",
                 name="select_aligned_policy_node",
-                namespace="preference_alignment",  # it reads the namespaced per-iteration policies
             ),
             Node(
                 train_cross_lingual_node,

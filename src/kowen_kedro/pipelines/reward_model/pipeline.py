@@ -94,7 +94,6 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs=["rm_transfer_source.accuracy", "rm_transfer_target.accuracy"],
                 outputs=["rm_transfer_table", "rm_transfer_table_md"],
                 name="rm_transfer_comparison_node",
-                namespace="reward_model",  # reads the namespaced per-RM tables
             ),
             Node(
                 representation_collapse_node,
@@ -104,7 +103,6 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ],
                 outputs=["rm_collapse_table", "rm_collapse_plot", "rm_collapse_metrics"],
                 name="representation_collapse_node",
-                namespace="reward_model",
             ),
         ]
     )
