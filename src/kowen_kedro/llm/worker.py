@@ -2,7 +2,10 @@
 
 Why: vLLM keeps GPU memory until its process exits, and the iterative DPO loop alternates generation
 with training on the same GPUs. :class:`SubprocessBackend` starts the worker once, sends one batch per
-line, and ends the process on :meth:`close` (or when the node finishes), which frees the GPU.
+line, and ends the process on :meth:`close` (or when the node finishes), which frees the GPU. And vLLM
+lives in an environment of its own (``make vllm-env``: ``.venv-vllm``; its transformers and torch are
+not the training environment's), so a ``vllm`` worker runs with that environment's interpreter
+(:func:`worker_python`) and imports this package from the checkout's ``src``.
 
 Protocol (one JSON object per line):
     parent -> child: {"requests": [[messages]...], "params": {SamplingParams}, "sample_index": int}
@@ -15,9 +18,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Sequence
 
 from kowen_kedro.llm.backends import BACKENDS
@@ -25,26 +30,47 @@ from kowen_kedro.llm.types import Completion, GenerationError, Messages, Samplin
 
 logger = logging.getLogger(__name__)
 
+#: The checkout's ``src`` folder (this package's parent) and vLLM's environment beside the checkout.
+SRC = Path(__file__).resolve().parents[2]
+VLLM_PYTHON_VAR = "KOWEN_VLLM_PYTHON"
+
+
+def worker_python(inner: str) -> str:
+    """The interpreter a worker of backend ``inner`` runs with: for ``vllm``, ``$KOWEN_VLLM_PYTHON``, else
+    the checkout's ``.venv-vllm`` (``make vllm-env``), else this one; for any other backend, this one."""
+    if inner != "vllm":
+        return sys.executable
+    if os.environ.get(VLLM_PYTHON_VAR):
+        return os.environ[VLLM_PYTHON_VAR]
+    local = SRC.parent / ".venv-vllm" / "bin" / "python"
+    return str(local) if local.exists() else sys.executable
+
 
 @dataclass
 class SubprocessBackend:
-    """Runs backend ``inner`` (e.g. ``vllm``) with ``options`` in a long-lived child process."""
+    """Runs backend ``inner`` (e.g. ``vllm``) with ``options`` in a long-lived child process, with the
+    interpreter ``python`` (default: :func:`worker_python`)."""
 
     model: str
     inner: str = "vllm"
     options: dict[str, Any] = field(default_factory=dict)
     name: str = ""
+    python: str | None = None
     _proc: Any = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         self.name = self.name or self.inner  # cache keys stay those of the inner backend
+        self.python = self.python or worker_python(self.inner)
 
     def _start(self):
         if self._proc is None or self._proc.poll() is not None:
             cfg = json.dumps({"backend": self.inner, "model": self.model, **self.options})
+            env = dict(os.environ)  # another environment's interpreter imports this package from the checkout
+            env["PYTHONPATH"] = os.pathsep.join(p for p in (str(SRC), env.get("PYTHONPATH")) if p)
+            env.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "kowen_kedro.llm.worker", "--config", cfg],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
+                [self.python, "-m", "kowen_kedro.llm.worker", "--config", cfg],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1, env=env,
             )
         return self._proc
 
@@ -55,7 +81,7 @@ class SubprocessBackend:
         line = proc.stdout.readline()
         if not line:
             code = proc.wait()
-            raise GenerationError(f"{self.inner} worker exited with code {code} (its log is above, on stderr)")
+            raise GenerationError(f"{self.inner} worker ({self.python}) exited with code {code} (its log is above, on stderr)")
         reply = json.loads(line)
         if "error" in reply:
             raise GenerationError(f"{self.inner} worker: {reply['error']}")
@@ -102,8 +128,12 @@ def main(argv: list[str] | None = None) -> None:
     from kowen_kedro.offline import configure_offline
 
     configure_offline()
-    protocol = sys.stdout
-    sys.stdout = sys.stderr  # anything the libraries print must not corrupt the protocol stream
+    # Anything the libraries print, and the engine processes they start (which inherit file descriptor 1),
+    # must not corrupt the protocol stream: it moves to a descriptor of its own, and 1 becomes stderr.
+    sys.stdout.flush()
+    protocol = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
     serve(json.loads(ns.config), stdout=protocol)
 
 
