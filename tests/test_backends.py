@@ -216,3 +216,37 @@ def test_openai_requests_carry_a_seed_that_is_a_function_of_the_key():
     assert len(set(seeds)) == 3 and all(0 <= s < 2**31 for s in seeds)
     assert api_seed(a, p, 0) == api_seed(list(a), SamplingParams(temperature=1.0, seed=0), 0)
     assert api_seed(a, p, 0) != api_seed(a, SamplingParams(temperature=1.0, seed=1), 0)
+
+
+def test_requests_are_spread_over_servers_and_a_failing_one_hands_its_requests_on(caplog):
+    """Two servers (one ``vllm serve`` per machine): request i goes to server i mod 2; the second starts
+    failing after two answers (500 past the client's retries), is taken out with one warning naming it,
+    and its requests are answered by the first, in order."""
+    with FakeOpenAI(["ok"]) as a, FakeOpenAI(["ok", "ok", 500]) as b:
+        backend = OpenAIBackend("m", base_url=[a.base_url, b.base_url], concurrency=1, **FAST)
+        reqs = [[{"role": "user", "content": f"q{i}"}] for i in range(12)]
+        with caplog.at_level("WARNING", logger="kowen_kedro.llm.backends"):
+            out = backend.generate(reqs, SamplingParams(), 0)
+            again = backend.generate(reqs[:4], SamplingParams(), 0)  # the server stays out for the node
+    assert [c.text for c in out] == [f"echo: q{i}" for i in range(12)] and [c.text for c in again] == [c.text for c in out[:4]]
+    answered_b = [r["messages"][0]["content"] for r in b.requests[:2]]
+    assert answered_b == ["q1", "q3"] and len(b.requests) == 2 + FAST["max_retries"] + 1  # then 500s, retried, given up
+    assert {r["messages"][0]["content"] for r in a.requests} == {f"q{i}" for i in range(12) if f"q{i}" not in answered_b} | {"q0", "q1", "q2", "q3"}
+    warnings = [r.getMessage() for r in caplog.records if "stopped answering" in r.getMessage()]
+    assert len(warnings) == 1 and b.base_url in warnings[0] and "1 left" in warnings[0]
+
+
+def test_a_server_that_is_gone_leaves_the_others_and_none_left_fails_naming_them():
+    import socket
+
+    with socket.socket() as sock:  # a loopback port with nothing listening: a server that was killed
+        sock.bind(("127.0.0.1", 0))
+        gone = f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+    with FakeOpenAI(["ok"]) as a:
+        backend = OpenAIBackend("m", base_url=[gone, a.base_url], concurrency=2, **FAST)
+        out = backend.generate([[{"role": "user", "content": f"q{i}"}] for i in range(6)], SamplingParams(), 0)
+    assert [c.text for c in out] == [f"echo: q{i}" for i in range(6)] and backend._down == {gone}
+    other = gone.replace("/v1", "/w1")
+    with pytest.raises(GenerationError, match="no server answers") as err:
+        OpenAIBackend("m", base_url=[gone, other], **FAST).generate([MSG], SamplingParams(), 0)
+    assert f"({gone}, {other})" in str(err.value)

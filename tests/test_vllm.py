@@ -13,7 +13,7 @@ import pytest
 
 from kowen_kedro.llm.backends import GenerationError, SamplingParams, vllm_refusal
 from kowen_kedro.llm.generator import make_backend
-from kowen_kedro.llm.worker import SRC, VLLM_PYTHON_VAR, worker_python
+from kowen_kedro.llm.envs import SRC, VLLM_PYTHON_VAR, worker_python
 
 QWEN2 = {"architectures": ["Qwen2ForCausalLM"], "hidden_size": 64, "num_attention_heads": 2,
          "num_key_value_heads": 1, "max_position_embeddings": 1024}
@@ -128,3 +128,51 @@ def test_a_model_vllm_cannot_serve_fails_the_call_before_an_engine_starts(tiny_m
         assert reason in message and "vLLM cannot serve" in message and "EngineCore" not in message, message
         assert str(model if not options else head32) in message
 
+
+
+@pytest.mark.slow
+def test_vllm_serve_started_by_the_project_serves_the_openai_backend_and_a_killed_one_resumes(world, head32, vllm_python, tmp_path):
+    """``backend: openai`` with ``serve:`` starts ``vllm serve`` on a loopback port (a readiness check,
+    a bounded wait) and answers through the openai client; a kill -9 of the server mid-generation fails
+    the call with a message naming the server, keeps the answered calls, and the rerun (a new server)
+    makes only the missing ones."""
+    import signal
+
+    from kowen_kedro.llm.backends import OpenAIBackend
+    from kowen_kedro.llm.cache import CallCache
+    from kowen_kedro.llm.generator import CachedGenerator
+
+    prompts = _prompts(world, 48)
+    params = SamplingParams(max_new_tokens=16, temperature=0.7, top_p=0.95)
+    config = {"backend": "openai", "serve": {"max_model_len": 512, "log_dir": str(tmp_path)}, "concurrency": 4,
+              "max_retries": 1, "timeout": 60}
+    cache = tmp_path / "calls.sqlite"
+    first = CachedGenerator(make_backend(config, str(head32)), CallCache(cache), progress=False)
+    backend: OpenAIBackend = first.backend
+    answered, real_one = [], backend._one
+
+    def one_then_kill(*args, **kwargs):
+        out = real_one(*args, **kwargs)
+        answered.append(out)
+        if len(answered) == 10:  # the server dies with calls still in flight
+            os.killpg(backend._server._proc.pid, signal.SIGKILL)
+        return out
+
+    backend._one = one_then_kill
+    try:
+        with pytest.raises(GenerationError) as err:
+            first.generate(prompts, params)
+        server = backend._server
+        assert server is not None and server._proc is not None, str(err.value)
+        assert f"vllm serve (pid {server._proc.pid}) at {server.base_url}" in str(err.value), str(err.value)
+    finally:
+        first.close()
+    kept = first.stats.calls
+    assert 10 <= kept < len(prompts) and all(c.completion_tokens > 0 for c in answered)
+    again = CachedGenerator(make_backend(config, str(head32)), CallCache(cache), progress=False)
+    try:
+        out = again.generate(prompts, params)
+    finally:
+        again.close()
+    assert (again.stats.cached, again.stats.calls) == (kept, len(prompts) - kept)  # no call made twice
+    assert all(o[0].text for o in out) and again.backend._server is None  # stopped with the generator

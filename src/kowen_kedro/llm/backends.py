@@ -26,6 +26,7 @@ from kowen_kedro.llm.types import (  # noqa: F401 - re-exported
     Completion,
     GenerationError,
     Messages,
+    PartialGenerationError,
     SamplingParams,
     api_seed,
     sample_seed,
@@ -127,6 +128,10 @@ def _seeded_sampling(params: SamplingParams, seeds: list[int], prompt_len: int):
     return LogitsProcessorList([*warpers, GumbelNoise()])
 
 
+class _ServerDown(Exception):
+    """A server that did not answer (connection refused, timed out, 5xx) after the client's retries."""
+
+
 @dataclass
 class OpenAIBackend:
     """Any OpenAI-compatible chat-completions endpoint (vLLM serve, a provider), called concurrently.
@@ -136,33 +141,50 @@ class OpenAIBackend:
     whose body is malformed (not JSON, no choices) is retried ``malformed_retries`` times. A call that
     still fails raises :class:`GenerationError`; the calls finished before it are already cached.
     The key comes from ``api_key`` (credentials.yml, passed by the node) or ``$api_key_env``.
+
+    Several servers (``base_url`` a list: one ``vllm serve`` per machine): request ``i`` goes to server
+    ``i mod n``, at most ``concurrency`` requests in flight per server. A server that stops answering
+    (refused, timed out or 5xx after the client's retries) is taken out, with a warning naming it, and
+    its requests go to the others; a call fails only when no server answers. A batch with failed calls
+    raises :class:`PartialGenerationError` holding the answered ones, which the cached generator keeps.
+    ``serve`` starts a ``vllm serve`` of the model for the call site (:mod:`kowen_kedro.llm.serve`).
     """
 
     model: str
-    base_url: str | None = None
+    base_url: str | list[str] | None = None
     api_key_env: str = "OPENAI_API_KEY"
     api_key: str | None = field(default=None, repr=False)
     timeout: float = 120.0
     max_retries: int = 5
     malformed_retries: int = 2
-    concurrency: int = 8
+    concurrency: int = 8  # per server
     # USD per million tokens, e.g. {input: 2.5, output: 10.0}; empty = not priced
     price_per_million: dict[str, float] = field(default_factory=dict)
+    # start `vllm serve` on the model for this call site (options of kowen_kedro.llm.serve.VLLMServer, or
+    # true), stopped when the node's generator closes; instead of a base_url
+    serve: dict[str, Any] | bool | None = None
     name: str = "openai"
-    _client_obj: Any = field(default=None, repr=False)
+    _server: Any = field(default=None, repr=False)
+    _clients: dict = field(default_factory=dict, repr=False)
+    _down: set = field(default_factory=set, repr=False)
 
-    def _client(self):
-        if self._client_obj is None:
+    @property
+    def servers(self) -> list[str | None]:
+        return list(self.base_url) if isinstance(self.base_url, (list, tuple)) else [self.base_url]
+
+    def _client(self, url: str | None = None):
+        url = url if url is not None else self.servers[0]
+        if url not in self._clients:
             from openai import OpenAI
 
             key = self.api_key or os.environ.get(self.api_key_env) or "EMPTY"
-            self._client_obj = OpenAI(base_url=self.base_url, api_key=key, timeout=self.timeout, max_retries=self.max_retries)
-        return self._client_obj
+            self._clients[url] = OpenAI(base_url=url, api_key=key, timeout=self.timeout, max_retries=self.max_retries)
+        return self._clients[url]
 
-    def _one(self, messages: Messages, params: SamplingParams, sample_index: int) -> Completion:
+    def _one(self, messages: Messages, params: SamplingParams, sample_index: int, url: str | None = None) -> Completion:
         import openai
 
-        client = self._client()
+        client = self._client(url)
         last: Exception | None = None
         for _ in range(self.malformed_retries + 1):
             try:
@@ -186,16 +208,69 @@ class OpenAIBackend:
                 )
             except (openai.APIResponseValidationError, ValueError, AttributeError, TypeError) as err:
                 last = err  # a malformed body: the client does not retry these
-                logger.warning("malformed reply from %s: %s", self.base_url or "api.openai.com", err)
+                logger.warning("malformed reply from %s: %s", url or "api.openai.com", err)
+            except (openai.APIConnectionError, openai.InternalServerError) as err:  # timeouts are connection errors
+                raise _ServerDown(str(err)) from err  # the client already retried
             except openai.APIError as err:  # the client already retried what is retryable
                 raise GenerationError(f"{self.model}: call failed after retries: {err}") from err
         raise GenerationError(f"{self.model}: malformed reply {self.malformed_retries + 1} times: {last}")
 
+    def _routed(self, index: int, messages: Messages, params: SamplingParams, sample_index: int, gates) -> Completion:
+        servers = self.servers
+        order = [servers[(index + k) % len(servers)] for k in range(len(servers))]
+        errors = []
+        for url in order:
+            if url in self._down:
+                continue
+            try:
+                with gates[url]:
+                    if url in self._down:  # taken out while this request waited for its turn
+                        continue
+                    return self._one(messages, params, sample_index, url)
+            except _ServerDown as err:
+                errors.append(f"{url or 'api.openai.com'}: {err}")
+                if len(servers) > 1 and url not in self._down:
+                    self._down.add(url)
+                    logger.warning("generation server %s stopped answering (%s): its requests go to the other servers "
+                                   "(%d left)", url, err, len(set(servers) - self._down))
+        if len(servers) == 1:
+            raise GenerationError(f"{self.model}: call failed after retries: {'; '.join(errors)}")
+        raise GenerationError(f"{self.model}: no server answers ({', '.join(map(str, servers))}): {'; '.join(errors) or 'all taken out'}")
+
     def generate(self, requests: Sequence[Messages], params: SamplingParams, sample_index: int) -> list[Completion]:
+        import threading
         from concurrent.futures import ThreadPoolExecutor
 
-        with ThreadPoolExecutor(max_workers=max(1, self.concurrency)) as pool:
-            return list(pool.map(lambda m: self._one(m, params, sample_index), requests))
+        self._ensure_server()
+        per_server = max(1, self.concurrency)
+        gates = {url: threading.BoundedSemaphore(per_server) for url in self.servers}
+        with ThreadPoolExecutor(max_workers=per_server * len(self.servers)) as pool:
+            futures = [pool.submit(self._routed, i, m, params, sample_index, gates) for i, m in enumerate(requests)]
+            done, failed = {}, []
+            for i, future in enumerate(futures):
+                try:
+                    done[i] = future.result()
+                except GenerationError as err:
+                    failed.append(err)
+        if failed:  # the answered calls are kept by the caller: a rerun makes only the failed ones
+            where = f" ({self._server.describe()})" if self._server is not None else ""
+            raise PartialGenerationError(f"{len(failed)} of {len(requests)} calls failed{where}: {failed[0]}", done)
+        return [done[i] for i in range(len(requests))]
+
+    def _ensure_server(self) -> None:
+        if self.serve is not None and self._server is None:
+            from kowen_kedro.llm.serve import VLLMServer
+
+            self._server = VLLMServer(self.model, **(self.serve if isinstance(self.serve, dict) else {}))
+            self.base_url = self._server.start()
+            self._clients.clear()
+
+    def close(self) -> None:
+        """Stop the server this backend started (``serve``); nothing for a server run elsewhere."""
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+            self.base_url = None
 
     def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
         p = self.price_per_million

@@ -17,6 +17,7 @@ from kowen_kedro.llm.types import (
     Completion,
     GenerationError,
     Messages,
+    PartialGenerationError,
     SamplingParams,
 )
 from kowen_kedro.llm.worker import SubprocessBackend
@@ -101,7 +102,13 @@ class CachedGenerator:
             bar = _progress(len(missing), f"{self.backend.name} sample {s + 1}/{n}", self.progress)
             for start in range(0, len(missing), self.flush_every):
                 idx = missing[start : start + self.flush_every]
-                done = self.backend.generate([requests[i] for i in idx], params, s)
+                try:
+                    done = self.backend.generate([requests[i] for i in idx], params, s)
+                except PartialGenerationError as err:  # keep what was answered: the rerun asks only the rest
+                    self.cache.put_many({keys[idx[j]]: asdict(c) for j, c in err.done.items()})
+                    for c in err.done.values():
+                        self._count(c)
+                    raise
                 if len(done) != len(idx):
                     raise GenerationError(f"backend returned {len(done)} completions for {len(idx)} requests")
                 self.cache.put_many({keys[i]: asdict(c) for i, c in zip(idx, done)})  # durable before use

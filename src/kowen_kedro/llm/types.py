@@ -64,3 +64,12 @@ def api_seed(messages: Messages, params: SamplingParams, sample_index: int) -> i
 
 class GenerationError(RuntimeError):
     """A call failed for good (after the client's retries and ours)."""
+
+
+class PartialGenerationError(GenerationError):
+    """A batch in which some calls failed for good: ``done`` holds the completions of the others (by
+    position in the batch), which the caller keeps (a rerun then makes only the failed calls)."""
+
+    def __init__(self, message: str, done: dict[int, "Completion"]):
+        super().__init__(message)
+        self.done = done

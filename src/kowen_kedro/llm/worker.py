@@ -22,29 +22,13 @@ import os
 import subprocess
 import sys
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Sequence
 
 from kowen_kedro.llm.backends import BACKENDS
+from kowen_kedro.llm.envs import SRC, VLLM_PYTHON_VAR, worker_python  # noqa: F401 - re-exported
 from kowen_kedro.llm.types import Completion, GenerationError, Messages, SamplingParams
 
 logger = logging.getLogger(__name__)
-
-#: The checkout's ``src`` folder (this package's parent) and vLLM's environment beside the checkout.
-SRC = Path(__file__).resolve().parents[2]
-VLLM_PYTHON_VAR = "KOWEN_VLLM_PYTHON"
-
-
-def worker_python(inner: str) -> str:
-    """The interpreter a worker of backend ``inner`` runs with: for ``vllm``, ``$KOWEN_VLLM_PYTHON``, else
-    the checkout's ``.venv-vllm`` (``make vllm-env``), else this one; for any other backend, this one."""
-    if inner != "vllm":
-        return sys.executable
-    if os.environ.get(VLLM_PYTHON_VAR):
-        return os.environ[VLLM_PYTHON_VAR]
-    local = SRC.parent / ".venv-vllm" / "bin" / "python"
-    return str(local) if local.exists() else sys.executable
-
 
 @dataclass
 class SubprocessBackend:
