@@ -44,6 +44,8 @@ def test_a_vllm_worker_runs_with_the_interpreter_of_vllms_environment(monkeypatc
     assert worker_python("vllm") == "/opt/vllm/bin/python"
     backend = make_backend({"backend": "vllm", "python": str(tmp_path / "py"), "max_model_len": 256}, "m")
     assert (backend.python, backend.options) == (str(tmp_path / "py"), {"max_model_len": 256})
+    # a call site's transformers options switch with it: `--params preference_alignment.sampling.backend.backend=vllm`
+    assert make_backend({"backend": "vllm", "batch_size": 32}, "m").options == {"batch_size": 32}
 
 
 @pytest.fixture(scope="module")

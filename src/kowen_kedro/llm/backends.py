@@ -320,6 +320,9 @@ class VLLMBackend:
     enforce_eager: bool | None = None  # default: eager on a CPU
     kv_cache_space_gib: int = 1  # CPU only
     seed: int = 0
+    # prompts per call to the engine (vLLM schedules its own batches; this bounds a call's results in
+    # memory, and lets a call site's transformers `batch_size` stand when it switches to vllm)
+    batch_size: int | None = None
     name: str = "vllm"
     _llm: Any = field(default=None, repr=False)
     _tok: Any = field(default=None, repr=False)
@@ -364,6 +367,11 @@ class VLLMBackend:
         return self._llm
 
     def generate(self, requests: Sequence[Messages], params: SamplingParams, sample_index: int) -> list[Completion]:
+        step = self.batch_size or max(1, len(requests))
+        return [c for start in range(0, len(requests), step)
+                for c in self._generate(requests[start:start + step], params, sample_index)]
+
+    def _generate(self, requests: Sequence[Messages], params: SamplingParams, sample_index: int) -> list[Completion]:
         from vllm import SamplingParams as VSampling
 
         llm = self._engine()
