@@ -189,3 +189,29 @@ def test_cached_values_stores_each_part_before_computing_the_next(tmp_path):
     assert parts == [[6, 7, 8], [9]] and len(cache) == 10
     with pytest.raises(ValueError, match="flush_every"):
         cached_values(cache, keys, crashing, flush_every=0)
+
+
+def test_a_generator_closes_its_backend_also_when_generation_fails(tmp_path):
+    """``with cached_generator(...) as gen``: a worker or a started server is ended on the way out, a
+    failing node included (a vLLM worker left running keeps its GPU memory from the next training step);
+    a batch that failed part-way keeps its answered calls."""
+    from kowen_kedro.llm.types import GenerationError, PartialGenerationError
+
+    class Failing:
+        name, model, closed = "failing", "m", 0
+
+        def generate(self, requests, params, sample_index):
+            raise PartialGenerationError("1 of 2 calls failed", {0: Completion(text=f"ok {requests[0][0]['content']}", finish_reason="stop")})
+
+        def close(self):
+            self.closed += 1
+
+    backend = Failing()
+    with pytest.raises(GenerationError, match="1 of 2 calls failed"):
+        with CachedGenerator(backend, CallCache(tmp_path / "c.sqlite"), progress=False) as gen:
+            gen.generate([[{"role": "user", "content": "a"}], [{"role": "user", "content": "b"}]], SamplingParams())
+    assert backend.closed == 1 and gen.stats.calls == 1
+    again = CachedGenerator(backend, CallCache(tmp_path / "c.sqlite"), progress=False)
+    with pytest.raises(GenerationError):
+        again.generate([[{"role": "user", "content": "a"}], [{"role": "user", "content": "b"}]], SamplingParams())
+    assert again.stats.cached == 1  # the answered call was kept

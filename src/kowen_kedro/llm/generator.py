@@ -133,10 +133,17 @@ class CachedGenerator:
             st.cost_usd += cost(c.prompt_tokens, c.completion_tokens)
 
     def close(self) -> None:
-        """End a worker-process backend (frees its GPU memory); the cache stays open."""
+        """End a worker-process backend (frees its GPU memory) or a server the backend started; the
+        cache stays open."""
         close = getattr(self.backend, "close", None)
         if close is not None:
             close()
+
+    def __enter__(self) -> "CachedGenerator":
+        return self
+
+    def __exit__(self, *exc) -> None:  # closed also when generation fails (a node's error)
+        self.close()
 
 
 def _progress(total: int, desc: str, enabled: bool):

@@ -31,10 +31,9 @@ logger = logging.getLogger(__name__)
 
 
 def _policy(model: str, gold_prompts: pd.DataFrame, backend: dict, params: dict, llm: dict) -> tuple[pd.DataFrame, dict]:
-    gen = cached_generator(model, backend, llm)
     languages = sorted({m["language"] for m in gold_prompts["meta"]})  # of the answers ("xl" prompts ask for the target's)
-    table, summary = policy_gold(gen, gold_prompts, SamplingParams.from_dict(params["sampling"]), languages)
-    gen.close()
+    with cached_generator(model, backend, llm) as gen:
+        table, summary = policy_gold(gen, gold_prompts, SamplingParams.from_dict(params["sampling"]), languages)
     logger.info("gold reward of %s: %s", model, {k: round(v, 3) for k, v in summary.items() if "." not in k})
     return table, summary
 

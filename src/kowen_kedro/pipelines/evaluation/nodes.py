@@ -41,10 +41,10 @@ def generate_outputs_node(model: str, eval_prompts: pd.DataFrame, params: dict, 
     """The model's answer to every evaluation instruction (AlpacaEval columns + language)."""
     eval_prompts = alpacaeval_prompts(eval_prompts)
     validate_records(eval_prompts, EVAL_FIELDS)
-    gen = cached_generator(model, params["backend"], llm)
-    outs = gen.generate(
-        [[{"role": "user", "content": p}] for p in eval_prompts["instruction"]], SamplingParams.from_dict(params["sampling"]), n=1
-    )
+    with cached_generator(model, params["backend"], llm) as gen:
+        outs = gen.generate(
+            [[{"role": "user", "content": p}] for p in eval_prompts["instruction"]], SamplingParams.from_dict(params["sampling"]), n=1
+        )
     return eval_prompts[_eval_columns(eval_prompts)].assign(
         output=[o[0].text for o in outs], finish_reason=[o[0].finish_reason for o in outs], generator=model
     )
@@ -176,7 +176,8 @@ def mt_bench_node(model: str, prompts: pd.DataFrame, reference_answers, judge_pr
         logger.info("MT-Bench: reference answers of %d of %d questions from the reference-answer file",
                     sum(str(q) in references for q in rows["id"]), len(rows))
     prompts_fc = fastchat.judge_prompts(judge_prompts) if kind == "fastchat" else None
-    answers = answer_two_turns(cached_generator(model, generation["backend"], llm), rows, SamplingParams.from_dict(generation["sampling"]))
+    with cached_generator(model, generation["backend"], llm) as gen:
+        answers = answer_two_turns(gen, rows, SamplingParams.from_dict(generation["sampling"]))
     _, grader = _judges(registry, judge, llm)
     graded = grade_two_turns(grader, answers, prompts_fc)
     share = float(judge.get("max_unparseable_share", 0.05))

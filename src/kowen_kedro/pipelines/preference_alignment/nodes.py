@@ -42,9 +42,9 @@ def sample_completions_node(policy: str, prompts: pd.DataFrame, dpo: dict, sampl
     """k samples per prompt from the current policy (cached; empty when the iteration is disabled)."""
     if not dpo.get("enabled", True):
         return pd.DataFrame(columns=COMPLETION_COLUMNS)
-    gen = cached_generator(policy, sampling["backend"], llm)
     k = int(sampling["k"])
-    outs = gen.generate([[{"role": "user", "content": p}] for p in prompts["prompt"]], SamplingParams.from_dict(sampling["params"]), n=k)
+    with cached_generator(policy, sampling["backend"], llm) as gen:  # a vLLM worker gives the GPU back before training
+        outs = gen.generate([[{"role": "user", "content": p}] for p in prompts["prompt"]], SamplingParams.from_dict(sampling["params"]), n=k)
     rows = [
         {"prompt_id": pid, "prompt": p, "sample": s, "completion": c.text, "finish_reason": c.finish_reason}
         for pid, p, samples in zip(prompts["prompt_id"], prompts["prompt"], outs)
