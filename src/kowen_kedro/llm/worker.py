@@ -52,6 +52,7 @@ class SubprocessBackend:
             env = dict(os.environ)  # another environment's interpreter imports this package from the checkout
             env["PYTHONPATH"] = os.pathsep.join(p for p in (str(SRC), env.get("PYTHONPATH")) if p)
             env.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
+            env.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # the engine's start-up lines stay out of `kedro run`
             self._proc = subprocess.Popen(
                 [self.python, "-m", "kowen_kedro.llm.worker", "--config", cfg],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1, env=env,
