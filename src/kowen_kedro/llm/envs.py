@@ -23,3 +23,11 @@ def worker_python(inner: str) -> str:
         return os.environ[VLLM_PYTHON_VAR]
     local = SRC.parent / ".venv-vllm" / "bin" / "python"
     return str(local) if local.exists() else sys.executable
+
+
+def child_env(**defaults: str) -> dict[str, str]:
+    """This process's environment for a child that may run another environment's interpreter: the
+    checkout's ``src`` first on ``PYTHONPATH`` (so it imports this package), ``defaults`` where unset."""
+    env = {**defaults, **os.environ}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(SRC), env.get("PYTHONPATH")) if p)
+    return env

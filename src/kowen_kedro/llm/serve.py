@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kowen_kedro.llm.envs import child_env, worker_python
 from kowen_kedro.llm.types import GenerationError
-from kowen_kedro.llm.envs import SRC, worker_python
 
 logger = logging.getLogger(__name__)
 
@@ -79,9 +79,7 @@ class VLLMServer:
         log_dir = Path(self.log_dir or tempfile.mkdtemp(prefix="vllm-serve-"))
         log_dir.mkdir(parents=True, exist_ok=True)
         self._log = log_dir / f"vllm-serve-{self.port}.log"
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(SRC), env.get("PYTHONPATH")) if p)
-        env.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self.kv_cache_space_gib))
+        env = child_env(VLLM_CPU_KVCACHE_SPACE=str(self.kv_cache_space_gib))
         with open(self._log, "wb") as out:
             self._proc = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT, env=env,
                                           start_new_session=True)

@@ -25,10 +25,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
 from kowen_kedro.llm.backends import BACKENDS
-from kowen_kedro.llm.envs import SRC, VLLM_PYTHON_VAR, worker_python  # noqa: F401 - re-exported
+from kowen_kedro.llm.envs import child_env, worker_python
 from kowen_kedro.llm.types import Completion, GenerationError, Messages, SamplingParams
 
 logger = logging.getLogger(__name__)
+
 
 @dataclass
 class SubprocessBackend:
@@ -49,10 +50,8 @@ class SubprocessBackend:
     def _start(self):
         if self._proc is None or self._proc.poll() is not None:
             cfg = json.dumps({"backend": self.inner, "model": self.model, **self.options})
-            env = dict(os.environ)  # another environment's interpreter imports this package from the checkout
-            env["PYTHONPATH"] = os.pathsep.join(p for p in (str(SRC), env.get("PYTHONPATH")) if p)
-            env.setdefault("VLLM_LOGGING_STREAM", "ext://sys.stderr")
-            env.setdefault("VLLM_LOGGING_LEVEL", "WARNING")  # the engine's start-up lines stay out of `kedro run`
+            # the engine's start-up lines stay out of `kedro run`, and off the protocol stream
+            env = child_env(VLLM_LOGGING_STREAM="ext://sys.stderr", VLLM_LOGGING_LEVEL="WARNING")
             self._proc = subprocess.Popen(
                 [self.python, "-m", "kowen_kedro.llm.worker", "--config", cfg],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1, env=env,
