@@ -8,6 +8,9 @@ public configs (no hub):
   (EOS suppressed), at several batch sizes;
 * RM scoring: :class:`kowen_kedro.rewards.scoring.RewardScorer` on the same shape with a scalar head,
   prompt + completion of about ``--rm-tokens`` tokens per row;
+* vLLM generation: the offline engine in vLLM's own environment (``make vllm-env``) through the
+  generation worker, on the same model and prompts, every request in one engine call; the row says
+  why when there is no such environment;
 * QE: :class:`kowen_kedro.translation.qe.CometQE` (unbabel-comet ``predict``) on a COMET UnifiedMetric
   over an encoder the size of CometKiwi-22's (InfoXLM-large: 24 layers x 1024, 16 heads).
 
@@ -86,6 +89,33 @@ def generation(model_dir: Path, prompts: list[str], batches: list[int], new_toke
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
     return rows
+
+
+def vllm_generation(model_dir: Path, prompts: list[str], n: int, new_tokens: int, temperature: float = 0.7) -> list[dict]:
+    """New tokens/s of the vLLM worker on ``n`` requests (one engine call after a warm-up call; the
+    engine's start timed apart); a row naming the reason when vLLM's environment is missing."""
+    from kowen_kedro.llm.backends import SamplingParams
+    from kowen_kedro.llm.envs import worker_python
+    from kowen_kedro.llm.generator import make_backend
+
+    if worker_python("vllm") == sys.executable:
+        return [{"what": "vllm_generation", "batch": n, "skipped": "no vLLM environment (make vllm-env)"}]
+    requests = [[{"role": "user", "content": prompts[i % len(prompts)]}] for i in range(n)]
+    params = SamplingParams(max_new_tokens=new_tokens, temperature=temperature, seed=0)
+    worker = make_backend({"backend": "vllm", "max_model_len": 4096}, str(model_dir))
+    try:
+        start = time.perf_counter()
+        worker.generate(requests[:2], params, 0)
+        started = time.perf_counter() - start
+        start = time.perf_counter()
+        out = worker.generate(requests, params, 1)
+        seconds = time.perf_counter() - start
+    finally:
+        worker.close()
+    tokens = sum(c.completion_tokens for c in out)
+    return [{"what": "vllm_generation", "batch": n, "temperature": temperature, "requests": n, "new_tokens_per_request": new_tokens,
+             "seconds": seconds, "requests_per_s": n / seconds, "tokens_per_s": tokens / seconds, "generated_tokens": tokens,
+             "engine_start_s": started, "max_memory_allocated_gib": None}]
 
 
 def reward_scoring(rm_dir: Path, texts: list[str], batches: list[int], rows_n: int) -> list[dict]:
@@ -167,9 +197,14 @@ def markdown(results: dict) -> str:
     lines = [f"device: {dev}", "", "| what | shape | batch | work | s | throughput | peak mem |", "|---|---|---|---|---|---|---|"]
     for r in results["rows"]:
         mem = f"{r['max_memory_allocated_gib']:.1f} GiB" if r.get("max_memory_allocated_gib") is not None else "n/a"
-        if r["what"] == "generation":
+        if r.get("skipped"):
+            lines.append(f"| {r['what']} | {results['shape']} | - | not measured: {r['skipped']} | - | - | - |")
+            continue
+        if r["what"] in ("generation", "vllm_generation"):
             work = f"{r['requests']} req x {r['new_tokens_per_request']} new tokens, T={r['temperature']}"
             rate = f"{r['requests_per_s']:.1f} req/s, {r['tokens_per_s']:.0f} tok/s"
+            if r["what"] == "vllm_generation":
+                rate += f" (engine start {r['engine_start_s']:.0f} s)"
         elif r["what"] == "rm_scoring":
             work = f"{r['rows']} rows, {r['tokens']} tokens"
             rate = f"{r['rows_per_s']:.1f} rows/s, {r['tokens_per_s']:.0f} tok/s"
@@ -187,8 +222,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--shape", choices=sorted(train_throughput.SHAPES), default="qwen2.5-0.5b")
     parser.add_argument("--qe-shape", choices=sorted(QE_SHAPES), default="cometkiwi-22")
-    parser.add_argument("--parts", nargs="+", choices=["generation", "rm", "qe"], default=["generation", "rm", "qe"])
+    parser.add_argument("--parts", nargs="+", choices=["generation", "vllm", "rm", "qe"],
+                        default=["generation", "vllm", "rm", "qe"])
     parser.add_argument("--gen-batches", type=int, nargs="+", default=[1, 16, 64])
+    parser.add_argument("--vllm-requests", type=int, default=256, help="requests in vLLM's engine call")
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--temperature", type=float, default=0.7, help="0 = greedy (no sampling processors)")
     parser.add_argument("--score-batches", type=int, nargs="+", default=[16, 64])
@@ -200,7 +237,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if args.quick:
         args.gen_batches, args.new_tokens, args.score_batches = [1, 4], 8, [4]
-        args.rm_rows, args.rm_tokens, args.qe_segments = 8, 16, 16
+        args.rm_rows, args.rm_tokens, args.qe_segments, args.vllm_requests = 8, 16, 16, 8
 
     from kowen_kedro.offline import configure_offline
 
@@ -209,11 +246,13 @@ def main(argv: list[str] | None = None) -> dict:
     with tempfile.TemporaryDirectory(prefix="kowen-bench-inf-") as tmp:
         work = Path(tmp)
         prompts = train_throughput.shipped_texts()
-        if "generation" in args.parts or "rm" in args.parts:
+        if {"generation", "vllm", "rm"} & set(args.parts):
             lm_dir = train_throughput.build_model(args.shape, 4096, work)
         if "generation" in args.parts:
             results["rows"] += generation(lm_dir, prompts, args.gen_batches, args.new_tokens, 1 if args.quick else 2,
                                           args.temperature)
+        if "vllm" in args.parts:
+            results["rows"] += vllm_generation(lm_dir, prompts, args.vllm_requests, args.new_tokens, args.temperature)
         if "rm" in args.parts:
             rm_dir = build_rm(lm_dir, work / "rm")
             texts = train_throughput.long_texts(lm_dir, 2 * args.rm_rows, args.rm_tokens, seed=2)

@@ -5,7 +5,12 @@ docs/bench.json, and the `make bench` table of docs/benchmarks.md rewritten from
 * call cache: time of a rerun served from the cache, as a ratio of the first run;
 * COMET QE (the tiny UnifiedMetric): segments/s at batch sizes 1, 8 and 32;
 * DPO reference-model cost: wall time of ``trainer.train()`` with a reference model forward per step
-  vs reference log-probs precomputed once (TRL ``precompute_ref_log_probs``), 1 and 3 epochs.
+  vs reference log-probs precomputed once (TRL ``precompute_ref_log_probs``), 1 and 3 epochs;
+* vLLM (the offline engine in its own environment, through the generation worker) vs the transformers
+  backend on the same prompts, model and greedy decoding: the tiny teacher, and a Qwen2.5-0.5B-shaped
+  model with random weights built from its configuration (``benchmarks/train_throughput.py``); new
+  tokens/s of each, their ratio and the engine's start. Without vLLM's environment (``make vllm-env``)
+  these figures are left out and the table says so.
 Runs on the built-in tiny teacher (built first if missing). Figures depend on the machine: compare
 runs on the same machine only.
 """
@@ -89,6 +94,12 @@ def main() -> None:
         qe.score(src, mt)
         results[f"qe_batch{batch}_segments_per_s"] = len(src) / (time.perf_counter() - t)
     results.update(dpo_reference_cost(models["student"], pairs))
+    results.update(vllm_vs_transformers(teacher, models_prompts(), "tiny", n=64, batch=32))
+    with tempfile.TemporaryDirectory(prefix="kowen-bench-") as tmp:
+        import train_throughput
+
+        random_05b = train_throughput.build_model("qwen2.5-0.5b", 512, Path(tmp))
+        results.update(vllm_vs_transformers(str(random_05b), models_prompts(), "qwen05b", n=32, batch=32, agreement=False))
     out_path = ROOT / "data/08_reporting/bench.json"
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps(results, indent=2))
@@ -104,6 +115,49 @@ def main() -> None:
     (ROOT / "docs/bench.json").write_text(json.dumps(bench, indent=2) + "\n")
     rewrite(ROOT / "docs/benchmarks.md", bench)
     print("(docs/bench.json and the table of docs/benchmarks.md rewritten)")
+
+
+def models_prompts() -> list[str]:
+    return [json.loads(l)["conversation"][0]["content"] for l in open(ROOT / "data/01_raw/user_prompts.jsonl")]
+
+
+def vllm_vs_transformers(model: str, prompts: list[str], label: str, n: int, batch: int, new_tokens: int = 32,
+                         agreement: bool = True) -> dict[str, float]:
+    """New tokens/s of the transformers backend (``batch`` prompts per ``generate``) and of the vLLM worker
+    (every prompt in one engine call) on the same ``n`` prompts, greedy, ``new_tokens`` at most, each
+    after a warm-up call (the engine's start is timed apart); {} without vLLM's environment."""
+    import sys as _sys
+
+    from kowen_kedro.llm.backends import SamplingParams, TransformersBackend
+    from kowen_kedro.llm.envs import worker_python
+    from kowen_kedro.llm.generator import make_backend
+
+    if worker_python("vllm") == _sys.executable:
+        print(f"vLLM figures ({label}) left out: no vLLM environment (make vllm-env)")
+        return {}
+    requests = [[{"role": "user", "content": prompts[i % len(prompts)]}] for i in range(n)]
+    greedy = SamplingParams(max_new_tokens=new_tokens, temperature=0.0, top_p=1.0)
+    out: dict[str, float] = {}
+    local = TransformersBackend(model, batch_size=batch)
+    local.generate(requests[:2], greedy, 0)  # load + warm up
+    t = time.perf_counter()
+    answers = local.generate(requests, greedy, 0)
+    out[f"{label}_transformers_tokens_per_s"] = sum(c.completion_tokens for c in answers) / (time.perf_counter() - t)
+    del local
+    worker = make_backend({"backend": "vllm", "max_model_len": 512}, model)
+    try:
+        t = time.perf_counter()
+        worker.generate(requests[:2], greedy, 0)  # the engine starts (process, imports, weights, KV cache)
+        out[f"{label}_vllm_start_s"] = time.perf_counter() - t
+        t = time.perf_counter()
+        served = worker.generate(requests, greedy, 0)
+        out[f"{label}_vllm_tokens_per_s"] = sum(c.completion_tokens for c in served) / (time.perf_counter() - t)
+    finally:
+        worker.close()
+    out[f"{label}_vllm_speedup"] = out[f"{label}_vllm_tokens_per_s"] / out[f"{label}_transformers_tokens_per_s"]
+    if agreement:  # a trained model's answers (random weights give near-tied logits and mostly undecodable ids)
+        out[f"{label}_greedy_agreement"] = sum(a.text == b.text for a, b in zip(answers, served)) / n
+    return out
 
 
 def dpo_reference_cost(policy: str, pairs: list[dict]) -> dict[str, float]:

@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,24 +24,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def free_port(low: int = 20000, high: int = 49151) -> int:
-    """A free loopback port below the ephemeral range: the system's port 0 hands out ports above
-    49151, which kedro-viz refuses ("Cannot allocate an open TCP port")."""
-    import random
-
-    for port in random.Random().sample(range(low, high + 1), 500):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError(f"no free port in {low}-{high}")
-
-
 @contextmanager
 def served(target: str, project: Path, timeout: float = 240):
     """``make <target>`` for ``project``; yields its base URL once it answers."""
+    from kowen_kedro.ports import free_port
+
     port = free_port()
     var = "MLFLOW_PORT" if target == "mlflow-ui" else "VIZ_PORT"
     proc = subprocess.Popen(["make", "-C", str(ROOT), target, f"PROJECT={project}", f"{var}={port}"],

@@ -44,9 +44,27 @@ def bench_table(bench: dict) -> str:
         ("DPO, tiny student, 48 pairs, batch 8, fp32, 1 epoch: reference forward every step / reference log-probs "
          "precomputed once (`precompute_ref_log_probs`)", dpo(1)),
         ("same, 3 epochs", dpo(3)),
+        *vllm_rows(r),
     ]
     head = f"Measured {bench['date']} on {bench['machine']} (`make bench`; figures in `docs/bench.json`).\n\n"
     return head + "| figure | value |\n|---|---|\n" + "".join(f"| {a} | {b} |\n" for a, b in rows)
+
+
+VLLM_SHAPES = {"tiny": ("tiny teacher", 64), "qwen05b": ("Qwen2.5-0.5B-shaped model, random weights", 32)}
+
+
+def vllm_rows(r: dict) -> list[tuple[str, str]]:
+    """vLLM (offline engine, own environment, through the worker) vs the transformers backend, per model."""
+    rows = []
+    for label, (what, n) in VLLM_SHAPES.items():
+        if f"{label}_vllm_tokens_per_s" not in r:
+            rows.append((f"vLLM vs transformers backend, {what}", "not measured: no vLLM environment (`make vllm-env`)"))
+            continue
+        rows.append((f"vLLM (fp32, eager, worker) vs transformers backend (batch 32), {what}, {n} prompts x 32 new tokens, greedy",
+                     f"{r[f'{label}_vllm_tokens_per_s']:.0f} vs {r[f'{label}_transformers_tokens_per_s']:.0f} tokens/s: "
+                     f"{r[f'{label}_vllm_speedup']:.2f}x; engine start {r[f'{label}_vllm_start_s']:.0f} s"
+                     + (f"; {r[f'{label}_greedy_agreement']:.0%} of greedy answers identical" if f"{label}_greedy_agreement" in r else "")))
+    return rows
 
 
 def _minutes(seconds: float) -> str:

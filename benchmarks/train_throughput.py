@@ -30,8 +30,8 @@ SHAPES = {
                          num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True),
     "qwen2.5-1.5b": dict(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
                          num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True),
-    "micro": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                  num_key_value_heads=2, vocab_size=4096, tie_word_embeddings=True),
+    "micro": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,  # heads of 32: vLLM serves it on a CPU
+                  num_key_value_heads=1, vocab_size=4096, tie_word_embeddings=True),
 }
 #: Per-device batch (sequences for SFT, pairs for DPO) that fits an 80 GB GPU at 2048 tokens without
 #: gradient checkpointing (activations + fp32 logits over the 152k vocabulary dominate).

@@ -50,6 +50,38 @@ def tiny_models(tmp_path_factory, world) -> dict:
     )
 
 
+def end_active_runs() -> None:
+    """End the MLflow runs this process has active, so that the next kedro session starts its own (else
+    kedro-mlflow logs into the active one); one of a store that is gone (an earlier test's project whose
+    kedro session failed before kedro-mlflow could end it) is only let go."""
+    import mlflow
+    from mlflow.tracking import fluent
+
+    while mlflow.active_run() is not None:
+        try:
+            mlflow.end_run()
+        except mlflow.exceptions.MlflowException:
+            fluent._active_run_stack.get().pop()
+
+
+@pytest.fixture(scope="session")
+def vllm_python() -> str:
+    """The interpreter of vLLM's environment (``make vllm-env``; ``make test`` builds it first): a test
+    that needs it is skipped without it, and fails without it under CI, where its absence is a defect."""
+    import os
+    import sys
+
+    from kowen_kedro.llm.envs import worker_python
+
+    python = worker_python("vllm")
+    if python == sys.executable:
+        message = "no vLLM environment: `make vllm-env` (make test builds it)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return python
+
+
 @pytest.fixture
 def write_jsonl(tmp_path):
     def _write(name: str, lines: list) -> Path:

@@ -13,8 +13,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import ROOT, finished_background_run, scratch_project, start_busy_loop, start_kedro_run
+from conftest import ROOT, end_active_runs, finished_background_run, scratch_project, start_busy_loop, start_kedro_run
 
+from kowen_kedro.ports import free_port
 from kowen_kedro.tracking import dotted, parent_runs
 
 pytestmark = pytest.mark.slow
@@ -655,7 +656,7 @@ def _serve_and_fetch(target: str, project: Path, paths: list[str], timeout: floa
     import time
     import urllib.request
 
-    port = _screenshots().free_port()  # below 49152: kedro-viz refuses the ephemeral range
+    port = free_port()  # below 49152: kedro-viz refuses the ephemeral range
     venv_bin = str(Path(sys.executable).parent)
     env = {**os.environ, "PATH": os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if p != venv_bin)}
     env.pop("VIRTUAL_ENV", None)
@@ -718,13 +719,10 @@ def test_a_browser_shows_two_policies_side_by_side_and_the_graph(first_run):
 
 def _rerun(project: Path, params: dict, nodes: list[str], answers: str) -> pd.DataFrame:
     """``kedro run --params ... --nodes ...`` on top of the default run (its own MLflow run, as from the
-    command line: a run an earlier session of this process left active is ended first, or kedro-mlflow
-    would log the changed parameters into it); the gold answers it wrote."""
-    import mlflow
+    command line); the gold answers it wrote."""
     from kedro.framework.session import KedroSession
 
-    while mlflow.active_run() is not None:
-        mlflow.end_run()
+    end_active_runs()
     with KedroSession.create(project_path=project, runtime_params=params) as session:
         session.run(node_names=nodes)
     return pd.read_json(latest(project / f"data/07_model_output/gold/{answers}_answers.jsonl"), lines=True)
@@ -744,6 +742,51 @@ def test_clo_on_half_the_pairs_against_sft_on_all_of_them(first_run):
     claims = data_efficiency_claims(half, sft_all, "ko").set_index("claim")
     assert_claims([{**claims.loc["CLO on half the pairs is at least as good as SFT on all of them: gold"],
                     "claim": "CLO on half the pairs is at least as good as SFT on all of them: gold"}])
+
+
+DPO_ITER_1 = ["preference_alignment.dpo_iter_1.sample_completions_node", "preference_alignment.dpo_iter_1.score_completions_node", "preference_alignment.dpo_iter_1.build_pairs_node",
+              "preference_alignment.dpo_iter_1.train_dpo_node", "evaluation.gold_dpo_iter_1_node", "evaluation.gold_effects_node"]
+
+
+def test_a_dpo_iteration_sampled_through_vllm_trains_as_another_sampling_seed_does(first_run, vllm_python, tmp_path,
+                                                                                   monkeypatch):
+    """The documented switch ``kedro run --params dpo_iter_1.dpo.sampling_backend.backend=vllm`` (on top of
+    the default run, iteration 1's nodes and the gold measurement; here in a copy of the run's project):
+    the on-policy samples come from the vLLM engine in its own environment, the run's MLflow run holds the
+    gold of the policy trained on them, and that policy's gold is as far from the transformers-sampled
+    one's as the transformers backend with another sampling seed (``preference_alignment.sampling.params.seed=1``)
+    is: within 2 paired SE of it, or at most twice the other seed's move. (vLLM draws other samples than
+    the transformers backend, with its own sampler: the comparison is another seed's, and the paired SE
+    over gold prompts does not hold the spread of training on other samples.)"""
+    import shutil
+
+    from kedro.framework.startup import bootstrap_project
+
+    from kowen_kedro.evaluation.claims import paired
+
+    project = tmp_path / "project"
+    shutil.copytree(first_run, project, symlinks=True)
+    monkeypatch.chdir(project)
+    bootstrap_project(project)
+    transformers = pd.read_json(latest(project / "data/07_model_output/gold/dpo_iter_1_answers.jsonl"), lines=True)
+    samples = read(project, "data/07_model_output/dpo_iter_1/completions.jsonl")
+    vllm = _rerun(project, {"dpo_iter_1": {"dpo": {"sampling_backend": {"backend": "vllm"}}}}, DPO_ITER_1, "dpo_iter_1")
+    vllm_samples = read(project, "data/07_model_output/dpo_iter_1/completions.jsonl")
+    metrics = run_metrics(project)  # the vLLM-sampled run's own MLflow run
+    seed_1 = _rerun(project, {"preference_alignment": {"sampling": {"params": {"seed": 1}}}}, DPO_ITER_1, "dpo_iter_1")
+    # the same prompts and k, other samples (the switch ignored, the cached transformers samples would return)
+    assert list(vllm_samples["prompt_id"]) == list(samples["prompt_id"])
+    assert (vllm_samples["completion"] != samples["completion"]).mean() > 0.5
+    assert vllm_samples["completion"].str.len().gt(0).mean() > 0.95
+    report = []
+    for lang in ("en", "ko"):
+        t0 = transformers[transformers["language"] == lang]
+        assert metrics[f"gold.dpo_iter_1.{lang}"] == pytest.approx(vllm.loc[vllm["language"] == lang, "gold"].mean(), abs=1e-9)
+        move, se, n = paired(t0, vllm[vllm["language"] == lang], "gold")
+        other, other_se, _ = paired(t0, seed_1[seed_1["language"] == lang], "gold")
+        report.append(f"{lang}: vLLM {move:+.4f} (SE {se:.4f}), another seed {other:+.4f} (SE {other_se:.4f}), n {n}")
+        assert n >= 200 and (abs(move) <= 2 * se or abs(move) <= 2 * abs(other)), report
+    print("\n".join(report))
 
 
 def test_the_kowen_mixture_against_english_only_sft(first_run):

@@ -7,20 +7,9 @@ import json
 
 import pytest
 
+from conftest import end_active_runs
+
 from kowen_kedro.tracking import dotted, flat_params, gold_by_child, kind, metric_key
-
-
-def _end_active_runs() -> None:
-    """End the runs this process has active; one of a store that is gone (an earlier test's project whose
-    kedro session failed before kedro-mlflow could end it) is only let go."""
-    import mlflow
-    from mlflow.tracking import fluent
-
-    while mlflow.active_run() is not None:
-        try:
-            mlflow.end_run()
-        except mlflow.exceptions.MlflowException:
-            fluent._active_run_stack.get().pop()
 
 
 @pytest.fixture
@@ -28,12 +17,12 @@ def store(tmp_path, monkeypatch):
     import mlflow
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    _end_active_runs()
+    end_active_runs()
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(uri)
     monkeypatch.chdir(tmp_path)
     yield mlflow.tracking.MlflowClient(tracking_uri=uri)
-    _end_active_runs()
+    end_active_runs()
     mlflow.set_tracking_uri(previous)
 
 

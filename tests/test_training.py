@@ -350,9 +350,10 @@ def test_throughput_benchmark_counts_the_tokens_trl_trains_on(tmp_path):
 
 
 @pytest.mark.slow
-def test_gpu_inference_benchmark_measures_what_it_says(tmp_path):
-    """The inference benchmark's CPU smoke run: every request generates exactly the asked number of new
-    tokens (EOS suppressed), every RM row and QE segment is scored, and the JSON holds the printed rows."""
+def test_gpu_inference_benchmark_measures_what_it_says(tmp_path, vllm_python):
+    """The inference benchmark's CPU smoke run: every request of the transformers backend generates
+    exactly the asked number of new tokens (EOS suppressed), vLLM's engine serves its requests, every RM
+    row and QE segment is scored, and the JSON holds the printed rows."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import gpu_inference
 
@@ -362,6 +363,9 @@ def test_gpu_inference_benchmark_measures_what_it_says(tmp_path):
     assert [(r["batch"], r["requests"]) for r in gen] == [(1, 1), (4, 4)]
     assert all(r["generated_tokens"] == r["requests"] * 8 for r in gen)
     assert all(r["tokens_per_s"] == pytest.approx(r["generated_tokens"] / r["seconds"]) for r in gen)
+    (served,) = [r for r in results["rows"] if r["what"] == "vllm_generation"]  # vLLM's environment: make test builds it
+    assert "skipped" not in served and served["requests"] == 8 and served["engine_start_s"] > 0
+    assert 0 < served["generated_tokens"] <= 8 * 8 and served["tokens_per_s"] == pytest.approx(served["generated_tokens"] / served["seconds"])
     (rm,) = [r for r in results["rows"] if r["what"] == "rm_scoring"]
     assert rm["rows"] == 8 and rm["tokens"] > 8 * 2 * 16  # prompt and completion of > 16 tokens each
     (qe,) = [r for r in results["rows"] if r["what"] == "qe_scoring"]

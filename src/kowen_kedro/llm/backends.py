@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -167,6 +168,7 @@ class OpenAIBackend:
     _server: Any = field(default=None, repr=False)
     _clients: dict = field(default_factory=dict, repr=False)
     _down: set = field(default_factory=set, repr=False)
+    _lock: Any = field(default_factory=threading.Lock, repr=False)  # the request threads share _clients and _down
 
     @property
     def servers(self) -> list[str | None]:
@@ -174,12 +176,13 @@ class OpenAIBackend:
 
     def _client(self, url: str | None = None):
         url = url if url is not None else self.servers[0]
-        if url not in self._clients:
-            from openai import OpenAI
+        with self._lock:
+            if url not in self._clients:
+                from openai import OpenAI
 
-            key = self.api_key or os.environ.get(self.api_key_env) or "EMPTY"
-            self._clients[url] = OpenAI(base_url=url, api_key=key, timeout=self.timeout, max_retries=self.max_retries)
-        return self._clients[url]
+                key = self.api_key or os.environ.get(self.api_key_env) or "EMPTY"
+                self._clients[url] = OpenAI(base_url=url, api_key=key, timeout=self.timeout, max_retries=self.max_retries)
+            return self._clients[url]
 
     def _one(self, messages: Messages, params: SamplingParams, sample_index: int, url: str | None = None) -> Completion:
         import openai
@@ -229,16 +232,22 @@ class OpenAIBackend:
                     return self._one(messages, params, sample_index, url)
             except _ServerDown as err:
                 errors.append(f"{url or 'api.openai.com'}: {err}")
-                if len(servers) > 1 and url not in self._down:
-                    self._down.add(url)
+                if len(servers) > 1 and self._take_out(url):
                     logger.warning("generation server %s stopped answering (%s): its requests go to the other servers "
                                    "(%d left)", url, err, len(set(servers) - self._down))
         if len(servers) == 1:
             raise GenerationError(f"{self.model}: call failed after retries: {'; '.join(errors)}")
         raise GenerationError(f"{self.model}: no server answers ({', '.join(map(str, servers))}): {'; '.join(errors) or 'all taken out'}")
 
+    def _take_out(self, url: str | None) -> bool:
+        """Take a server out of the rotation; True for the one request thread that did (it says so)."""
+        with self._lock:
+            if url in self._down:
+                return False
+            self._down.add(url)
+            return True
+
     def generate(self, requests: Sequence[Messages], params: SamplingParams, sample_index: int) -> list[Completion]:
-        import threading
         from concurrent.futures import ThreadPoolExecutor
 
         self._ensure_server()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -23,14 +22,9 @@ from typing import Any
 
 from kowen_kedro.llm.envs import child_env, worker_python
 from kowen_kedro.llm.types import GenerationError
+from kowen_kedro.ports import free_port
 
 logger = logging.getLogger(__name__)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

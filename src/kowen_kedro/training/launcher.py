@@ -21,12 +21,12 @@ import logging
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 from collections import deque
 from pathlib import Path
 
+from kowen_kedro.ports import free_port
 from kowen_kedro.training.spec import COMPLETE_MARKER, LaunchSpec
 
 logger = logging.getLogger(__name__)
@@ -45,12 +45,6 @@ class TrainingLaunchError(RuntimeError):
         super().__init__(f"{head}\n(log: {log_path}); last lines:\n{tail}")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def build_command(spec_path: Path, spec: LaunchSpec, launcher: str = "deepspeed") -> list[str]:
     """The command line that runs the entry point on ``spec_path``.
 
@@ -65,12 +59,12 @@ def build_command(spec_path: Path, spec: LaunchSpec, launcher: str = "deepspeed"
         if not spec.hostfile:
             world_info = base64.urlsafe_b64encode(json.dumps({"localhost": list(range(per_node))}).encode()).decode()
             return [sys.executable, "-u", "-m", "deepspeed.launcher.launch", f"--world_info={world_info}",
-                    "--master_addr=127.0.0.1", f"--master_port={_free_port()}", "--module", ENTRY_MODULE, "--spec", str(spec_path)]
+                    "--master_addr=127.0.0.1", f"--master_port={free_port()}", "--module", ENTRY_MODULE, "--spec", str(spec_path)]
         if not Path(spec.hostfile).exists():
             raise FileNotFoundError(f"training.hostfile {spec.hostfile} does not exist")
         exe = shutil.which("deepspeed", path=str(Path(sys.executable).parent)) or "deepspeed"
         return [exe, "--hostfile", str(spec.hostfile), "--num_nodes", str(spec.num_nodes), "--num_gpus", str(per_node),
-                "--master_port", str(_free_port()), "--module", ENTRY_MODULE, "--spec", str(spec_path)]
+                "--master_port", str(free_port()), "--module", ENTRY_MODULE, "--spec", str(spec_path)]
     if launcher == "python":
         if spec.world_size != 1:
             raise ValueError("launcher 'python' runs one process; use 'deepspeed' for world_size > 1")

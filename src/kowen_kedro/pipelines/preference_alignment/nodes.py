@@ -39,11 +39,15 @@ def dpo_prompts_node(prompts: pd.DataFrame, target_prompts: pd.DataFrame, params
 
 
 def sample_completions_node(policy: str, prompts: pd.DataFrame, dpo: dict, sampling: dict, llm: dict) -> pd.DataFrame:
-    """k samples per prompt from the current policy (cached; empty when the iteration is disabled)."""
+    """k samples per prompt from the current policy (cached; empty when the iteration is disabled).
+
+    The engine is ``sampling.backend`` with the iteration's ``dpo.sampling_backend`` options over it
+    (``--params dpo_iter_1.dpo.sampling_backend.backend=vllm``: that iteration alone through vLLM)."""
     if not dpo.get("enabled", True):
         return pd.DataFrame(columns=COMPLETION_COLUMNS)
     k = int(sampling["k"])
-    with cached_generator(policy, sampling["backend"], llm) as gen:  # a vLLM worker gives the GPU back before training
+    backend = {**sampling["backend"], **(dpo.get("sampling_backend") or {})}
+    with cached_generator(policy, backend, llm) as gen:  # a vLLM worker gives the GPU back before training
         outs = gen.generate([[{"role": "user", "content": p}] for p in prompts["prompt"]], SamplingParams.from_dict(sampling["params"]), n=k)
     rows = [
         {"prompt_id": pid, "prompt": p, "sample": s, "completion": c.text, "finish_reason": c.finish_reason}
@@ -111,7 +115,7 @@ def train_dpo_node(policy: str, initial_policy: str, pairs: pd.DataFrame, dpo: d
     reference = dpo.get("reference", "previous")
     if reference not in REFERENCES:
         raise ValueError(f"{stage}.dpo.reference must be one of {REFERENCES}, not {reference!r}")
-    stage_cfg = {k: v for k, v in dpo.items() if k != "reference"}
+    stage_cfg = {k: v for k, v in dpo.items() if k not in ("reference", "sampling_backend")}  # sampling is not training
     if reference == "initial" and initial_policy != policy:
         stage_cfg["ref_model"] = initial_policy
     records = [
