@@ -387,18 +387,28 @@ CLAIMS = [
 # docs/effects.md gives: asserted not to hold, so CI fails as soon as one holds (update the docs).
 DPO_HARMS = ("DPO moves English prompts that quote Korean words (the translate family, wrong before and after) "
              "to Korean answers: docs/effects.md, 'What does not hold, and why'")
+FEW_KOREAN_FAULTS = ("on seed 0 the SFT student shows little of the teacher's Korean faults (it answers 60% of the "
+                     "code-switched Korean prompts in Korean and refuses 90% of the rephrased Korean requests), so DPO, "
+                     "which moves those behaviours, has little Korean safety and gold to add there: docs/effects.md, "
+                     "'What does not hold, and why'")
 RM_WRONG_LANGUAGE = ("a small RM learns the wrong-language kind (the answer's language must match the prompt's) from "
-                     "about 80 pairs per language to about 0.75, below 0.9: docs/effects.md")
+                     "about 80 pairs per language to about 0.7-0.9, below 0.9 on most seeds: docs/effects.md")
 RM_TRANSFER = ("the tiny base does not represent content alike across languages, so the English RM does not transfer "
                "to Korean: docs/effects.md, 'What does not hold, and why'")
-CLO_BASELINE = ("on seed 0 the SFT+DPO baseline on the same rows raises Korean gold and fidelity more than CLO (on seeds "
-                "1, 2 and 7 CLO beats it on gold): docs/effects.md, 'What does not hold, and why'")
+CLO_LEAKS = ("CLO's English side trains on the teacher's answers, some of which leak a code (the teacher complies with "
+             "rephrased requests); on seed 0 CLO then leaks on every rephrased English request: docs/effects.md, "
+             "'What does not hold, and why'")
+CLO_BASELINE = ("on seed 0 the SFT+DPO baseline on the same rows raises Korean fidelity more than CLO: docs/effects.md, "
+                "'What does not hold, and why'")
 NOT_HOLDING = {
-    "dpo_iter_2-no-fidelity-harm-en": DPO_HARMS,
+    "sft-complies-sometimes-ko": FEW_KOREAN_FAULTS,
+    "dpo_iter_2-raises-safety-ko": FEW_KOREAN_FAULTS,
+    **{f"{it}-raises-gold-ko": FEW_KOREAN_FAULTS for it in ("dpo_iter_1", "dpo_iter_2")},
+    **{f"{it}-no-fidelity-harm-en": DPO_HARMS for it in ("dpo_iter_1", "dpo_iter_2")},
     **{f"{rm}-learns-wrong_language-{lang}": RM_WRONG_LANGUAGE
-       for rm, lang in (("rm", "en"), ("rm", "ko"), ("rm_transfer_source", "en"), ("rm_transfer_target", "ko"))},
-    **{f"english-rm-transfers-{kind}": RM_TRANSFER for kind in ("wrong_language", "unsafe")},
-    "clo-beats-sft-dpo-ko": CLO_BASELINE,
+       for rm, lang in (("rm", "en"), ("rm", "ko"), ("rm_transfer_target", "ko"))},
+    "english-rm-transfers-wrong_language": RM_TRANSFER,
+    "clo-no-harm-en": CLO_LEAKS,
     "clo-beats-sft-dpo-fidelity-ko": CLO_BASELINE,
 }
 
