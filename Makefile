@@ -84,8 +84,8 @@ EFFECTS_ARGS ?= --seeds 0,1,2,5 --ablations
 effects: venv
 	$(BIN)/python benchmarks/effects.py $(EFFECTS_ARGS)
 
-# SFT + DPO throughput and MFU, Qwen2.5-0.5B/1.5B-shaped random models, bf16 ZeRO-3, one GPU; generation,
-# RM and COMET QE scoring throughput (docs/benchmarks.md)
+# SFT + DPO throughput and MFU, Qwen2.5-0.5B/1.5B-shaped random models, bf16 ZeRO-3, one GPU; generation
+# (the transformers backend and vLLM from .venv-vllm), RM and COMET QE scoring throughput (docs/benchmarks.md)
 bench-gpu: venv
 	$(BIN)/python benchmarks/train_throughput.py --shape qwen2.5-0.5b --steps 12 --warmup 4
 	$(BIN)/python benchmarks/train_throughput.py --shape qwen2.5-1.5b --steps 10 --warmup 4
