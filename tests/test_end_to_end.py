@@ -776,6 +776,10 @@ def test_a_dpo_iteration_sampled_through_vllm_trains_as_another_sampling_seed_do
 
     project = tmp_path / "project"
     shutil.copytree(first_run, project, symlinks=True)
+    # the store named by its absolute path: mlflow keeps one store per URI in a process, and the project's
+    # `sqlite:///mlflow.db` is relative, so a second project's session in this process would log into the first's
+    (project / "conf" / "local" / "mlflow.yml").write_text(
+        f"server:\n  mlflow_tracking_uri: sqlite:///{project / 'mlflow.db'}\n  mlflow_registry_uri: null\n")
     monkeypatch.chdir(project)
     bootstrap_project(project)
     transformers = pd.read_json(latest(project / "data/07_model_output/gold/dpo_iter_1_answers.jsonl"), lines=True)
