@@ -28,7 +28,7 @@ export KEDRO_DISABLE_TELEMETRY := 1
 export PYTHONUNBUFFERED := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv vllm-env run test test-fast bench bench-runs bench-gpu effects viz viz-build screenshots notebook mlflow-ui lock clean-data
+.PHONY: venv vllm-env run test test-fast bench bench-runs bench-gpu effects claims-reference preflight-docs viz viz-build screenshots notebook mlflow-ui lock clean-data
 
 venv: $(STAMP)
 
@@ -84,11 +84,24 @@ EFFECTS_ARGS ?= --seeds 0,1,2,5 --ablations
 effects: venv
 	$(BIN)/python benchmarks/effects.py $(EFFECTS_ARGS)
 
-# SFT + DPO throughput and MFU, Qwen2.5-0.5B/1.5B-shaped random models, bf16 ZeRO-3, one GPU; generation
+## A default run's claims table as the seed-0 reference of machines with this machine's float probe
+## (docs/claims_by_probe/; benchmarks/claims_reference.py says when to record one). PROJECT: the run's folder.
+claims-reference: venv
+	$(BIN)/python benchmarks/claims_reference.py $(PROJECT)
+
+## The preflight tables of the shipped recipes (kowen_7b, clo, xl_instruct) in docs/preflight.md: what
+## `kedro preflight --env <env>` prints for them. Run it when a recipe, a model configuration or an estimate changes.
+preflight-docs: venv
+	$(BIN)/python benchmarks/preflight_docs.py
+
+# SFT + DPO throughput and MFU, Qwen2.5-0.5B/1.5B-shaped random models, bf16, one GPU: ZeRO-3 (fixed) and the
+# settings `auto` chooses for the GPU, same data, steps and global batch; generation
 # (the transformers backend and vLLM from .venv-vllm), RM and COMET QE scoring throughput (docs/benchmarks.md)
 bench-gpu: venv
 	$(BIN)/python benchmarks/train_throughput.py --shape qwen2.5-0.5b --steps 12 --warmup 4
+	$(BIN)/python benchmarks/train_throughput.py --shape qwen2.5-0.5b --steps 12 --warmup 4 --auto
 	$(BIN)/python benchmarks/train_throughput.py --shape qwen2.5-1.5b --steps 10 --warmup 4
+	$(BIN)/python benchmarks/train_throughput.py --shape qwen2.5-1.5b --steps 10 --warmup 4 --auto
 	$(BIN)/python benchmarks/gpu_inference.py --shape qwen2.5-0.5b
 
 ## The pipeline graph, served at http://127.0.0.1:$(VIZ_PORT) (kedro-viz); `make viz-build`: a static site in build/.

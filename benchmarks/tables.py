@@ -4,7 +4,7 @@
 rewrites the table between the ``<!-- bench:begin -->`` / ``<!-- bench:end -->`` markers of
 ``docs/benchmarks.md`` from them; `make bench-runs` does the same with whole runs (``docs/runs.json``,
 ``<!-- runs:begin -->`` / ``<!-- runs:end -->``); `make effects` fills docs/effects.md's section the same
-way. A test checks that each table is the one its figures give.
+way, and `make preflight-docs` docs/preflight.md's tables. A test checks that each table is the one its figures give.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import re
 from pathlib import Path
 
 #: Generated blocks: the markers around each.
-MARKERS = {name: (f"<!-- {name}:begin -->", f"<!-- {name}:end -->") for name in ("bench", "runs", "effects")}
+MARKERS = {name: (f"<!-- {name}:begin -->", f"<!-- {name}:end -->")
+           for name in ("bench", "runs", "effects", "preflight-kowen_7b", "preflight-clo", "preflight-xl_instruct")}
 
 
 def machine() -> str:

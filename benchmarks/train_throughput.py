@@ -8,10 +8,15 @@ tokens per step are known; steady-state seconds per step come from a step timer 
 (device-synchronised; the first ``--warmup`` steps left out). FLOPs: PaLM convention, see
 :mod:`kowen_kedro.training.throughput`.
 
-    python benchmarks/train_throughput.py --shape qwen2.5-0.5b            # on a GPU
+    python benchmarks/train_throughput.py --shape qwen2.5-0.5b            # on a GPU: ZeRO-3 through deepspeed
+    python benchmarks/train_throughput.py --shape qwen2.5-0.5b --auto     # the settings chosen for this GPU
     python benchmarks/train_throughput.py --shape micro --steps 4 --seq-len 64 --batch 2   # CPU smoke run
 
-Results are printed as a markdown table and written to ``data/08_reporting/bench_gpu_<shape>.json``.
+``--auto`` trains with the settings the recipes' ``auto`` values choose for the GPU at hand
+(:func:`kowen_kedro.training.preflight.choose_settings`: the lowest ZeRO stage that fits, or one process
+without DeepSpeed; gradient checkpointing only where needed; the largest per-device batch that fits), on
+the same data, steps and global batch as the fixed run, so the two rows compare the paths and their
+mean training loss must agree. Results are printed as a markdown table and written to ``data/08_reporting/bench_gpu_<shape>.json``.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ SHAPES = {
                   num_key_value_heads=1, vocab_size=4096, tie_word_embeddings=True),
 }
 #: Per-device batch (sequences for SFT, pairs for DPO) that fits an 80 GB GPU at 2048 tokens without
-#: gradient checkpointing (activations + fp32 logits over the 152k vocabulary dominate).
+#: gradient checkpointing (the activations dominate: TRL computes the LM-head loss in chunks).
 DEFAULT_BATCH = {"qwen2.5-0.5b": {"sft": 8, "dpo": 4}, "qwen2.5-1.5b": {"sft": 4, "dpo": 2}, "micro": {"sft": 2, "dpo": 2}}
 
 
@@ -89,8 +94,13 @@ def run_one(kind: str, model_dir: Path, args, work: Path) -> dict:
     from kowen_kedro.training.throughput import dpo_flops_per_token, peak_tflops, train_flops_per_token
 
     batch = args.batch or DEFAULT_BATCH[args.shape][kind]
+    launcher, zero_stage, gc = "deepspeed", args.zero_stage, args.gradient_checkpointing
+    accumulation = 1
+    if args.auto:
+        launcher, zero_stage, gc, micro = auto_settings(kind, model_dir, args, batch)
+        accumulation, batch = batch // micro, micro  # the same global batch and data as the fixed run
     steps = args.steps
-    rows_needed = batch * args.world_size * steps
+    rows_needed = batch * accumulation * args.world_size * steps
     texts = long_texts(model_dir, rows_needed * (2 if kind == "dpo" else 1) + 1, args.seq_len, seed=1)
     data = work / f"{kind}.jsonl"
     if kind == "sft":
@@ -102,7 +112,7 @@ def run_one(kind: str, model_dir: Path, args, work: Path) -> dict:
     trainer_args = {
         "max_steps": steps, "learning_rate": 1e-5, "lr_scheduler_type": "constant", "per_device_train_batch_size": batch,
         "max_length": args.seq_len, "save_strategy": "no", "logging_steps": steps,
-        "gradient_checkpointing": args.gradient_checkpointing,
+        "gradient_checkpointing": gc, "gradient_accumulation_steps": accumulation,
     }
     if kind == "sft":
         trainer_args["packing"] = False
@@ -111,13 +121,14 @@ def run_one(kind: str, model_dir: Path, args, work: Path) -> dict:
     spec = LaunchSpec(
         kind=kind, model=str(model_dir), train_file=str(data), output_dir=str(work / f"run-{kind}"),
         ref_model=str(model_dir) if kind == "dpo" else None, trainer_args=trainer_args,
-        deepspeed=zero_config(args.zero_stage), world_size=args.world_size, mlflow_prefix=f"bench_{kind}",
+        deepspeed=zero_config(zero_stage) if launcher == "deepspeed" else None, world_size=args.world_size,
+        mlflow_prefix=f"bench_{kind}",
         callbacks=[{"class": "kowen_kedro.training.throughput:step_timer_callback", "kwargs": {"path": str(timer), "warmup_steps": args.warmup}}],
     )
-    launch(spec)
+    launch(spec, launcher=launcher)
     timing = json.loads(timer.read_text())
     cfg = AutoConfig.from_pretrained(model_dir)
-    sequences = batch * args.world_size * (2 if kind == "dpo" else 1)
+    sequences = batch * accumulation * args.world_size * (2 if kind == "dpo" else 1)
     tokens_per_step = sequences * args.seq_len
     tokens_per_s = tokens_per_step / timing["seconds_per_step"]
     flops_token = (dpo_flops_per_token if kind == "dpo" else train_flops_per_token)(cfg, args.seq_len)
@@ -125,8 +136,10 @@ def run_one(kind: str, model_dir: Path, args, work: Path) -> dict:
     achieved = tokens_per_s * flops_token / 1e12
     return {
         "kind": kind, "shape": args.shape, "device": timing["device"], "world_size": args.world_size,
-        "zero_stage": args.zero_stage, "seq_len": args.seq_len, "per_device_batch": batch,
-        "gradient_checkpointing": args.gradient_checkpointing, "liger": args.liger,
+        "path": "auto" if args.auto else "fixed", "launcher": launcher, "zero_stage": zero_stage if launcher == "deepspeed" else None,
+        "seq_len": args.seq_len, "per_device_batch": batch, "accumulation": accumulation,
+        "gradient_checkpointing": gc, "liger": args.liger,
+        "loss": timing["losses"][-1][1] if timing.get("losses") else None,
         "steps_timed": timing["steps"] - timing["warmup_steps"], "seconds_per_step": timing["seconds_per_step"],
         "tokens_per_s": tokens_per_s, "tokens_per_s_per_gpu": tokens_per_s / args.world_size,
         "model_tflops_per_s": achieved, "mfu": achieved / (peak * args.world_size) if peak else None,
@@ -135,16 +148,36 @@ def run_one(kind: str, model_dir: Path, args, work: Path) -> dict:
     }
 
 
+def auto_settings(kind: str, model_dir: Path, args, global_per_gpu: int) -> tuple[str, int, bool, int]:
+    """(launcher, ZeRO stage, gradient checkpointing, per-device batch) that the recipes' ``auto`` values
+    choose for this GPU, for a global batch of ``global_per_gpu`` sequences (pairs) per GPU."""
+    import torch
+
+    from kowen_kedro.training import preflight
+
+    props = torch.cuda.get_device_properties(0) if torch.cuda.is_available() else None
+    gpu = preflight.gpu_kind(props.name, props.total_memory / 2**30) if props else None
+    settings = preflight.Settings.from_params({"training": {"world_size": args.world_size, "gpu": gpu or "h100-80gb",
+                                                            "launcher": "auto", "deepspeed": {"zero_stage": "auto"}}})
+    chosen = preflight.choose_settings(preflight.model_shape(str(model_dir)), settings,
+                                       {"per_device_train_batch_size": "auto", "gradient_checkpointing": "auto",
+                                        "max_length": args.seq_len}, global_per_gpu * args.world_size, "full", None,
+                                       sequences_per_row=2 if kind == "dpo" else 1, reference=kind == "dpo")
+    return chosen["launcher"], chosen["zero_stage"], chosen["gradient_checkpointing"], chosen["per_device_train_batch_size"]
+
+
 def markdown(results: list[dict]) -> str:
-    lines = ["| run | device | seq x batch | s/step | tokens/s | model TFLOP/s | MFU | peak mem |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| run | device | seq x batch | s/step | tokens/s | model TFLOP/s | MFU | peak mem | mean loss |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "n/a"
         mem = f"{r['max_memory_allocated_gib']:.1f} GiB" if r["max_memory_allocated_gib"] is not None else "n/a"
-        lines.append(f"| {r['kind']} {r['shape']} ZeRO-{r['zero_stage']} x{r['world_size']}"
+        layout = f"ZeRO-{r['zero_stage']}" if r.get("launcher", "deepspeed") == "deepspeed" else "one process, no DeepSpeed"
+        lines.append(f"| {r['kind']} {r['shape']} {r.get('path', 'fixed')}: {layout} x{r['world_size']}"
                      f"{' +GC' if r['gradient_checkpointing'] else ''}{' +liger' if r['liger'] else ''} | {r['device']} | "
-                     f"{r['seq_len']} x {r['per_device_batch']} | {r['seconds_per_step']:.3f} | {r['tokens_per_s']:.0f} | "
-                     f"{r['model_tflops_per_s']:.1f} | {mfu} | {mem} |")
+                     f"{r['seq_len']} x {r['per_device_batch']}{' x ' + str(r['accumulation']) + ' acc' if r.get('accumulation', 1) > 1 else ''} | "
+                     f"{r['seconds_per_step']:.3f} | {r['tokens_per_s']:.0f} | "
+                     f"{r['model_tflops_per_s']:.1f} | {mfu} | {mem} | {r['loss'] if r.get('loss') is not None else 'n/a'} |")
     return "\n".join(lines)
 
 
@@ -160,6 +193,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--zero-stage", type=int, default=3)
     parser.add_argument("--gradient-checkpointing", action="store_true")
     parser.add_argument("--liger", action="store_true", help="TRL use_liger_kernel (the gpu extra)")
+    parser.add_argument("--auto", action="store_true", help="the settings the recipes' auto values choose for this GPU")
     parser.add_argument("--work", default=None, help="folder for the model and runs (default: a temporary one)")
     parser.add_argument("--out", default=None, help="JSON results (default: data/08_reporting/bench_gpu_<shape>.json)")
     args = parser.parse_args(argv)
@@ -174,7 +208,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         work.mkdir(parents=True, exist_ok=True)
         model_dir = build_model(args.shape, args.seq_len, work)
         results = [run_one(kind, model_dir, args, work) for kind in args.kinds]
-    return write_results(results, Path(args.out or ROOT / "data" / "08_reporting" / f"bench_gpu_{args.shape}.json"), markdown(results))
+    name = f"bench_gpu_{args.shape}{'_auto' if args.auto else ''}.json"
+    return write_results(results, Path(args.out or ROOT / "data" / "08_reporting" / name), markdown(results))
 
 
 def write_results(results, out: Path, table: str):

@@ -140,11 +140,12 @@ with KedroSession.create(project_path=root, runtime_params=params) as session:
 
 
 def start_kedro_run(root: Path, params: dict | None = None, to_outputs: list[str] | None = None,
-                    env: dict[str, str] | None = None):
+                    env: dict[str, str] | None = None, nice: int = 19):
     """``kedro run`` (``--params``, ``--to-outputs``) in the scratch project ``root``, logged to ``run.log``,
-    at the lowest CPU priority: it takes only the core the other tests leave idle, so they do not slow
-    down. Its own process, so its own hash seed, as another clone's run; its thread count and kernel
-    paths are the project's pins (:mod:`kowen_kedro.floats`), whatever ``env`` adds to this environment."""
+    at CPU priority ``nice`` (by default the lowest: it takes only the core the other tests leave idle, so
+    they do not slow down). Its own process, so its own hash seed, as another clone's run; its thread count
+    and kernel paths are the project's pins (:mod:`kowen_kedro.floats`), whatever ``env`` adds to this
+    environment."""
     import os
     import subprocess
     import sys
@@ -153,7 +154,7 @@ def start_kedro_run(root: Path, params: dict | None = None, to_outputs: list[str
     child = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     child.pop("PYTHONHASHSEED", None)
     return subprocess.Popen([sys.executable, "-c", KEDRO_RUN, str(root), json.dumps(params or {}), json.dumps(to_outputs)],
-                            cwd=root, stdout=log, stderr=subprocess.STDOUT, env=child, preexec_fn=lambda: os.nice(19))
+                            cwd=root, stdout=log, stderr=subprocess.STDOUT, env=child, preexec_fn=lambda: os.nice(nice))
 
 
 #: a competing CPU load: a loop that spins for ``sys.argv[1]`` seconds at most, or until its parent dies
@@ -181,21 +182,25 @@ def pytest_report_header(config):
     return [f"kowen-kedro: {floats.describe()}"]
 
 
-def finished_background_run(request, tmp_path_factory) -> Path:
-    """The project of the requesting module's background run once it has finished (started now with its
-    ``start_background_run`` when the module was collected without the hook below); fails with its log's end."""
+def finished_background_run(request, tmp_path_factory, name: str = "background") -> Path:
+    """The project of the requesting module's background run ``name`` once it has finished (started by the
+    hook below at collection, or here, now, when the module was collected without it); fails with its
+    log's end."""
     runs = getattr(request.config, "kowen_background_runs", {})
-    root, proc = runs.get(request.module.__name__.rpartition(".")[2]) or (None, None)
+    key = f"{request.module.__name__.rpartition('.')[2]}:{name}"
+    root, proc = runs.get(key) or (None, None)
     if proc is None:
-        root = scratch_project(tmp_path_factory.mktemp("background"), raw_data=False)
-        proc = request.module.start_background_run(root)
+        root = tmp_path_factory.mktemp(name)
+        proc = request.module.BACKGROUND_RUNS[name](root)
     assert proc.wait(timeout=1800) == 0, (root / "run.log").read_text(errors="replace")[-4000:]
     return root
 
 
-#: A test module with a ``start_background_run(root) -> Popen`` function gets its whole run started in a
-#: scratch project as soon as the session has collected it (such a run takes minutes of one core, and the
-#: machine has two); its fixture waits for it (``config.kowen_background_runs[module] = (root, process)``).
+#: A test module with ``BACKGROUND_RUNS = {name: start(root) -> Popen}`` gets each of its runs started, each in
+#: an empty folder of its own, as soon as the session has collected it (such a run takes minutes of one
+#: core, and the machine has two), and its tests moved to the end of the session, so that the other tests
+#: run meanwhile; its fixtures wait for them (:func:`finished_background_run`). The folders are removed
+#: when the session ends.
 @pytest.hookimpl(trylast=True)  # after -m / -k deselection: no run is started for deselected tests
 def pytest_collection_modifyitems(session, config, items):
     import tempfile
@@ -203,14 +208,20 @@ def pytest_collection_modifyitems(session, config, items):
     started = {}
     for item in items if not config.option.collectonly else ():  # --collect-only runs nothing
         module = Path(str(item.fspath)).stem
-        if module in started or not hasattr(item.module, "start_background_run"):
-            continue
-        root = scratch_project(Path(tempfile.mkdtemp(prefix=f"kowen-{module}-")), raw_data=False)
-        started[module] = (root, item.module.start_background_run(root))
+        for name, start in getattr(item.module, "BACKGROUND_RUNS", {}).items():
+            key = f"{module}:{name}"
+            if key not in started:
+                root = Path(tempfile.mkdtemp(prefix=f"kowen-{module}-{name}-"))
+                started[key] = (root, start(root))
     config.kowen_background_runs = started
+    items.sort(key=lambda item: bool(getattr(item.module, "BACKGROUND_RUNS", None)))  # stable: those modules last
 
 
 def pytest_sessionfinish(session, exitstatus):
-    for _, proc in getattr(session.config, "kowen_background_runs", {}).values():
+    import shutil
+
+    for root, proc in getattr(session.config, "kowen_background_runs", {}).values():
         if proc.poll() is None:
             proc.kill()
+            proc.wait()
+        shutil.rmtree(root, ignore_errors=True)

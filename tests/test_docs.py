@@ -149,3 +149,18 @@ def test_the_runs_table_shows_the_last_measured_runs():
     assert "default" in runs and runs["default"]["training_launches"] > 5
     assert shown_table(ROOT / "docs" / "benchmarks.md", "runs") == runs_table(runs)
     assert not re.findall(r"\b\d+ ?(?:min|minutes)\b", (ROOT / "README.md").read_text())
+
+
+def test_the_preflight_tables_show_the_shipped_recipes():
+    """docs/preflight.md's tables are what `kedro preflight` computes for the shipped recipes today (`make
+    preflight-docs` rewrites them), and each recipe fits."""
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from preflight_docs import RECIPES, preflight_table
+    from tables import shown_table
+
+    for env, stages in RECIPES:
+        table = preflight_table(env, stages)
+        assert shown_table(ROOT / "docs" / "preflight.md", f"preflight-{env}") == table, f"make preflight-docs ({env})"
+        assert "Problems:" not in table and "| NO |" not in table

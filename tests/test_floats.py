@@ -80,3 +80,21 @@ def test_deterministic_torch_switches_on_deterministic_kernels_and_off_onednn(mo
     finally:
         torch.use_deterministic_algorithms(before[0])
         torch.backends.mkldnn.enabled = before[1]
+
+
+def _float_probe(env: dict) -> str:
+    import os
+
+    code = "from kowen_kedro import floats; print(floats.probe())"
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True, check=True)
+    return out.stdout.strip().splitlines()[-1]
+
+
+def test_the_float_probe_is_one_per_kernel_path_whatever_the_shell_says():
+    """Two processes with the same pins (one of them started from a shell that asks for two threads and
+    MKL's automatic path) print the same probe; another kernel path (MKL's, ATen's) prints another."""
+    default = _float_probe({})
+    assert len(default) == 12 and int(default, 16) >= 0
+    assert _float_probe({"OMP_NUM_THREADS": "2", "MKL_CBWR": "AUTO", "MKL_DYNAMIC": "TRUE"}) == default
+    assert _float_probe({"KOWEN_CPU_ISA": "native", "MKL_CBWR": "COMPATIBLE", "ATEN_CPU_CAPABILITY": "default"}) != default
+    assert floats.probe() == default  # this (pinned) process: what the claims-table test reads

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import finished_background_run, start_kedro_run
+from conftest import finished_background_run, scratch_project, start_kedro_run
 
 from kowen_kedro.tracking import dotted, parent_runs
 
@@ -40,15 +40,18 @@ PARAMS = {
 }
 
 
-def start_background_run(root: Path) -> subprocess.Popen:
-    """``kedro run`` with :data:`PARAMS` in the scratch project ``root``, beside the other tests (started by
-    conftest at collection time), on one thread at the lowest priority."""
-    return start_kedro_run(root, PARAMS)
+def start_japanese_run(root: Path) -> subprocess.Popen:
+    """``kedro run`` with :data:`PARAMS` in a scratch project at ``root`` (the published-benchmark samples
+    alone), beside the other tests (started by conftest at collection time), on one thread at the lowest priority."""
+    return start_kedro_run(scratch_project(root, raw_data=False), PARAMS)
+
+
+BACKGROUND_RUNS = {"japanese_run": start_japanese_run}
 
 
 @pytest.fixture(scope="module")
 def japanese_run(request, tmp_path_factory):
-    return finished_background_run(request, tmp_path_factory)
+    return finished_background_run(request, tmp_path_factory, "japanese_run")
 
 
 def test_the_run_measures_japanese_and_writes_no_korean(japanese_run):

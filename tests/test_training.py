@@ -347,6 +347,12 @@ def test_throughput_benchmark_counts_the_tokens_trl_trains_on(tmp_path):
               (tmp_path / "run-sft" / "train.log").read_text().splitlines() if "'num_tokens'" in line]
     assert logged[-1]["num_tokens"] == 4 * 2 * 48
     assert json.loads((tmp_path / "r.json").read_text()) == results
+    # --auto: the settings chosen for the device (on a CPU, as for an H100: a 64-wide model needs no
+    # partitioning, so one process without DeepSpeed), the same data and steps: the same mean loss
+    (auto,) = train_throughput.main(["--shape", "micro", "--kinds", "sft", "--steps", "4", "--warmup", "1", "--seq-len", "48",
+                                     "--batch", "2", "--work", str(tmp_path / "auto"), "--out", str(tmp_path / "a.json"), "--auto"])
+    assert (auto["path"], auto["launcher"], auto["zero_stage"], auto["per_device_batch"]) == ("auto", "python", None, 2)
+    assert r["loss"] is not None and auto["loss"] == pytest.approx(r["loss"], rel=1e-3)
 
 
 @pytest.mark.slow

@@ -106,3 +106,67 @@ def params_command(prefix: str, env: str | None, conf_source: str) -> None:
     for key, value, text in rows:
         shown = f"{key} = {value}"
         click.echo(f"{shown:<{width}}  # {text}" if text else shown)
+
+
+@cli.command(name="preflight")
+@click.option("--env", "-e", default=None, help="Kedro environment (recipe) to size, e.g. kowen_7b.")
+@click.option("--params", type=click.UNPROCESSED, default="", callback=next(p for p in kedro_run.params if p.name == "params").callback,
+              help="Parameter overrides as `kedro run` takes them, e.g. training.world_size=1,training.deepspeed.zero_stage=0.")
+@click.option("--stages", default="", help="Only the stages whose names start with one of these (comma-separated), e.g. sft.xl_instruct.")
+@click.option("--json", "as_json", is_flag=True, help="Print the stages as JSON (one object per stage) instead of the table.")
+@click.option("--no-mlflow", is_flag=True, help="Do not log the table to the project's MLflow experiment.")
+def preflight_command(env: str | None, params: dict, stages: str, as_json: bool, no_mlflow: bool) -> None:
+    """Does every stage of the recipe fit its GPUs, how many tokens, how long, what cost: from the models'
+    configurations (meta device), DeepSpeed's estimators and the project's measured throughput; no GPU,
+    no weights. Exits 1 naming every stage that does not fit or is inconsistent, and what would fix it.
+    """
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    from kowen_kedro.training import preflight
+
+    project = Path.cwd()
+    bootstrap_project(project)
+    with KedroSession.create(project_path=project, env=env, runtime_params=params or {}) as session:
+        context = session.load_context()
+        values = context.params
+    wanted = tuple(p.strip() for p in stages.split(",") if p.strip())
+    try:
+        stages = [st for st in preflight.plan(values, project) if not wanted or st.stage.startswith(wanted)]
+        settings = preflight.Settings.from_params(values)
+    except preflight.PreflightError as exc:
+        raise click.ClickException(str(exc)) from None
+    text = preflight.table(stages, env or "base", settings)
+    click.echo(preflight.as_json(stages) if as_json else text)
+    if not no_mlflow:
+        _log_preflight(env or "base", text, preflight.as_json(stages), stages)
+    bad = [st for st in stages if st.problems]
+    if bad:
+        click.echo(f"preflight: {len(bad)} stage(s) do not fit or are inconsistent:", err=True)
+        for st in bad:
+            click.echo("\n".join(f"  {st.stage}: {p}" for p in st.problems), err=True)
+        raise SystemExit(1)
+
+
+def _log_preflight(env: str, text: str, json_text: str, stages) -> None:
+    """The table and the JSON as artifacts of a run ``preflight · <env>`` in the project's experiment (the
+    tracking URI kedro-mlflow set up for the session), with the totals as metrics."""
+    import mlflow
+
+    from kowen_kedro.tracking import EXPERIMENT_KIND
+
+    client = mlflow.MlflowClient()
+    from kedro.framework.project import settings as _  # noqa: F401 - the project's settings are loaded
+
+    experiment = client.get_experiment_by_name("kowen_kedro") or client.get_experiment(
+        client.create_experiment("kowen_kedro", tags=dict([EXPERIMENT_KIND])))
+    run = client.create_run(experiment.experiment_id, run_name=f"preflight · {env}",
+                            tags={"kowen.kind": "preflight", "kedro_env": env})
+    run_id = run.info.run_id
+    client.log_text(run_id, text, "preflight/preflight.md")
+    client.log_text(run_id, json_text, "preflight/preflight.json")
+    client.log_metric(run_id, "preflight/gpu_hours", sum(st.gpu_hours or 0 for st in stages))
+    client.log_metric(run_id, "preflight/cost", sum(st.cost or 0 for st in stages))
+    client.log_metric(run_id, "preflight/stages_not_fitting", sum(1 for st in stages if st.problems))
+    client.set_terminated(run_id)
+    click.echo(f"(logged to MLflow: run 'preflight · {env}', artifacts preflight/preflight.md and .json)", err=True)

@@ -106,6 +106,40 @@ def deterministic_torch() -> None:
         torch.backends.mkldnn.enabled = False
 
 
+def probe() -> str:
+    """A fingerprint of how this machine sums floats under this process's pins: the bytes of a fixed battery
+    of the CPU kernels a run uses (MKL matrix products of several shapes forward and backward, ATen's
+    reductions, softmax, norms, transcendental functions, attention, the seeded generator, an AdamW step),
+    hashed. Two machines with the same probe build the same models from the same commit and seed; a
+    machine with another probe gives other (equally valid) numbers. Imports torch."""
+    import hashlib
+
+    import torch
+
+    deterministic_torch()
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    g = torch.Generator().manual_seed(1234)
+    x = torch.randn(3, 37, 64, generator=g, requires_grad=True)
+    w1, w2 = (torch.randn(160, 64, generator=g) / 8).requires_grad_(), (torch.randn(64, 160, generator=g) / 12).requires_grad_()
+    head = (torch.randn(1201, 64, generator=g) / 8).requires_grad_()
+    h = torch.nn.functional.rms_norm(x, (64,), eps=1e-6)
+    q = k = v = h.view(3, 37, 2, 32).transpose(1, 2)
+    attn = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(3, 37, 64)
+    mlp = torch.nn.functional.linear(torch.nn.functional.silu(torch.nn.functional.linear(attn + x, w1)), w2)
+    y = torch.nn.functional.layer_norm(mlp + x, (64,))
+    logits = torch.nn.functional.linear(y, head)
+    loss = torch.nn.functional.cross_entropy(logits.view(-1, 1201), torch.randint(0, 1201, (111,), generator=g))
+    loss.backward()
+    opt = torch.optim.AdamW([w1, w2, head], lr=1e-3)
+    opt.step()
+    extra = [torch.special.erf(y), torch.tanh(y), torch.exp(-y.abs()), torch.log1p(y.abs()), torch.sigmoid(y),
+             torch.softmax(logits, -1).sum(-1), torch.log_softmax(logits, -1).mean(), y.sum(), y.var()]
+    digest = hashlib.sha256()
+    for t in (loss, logits, x.grad, w1, w2, head, *extra):
+        digest.update(t.detach().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:12]
+
+
 #: libraries that read their kernel switches when they load, already loaded when the pins were set
 _loaded_before_pins: list[str] = []
 

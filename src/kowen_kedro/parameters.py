@@ -30,6 +30,18 @@ import fnmatch
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+#: How the project's configuration is loaded (``settings.CONFIG_LOADER_ARGS``; :func:`recipe_params` reads it too).
+CONFIG_LOADER_ARGS = {
+    "base_env": "base",
+    "default_run_env": "local",
+    # recipes (conf/<env>/) override single keys of base parameters, not whole top-level blocks
+    "merge_strategy": {"parameters": "soft"},
+    "config_patterns": {
+        "parameters": ["parameters*", "parameters*/**", "**/parameters*"],
+        "mlflow": ["mlflow*", "mlflow*/**"],
+    },
+}
+
 #: ``trainer_args`` blocks and the trainer configuration they feed.
 TRAINER_ARGS = {
     "sft.trainer_args": "sft",
@@ -46,14 +58,17 @@ TRAINER_ARGS = {
 SAMPLING = ("data_synthesis.teacher.sampling", "evaluation.gold.sampling", "evaluation.generation.sampling",
             "preference_alignment.sampling.params")
 #: Options of other tools, passed through as they are.
-OPEN = ("*.backend", "*.lora")
+OPEN = ("*.backend", "*.lora", "preflight.rows")
 #: Keys whose base default is one of several accepted types.
 TYPES = {
     "evaluation.nlu.tasks": {"string", "list"},          # local, or harness task names
     "reward_model.benchmark.weights": {"string", "block"},  # a published table's name, or subset counts
     "translation_qe.qe.gpus": {"string", "number"},       # auto, or a number of GPUs
     "translation_qe.qe.batch_size": {"string", "number"},  # auto, or pairs per forward pass
+    "training.deepspeed.zero_stage": {"string", "number"},  # auto (chosen for the GPU), or 0-3
 }
+#: Trainer arguments that also take ``auto``: chosen for the GPU by :func:`kowen_kedro.training.preflight.choose_settings`.
+AUTO_TRAINER_ARGS = ("per_device_train_batch_size", "gradient_checkpointing")
 
 
 #: Help of the keys every training stage block takes (:data:`kowen_kedro.training.stages.STAGE_KEYS`).
@@ -241,6 +256,8 @@ def check(params: dict, base: dict, where: Callable[[str], str],
                 for name, item in value.items():
                     if name not in valid:
                         unknown(f"{path}.{name}", name, valid, what)
+                    elif item == "auto" and name in AUTO_TRAINER_ARGS and kind != "tiny":
+                        continue
                     elif isinstance(valid, dict) and item is not None and not fits(item, valid[name]):
                         problems.append(f"{where(f'{path}.{name}')}: {path}.{name}: expected {_type_name(valid[name])} "
                                         f"(the {what}'s type), got {_kind(item)} {item!r}")
@@ -386,3 +403,22 @@ def describe(conf_dir: str | Path, env: str | None = None, prefix: str = "") -> 
     for name in base_files:
         notes.update(comments(name))
     return [(path, value, help_of(path, notes, base)) for path, value in leaves(tree) if path.startswith(prefix)]
+
+
+def recipe_params(conf_dir: str | Path, env: str | None = None, runtime_params: dict | None = None) -> dict:
+    """The parameters of ``env`` over conf/base, resolved as ``kedro run --env`` resolves them (the project's
+    config loader settings, globals and runtime parameters), without a Kedro session."""
+    from kedro.config import OmegaConfigLoader
+
+    args = {k: v for k, v in CONFIG_LOADER_ARGS.items() if k != "default_run_env"}
+    params = OmegaConfigLoader(conf_source=str(conf_dir), env=env or "base", runtime_params=runtime_params or {}, **args)["parameters"]
+
+    def update(into: dict, overrides: dict) -> None:  # what KedroContext.params does with runtime parameters
+        for key, value in overrides.items():
+            if isinstance(value, dict) and isinstance(into.get(key), dict):
+                update(into[key], value)
+            else:
+                into[key] = value
+
+    update(params, runtime_params or {})
+    return params

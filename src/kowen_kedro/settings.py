@@ -4,19 +4,10 @@ from kedro.config import OmegaConfigLoader
 
 from kowen_kedro.hooks import ConsoleHook, CredentialsEnvHook, MlflowLayoutHook, ParameterCheckHook, WorldOracleHook
 from kowen_kedro.offline import configure_offline
+from kowen_kedro.parameters import CONFIG_LOADER_ARGS  # noqa: F401 - base + recipe environments, soft-merged parameters
 
 HOOKS = (ParameterCheckHook(), CredentialsEnvHook(), WorldOracleHook(), MlflowLayoutHook(), ConsoleHook())
 
 configure_offline()
 
 CONFIG_LOADER_CLASS = OmegaConfigLoader
-CONFIG_LOADER_ARGS = {
-    "base_env": "base",
-    "default_run_env": "local",
-    # recipes (conf/<env>/) override single keys of base parameters, not whole top-level blocks
-    "merge_strategy": {"parameters": "soft"},
-    "config_patterns": {
-        "parameters": ["parameters*", "parameters*/**", "**/parameters*"],
-        "mlflow": ["mlflow*", "mlflow*/**"],
-    },
-}

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import re
 import shutil
 from pathlib import Path
@@ -91,51 +90,59 @@ def commit_callback():
     return CheckpointCommitCallback()
 
 
-def _finite(value) -> bool:
-    try:
-        return math.isfinite(float(value))
-    except (TypeError, ValueError):
-        return True
-
-
 def install_nonfinite_guard(trainer) -> None:
-    """Stop training with :class:`NonFiniteLossError` as soon as a micro-batch loss is NaN or inf.
+    """Stop training with :class:`NonFiniteLossError` when a micro-batch loss is NaN or inf, before the step
+    that follows it is logged, evaluated or saved.
 
     The Trainer's own ``logging_nan_inf_filter`` only hides such losses from the logs while the
-    weights go on being updated with NaN gradients; this guard ends the run instead.
+    weights go on being updated with NaN gradients; this guard ends the run instead. The check stays on
+    the device (no host sync, no collective per step): the ranks read and agree on it only at the steps
+    the Trainer logs, evaluates or saves, and at the last one, so no committed checkpoint and no logged
+    metric comes after a non-finite loss.
     """
     from transformers import TrainerCallback
 
-    bad: dict[str, float] = {}
+    state: dict = {}  # "bad": a device flag (1 once a loss was not finite), "loss": the first such loss, on device
     original = trainer.training_step
 
     def guarded_training_step(*args, **kwargs):
+        import torch
+
         loss = original(*args, **kwargs)
-        value = float(loss.detach().float().sum())
-        if not _finite(value) and "loss" not in bad:
-            bad["loss"] = value
+        value = loss.detach().float().sum()
+        bad = ~torch.isfinite(value)
+        if "bad" not in state:
+            state["bad"], state["loss"] = torch.zeros((), device=value.device), torch.zeros((), device=value.device)
+        first = bad & (state["bad"] == 0)
+        state["loss"] = torch.where(first, value, state["loss"])
+        state["bad"] = torch.maximum(state["bad"], bad.float())
         return loss
 
     trainer.training_step = guarded_training_step
 
     class NonFiniteLossGuard(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
+        checked_step = 0
+
+        def on_step_end(self, args, state_, control, **kwargs):
             import torch
             import torch.distributed as dist
 
-            flag = 1.0 if bad else 0.0
+            last = state_.max_steps and state_.global_step >= state_.max_steps
+            if not (control.should_log or control.should_save or control.should_evaluate or control.should_training_stop or last):
+                return
+            since, self.checked_step = self.checked_step + 1, state_.global_step
+            flag = state.get("bad", torch.zeros(())).to(args.device).reshape(1)
             if dist.is_available() and dist.is_initialized():
-                t = torch.tensor([flag], device=args.device)
-                dist.all_reduce(t)
-                flag = float(t.item())
-            if flag:
+                dist.all_reduce(flag)
+            if float(flag.item()):
                 committed = committed_checkpoints(args.output_dir)
-                last = committed[-1].name if committed else "none"
+                where = f"at optimizer step {state_.global_step}" if since == state_.global_step else \
+                    f"between optimizer steps {since} and {state_.global_step}"
+                mine = float(state["loss"].item()) if "bad" in state and float(state["bad"].item()) else "on another rank"
                 raise NonFiniteLossError(
-                    f"training loss is not finite ({bad.get('loss', 'on another rank')}) at optimizer step "
-                    f"{state.global_step}: stopping before this step is logged or saved. Last committed "
-                    f"checkpoint: {last}. Lower the learning rate, check the data near this step, or use bf16 "
-                    "instead of fp16."
+                    f"training loss is not finite ({mine}) {where}: stopping before this step is logged or saved. "
+                    f"Last committed checkpoint: {committed[-1].name if committed else 'none'}. Lower the learning "
+                    "rate, check the data near this step, or use bf16 instead of fp16."
                 )
 
     trainer.add_callback(NonFiniteLossGuard())

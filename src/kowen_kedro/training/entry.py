@@ -185,8 +185,22 @@ def build_config(spec: LaunchSpec):
             spec.global_batch_size, per_device, spec.world_size
         )
     if spec.deepspeed:
-        args["deepspeed"] = spec.deepspeed
+        args["deepspeed"] = zero3_across_gpus(spec.deepspeed, cuda, spec.world_size)
     return cls(**args)
+
+
+def zero3_across_gpus(config: dict[str, Any], cuda: bool, world_size: int) -> dict[str, Any]:
+    """ZeRO-3 over several GPUs: its parameter all-gathers and gradient reduce-scatters overlap compute, small
+    parameters (norms, biases: below the persistence threshold) stay resident instead of being gathered every
+    step, and the next layers are prefetched; ``auto`` sizes are filled by transformers from the model's hidden
+    size. One process or a CPU keeps the config as it is (nothing to overlap)."""
+    zero = config.get("zero_optimization") or {}
+    if not cuda or world_size < 2 or zero.get("stage") != 3:
+        return config
+    tuned = {**zero, "overlap_comm": True}
+    for key in ("stage3_param_persistence_threshold", "stage3_prefetch_bucket_size", "reduce_bucket_size"):
+        tuned.setdefault(key, "auto")
+    return {**config, "zero_optimization": tuned}
 
 
 def torch_dtype(config):

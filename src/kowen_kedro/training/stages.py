@@ -11,15 +11,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from pathlib import Path
 from typing import Any, Iterable
 
 from kowen_kedro.training.launcher import launch
 from kowen_kedro.training.spec import Kind, LaunchSpec, zero_config
 
+logger = logging.getLogger(__name__)
+AUTO = "auto"
 STAGE_KEYS = {"trainer_args", "global_batch_size", "finetuning", "lora", "seed", "ref_model", "callbacks"}
 TRAINING_KEYS = {"launcher", "world_size", "num_nodes", "hostfile", "work_dir", "deepspeed", "precision",
-                 "gradient_checkpointing", "keep_checkpoints"}
+                 "gradient_checkpointing", "keep_checkpoints",
+                 "gpu", "price_per_gpu_hour"}  # the hardware `kedro preflight` sizes the recipe for
 
 
 def _write_jsonl(records: Iterable[dict], folder: Path, stem: str) -> str:
@@ -48,6 +52,35 @@ def deepspeed_config(cfg: dict[str, Any] | None) -> dict[str, Any] | None:
     )
 
 
+def uses_auto(training_cfg: dict[str, Any], trainer_args: dict[str, Any]) -> bool:
+    """Whether a setting of the stage is ``auto`` (chosen for the GPU, :func:`hardware_settings`)."""
+    return AUTO in (training_cfg.get("launcher"), (training_cfg.get("deepspeed") or {}).get("zero_stage"),
+                    trainer_args.get("per_device_train_batch_size"), trainer_args.get("gradient_checkpointing"))
+
+
+def hardware_settings(kind: Kind, stage: str, model: str, stage_cfg: dict[str, Any], training_cfg: dict[str, Any],
+                      trainer_args: dict[str, Any]) -> tuple[dict[str, Any], str, dict[str, Any] | None]:
+    """The ``auto`` settings of a stage chosen for ``training.gpu`` x ``training.world_size`` by the preflight's
+    estimates (:func:`kowen_kedro.training.preflight.choose_settings`): trainer arguments, launcher and DeepSpeed
+    block as the launch takes them. Raises a ValueError where the model's configuration cannot be read."""
+    from kowen_kedro.training import preflight
+
+    settings = preflight.Settings.from_params({"training": training_cfg})
+    try:
+        shape = preflight.model_shape(model, head="score" if kind == "reward" else "lm")
+    except preflight.PreflightError as exc:
+        raise ValueError(f"{stage}: auto training settings need the model's configuration: {exc}") from None
+    chosen = preflight.choose_settings(shape, settings, trainer_args, stage_cfg.get("global_batch_size"),
+                                       stage_cfg.get("finetuning", "full"), stage_cfg.get("lora"),
+                                       sequences_per_row=1 if kind == "sft" else 2, reference=kind in ("dpo", "clo"))
+    args = {**trainer_args, "per_device_train_batch_size": chosen["per_device_train_batch_size"],
+            "gradient_checkpointing": chosen["gradient_checkpointing"]}
+    ds = {**(training_cfg.get("deepspeed") or {}), "zero_stage": chosen["zero_stage"]}
+    logger.info("%s: for %d x %s: %s", stage, settings.world_size, settings.gpu.name,
+                ", ".join(f"{k} {chosen[k]}" for k in ("launcher", "zero_stage", "per_device_train_batch_size", "gradient_checkpointing")))
+    return args, chosen["launcher"], ds
+
+
 def train_stage(
     kind: Kind,
     stage: str,
@@ -68,7 +101,12 @@ def train_stage(
     launcher = training_cfg.get("launcher", "deepspeed")
     trainer_args = dict(stage_cfg.get("trainer_args", {}))
     if training_cfg.get("gradient_checkpointing") is not None:  # a stage's own setting wins
-        trainer_args.setdefault("gradient_checkpointing", bool(training_cfg["gradient_checkpointing"]))
+        trainer_args.setdefault("gradient_checkpointing", training_cfg["gradient_checkpointing"])
+    ds_cfg = training_cfg.get("deepspeed")
+    if uses_auto(training_cfg, trainer_args):
+        trainer_args, launcher, ds_cfg = hardware_settings(kind, stage, model, stage_cfg, training_cfg, trainer_args)
+    if isinstance(trainer_args.get("gradient_checkpointing"), str):
+        raise ValueError(f"{stage}: gradient_checkpointing {trainer_args['gradient_checkpointing']!r}: expected true, false or auto")
     spec = LaunchSpec(
         kind=kind,
         model=model,
@@ -80,7 +118,7 @@ def train_stage(
         global_batch_size=stage_cfg.get("global_batch_size"),
         finetuning=stage_cfg.get("finetuning", "full"),
         lora=dict(stage_cfg.get("lora", {})),
-        deepspeed=deepspeed_config(training_cfg.get("deepspeed")) if launcher == "deepspeed" else None,
+        deepspeed=deepspeed_config(ds_cfg) if launcher == "deepspeed" else None,
         world_size=int(training_cfg.get("world_size", 1)),
         num_nodes=int(training_cfg.get("num_nodes", 1)),
         hostfile=training_cfg.get("hostfile"),

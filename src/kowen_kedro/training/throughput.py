@@ -70,6 +70,11 @@ def step_timer_callback(path: str | Path, warmup_steps: int = 3):
     class StepTimer(TrainerCallback):
         def __init__(self) -> None:
             self.times: list[float] = []
+            self.losses: list[tuple[int, float]] = []
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and "loss" in logs:  # the mean training loss since the last log (no extra sync: logged anyway)
+                self.losses.append((state.global_step, float(logs["loss"])))
 
         @staticmethod
         def _sync() -> None:
@@ -100,6 +105,7 @@ def step_timer_callback(path: str | Path, warmup_steps: int = 3):
                 "step_times": [b - a for a, b in zip(self.times, self.times[1:])],
                 "max_memory_allocated_gib": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None,
                 "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+                "losses": self.losses,
             }
             Path(path).write_text(json.dumps(record, indent=2))
 
