@@ -39,6 +39,32 @@ def test_published_annotations_give_the_published_leaderboard_row(model):
     assert got["n_dropped"] == 0
 
 
+@pytest.mark.parametrize("model", ["alpaca-7b", "text_davinci_001"])
+def test_a_published_annotations_file_gives_its_leaderboard_row_in_one_call(model):
+    board = pd.read_csv(DATA / "weighted_alpaca_eval_gpt4_turbo_leaderboard.csv", index_col=0).loc[model]
+    got = ae.published_numbers(DATA / f"{model}_annotations.json", df_gamed=pd.DataFrame(columns=list(ae.DF_GAMED_COLUMNS)))
+    for key in ("win_rate", "standard_error", "discrete_win_rate"):
+        assert got[key] == pytest.approx(board[key], rel=1e-12), key
+    assert (got["n_wins"], got["n_total"], got["n_dropped"]) == (board["n_wins"], board["n_total"], 0)
+    assert "the records carry no outputs" in got["lc_absent"]  # the test files keep the preferences only
+
+
+def test_a_preference_outside_its_scale_is_an_error_naming_the_item_and_value(tmp_path):
+    with pytest.raises(ValueError, match=r"preference of item 2: 2\.0 is not on the scale \[0, 1\]"):
+        ae.annotations("qqq", "mmm", "rrr", [1.0, 0.0, 2.0], "m", "r")  # alpaca_eval's 1-2 values passed as they are
+    path = tmp_path / "annotations.json"
+    path.write_text('[{"generator_1": "r", "generator_2": "m", "preference": 1.0}, '
+                    '{"generator_1": "r", "generator_2": "m", "preference": null}, '
+                    '{"generator_1": "r", "generator_2": "m", "preference": 0.0}]')
+    with pytest.raises(DataValidationError) as err:
+        ae.published_annotations(path)
+    assert (err.value.source, err.value.field) == (str(path), "preference") and "item 2 has 0.0" in err.value.problem
+    path.write_text('[{"generator_1": "r", "generator_2": "m", "preference": 2.0}, '
+                    '{"generator_1": "r", "generator_2": "m", "preference": null}]')
+    got = ae.head_to_head(ae.published_annotations(path))  # a null preference is an unreadable verdict, counted
+    assert (got["n_total"], got["n_dropped"], got["win_rate"]) == (1, 1, 100.0)
+
+
 def test_head_to_head_hand_computed_ties_and_dropped_verdicts():
     # preferences for the model: 1, 0, 1, 1 -> 75 %, SE = 100 * sqrt(var(ddof=1) / n) = 100 * sqrt(0.25 / 4)
     got = ae.head_to_head(ae.annotations("qqqq", "mmmm", "rrrr", [1, 0, 1, 1], "m", "r"))

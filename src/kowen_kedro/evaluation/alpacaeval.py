@@ -11,6 +11,8 @@ annotation schema and calls its metric functions, so every number is the leaderb
 * :func:`head_to_head` - ``alpaca_eval.metrics.get_winrate``: ``win_rate`` and ``standard_error`` (the
   soft win rate and its SE, percent), ``discrete_win_rate``, ``n_wins``, ``n_wins_base``, ``n_draws``,
   ``n_total`` - plus ``n_dropped`` (unreadable verdicts, left out of ``n_total``).
+* :func:`published_numbers` - the same numbers from a published ``annotations.json`` in one call
+  (:func:`published_annotations` reads it, its 1-2 preferences checked and converted).
 * :func:`length_controlled` - ``alpaca_eval.metrics.glm_winrate.get_length_controlled_winrate``:
   ``length_controlled_winrate`` and ``lc_standard_error``. Its GLM reads ``df_gamed.csv`` (the 805
   instructions' difficulty and the annotations of two length-gamed versions of the AlpacaEval 2.0
@@ -60,7 +62,15 @@ def annotations(instructions, model_outputs, reference_outputs, preferences, mod
         index: per item, the instruction's position in AlpacaEval's 805 instructions (the GLM's
             ``instruction_difficulty`` is looked up by it); None: positions 0..n-1.
     """
-    pref = [float("nan") if p is None or p != p else 1.0 + float(p) for p in preferences]
+    pref = []
+    for i, p in enumerate(preferences):
+        if p is None or p != p:
+            pref.append(float("nan"))
+            continue
+        if not 0.0 <= float(p) <= 1.0:
+            raise ValueError(f"preference of item {i}: {p!r} is not on the scale [0, 1] of the model's preference "
+                             f"(alpaca_eval's own annotations are on [1, 2]: read them with published_annotations)")
+        pref.append(1.0 + float(p))
     df = pd.DataFrame({
         "instruction": list(instructions), "output_1": list(reference_outputs), "generator_1": reference,
         "output_2": list(model_outputs), "generator_2": model, "preference": pref,
@@ -68,6 +78,55 @@ def annotations(instructions, model_outputs, reference_outputs, preferences, mod
     if index is not None:
         df.index = pd.Index([int(i) for i in index], name=None)
     return df
+
+
+def published_annotations(path: str | Path) -> pd.DataFrame:
+    """alpaca_eval's own ``annotations.json`` (a list of records with ``generator_1`` the reference,
+    ``generator_2`` the model and ``preference`` on [1, 2], null where the annotator gave none) in this
+    module's schema, for :func:`head_to_head` / :func:`length_controlled` / :func:`published_numbers`.
+
+    Raises:
+        DataValidationError: a record without ``preference``, or one outside [1, 2] (the file, the item
+            and the value named).
+    """
+    from kowen_kedro.data.validation import DataValidationError
+
+    records = pd.read_json(path)
+    if "preference" not in records.columns:
+        raise DataValidationError(str(path), None, "preference", "no preference column: not an alpaca_eval annotations file")
+    for i, value in enumerate(records["preference"]):
+        if value == value and value is not None and not 1.0 <= float(value) <= 2.0:
+            raise DataValidationError(str(path), None, "preference", f"item {i} has {value!r}, outside alpaca_eval's "
+                                      "scale [1, 2] (1: generator_1, the reference, wins; 2: generator_2, the model, wins)")
+    n = len(records)
+    column = lambda name, default: list(records[name]) if name in records.columns else [default] * n  # noqa: E731
+    model = str(records["generator_2"].iloc[0]) if "generator_2" in records.columns and n else "model"
+    reference = str(records["generator_1"].iloc[0]) if "generator_1" in records.columns and n else "reference"
+    return annotations(column("instruction", ""), column("output_2", ""), column("output_1", ""),
+                       [None if p != p or p is None else float(p) - 1.0 for p in records["preference"]],
+                       model=model, reference=reference, index=records["index"] if "index" in records.columns else None)
+
+
+def published_numbers(path: str | Path, df_gamed: Any = None) -> dict[str, Any]:
+    """The AlpacaEval 2.0 numbers of a published ``annotations.json`` in one call: :func:`head_to_head`'s and,
+    with ``df_gamed`` (df_gamed.csv as a DataFrame), the length-controlled win rate where its inputs exist
+    (the records' outputs, the 805 instructions, AlpacaEval 2.0's baseline as ``generator_1``); else
+    ``lc_absent`` says what is missing.
+
+        from kowen_kedro.evaluation.alpacaeval import published_numbers
+        published_numbers("alpaca_eval/results/alpaca-7b/weighted_alpaca_eval_gpt4_turbo/annotations.json")
+    """
+    annotated = published_annotations(path)
+    out: dict[str, Any] = head_to_head(annotated)
+    reason = lc_absent_reason(annotated, df_gamed, reference_is_published=annotated["generator_1"].iloc[0] == LC_BASELINE
+                              if len(annotated) else False, has_index=len(annotated) == 805)
+    if (annotated["output_1"] == "").all() or (annotated["output_2"] == "").all():
+        reason = "; ".join(filter(None, [reason, "the records carry no outputs, whose lengths the GLM reads"]))
+    if reason is None:
+        out.update(length_controlled(annotated, df_gamed))
+    else:
+        out["lc_absent"] = reason
+    return out
 
 
 def head_to_head(annotated: pd.DataFrame) -> dict[str, float]:
