@@ -419,18 +419,19 @@ NOT_HOLDING = {
 
 
 #: Claims whose seed-0 outcome flips with the machine's float summation order alone (two machines with
-#: different float probes, the same commit and seed): a single run cannot test them either way, so they
-#: are reported, not asserted. Every number, theirs included, is still compared float for float with the
-#: reference of the machine's probe (test_the_claims_table_is_the_committed_one_and_the_docs_show_it).
+#: different float probes, the same commit and seed): a single run cannot test their outcome either way,
+#: so it is reported (a warning), and the test asserts that the measured value is one of the two recorded.
+#: Every number, theirs included, is also compared float for float with the reference of the machine's
+#: probe (test_the_claims_table_is_the_committed_one_and_the_docs_show_it).
 #: The values: (docs/effects.csv's machines, docs/claims_by_probe/f3d12d94662f.csv's machines).
 REGIME_SENSITIVE = {
-    "dpo_iter_1-raises-safety-ko": (0.042, 0.000),
-    "dpo_iter_1-raises-fidelity-ko": (0.040, 0.009),
-    "dpo_iter_2-raises-fidelity-ko": (0.053, -0.051),
-    "dpo_iter_1-no-fidelity-harm-en": (-0.044, 0.273),
-    "dpo_iter_2-no-fidelity-harm-en": (-0.047, 0.247),
-    "dpo_iter_2-no-fidelity-harm-ko": (0.053, -0.051),
-    "clo-no-harm-en": (-0.051, -0.002),
+    "dpo_iter_1-raises-safety-ko": (0.0417, 0.0000),
+    "dpo_iter_1-raises-fidelity-ko": (0.0400, 0.0089),
+    "dpo_iter_2-raises-fidelity-ko": (0.0533, -0.0511),
+    "dpo_iter_1-no-fidelity-harm-en": (-0.0444, 0.2733),
+    "dpo_iter_2-no-fidelity-harm-en": (-0.0467, 0.2467),
+    "dpo_iter_2-no-fidelity-harm-ko": (0.0533, -0.0511),
+    "clo-no-harm-en": (-0.0511, -0.0022),
 }
 
 
@@ -473,10 +474,15 @@ def test_effect_on_the_default_world(first_run, claim):
     id, measure = claim
     m = {k[len("gold."):]: v for k, v in run_metrics(first_run).items() if k.startswith("gold.")}
     held, line = judge(id, *measure(m))
-    if id in REGIME_SENSITIVE:
+    if id in REGIME_SENSITIVE:  # its outcome is not tested; its value must be one of the machines' recorded ones
+        import warnings
+
         study, other = REGIME_SENSITIVE[id]
-        pytest.skip(f"reported, not tested (flips with the machine's float summation order on seed 0: {study:+.3f} and "
-                    f"{other:+.3f} on two machines): {line}")
+        value = measure(m)[0]
+        assert min(abs(value - study), abs(value - other)) < 1e-4, f"{line}: neither machine's recorded value ({study}, {other})"
+        warnings.warn(f"reported, not tested either way (flips with the machine's float summation order on seed 0: "
+                      f"{study:+.4f} and {other:+.4f} on two machines): {line}")
+        return
     if held is None:
         pytest.skip(line)
     if id in NOT_HOLDING:
