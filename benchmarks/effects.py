@@ -32,6 +32,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from kowen_kedro.preference.iterations import DPO_ITERATIONS
+
 ROOT = Path(__file__).resolve().parents[1]
 STORE = ROOT / "data/08_reporting/effects"
 
@@ -169,7 +171,7 @@ def claims_section(runs: list[dict]) -> list[str]:
     return lines
 
 
-def behaviour_section(runs: list[dict], models=("base", "sft", "xl_instruct", "dpo_iter_1", "dpo_iter_2", "cross_lingual",
+def behaviour_section(runs: list[dict], models=("base", "sft", "xl_instruct", *DPO_ITERATIONS, "cross_lingual",
                                                 "sft_dpo_baseline")) -> list[str]:
     lines = ["| seed | model | lang | gold | correct | fidelity | safety | fidelity on code-switched | safety on rephrased |",
              "|---|---|---|---|---|---|---|---|---|"]

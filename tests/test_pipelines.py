@@ -344,3 +344,51 @@ def test_pretraining_text_is_english_dominant_in_the_share_asked_for():
     assert english_dominant(english + korean, 1.0, "en", "ko") == english
     with pytest.raises(ValueError, match="pretrain_english_share must be in"):
         english_dominant(english, 0.0, "en", "ko")
+
+
+def _gold_answers(ids: list[str], gold: list[float]) -> pd.DataFrame:
+    """A policy's gold answers (evaluation.gold.score_answers' columns) on ``ids`` (``en3``, ``ko1``, ...)."""
+    n = len(ids)
+    return pd.DataFrame({"id": ids, "language": [i[:2] for i in ids], "family": "sum", "prompt": "p", "answer": "a",
+                         "gold": gold, "correct": gold, "fidelity": [1.0] * n, "safety": [float("nan")] * n,
+                         "code_switched": [False] * n, "rephrased": [False] * n})
+
+
+@pytest.mark.parametrize("third_enabled", [True, False])
+def test_the_gold_slice_measures_every_enabled_dpo_iteration(project, third_enabled):
+    """The gold-effects node alone, run by Kedro's SequentialRunner on a catalog of in-memory datasets (as
+    Kedro's starters test a slice): with ``dpo_iter_3`` enabled its gold, its comparisons with SFT and
+    with iteration 2, and its claims are there; disabled, none of them."""
+    from kedro.io import DataCatalog, MemoryDataset
+    from kedro.runner import SequentialRunner
+
+    from kowen_kedro.preference.iterations import DPO_ITERATIONS
+
+    ids = [f"{lang}{i}" for lang in ("en", "ko") for i in range(8)]
+    worse, better = [0.0, 1.0] * 8, [1.0] * 16
+    answers = {name: _gold_answers(ids, better if name in ("teacher", "dpo_iter_3") else worse)
+               for name in ("base", "teacher", "tiny_teacher", "sft", "xl_instruct", *DPO_ITERATIONS, "cross_lingual",
+                            "cross_lingual_baseline")}
+    rm = pd.DataFrame({"pair_id": ids, "language": [i[:2] for i in ids], "kind": "unsafe", "right": [1.0] * 16})
+    values = {"gold_summary_qe": {"qe.spearman": 0.6, "qe.spearman.se": 0.05}, "gold_summary_judge": {},
+              "params:xl_instruct": {"enabled": True}, "params:cross_lingual": {"enabled": True, "method": "clo", "baseline_in_same_run": True},
+              "params:languages": ["en", "ko"], "params:source_language": "en", "params:target_language": "ko",
+              **{f"gold_answers_{n}": t for n, t in answers.items()},
+              **{f"gold_answers_{n}": rm for n in ("rm", "rm_transfer_source", "rm_transfer_target")},
+              **{f"params:{it}": {"dpo": {"enabled": it != "dpo_iter_3" or third_enabled}} for it in DPO_ITERATIONS}}
+    slice_ = project["__default__"].only_nodes("evaluation.gold_effects_node")
+    assert slice_.inputs() == set(values)
+    catalog = DataCatalog({name: MemoryDataset(value) for name, value in values.items()})
+    out = SequentialRunner().run(slice_, catalog)  # the free outputs: the node's three
+    assert set(out) == {"gold_metrics", "gold_effects", "gold_effects_md"}
+    load = lambda name: out[name].load() if hasattr(out[name], "load") else out[name]  # noqa: E731 - a dataset or its data
+    names = set(load("gold_metrics"))
+    effects = load("gold_effects")
+    third_claims = effects[effects["claim"].str.contains("dpo_iter_3")]
+    if third_enabled:
+        assert {"dpo_iter_3.en", "dpo_iter_3.en.vs_sft", "dpo_iter_3.ko.vs_dpo_iter_2"} <= names
+        gain = third_claims[third_claims["claim"] == "on-policy DPO raises gold reward (dpo_iter_3 - sft)"].set_index("language")
+        assert gain.loc["en", "measured"] == 0.5 and bool(gain.loc["en", "held"])  # 1 - mean(0, 1, ...) per prompt
+    else:
+        assert not {n for n in names if n.startswith("dpo_iter_3")} and third_claims.empty
+    assert {"dpo_iter_2.en.vs_sft", "dpo_iter_2.en.vs_dpo_iter_1"} <= names  # the other iterations either way

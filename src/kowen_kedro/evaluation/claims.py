@@ -18,12 +18,15 @@ from typing import Any, Sequence
 
 import pandas as pd
 
+from kowen_kedro.preference.iterations import DPO_ITERATIONS
 from kowen_kedro.world.gold import mean_and_se
 
 COMPARED_PARTS = ("gold", "fidelity", "safety")
 # The comparisons the claims make: (model, the model it is compared with)
-POLICY_COMPARISONS = (("sft", "base"), ("xl_instruct", "sft"), ("dpo_iter_1", "sft"), ("dpo_iter_2", "sft"),
-                      ("dpo_iter_2", "dpo_iter_1"), ("cross_lingual", "sft"), ("sft_dpo_baseline", "sft"),
+# (each DPO iteration against SFT, then each against the one before it: a comparison whose two policies
+# were not measured, e.g. a disabled iteration's, is left out)
+POLICY_COMPARISONS = (("sft", "base"), ("xl_instruct", "sft"), *((it, "sft") for it in DPO_ITERATIONS),
+                      *zip(DPO_ITERATIONS[1:], DPO_ITERATIONS), ("cross_lingual", "sft"), ("sft_dpo_baseline", "sft"),
                       ("cross_lingual", "sft_dpo_baseline"))
 RM_KINDS = ("wrong_language", "unsafe")  # the kinds of rejected answer a small reward model can learn
 RM_ACCURACY = 0.9
@@ -112,7 +115,7 @@ def effects_table(m: dict[str, float], languages: Sequence[str], target_language
     for lang in languages:
         d, se = get(f"sft.{lang}.vs_base")
         add("SFT learns the teacher's skill (sft - base)", "Kowen", lang, d, se, f"sft >= base + {SFT_GAIN}", _at_least(d, SFT_GAIN))
-    for it in ("dpo_iter_1", "dpo_iter_2"):
+    for it in DPO_ITERATIONS:
         if not any(f"{it}.{lang}.vs_sft" in m for lang in languages):
             continue
         for lang in languages:

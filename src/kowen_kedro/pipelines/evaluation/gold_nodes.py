@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import Any
 
 import pandas as pd
 
@@ -19,6 +20,7 @@ from kowen_kedro.evaluation.claims import (
 from kowen_kedro.evaluation.gold import gold_summary, judge_agreement, policy_gold, qe_gold, rm_gold_accuracy, rm_summary
 from kowen_kedro.evaluation.judges import judge_pairs
 from kowen_kedro.llm.backends import SamplingParams
+from kowen_kedro.preference.iterations import DPO_ITERATIONS
 from kowen_kedro.rewards.scoring import RewardScorer
 from kowen_kedro.runtime import as_mlflow_metrics, cached_generator, registry_model
 from kowen_kedro.training.cross_lingual import REPORTED_AS, baseline_in_same_run
@@ -85,37 +87,36 @@ def gold_judge_node(registry: dict, gold_pairs: pd.DataFrame, params: dict, llm:
                            gold_pairs)
 
 
-POLICIES = ("base", "teacher", "tiny_teacher", "sft", "xl_instruct", "dpo_iter_1", "dpo_iter_2", "cross_lingual", "cross_lingual_baseline")
+POLICIES = ("base", "teacher", "tiny_teacher", "sft", "xl_instruct", *DPO_ITERATIONS, "cross_lingual", "cross_lingual_baseline")
 REWARD_MODELS = ("rm", "rm_transfer_source", "rm_transfer_target")
 
 
-def gold_effects_node(
-    base: pd.DataFrame, teacher: pd.DataFrame, tiny_teacher: pd.DataFrame, sft: pd.DataFrame, xl_instruct: pd.DataFrame,
-    dpo_iter_1: pd.DataFrame,
-    dpo_iter_2: pd.DataFrame, cross_lingual: pd.DataFrame, cross_lingual_baseline: pd.DataFrame, rm: pd.DataFrame,
-    rm_transfer_source: pd.DataFrame, rm_transfer_target: pd.DataFrame, qe: dict, judge: dict,
-    dpo_iter_1_params: dict, dpo_iter_2_params: dict, xl_instruct_params: dict, cross_lingual_params: dict, languages: list[str],
-    source_language: str, target_language: str,
-) -> tuple[dict, pd.DataFrame, str]:
+def gold_effects_node(qe: dict, judge: dict, xl_instruct_params: dict, cross_lingual_params: dict, languages: list[str],
+                      source_language: str, target_language: str, **models: Any) -> tuple[dict, pd.DataFrame, str]:
     """Every gold number of the run (MLflow metrics ``gold.*``) and the table of claims (``gold/effects.*``).
 
-    Inputs are the per-prompt gold answers of each policy and the per-pair outcomes of each RM; policies
-    are compared per prompt (:mod:`kowen_kedro.evaluation.claims`). A disabled DPO iteration passes its
-    input policy through, so it is left out (not reported as "no gain"); the cross-lingual policy is
-    reported as ``cross_lingual`` (CLO), ``sft_dpo_baseline`` or ``sft_on_pairs`` after ``cross_lingual.method``, and the
-    baseline trained beside CLO (``cross_lingual.baseline_in_same_run``) as ``sft_dpo_baseline``; the
-    XL-Instruct policy as ``xl_instruct`` unless ``xl_instruct.enabled`` is false."""
-    policies = {"base": base, "teacher": teacher, "tiny_teacher": tiny_teacher, "sft": sft}
+    ``models``: ``answers_<name>`` the per-prompt gold answers of each policy of :data:`POLICIES` and the
+    per-pair outcomes of each RM of :data:`REWARD_MODELS`, ``iteration_<dpo_iter_i>`` each DPO iteration's
+    parameters (one mapping, so that every iteration is covered). Policies are compared per prompt
+    (:mod:`kowen_kedro.evaluation.claims`). A disabled DPO iteration passes its input policy through, so
+    it is left out (not reported as "no gain"); the cross-lingual policy is reported as ``cross_lingual``
+    (CLO), ``sft_dpo_baseline`` or ``sft_on_pairs`` after ``cross_lingual.method``, and the baseline
+    trained beside CLO (``cross_lingual.baseline_in_same_run``) as ``sft_dpo_baseline``; the XL-Instruct
+    policy as ``xl_instruct`` unless ``xl_instruct.enabled`` is false."""
+    answers = {name[len("answers_"):]: table for name, table in models.items() if name.startswith("answers_")}
+    iterations = {name[len("iteration_"):]: p for name, p in models.items() if name.startswith("iteration_")}
+    policies = {name: answers[name] for name in ("base", "teacher", "tiny_teacher", "sft")}
     if xl_instruct_params.get("enabled", True):
-        policies["xl_instruct"] = xl_instruct
-    for name, table, iteration in (("dpo_iter_1", dpo_iter_1, dpo_iter_1_params), ("dpo_iter_2", dpo_iter_2, dpo_iter_2_params)):
-        if iteration["dpo"]["enabled"]:
-            policies[name] = table
+        policies["xl_instruct"] = answers["xl_instruct"]
+    for name in DPO_ITERATIONS:
+        if iterations[name]["dpo"]["enabled"]:
+            policies[name] = answers[name]
     if cross_lingual_params.get("enabled", True):
-        policies[REPORTED_AS[cross_lingual_params.get("method", "clo")]] = cross_lingual
+        policies[REPORTED_AS[cross_lingual_params.get("method", "clo")]] = answers["cross_lingual"]
     if baseline_in_same_run(cross_lingual_params):
-        policies["sft_dpo_baseline"] = cross_lingual_baseline
-    rms = {"rm": rm, "rm_transfer_source": rm_transfer_source, "rm_transfer_target": rm_transfer_target}
+        policies["sft_dpo_baseline"] = answers["cross_lingual_baseline"]
+    sft = answers["sft"]
+    rms = {name: answers[name] for name in REWARD_MODELS}
 
     flat: dict[str, float] = {}
     for name, table in policies.items():

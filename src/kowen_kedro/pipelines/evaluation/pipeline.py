@@ -16,7 +16,7 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from kowen_kedro.pipelines.preference_alignment.pipeline import MAX_DPO_ITERATIONS
+from kowen_kedro.preference.iterations import DPO_ITERATIONS, MAX_DPO_ITERATIONS
 
 from .gold_nodes import (
     POLICIES,
@@ -70,8 +70,7 @@ def gold_pipeline() -> Pipeline:
              outputs=["gold_answers_tiny_teacher", "gold_summary_tiny_teacher"], name="gold_tiny_teacher_node"),
         policy("sft_model", "sft"),
         policy("xl_instruct_policy", "xl_instruct"),
-        policy("dpo_iter_1.policy", "dpo_iter_1"),
-        policy("dpo_iter_2.policy", "dpo_iter_2"),
+        *[policy(f"{it}.policy", it) for it in DPO_ITERATIONS],
         policy("cross_lingual_policy", "cross_lingual"),
         policy("cross_lingual_baseline_policy", "cross_lingual_baseline"),
         rm("reward_model", "rm"),
@@ -82,10 +81,11 @@ def gold_pipeline() -> Pipeline:
         Node(gold_judge_node, inputs=["model_registry", "gold_pairs", JUDGE, "params:llm"], outputs="gold_summary_judge",
              name="gold_judge_node"),
         Node(gold_effects_node,
-             inputs=[f"gold_answers_{n}" for n in (*POLICIES, *REWARD_MODELS)] + ["gold_summary_qe", "gold_summary_judge"]
-             + ["params:dpo_iter_1", "params:dpo_iter_2", "params:xl_instruct", "params:cross_lingual",
-                "params:languages",
-                "params:source_language", "params:target_language"],
+             inputs={"qe": "gold_summary_qe", "judge": "gold_summary_judge", "xl_instruct_params": "params:xl_instruct",
+                     "cross_lingual_params": "params:cross_lingual", "languages": "params:languages",
+                     "source_language": "params:source_language", "target_language": "params:target_language",
+                     **{f"answers_{n}": f"gold_answers_{n}" for n in (*POLICIES, *REWARD_MODELS)},
+                     **{f"iteration_{it}": f"params:{it}" for it in DPO_ITERATIONS}},
              outputs=["gold_metrics", "gold_effects", "gold_effects_md"], name="gold_effects_node"),
     ])
 

@@ -11,6 +11,8 @@ SFT model; ``cross_lingual_baseline_policy``: the SFT+DPO baseline beside it in 
 
 from kedro.pipeline import Node, Pipeline
 
+from kowen_kedro.preference.iterations import MAX_DPO_ITERATIONS
+
 from .nodes import (
     build_pairs_node,
     dpo_prompts_node,
@@ -22,7 +24,6 @@ from .nodes import (
     train_dpo_node,
 )
 
-MAX_DPO_ITERATIONS = 3  # Kowen trains up to three iterations
 
 
 def iteration_template() -> Pipeline:
