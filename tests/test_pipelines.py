@@ -392,3 +392,42 @@ def test_the_gold_slice_measures_every_enabled_dpo_iteration(project, third_enab
     else:
         assert not {n for n in names if n.startswith("dpo_iter_3")} and third_claims.empty
     assert {"dpo_iter_2.en.vs_sft", "dpo_iter_2.en.vs_dpo_iter_1"} <= names  # the other iterations either way
+
+
+def test_the_prompt_slice_ingests_and_drops_what_the_evaluation_asks(project, world):
+    """The two prompt nodes alone, on in-memory datasets: the world's user prompts plus one that copies an
+    evaluation instruction word for word go in; the copy is set aside as contaminated, every other prompt
+    kept. An empty prompt stops the slice naming its line and field."""
+    from kedro.io import DataCatalog, MemoryDataset
+    from kedro.runner import SequentialRunner
+
+    from kowen_kedro.cli import data_error
+    from kowen_kedro.parameters import recipe_params
+
+    params = recipe_params(ROOT / "conf")
+    copied = world["eval_prompts"]["instruction"].iloc[0]
+
+    def row(conversation_id: str, text: str) -> dict:
+        return {"conversation_id": conversation_id, "language": "en", "model": "m", "turn": 1,
+                "conversation": [{"role": "user", "content": text}]}
+
+    def run(extra: list[dict]):
+        values = {"user_prompts_raw": pd.concat([world["user_prompts"], pd.DataFrame(extra)], ignore_index=True),
+                  "eval_prompts_raw": world["eval_prompts"],
+                  "params:data_synthesis.ingest": params["data_synthesis"]["ingest"],
+                  "params:data_synthesis.decontamination": params["data_synthesis"]["decontamination"],
+                  "params:languages": ["en", "ko"]}
+        slice_ = project["__default__"].only_nodes("prompts.ingest_prompts_node", "prompts.decontaminate_prompts_node")
+        assert slice_.inputs() == set(values)
+        out = SequentialRunner().run(slice_, DataCatalog({k: MemoryDataset(v) for k, v in values.items()}))
+        return {name: out[name].load() if hasattr(out[name], "load") else out[name] for name in out}
+
+    out = run([row("copy", copied)])
+    prompts, contaminated = out["prompts"], out["contaminated_prompts"]
+    assert "copy" in set(contaminated["prompt_id"]) and "copy" not in set(prompts["prompt_id"])
+    assert len(set(prompts["prompt_id"]) & set(contaminated["prompt_id"])) == 0
+    assert len(prompts) + len(contaminated) > 0.9 * len(world["user_prompts"])  # ingest drops duplicates and over-long ones only
+    with pytest.raises(Exception) as err:
+        run([row("empty", "  ")])
+    bad = data_error(err.value)
+    assert (bad.line, bad.field) == (len(world["user_prompts"]) + 1, "conversation[0].content")
