@@ -130,6 +130,7 @@ def preflight_command(env: str | None, params: dict, stages: str, as_json: bool,
     with KedroSession.create(project_path=project, env=env, runtime_params=params or {}) as session:
         context = session.load_context()
         values = context.params
+        experiment = context.mlflow.tracking.experiment.name  # kedro-mlflow's configuration (conf/<env>/mlflow.yml)
     wanted = tuple(p.strip() for p in stages.split(",") if p.strip())
     try:
         stages = [st for st in preflight.plan(values, project) if not wanted or st.stage.startswith(wanted)]
@@ -139,7 +140,7 @@ def preflight_command(env: str | None, params: dict, stages: str, as_json: bool,
     text = preflight.table(stages, env or "base", settings)
     click.echo(preflight.as_json(stages) if as_json else text)
     if not no_mlflow:
-        _log_preflight(env or "base", text, preflight.as_json(stages), stages)
+        _log_preflight(experiment, env or "base", text, preflight.as_json(stages), preflight.totals(stages))
     bad = [st for st in stages if st.problems]
     if bad:
         click.echo(f"preflight: {len(bad)} stage(s) do not fit or are inconsistent:", err=True)
@@ -148,25 +149,20 @@ def preflight_command(env: str | None, params: dict, stages: str, as_json: bool,
         raise SystemExit(1)
 
 
-def _log_preflight(env: str, text: str, json_text: str, stages) -> None:
-    """The table and the JSON as artifacts of a run ``preflight · <env>`` in the project's experiment (the
+def _log_preflight(experiment: str, env: str, text: str, json_text: str, totals: dict[str, float]) -> None:
+    """The table and the JSON as artifacts of a run ``preflight · <env>`` in the project's ``experiment`` (the
     tracking URI kedro-mlflow set up for the session), with the totals as metrics."""
     import mlflow
 
-    from kowen_kedro.tracking import EXPERIMENT_KIND
+    from kowen_kedro.tracking import EXPERIMENT_KIND, KIND_TAG
 
     client = mlflow.MlflowClient()
-    from kedro.framework.project import settings as _  # noqa: F401 - the project's settings are loaded
-
-    experiment = client.get_experiment_by_name("kowen_kedro") or client.get_experiment(
-        client.create_experiment("kowen_kedro", tags=dict([EXPERIMENT_KIND])))
-    run = client.create_run(experiment.experiment_id, run_name=f"preflight · {env}",
-                            tags={"kowen.kind": "preflight", "kedro_env": env})
-    run_id = run.info.run_id
+    found = client.get_experiment_by_name(experiment)
+    experiment_id = found.experiment_id if found else client.create_experiment(experiment, tags=dict([EXPERIMENT_KIND]))
+    run_id = client.create_run(experiment_id, run_name=f"preflight · {env}", tags={KIND_TAG: "preflight", "kedro_env": env}).info.run_id
     client.log_text(run_id, text, "preflight/preflight.md")
     client.log_text(run_id, json_text, "preflight/preflight.json")
-    client.log_metric(run_id, "preflight/gpu_hours", sum(st.gpu_hours or 0 for st in stages))
-    client.log_metric(run_id, "preflight/cost", sum(st.cost or 0 for st in stages))
-    client.log_metric(run_id, "preflight/stages_not_fitting", sum(1 for st in stages if st.problems))
+    for name in ("gpu_hours", "cost", "stages_not_fitting"):
+        client.log_metric(run_id, f"preflight/{name}", totals[name])
     client.set_terminated(run_id)
     click.echo(f"(logged to MLflow: run 'preflight · {env}', artifacts preflight/preflight.md and .json)", err=True)

@@ -412,13 +412,4 @@ def recipe_params(conf_dir: str | Path, env: str | None = None, runtime_params: 
 
     args = {k: v for k, v in CONFIG_LOADER_ARGS.items() if k != "default_run_env"}
     params = OmegaConfigLoader(conf_source=str(conf_dir), env=env or "base", runtime_params=runtime_params or {}, **args)["parameters"]
-
-    def update(into: dict, overrides: dict) -> None:  # what KedroContext.params does with runtime parameters
-        for key, value in overrides.items():
-            if isinstance(value, dict) and isinstance(into.get(key), dict):
-                update(into[key], value)
-            else:
-                into[key] = value
-
-    update(params, runtime_params or {})
-    return params
+    return merge([params, runtime_params or {}])  # runtime parameters over the files, as KedroContext.params

@@ -361,16 +361,28 @@ def training_flops_per_token(shape: ModelShape, seq_len: int, trainable: int, re
     return flops + (2 * shape.params + attention / 3 if reference_forward else 0)
 
 
-def training_bytes(shape: ModelShape, s: Settings, zero_stage: int, micro: int, seq: int, gradient_checkpointing: bool,
-                   finetuning: str, lora: dict | None, sequences_per_row: int, held_reference: bool) -> float:
-    """Memory per GPU of a training stage: model states + one micro-batch's activations + a held reference model."""
+def holds_reference(reference: bool, trainer_args: dict, finetuning: str) -> bool:
+    """Whether a DPO-style stage keeps a reference model in memory: not with precomputed reference
+    log-probabilities, not with LoRA (the adapter-free base serves as the reference)."""
+    return reference and not trainer_args.get("precompute_ref_log_probs", False) and finetuning != "lora"
+
+
+def training_memory(shape: ModelShape, s: Settings, zero_stage: int, micro: int, seq: int, gradient_checkpointing: bool,
+                    finetuning: str, lora: dict | None, sequences_per_row: int, held_reference: bool) -> tuple[float, float, float]:
+    """Memory per GPU of a training stage in bytes: (model states, one micro-batch's activations, a held
+    reference model)."""
     trainable = trainable_params(shape, finetuning, lora)
     gpus = s.world_size
     states = model_states_bytes(trainable, shape.params - trainable, shape.largest_layer, gpus // max(s.num_nodes, 1), s.num_nodes,
                                 zero_stage, s.offload_optimizer, s.offload_param)
     activations = activation_bytes_per_token(shape, gradient_checkpointing) * micro * sequences_per_row * seq
     reference = (2 * shape.params / (gpus if zero_stage == 3 else 1)) if held_reference else 0
-    return states + activations + reference
+    return states, activations, reference
+
+
+def training_bytes(*args, **kwargs) -> float:
+    """:func:`training_memory` in all."""
+    return sum(training_memory(*args, **kwargs))
 
 
 def choose_settings(shape: ModelShape, s: Settings, trainer_args: dict, global_batch: int | None, finetuning: str,
@@ -383,7 +395,7 @@ def choose_settings(shape: ModelShape, s: Settings, trainer_args: dict, global_b
     args_gc = trainer_args.get("gradient_checkpointing", s.gradient_checkpointing)
     args_micro = trainer_args.get("per_device_train_batch_size", 8)
     seq = int(trainer_args.get("max_length", 1024))
-    held = reference and not trainer_args.get("precompute_ref_log_probs", False) and finetuning != "lora"
+    held = holds_reference(reference, trainer_args, finetuning)
     gpus = s.world_size
     zeros = ([0, 3] if gpus == 1 else [2, 3]) if s.zero_stage is None else [s.zero_stage]
     gcs = [False, True] if args_gc == AUTO else [True if args_gc is None else bool(args_gc)]  # unset: TRL's default (on)
@@ -422,17 +434,12 @@ def size_training(stage: Stage, shape: ModelShape, s: Settings, *, trainer_args:
     if chosen["auto"]:
         stage.basis.append("chosen for the GPU (auto): " + ", ".join(chosen["auto"]))
     trainable = trainable_params(shape, finetuning, lora)
-    precompute = bool(trainer_args.get("precompute_ref_log_probs", False))
-    held_reference = reference and not precompute and finetuning != "lora"  # LoRA: the adapter-free base serves
+    held_reference = holds_reference(reference, trainer_args, finetuning)
     stage.params, stage.gpus, stage.micro_batch, stage.seq_len = shape.params, gpus, micro, seq
     stage.zero_stage, stage.gradient_checkpointing, stage.finetuning, stage.trainable_params = s.zero_stage, gc, finetuning, trainable
     stage.launcher = s.launcher
-    per_node = gpus // max(s.num_nodes, 1)
-    states = model_states_bytes(trainable, shape.params - trainable, shape.largest_layer, per_node, s.num_nodes,
-                                s.zero_stage, s.offload_optimizer, s.offload_param)
-    tokens_in_micro = micro * sequences_per_row * seq
-    activations = activation_bytes_per_token(shape, gc) * tokens_in_micro
-    ref = (2 * shape.params / (gpus if s.zero_stage == 3 else 1)) if held_reference else 0
+    states, activations, ref = training_memory(shape, s, s.zero_stage, micro, seq, gc, finetuning, lora, sequences_per_row,
+                                               held_reference)
     stage.model_states_gib, stage.activations_gib = states / GIB, activations / GIB
     stage.reference_gib = ref / GIB
     stage.memory_gib_per_gpu = (states + activations + ref) / GIB
@@ -858,6 +865,13 @@ def row_cells(stage: Stage) -> dict[str, str]:
     }
 
 
+def totals(stages: list[Stage]) -> dict[str, float]:
+    """The run's sums over its stages (one stage after another)."""
+    return {"tokens": sum(st.tokens or 0 for st in stages), "hours": sum(st.hours or 0 for st in stages),
+            "gpu_hours": sum(st.gpu_hours or 0 for st in stages), "cost": sum(st.cost or 0 for st in stages),
+            "stages_not_fitting": sum(1 for st in stages if st.problems)}
+
+
 def table(stages: list[Stage], env: str, settings: Settings) -> str:
     """The markdown table a user reads: one row per stage, totals, then each stage's problems and bases."""
     rows = [row_cells(st) for st in stages]
@@ -865,11 +879,9 @@ def table(stages: list[Stage], env: str, settings: Settings) -> str:
              f"{settings.gpu.peak_tflops:g} bf16 TFLOP/s) at {settings.price_per_gpu_hour:g} per GPU-hour", "",
              "| " + " | ".join(h for _, h in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     lines += ["| " + " | ".join(r[k] for k, _ in COLUMNS) + " |" for r in rows]
-    gpu_hours = sum(st.gpu_hours or 0 for st in stages)
-    cost = sum(st.cost or 0 for st in stages)
-    hours = sum(st.hours or 0 for st in stages)
-    lines += [f"| **total** (one stage after another) | | | | | | | | {_human(sum(st.tokens or 0 for st in stages))} | {hours:.1f} | "
-              f"{gpu_hours:.1f} | {cost:,.0f} |", ""]
+    total = totals(stages)
+    lines += [f"| **total** (one stage after another) | | | | | | | | {_human(total['tokens'])} | {total['hours']:.1f} | "
+              f"{total['gpu_hours']:.1f} | {total['cost']:,.0f} |", ""]
     problems = [(st.stage, p) for st in stages for p in st.problems]
     if problems:
         lines += ["Problems:", ""] + [f"- **{name}**: {p}" for name, p in problems] + [""]

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from kowen_kedro.training.launcher import launch
+from kowen_kedro.training.preflight import AUTO
 from kowen_kedro.training.spec import Kind, LaunchSpec, zero_config
 
 logger = logging.getLogger(__name__)
-AUTO = "auto"
 STAGE_KEYS = {"trainer_args", "global_batch_size", "finetuning", "lora", "seed", "ref_model", "callbacks"}
 TRAINING_KEYS = {"launcher", "world_size", "num_nodes", "hostfile", "work_dir", "deepspeed", "precision",
                  "gradient_checkpointing", "keep_checkpoints",
