@@ -182,7 +182,7 @@ def pytest_report_header(config):
     return [f"kowen-kedro: {floats.describe()}"]
 
 
-def finished_background_run(request, tmp_path_factory, name: str = "background") -> Path:
+def finished_background_run(request, tmp_path_factory, name: str) -> Path:
     """The project of the requesting module's background run ``name`` once it has finished (started by the
     hook below at collection, or here, now, when the module was collected without it); fails with its
     log's end."""
