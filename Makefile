@@ -102,6 +102,8 @@ bench-gpu: venv
 	$(BIN)/python benchmarks/train_throughput.py --shape qwen2.5-0.5b --steps 12 --warmup 4 --auto
 	$(BIN)/python benchmarks/train_throughput.py --shape qwen2.5-1.5b --steps 10 --warmup 4
 	$(BIN)/python benchmarks/train_throughput.py --shape qwen2.5-1.5b --steps 10 --warmup 4 --auto
+	$(BIN)/python benchmarks/train_throughput.py --shape qwen2.5-0.5b --steps 12 --warmup 4 --auto --kinds sft --data variable
+	$(BIN)/python benchmarks/train_throughput.py --shape qwen2.5-0.5b --steps 12 --warmup 4 --auto --kinds sft --data variable --packing
 	$(BIN)/python benchmarks/gpu_inference.py --shape qwen2.5-0.5b
 
 ## The pipeline graph, served at http://127.0.0.1:$(VIZ_PORT) (kedro-viz); `make viz-build`: a static site in build/.

@@ -11,12 +11,20 @@ tokens per step are known; steady-state seconds per step come from a step timer 
     python benchmarks/train_throughput.py --shape qwen2.5-0.5b            # on a GPU: ZeRO-3 through deepspeed
     python benchmarks/train_throughput.py --shape qwen2.5-0.5b --auto     # the settings chosen for this GPU
     python benchmarks/train_throughput.py --shape micro --steps 4 --seq-len 64 --batch 2   # CPU smoke run
+    python benchmarks/train_throughput.py --shape qwen2.5-0.5b --auto --kinds sft --data variable [--packing]
 
 ``--auto`` trains with the settings the recipes' ``auto`` values choose for the GPU at hand
 (:func:`kowen_kedro.training.preflight.choose_settings`: the lowest ZeRO stage that fits, or one process
 without DeepSpeed; gradient checkpointing only where needed; the largest per-device batch that fits), on
 the same data, steps and global batch as the fixed run, so the two rows compare the paths and their
-mean training loss must agree. Results are printed as a markdown table and written to ``data/08_reporting/bench_gpu_<shape>.json``.
+mean training loss must agree. The ``--auto`` path also takes the kernels and attention chosen for the
+hardware (:mod:`kowen_kedro.training.kernels`: Liger's fused RMSNorm / RoPE / SwiGLU where installed, else
+compiled decoder layers; FlashAttention 2 where installed); the fixed path runs eager layers on SDPA.
+
+``--data variable`` trains SFT on chats of mixed lengths (the shipped prompts, one to a few joined per
+turn, up to ``--seq-len``) instead of full-length rows; ``--packing`` packs them best-fit without padding
+(TRL's ``bfd`` strategy). Tokens there are TRL's own count of the tokens trained on (padding left out), so
+the packed and unpacked rows compare useful tokens per second. Results are printed as a markdown table and written to ``data/08_reporting/bench_gpu_<shape>.json``.
 """
 
 from __future__ import annotations
@@ -86,6 +94,17 @@ def long_texts(model_dir: Path, n: int, min_tokens: int, seed: int) -> list[str]
     return texts
 
 
+def variable_chats(n: int, seed: int) -> list[dict]:
+    """``n`` SFT chats of mixed lengths from the shipped texts: each turn joins one to eight of them."""
+    rng = random.Random(seed)
+    texts = shipped_texts()
+
+    def turn() -> str:
+        return " ".join(rng.choice(texts) for _ in range(rng.randint(1, 8)))
+
+    return [{"messages": [{"role": "user", "content": turn()}, {"role": "assistant", "content": turn()}]} for _ in range(n)]
+
+
 def run_one(kind: str, model_dir: Path, args, work: Path) -> dict:
     from transformers import AutoConfig
 
@@ -101,9 +120,12 @@ def run_one(kind: str, model_dir: Path, args, work: Path) -> dict:
         accumulation, batch = batch // micro, micro  # the same global batch and data as the fixed run
     steps = args.steps
     rows_needed = batch * accumulation * args.world_size * steps
-    texts = long_texts(model_dir, rows_needed * (2 if kind == "dpo" else 1) + 1, args.seq_len, seed=1)
+    variable = kind == "sft" and args.data == "variable"
+    texts = [] if variable else long_texts(model_dir, rows_needed * (2 if kind == "dpo" else 1) + 1, args.seq_len, seed=1)
     data = work / f"{kind}.jsonl"
-    if kind == "sft":
+    if variable:  # packing fits several rows in one sequence: enough rows for every step either way
+        rows = variable_chats(rows_needed * (8 if args.packing else 1), seed=1)
+    elif kind == "sft":
         rows = [{"text": t} for t in texts[:rows_needed]]
     else:  # prompt + completion are truncated together to max_length: both sequences are seq_len long
         rows = [{"prompt": "Q:", "chosen": texts[2 * i], "rejected": texts[2 * i + 1]} for i in range(rows_needed)]
@@ -115,14 +137,15 @@ def run_one(kind: str, model_dir: Path, args, work: Path) -> dict:
         "gradient_checkpointing": gc, "gradient_accumulation_steps": accumulation,
     }
     if kind == "sft":
-        trainer_args["packing"] = False
+        trainer_args["packing"] = args.packing
     if args.liger:
         trainer_args["use_liger_kernel"] = True
     spec = LaunchSpec(
         kind=kind, model=str(model_dir), train_file=str(data), output_dir=str(work / f"run-{kind}"),
         ref_model=str(model_dir) if kind == "dpo" else None, trainer_args=trainer_args,
         deepspeed=zero_config(zero_stage) if launcher == "deepspeed" else None, world_size=args.world_size,
-        mlflow_prefix=f"bench_{kind}",
+        mlflow_prefix=f"bench_{kind}", kernels="auto" if args.auto else "none",
+        attn_implementation="auto" if args.auto else None,
         callbacks=[{"class": "kowen_kedro.training.throughput:step_timer_callback", "kwargs": {"path": str(timer), "warmup_steps": args.warmup}}],
     )
     launch(spec, launcher=launcher)
@@ -130,6 +153,9 @@ def run_one(kind: str, model_dir: Path, args, work: Path) -> dict:
     cfg = AutoConfig.from_pretrained(model_dir)
     sequences = batch * accumulation * args.world_size * (2 if kind == "dpo" else 1)
     tokens_per_step = sequences * args.seq_len
+    if variable:  # TRL's count of the tokens trained on (no padding), spread evenly over the steps
+        tokens_per_step = timing["num_tokens"] / timing["steps"]
+    settings = json.loads((Path(spec.output_dir) / "_COMPLETE.json").read_text()).get("settings", {})
     tokens_per_s = tokens_per_step / timing["seconds_per_step"]
     flops_token = (dpo_flops_per_token if kind == "dpo" else train_flops_per_token)(cfg, args.seq_len)
     peak = peak_tflops(timing["device"])
@@ -138,7 +164,9 @@ def run_one(kind: str, model_dir: Path, args, work: Path) -> dict:
         "kind": kind, "shape": args.shape, "device": timing["device"], "world_size": args.world_size,
         "path": "auto" if args.auto else "fixed", "launcher": launcher, "zero_stage": zero_stage if launcher == "deepspeed" else None,
         "seq_len": args.seq_len, "per_device_batch": batch, "accumulation": accumulation,
-        "gradient_checkpointing": gc, "liger": args.liger,
+        "gradient_checkpointing": gc, "liger": args.liger, "data": args.data if kind == "sft" else "fixed",
+        "kernels": settings.get("kernels"), "attn_implementation": settings.get("attn_implementation"),
+        "packing": settings.get("packing", False), "tokens_per_step": tokens_per_step,
         "loss": timing["losses"][-1][1] if timing.get("losses") else None,
         "steps_timed": timing["steps"] - timing["warmup_steps"], "seconds_per_step": timing["seconds_per_step"],
         "tokens_per_s": tokens_per_s, "tokens_per_s_per_gpu": tokens_per_s / args.world_size,
@@ -174,7 +202,10 @@ def markdown(results: list[dict]) -> str:
         mem = f"{r['max_memory_allocated_gib']:.1f} GiB" if r["max_memory_allocated_gib"] is not None else "n/a"
         layout = f"ZeRO-{r['zero_stage']}" if r.get("launcher", "deepspeed") == "deepspeed" else "one process, no DeepSpeed"
         lines.append(f"| {r['kind']} {r['shape']} {r.get('path', 'fixed')}: {layout} x{r['world_size']}"
-                     f"{' +GC' if r['gradient_checkpointing'] else ''}{' +liger' if r['liger'] else ''} | {r['device']} | "
+                     f"{' +GC' if r['gradient_checkpointing'] else ''}{' +liger' if r['liger'] else ''}"
+                     f"{' kernels ' + r['kernels'] if r.get('kernels') not in (None, 'none') else ''}"
+                     f"{' ' + r['attn_implementation'] if r.get('attn_implementation') else ''}"
+                     f"{', variable lengths' if r.get('data') == 'variable' else ''}{', packed' if r.get('packing') else ''} | {r['device']} | "
                      f"{r['seq_len']} x {r['per_device_batch']}{' x ' + str(r['accumulation']) + ' acc' if r.get('accumulation', 1) > 1 else ''} | "
                      f"{r['seconds_per_step']:.3f} | {r['tokens_per_s']:.0f} | "
                      f"{r['model_tflops_per_s']:.1f} | {mfu} | {mem} | {r['loss'] if r.get('loss') is not None else 'n/a'} |")
@@ -194,6 +225,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--gradient-checkpointing", action="store_true")
     parser.add_argument("--liger", action="store_true", help="TRL use_liger_kernel (the gpu extra)")
     parser.add_argument("--auto", action="store_true", help="the settings the recipes' auto values choose for this GPU")
+    parser.add_argument("--data", choices=["fixed", "variable"], default="fixed",
+                        help="SFT rows: all --seq-len tokens long (fixed), or chats of mixed lengths (variable)")
+    parser.add_argument("--packing", action="store_true", help="SFT: pack the rows without padding (TRL bfd)")
     parser.add_argument("--work", default=None, help="folder for the model and runs (default: a temporary one)")
     parser.add_argument("--out", default=None, help="JSON results (default: data/08_reporting/bench_gpu_<shape>.json)")
     args = parser.parse_args(argv)
@@ -208,7 +242,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         work.mkdir(parents=True, exist_ok=True)
         model_dir = build_model(args.shape, args.seq_len, work)
         results = [run_one(kind, model_dir, args, work) for kind in args.kinds]
-    name = f"bench_gpu_{args.shape}{'_auto' if args.auto else ''}.json"
+    name = (f"bench_gpu_{args.shape}{'_auto' if args.auto else ''}{'_variable' if args.data == 'variable' else ''}"
+            f"{'_packed' if args.packing else ''}.json")
     return write_results(results, Path(args.out or ROOT / "data" / "08_reporting" / name), markdown(results))
 
 

@@ -147,6 +147,32 @@ def test_inconsistent_batches_lengths_and_tensor_parallelism_are_problems():
     assert "tensor_parallel_size 3 does not divide the model's 64 attention heads" in problems["data_synthesis.teacher"]
 
 
+def test_a_mixture_asking_for_more_rows_than_the_run_makes_is_a_problem():
+    """kowen_7b's 400K Korean single-turn rows come from 500K translated prompts (80% kept by the QE filter);
+    with base's 40 the run would stop at the mixture after the teacher's hours."""
+    assert not pf.mixture_supply(*_supply_args(recipe("kowen_7b")))
+    short = recipe("kowen_7b", translation_qe={"prompts": {"max_prompts": 40}},
+                   data_synthesis={"multi_turn": {"max_conversations": 1000}})
+    problems = next(s for s in pf.plan(short, ROOT) if s.stage == "sft.sft").problems
+    assert problems == [
+        "data_synthesis.mixture.sizes.target_multi_turn asks 400000 conversations, data_synthesis.multi_turn.max_conversations "
+        "makes at most 1000: raise it or lower the size",
+        "data_synthesis.mixture.sizes.target_single_turn asks 400000 target-language prompts, the run makes at most 32: "
+        "translation_qe.prompts.max_prompts 40 translated, 0.8 of them kept by the QE filter, + 0 native "
+        "(preflight.rows.native_target_prompts): raise translation_qe.prompts.max_prompts to 500000, count the native "
+        "prompts in preflight.rows.native_target_prompts, or lower the size"]
+    # native target-language prompts of the ingested data count: 40 x 0.8 + 399968 is enough
+    assert not pf.mixture_supply(*_supply_args(recipe("kowen_7b", translation_qe={"prompts": {"max_prompts": 40}},
+                                                      preflight={"rows": {"native_target_prompts": 399_968}})))
+    # shares (the tiny default's 1.0 of each part) ask for no number of rows
+    assert not pf.mixture_supply(*_supply_args(recipe(None)))
+
+
+def _supply_args(params: dict) -> tuple:
+    ds = params["data_synthesis"]
+    return ds["mixture"]["sizes"], ds, params["translation_qe"], pf.Settings.from_params(params)
+
+
 def test_a_model_without_a_configuration_is_a_problem_naming_where_to_put_one():
     params = recipe("kowen_7b")
     params["models"]["student"] = "org/unknown-13b"

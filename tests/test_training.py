@@ -353,6 +353,13 @@ def test_throughput_benchmark_counts_the_tokens_trl_trains_on(tmp_path):
                                      "--batch", "2", "--work", str(tmp_path / "auto"), "--out", str(tmp_path / "a.json"), "--auto"])
     assert (auto["path"], auto["launcher"], auto["zero_stage"], auto["per_device_batch"]) == ("auto", "python", None, 2)
     assert r["loss"] is not None and auto["loss"] == pytest.approx(r["loss"], rel=1e-3)
+    # variable-length chats packed without padding: tokens are TRL's count of those trained on, at most the
+    # packed blocks' capacity; the kernels and attention chosen on this CPU are the defaults
+    (packed,) = train_throughput.main(["--shape", "micro", "--kinds", "sft", "--steps", "4", "--warmup", "1", "--seq-len", "48",
+                                       "--batch", "2", "--work", str(tmp_path / "packed"), "--out", str(tmp_path / "p.json"),
+                                       "--auto", "--data", "variable", "--packing"])
+    assert (packed["data"], packed["packing"], packed["kernels"], packed["attn_implementation"]) == ("variable", True, "none", None)
+    assert 0.5 * 2 * 48 < packed["tokens_per_step"] <= 2 * 48
 
 
 @pytest.mark.slow

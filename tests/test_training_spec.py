@@ -154,3 +154,100 @@ def test_model_identity_follows_content_not_path(tmp_path):
     s1 = LaunchSpec(kind="sft", model=str(a), train_file="x", output_dir="o")
     s2 = LaunchSpec(kind="sft", model=str(b), train_file="x", output_dir="o")
     assert s1.fingerprint() == s2.fingerprint()
+
+
+# ---------------------------------------------------------------- kernels, attention, packing
+
+def test_kernels_attention_and_packing_are_chosen_for_the_hardware():
+    from kowen_kedro.training.kernels import choose_attention, choose_kernels, choose_packing, hardware_choices
+
+    # auto: nothing on a CPU; Liger on a GPU that has it; else compiled layers, except under ZeRO-3
+    assert choose_kernels("auto", cuda=False, zero_stage=None, liger_available=True) == "none"
+    assert choose_kernels("auto", cuda=True, zero_stage=3, liger_available=True) == "liger"
+    assert choose_kernels("auto", cuda=True, zero_stage=2, liger_available=False) == "compile"
+    assert choose_kernels("auto", cuda=True, zero_stage=3, liger_available=False) == "none"
+    assert choose_kernels("compile", cuda=False, zero_stage=None, liger_available=False) == "compile"  # asked for: kept
+    with pytest.raises(ValueError, match=r"liger-kernel wheel .*\.\[gpu\]"):
+        choose_kernels("liger", cuda=True, zero_stage=0, liger_available=False)
+    with pytest.raises(ValueError, match="training.kernels 'fast': expected one of none, liger, compile, auto"):
+        choose_kernels("fast", cuda=True, zero_stage=0, liger_available=True)
+    assert choose_attention("auto", cuda=True, flash_available=True) == "flash_attention_2"
+    assert choose_attention("auto", cuda=True, flash_available=False) is None  # the model's default (SDPA)
+    assert choose_attention("auto", cuda=False, flash_available=True) is None
+    assert choose_attention("sdpa", cuda=True, flash_available=True) == "sdpa"
+    # packing: only where the attention keeps the packed rows apart; an explicit value is kept
+    assert choose_packing("auto", "flash_attention_2") is True
+    assert choose_packing("auto", None) is False and choose_packing("auto", "sdpa") is False
+    assert choose_packing(True, None) is True and choose_packing(False, "flash_attention_2") is False
+    assert hardware_choices("auto", "auto", "auto", cuda=True, zero_stage=0, liger_available=True, flash_available=True) == {
+        "kernels": "liger", "attn_implementation": "flash_attention_2", "packing": True}
+
+
+def test_the_training_child_receives_the_chosen_kernels_and_packing(tmp_path, monkeypatch):
+    """What a child builds from a spec the recipe's `auto` values wrote: on this CPU nothing changes (the tiny
+    default's numbers stay); on a GPU with Liger and FlashAttention, Liger's layer kernels (its loss left to TRL)
+    and padding-free packing."""
+    import kowen_kedro.training.kernels as kernels
+    import kowen_kedro.training.stages as stages
+    from kowen_kedro.training.entry import build_config
+
+    seen = {}
+    monkeypatch.setattr(stages, "launch", lambda spec, launcher: seen.setdefault("spec", spec) and {"final_dir": "x"})
+    training = {"work_dir": str(tmp_path), "launcher": "python", "kernels": "auto", "attn_implementation": "auto"}
+    train_stage("sft", "sft", "m", [{"messages": []}], {"trainer_args": {"packing": "auto", "max_length": 64}}, training)
+    spec = seen["spec"]
+    assert (spec.kernels, spec.attn_implementation, spec.trainer_args["packing"]) == ("auto", "auto", "auto")
+    spec.output_dir = str(tmp_path / "out")
+    config = build_config(spec)  # this CPU
+    assert (config.packing, config.padding_free, config.use_liger_kernel) == (False, False, False)
+
+    monkeypatch.setattr(kernels, "installed", lambda module: module in ("liger_kernel", "flash_attn"))
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    from kowen_kedro.training.entry import hardware_choices
+
+    assert hardware_choices(spec) == {"kernels": "liger", "attn_implementation": "flash_attention_2", "packing": True}
+    args = _config_args(spec, monkeypatch)
+    assert args["packing"] is True and args["use_liger_kernel"] is True
+    assert args["liger_kernel_config"] == {"rms_norm": True, "rope": True, "swiglu": True, "cross_entropy": False,
+                                           "fused_linear_cross_entropy": False}
+
+
+def _config_args(spec, monkeypatch) -> dict:
+    """The keyword arguments build_config passes to the TRL config class (captured, not constructed: on a
+    machine without CUDA the real class refuses bf16)."""
+    import trl
+
+    captured = {}
+
+    class Capture:
+        def __init__(self, **kwargs):
+            captured.update(kwargs)
+
+    monkeypatch.setattr(trl, "SFTConfig", Capture)
+    from kowen_kedro.training.entry import build_config
+
+    build_config(spec)
+    return captured
+
+
+def test_compiled_decoder_layers_compute_what_the_eager_ones_do():
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from kowen_kedro.training.kernels import compile_decoder_layers
+
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(Qwen2Config(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=2,
+                                         num_key_value_heads=1, vocab_size=128)).eval()
+    ids = torch.randint(0, 128, (2, 9))
+    with torch.no_grad():
+        eager = model(ids).logits
+        assert compile_decoder_layers(model, backend="eager") == 2
+        assert all(layer._compiled_call_impl is not None for layer in model.model.layers)
+        compiled = model(ids).logits
+    torch.testing.assert_close(compiled, eager)
+    with pytest.raises(ValueError, match="no decoder layers"):
+        compile_decoder_layers(torch.nn.Linear(2, 2))

@@ -67,8 +67,9 @@ TYPES = {
     "translation_qe.qe.batch_size": {"string", "number"},  # auto, or pairs per forward pass
     "training.deepspeed.zero_stage": {"string", "number"},  # auto (chosen for the GPU), or 0-3
 }
-#: Trainer arguments that also take ``auto``: chosen for the GPU by :func:`kowen_kedro.training.preflight.choose_settings`.
-AUTO_TRAINER_ARGS = ("per_device_train_batch_size", "gradient_checkpointing")
+#: Trainer arguments that also take ``auto``: chosen for the GPU by :func:`kowen_kedro.training.preflight.choose_settings`
+#: (batch, checkpointing) or in the training child (SFT packing, :mod:`kowen_kedro.training.kernels`).
+AUTO_TRAINER_ARGS = ("per_device_train_batch_size", "gradient_checkpointing", "packing")
 
 
 #: Help of the keys every training stage block takes (:data:`kowen_kedro.training.stages.STAGE_KEYS`).

@@ -150,9 +150,22 @@ def precision_flags(precision: str, cuda: bool, bf16_supported: bool) -> dict[st
     raise ValueError(f"precision must be auto, bf16, fp16 or fp32, not {precision!r}")
 
 
+def hardware_choices(spec: LaunchSpec) -> dict[str, Any]:
+    """Kernels, attention implementation and SFT packing for ``spec`` on this machine
+    (:mod:`kowen_kedro.training.kernels`)."""
+    import torch
+
+    from kowen_kedro.training.kernels import hardware_choices as choose
+
+    return choose(spec.kernels, spec.attn_implementation, spec.trainer_args.get("packing", False),
+                  cuda=torch.cuda.is_available(), zero_stage=spec.zero_stage)
+
+
 def build_config(spec: LaunchSpec):
     """The TRL config object for ``spec`` (created before the model so ZeRO-3 can partition at load)."""
     import torch
+
+    from kowen_kedro.training.kernels import LIGER_LAYERS
     from trl import DPOConfig, RewardConfig, SFTConfig
 
     if spec.kind == "clo":
@@ -170,6 +183,12 @@ def build_config(spec: LaunchSpec):
         "use_cpu": not cuda,
     }
     args.update(spec.trainer_args)
+    choices = hardware_choices(spec)
+    if "packing" in args:  # SFT: `auto` resolved for the attention implementation
+        args["packing"] = choices["packing"]
+    if choices["kernels"] == "liger":
+        args["use_liger_kernel"] = True
+        args.setdefault("liger_kernel_config", dict(LIGER_LAYERS))
     # TrainingArguments takes its mixed-precision default from $ACCELERATE_MIXED_PRECISION, which any
     # earlier TRL config in a parent process may have set (TRL configs default to bf16=True): the spec decides.
     os.environ["ACCELERATE_MIXED_PRECISION"] = "bf16" if args.get("bf16") else "fp16" if args.get("fp16") else "no"
@@ -219,10 +238,12 @@ def load_model(spec: LaunchSpec, config):
     dtype = torch_dtype(config)
     tokenizer = load_tokenizer(spec.model)  # the project's rule (pad = EOS when missing); DeepSpeed places the weights
     local = local_files_only()
+    attention = hardware_choices(spec)["attn_implementation"]
+    extra = {"attn_implementation": attention} if attention else {}
     if spec.kind == "reward":
         model, info = AutoModelForSequenceClassification.from_pretrained(
             spec.model, num_labels=1, dtype=dtype, pad_token_id=tokenizer.pad_token_id, output_loading_info=True,
-            local_files_only=local,
+            local_files_only=local, **extra,
         )
         if "score.weight" in info.get("missing_keys", []):  # a base LM: the head is new
             from kowen_kedro.rewards.heads import init_score_head
@@ -230,7 +251,7 @@ def load_model(spec: LaunchSpec, config):
             init_score_head(model, seed=spec.seed)
             logger.info("new score head initialised from N(0, 1/sqrt(d_model + 1))")
     else:
-        model = AutoModelForCausalLM.from_pretrained(spec.model, dtype=dtype, local_files_only=local)
+        model = AutoModelForCausalLM.from_pretrained(spec.model, dtype=dtype, local_files_only=local, **extra)
     return model, tokenizer
 
 
@@ -310,6 +331,13 @@ def run(spec: LaunchSpec) -> dict:
         deepspeed.init_distributed()
     config = build_config(spec)
     model, tokenizer = load_model(spec, config)
+    choices = hardware_choices(spec)
+    logger.info("kernels %s, attention %s, packing %s", choices["kernels"], choices["attn_implementation"] or "model default",
+                getattr(config, "packing", "n/a"))
+    if choices["kernels"] == "compile":
+        from kowen_kedro.training.kernels import compile_decoder_layers
+
+        logger.info("compiled %d decoder layers (torch.compile)", compile_decoder_layers(model))
     peft_config = None
     if spec.finetuning == "lora":
         peft_config = lora_config(spec.kind, spec.lora)
@@ -368,7 +396,8 @@ def run(spec: LaunchSpec) -> dict:
         from kowen_kedro.model_identity import model_identity
 
         model_identity(final)  # hash once here; versioned copies carry the stored identity
-        record = {"fingerprint": fingerprint, "final_dir": str(final), "metrics": metrics}
+        record = {"fingerprint": fingerprint, "final_dir": str(final), "metrics": metrics,
+                  "settings": {**choices, "packing": bool(getattr(config, "packing", False))}}
         if probe is not None:
             record["probe"] = probe
         tmp = out / (COMPLETE_MARKER + ".tmp")

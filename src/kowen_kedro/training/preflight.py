@@ -742,6 +742,7 @@ def plan(params: dict[str, Any], project: str | Path = ".") -> list[Stage]:
     sft = params.get("sft", {})
     n, basis = _rows("sft", _sum_counts(list(sizes.values())) if sizes else None, "data_synthesis.mixture.sizes", s, project, AT_HAND["sft"])
     _add_training(add, "sft.sft", "student", sft, n, basis, sequences_per_row=1, reference=False, flops_kind="sft")
+    stages[-1].problems.extend(mixture_supply(sizes, ds, tq, s))
     if xl_on:
         xl = params.get("xl_instruct", {})
         passages = int(ds["xl_instruct"]["max_passages"])
@@ -815,6 +816,34 @@ def plan(params: dict[str, Any], project: str | Path = ".") -> list[Stage]:
         add_api("evaluation.judge", str(judge.get("model") or "judge"),
                 f"judged over the OpenAI API at {judge.get('base_url') or 'the provider'} (no GPU of this recipe)", answers, answers_basis)
     return stages
+
+
+def mixture_supply(sizes: dict[str, Any], ds: dict[str, Any], tq: dict[str, Any], s: Settings) -> list[str]:
+    """The SFT mixture's parts that ask for more rows than the run makes: the target-language single-turn part
+    draws on the translated prompts (``translation_qe.prompts.max_prompts``, less the QE filter's bottom share)
+    and the native target-language prompts of the ingested data (``preflight.rows.native_target_prompts``,
+    0 unless given); the multi-turn part on ``data_synthesis.multi_turn.max_conversations``. Caught here,
+    a shortfall would otherwise stop the run at the mixture, after the translation and the teacher's hours."""
+    problems = []
+    multi, asked_multi = _count((ds.get("multi_turn") or {}).get("max_conversations")), _count(sizes.get("target_multi_turn"))
+    if multi is not None and asked_multi is not None and asked_multi > multi:
+        problems.append(f"data_synthesis.mixture.sizes.target_multi_turn asks {asked_multi} conversations, "
+                        f"data_synthesis.multi_turn.max_conversations makes at most {multi}: raise it or lower the size")
+    asked = _count(sizes.get("target_single_turn"))
+    translated = _count((tq.get("prompts") or {}).get("max_prompts"))
+    if asked is not None and translated is not None:
+        drop = float((tq.get("filter") or {}).get("drop_bottom_fraction", 0.0))
+        native = s.rows.get("native_target_prompts", 0)
+        supply = int(translated * (1 - drop)) + native
+        if asked > supply:
+            need = math.ceil((asked - native) / (1 - drop)) if drop < 1 else None
+            problems.append(
+                f"data_synthesis.mixture.sizes.target_single_turn asks {asked} target-language prompts, the run makes at most "
+                f"{supply}: translation_qe.prompts.max_prompts {translated} translated, {1 - drop:g} of them kept by the QE "
+                f"filter, + {native} native (preflight.rows.native_target_prompts): "
+                + (f"raise translation_qe.prompts.max_prompts to {need}, " if need else "")
+                + "count the native prompts in preflight.rows.native_target_prompts, or lower the size")
+    return problems
 
 
 def _add_training(add, name: str, role: str, cfg: dict, rows: int | None, basis: str, *, sequences_per_row: int,

@@ -41,6 +41,9 @@ class LaunchSpec:
     world_size: int = 1  # processes in all (GPUs in production)
     num_nodes: int = 1
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"  # auto: bf16 where the GPU has it, else fp32
+    # Fused layer kernels and the attention implementation, chosen in the child (kowen_kedro.training.kernels).
+    kernels: Literal["auto", "none", "liger", "compile"] = "none"
+    attn_implementation: str | None = None  # None: the model's default (SDPA); auto: FlashAttention 2 where installed
     # TrainerCallbacks to add, as "package.module:Class" or {"class": "...", "kwargs": {...}}.
     callbacks: list[Any] = field(default_factory=list)
     mlflow_prefix: str = "train"
@@ -76,6 +79,11 @@ class LaunchSpec:
             if path and Path(path).exists():
                 h.update(Path(path).read_bytes())
         return h.hexdigest()[:16]
+
+    @property
+    def zero_stage(self) -> int | None:
+        """The ZeRO stage of the DeepSpeed config (None: no DeepSpeed)."""
+        return (self.deepspeed or {}).get("zero_optimization", {}).get("stage") if self.deepspeed else None
 
     @property
     def final_dir(self) -> Path:

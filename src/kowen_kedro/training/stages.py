@@ -22,7 +22,7 @@ from kowen_kedro.training.spec import Kind, LaunchSpec, zero_config
 logger = logging.getLogger(__name__)
 STAGE_KEYS = {"trainer_args", "global_batch_size", "finetuning", "lora", "seed", "ref_model", "callbacks"}
 TRAINING_KEYS = {"launcher", "world_size", "num_nodes", "hostfile", "work_dir", "deepspeed", "precision",
-                 "gradient_checkpointing", "keep_checkpoints",
+                 "gradient_checkpointing", "keep_checkpoints", "kernels", "attn_implementation",
                  "gpu", "price_per_gpu_hour"}  # the hardware `kedro preflight` sizes the recipe for
 
 
@@ -123,6 +123,8 @@ def train_stage(
         num_nodes=int(training_cfg.get("num_nodes", 1)),
         hostfile=training_cfg.get("hostfile"),
         precision=training_cfg.get("precision", "auto"),
+        kernels=training_cfg.get("kernels", "auto"),
+        attn_implementation=training_cfg.get("attn_implementation"),
         callbacks=list(stage_cfg.get("callbacks", [])),
         keep_checkpoints=bool(training_cfg.get("keep_checkpoints", False)),
         mlflow_prefix=stage,

@@ -71,10 +71,13 @@ def step_timer_callback(path: str | Path, warmup_steps: int = 3):
         def __init__(self) -> None:
             self.times: list[float] = []
             self.losses: list[tuple[int, float]] = []
+            self.num_tokens: float | None = None
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if logs and "loss" in logs:  # the mean training loss since the last log (no extra sync: logged anyway)
                 self.losses.append((state.global_step, float(logs["loss"])))
+            if logs and "num_tokens" in logs:  # TRL's count of the tokens trained on so far (padding left out)
+                self.num_tokens = float(logs["num_tokens"])
 
         @staticmethod
         def _sync() -> None:
@@ -106,6 +109,7 @@ def step_timer_callback(path: str | Path, warmup_steps: int = 3):
                 "max_memory_allocated_gib": torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None,
                 "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
                 "losses": self.losses,
+                "num_tokens": self.num_tokens,
             }
             Path(path).write_text(json.dumps(record, indent=2))
 
