@@ -49,30 +49,47 @@ def node_times(lines: list[str]) -> dict[str, float]:
     return {m.group(1): float(m.group(2)) for m in map(NODE_LINE.match, lines) if m}
 
 
-def training_launches(project: Path) -> tuple[int, float]:
-    """(finished training launches, the seconds their trainers report) under the run's work folder."""
-    records = [json.loads(p.read_text()) for p in (project / "data/06_models/_runs").glob("*/*/_COMPLETE.json")]
-    return len(records), sum(float(r.get("metrics", {}).get("train_runtime", 0.0)) for r in records)
+def training_launches(project: Path) -> list[dict]:
+    """Every finished training launch under the run's work folder: its stage, the launch's wall time, the time
+    its trainer reports and the difference (start-up, loading, saving), in the order they finished."""
+    found = sorted((p.stat().st_mtime, p) for p in (project / "data/06_models/_runs").glob("*/*/_COMPLETE.json"))
+    out = []
+    for _, path in found:
+        record = json.loads(path.read_text())
+        trainer = float(record.get("metrics", {}).get("train_runtime", 0.0))
+        launch = record.get("launch_seconds")
+        out.append({"stage": path.parent.parent.name, "launch_s": launch, "trainer_s": round(trainer, 1),
+                    "overhead_s": round(launch - trainer, 1) if launch is not None else None})
+    return out
 
 
 def kedro_run(args: list[str]) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         clone = fresh_clone(Path(tmp))
         env = {**os.environ, "PYTHONPATH": str(clone / "src")}  # the clone's code, the installed packages
-        start = time.perf_counter()
+        start, cpu_before = time.perf_counter(), _children_cpu_s()
         done = subprocess.run([str(ROOT / ".venv/bin/kedro"), "run", *args], cwd=clone, env=env, capture_output=True)
-        wall = time.perf_counter() - start
+        wall, cpu = time.perf_counter() - start, _children_cpu_s() - cpu_before
         text = (done.stdout + done.stderr).decode(errors="replace")
         if done.returncode:
             raise SystemExit(f"kedro run {' '.join(args)} failed:\n{text[-3000:]}")
         lines = console_lines(text)
         nodes = node_times(lines)
-        launches, trainer_s = training_launches(clone)
-    return {"command": " ".join(["kedro run", *args]), "wall_s": round(wall, 1), "console_lines": len(lines),
+        launches = training_launches(clone)
+    return {"command": " ".join(["kedro run", *args]), "wall_s": round(wall, 1), "cpu_percent": round(100 * cpu / wall),
+            "console_lines": len(lines),
             "nodes": len(nodes), "node_time_s": round(sum(nodes.values()), 1),
             "slowest": sorted(nodes.items(), key=lambda kv: -kv[1])[:5],
-            "tiny_build_s": nodes.get("models.build_tiny_models_node"), "training_launches": launches,
-            "trainer_s": round(trainer_s, 1)}
+            "tiny_build_s": nodes.get("models.build_tiny_models_node"), "training_launches": len(launches),
+            "trainer_s": round(sum(r["trainer_s"] for r in launches), 1), "launches": launches}
+
+
+def _children_cpu_s() -> float:
+    """CPU seconds (user + system) of this process's finished children (the run and every process it started)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def suite() -> dict:

@@ -78,8 +78,9 @@ def runs_table(runs: dict) -> str:
     if "default" in runs:
         r = runs["default"]
         slowest = ", ".join(f"{name} {sec:.0f} s" for name, sec in r["slowest"][:3])
+        cpu = f" at {r['cpu_percent']}% CPU" if "cpu_percent" in r else ""
         rows.append((f"`{r['command']}` of the default, fresh clone (what `make run` runs)",
-                     f"{_minutes(r['wall_s'])}; {r['nodes']} nodes, {r['node_time_s']:.0f} s of node time (slowest: {slowest}); "
+                     f"{_minutes(r['wall_s'])}{cpu}; {r['nodes']} nodes, {r['node_time_s']:.0f} s of node time (slowest: {slowest}); "
                      f"tiny-model build {r['tiny_build_s']:.0f} s; {r['training_launches']} training launches, "
                      f"{r['trainer_s']:.0f} s inside their trainers; console {r['console_lines']} lines", r["date"]))
     if "ja" in runs:
@@ -92,7 +93,14 @@ def runs_table(runs: dict) -> str:
                      f"{_minutes(r['wall_s'])} (tests {_minutes(r['tests_s'])}: {r['summary']})", r["date"]))
     machine = next(iter(runs.values()))["machine"] if runs else "-"
     head = f"Measured on {machine} (`make bench-runs`; figures in `docs/runs.json`), one run at a time on an idle machine.\n\n"
-    return head + "| run | figure | date |\n|---|---|---|\n" + "".join(f"| {a} | {b} | {c} |\n" for a, b, c in rows)
+    table = head + "| run | figure | date |\n|---|---|---|\n" + "".join(f"| {a} | {b} | {c} |\n" for a, b, c in rows)
+    launches = [r for r in runs.get("default", {}).get("launches", []) if r.get("launch_s") is not None]
+    if launches:
+        table += ("\nThe default run's training launches, in the order they finished: the launch's wall time (node side), "
+                  "the time inside its trainer (TRL's `train_runtime`) and the rest (start-up, loading, saving):\n\n"
+                  "| launch | launch s | trainer s | overhead s |\n|---|---|---|---|\n"
+                  + "".join(f"| {r['stage']} | {r['launch_s']:.1f} | {r['trainer_s']:.1f} | {r['overhead_s']:.1f} |\n" for r in launches))
+    return table
 
 
 def rewrite_block(doc: Path, block: str, table: str) -> None:

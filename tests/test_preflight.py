@@ -260,7 +260,7 @@ def test_the_training_child_receives_the_auto_settings(monkeypatch, tmp_path):
     from kowen_kedro.training import stages
 
     launched = {}
-    monkeypatch.setattr(stages, "launch", lambda spec, launcher: launched.update(spec=spec, launcher=launcher) or {"final_dir": "x"})
+    monkeypatch.setattr(stages, "launch", lambda spec, launcher, warm=True: launched.update(spec=spec, launcher=launcher) or {"final_dir": "x"})
     model = tmp_path / "qwen7b"
     model.mkdir()
     shutil.copy(pf.MODEL_CONFIGS / "Qwen--Qwen2.5-7B.json", model / "config.json")

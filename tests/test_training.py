@@ -282,6 +282,48 @@ def test_kill_9_mid_training_then_resume_matches_an_uninterrupted_run(tiny_model
 
 
 @pytest.mark.slow
+def test_a_warm_launch_trains_the_same_bytes_as_deepspeeds_launcher(tiny_models, tmp_path, caplog):
+    """A one-process launch on a CPU forks from the warm interpreter (the training libraries imported once),
+    runs under DeepSpeed with the rank environment its launcher sets, and writes the same model, byte for
+    byte, as a launch through DeepSpeed's launcher; the launch's wall time and its overhead are recorded."""
+    import logging
+
+    from kowen_kedro.training.launcher import launch
+    from kowen_kedro.training.spec import LaunchSpec, zero_config
+
+    args = dict(kind="sft", model=tiny_models["models"]["base"], train_file=_sft_file(tmp_path),
+                trainer_args={"num_train_epochs": 1, "learning_rate": 1e-3, "per_device_train_batch_size": 4, "max_length": 64},
+                global_batch_size=4, deepspeed=zero_config(3), world_size=1)
+    with caplog.at_level(logging.INFO, logger="kowen_kedro.training.launcher"):
+        warm = launch(LaunchSpec(**args, output_dir=str(tmp_path / "warm")))
+        cold = launch(LaunchSpec(**args, output_dir=str(tmp_path / "cold")), warm=False)
+    said = caplog.text
+    assert "in a child of the warm interpreter (deepspeed rank environment" in said
+    assert "deepspeed.launcher.launch" in said  # the cold one
+    warm_log = (tmp_path / "warm" / "train.log").read_text()
+    assert "DeepSpeed initialised: rank 0 of 1 (ZeRO-3)" in warm_log  # DeepSpeed drives the warm child
+    for name in ("model.safetensors", "config.json", "generation_config.json", "tokenizer.json"):
+        assert (Path(warm["final_dir"]) / name).read_bytes() == (Path(cold["final_dir"]) / name).read_bytes(), name
+    assert warm["metrics"]["train_loss"] == cold["metrics"]["train_loss"]
+    for record in (warm, cold):
+        assert record["launch_seconds"] > record["metrics"]["train_runtime"] > 0
+        assert record["launch_overhead_seconds"] == pytest.approx(record["launch_seconds"] - record["metrics"]["train_runtime"], abs=2e-3)
+        on_disk = json.loads((Path(record["final_dir"]).parent / "_COMPLETE.json").read_text())
+        assert on_disk["launch_seconds"] == record["launch_seconds"]
+
+
+def test_only_one_process_on_one_node_without_cuda_forks_from_the_warm_interpreter():
+    from kowen_kedro.training.warm import eligible, rank_env
+
+    assert eligible(1, 1, None, cuda=False)
+    assert not eligible(2, 1, None, cuda=False) and not eligible(1, 1, None, cuda=True) and not eligible(1, 1, "hosts", cuda=False)
+    env = rank_env({"A": "1"}, "deepspeed", 29511)
+    assert env == {"A": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29511", "WORLD_SIZE": "1", "CROSS_RANK": "0",
+                   "CROSS_SIZE": "1", "LOCAL_SIZE": "1", "RANK": "0", "LOCAL_RANK": "0"}
+    assert rank_env({"A": "1"}, "python", 29511) == {"A": "1"}
+
+
+@pytest.mark.slow
 def test_injected_nan_stops_every_rank_before_it_is_saved(tiny_models, tmp_path, monkeypatch):
     import torch
     from safetensors.torch import load_file

@@ -91,7 +91,7 @@ def test_stage_parameters_reach_the_spec(tmp_path, monkeypatch):
     import kowen_kedro.training.stages as stages
 
     seen = {}
-    monkeypatch.setattr(stages, "launch", lambda spec, launcher: seen.setdefault("spec", spec) and {"final_dir": "x"})
+    monkeypatch.setattr(stages, "launch", lambda spec, launcher, warm=True: seen.setdefault("spec", spec) and {"final_dir": "x"})
     training = {"work_dir": str(tmp_path), "launcher": "python", "precision": "bf16", "gradient_checkpointing": True,
                 "keep_checkpoints": True}
     stage = {"trainer_args": {"learning_rate": 1e-5}, "callbacks": ["pkg.mod:Cb"]}
@@ -192,7 +192,7 @@ def test_the_training_child_receives_the_chosen_kernels_and_packing(tmp_path, mo
     from kowen_kedro.training.entry import build_config
 
     seen = {}
-    monkeypatch.setattr(stages, "launch", lambda spec, launcher: seen.setdefault("spec", spec) and {"final_dir": "x"})
+    monkeypatch.setattr(stages, "launch", lambda spec, launcher, warm=True: seen.setdefault("spec", spec) and {"final_dir": "x"})
     training = {"work_dir": str(tmp_path), "launcher": "python", "kernels": "auto", "attn_implementation": "auto"}
     train_stage("sft", "sft", "m", [{"messages": []}], {"trainer_args": {"packing": "auto", "max_length": 64}}, training)
     spec = seen["spec"]

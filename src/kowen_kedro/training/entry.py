@@ -329,6 +329,8 @@ def run(spec: LaunchSpec) -> dict:
 
         skip_cpu_inference_kernels()
         deepspeed.init_distributed()
+        logger.info("DeepSpeed initialised: rank %d of %d (ZeRO-%s)", deepspeed.comm.get_rank(), deepspeed.comm.get_world_size(),
+                    spec.zero_stage)
     config = build_config(spec)
     model, tokenizer = load_model(spec, config)
     choices = hardware_choices(spec)

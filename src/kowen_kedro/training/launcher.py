@@ -23,6 +23,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from collections import deque
 from pathlib import Path
 
@@ -175,10 +176,30 @@ class LossBar:
             self._bar.close()
 
 
-def launch(spec: LaunchSpec, launcher: str = "deepspeed", tail_lines: int = 60) -> dict:
+def _echo(spec: LaunchSpec, line: str, bar: LossBar) -> None:
+    """A child's log line to the console where it says how training goes (losses, the run time, errors)."""
+    if "{'loss'" in line or "'train_runtime'" in line or "Error" in line or "checkpoint" in line:
+        # child lines may hold "[...]" (paths, rank tags): never let a Rich handler parse them as markup
+        logger.info("%s: %s", spec.kind, line.rstrip(), extra={"markup": False})
+        bar.update(line)
+
+
+def warm_eligible(spec: LaunchSpec, launcher: str) -> bool:
+    """Whether this launch forks from the warm interpreter (:mod:`kowen_kedro.training.warm`)."""
+    import torch
+
+    from kowen_kedro.training import warm
+
+    return launcher in ("deepspeed", "python") and warm.eligible(spec.world_size, spec.num_nodes, spec.hostfile,
+                                                                 torch.cuda.is_available())
+
+
+def launch(spec: LaunchSpec, launcher: str = "deepspeed", tail_lines: int = 60, warm: bool = True) -> dict:
     """Run the training described by ``spec`` unless it already completed; return the completion record.
 
-    The record holds ``final_dir`` (the saved model), ``fingerprint`` and the child's final metrics.
+    The record holds ``final_dir`` (the saved model), ``fingerprint``, the child's final metrics and
+    ``launch_seconds`` (the launch's wall time, start-up and saving included). ``warm``: fork a one-process
+    launch on a CPU from the warm interpreter instead of starting DeepSpeed's launcher.
     """
     if spec.mlflow_run_id is None:
         spec.mlflow_run_id, spec.mlflow_tracking_uri = active_mlflow_run()
@@ -193,21 +214,29 @@ def launch(spec: LaunchSpec, launcher: str = "deepspeed", tail_lines: int = 60) 
     spec_path = out / "spec.json"
     spec_path.write_text(spec.to_json())
     log_path = out / "train.log"
-    cmd = build_command(spec_path, spec, launcher)
-    logger.info("Launching %s training: %s (log: %s)", spec.kind, " ".join(cmd), log_path)
     tail: deque[str] = deque(maxlen=tail_lines)
-    with open(log_path, "a") as log, subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=child_env(), bufsize=1
-    ) as proc, LossBar(_stage_label(spec)) as bar:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            log.write(line)
-            tail.append(line.rstrip("\n"))
-            if "{'loss'" in line or "'train_runtime'" in line or "Error" in line or "checkpoint" in line:
-                # child lines may hold "[...]" (paths, rank tags): never let a Rich handler parse them as markup
-                logger.info("%s: %s", spec.kind, line.rstrip(), extra={"markup": False})
-                bar.update(line)
-        returncode = proc.wait()
+    started = time.perf_counter()
+    if warm and warm_eligible(spec, launcher):
+        from kowen_kedro.training import warm as warm_start
+
+        logger.info("Launching %s training in a child of the warm interpreter (%s rank environment; log: %s)",
+                    spec.kind, launcher, log_path)
+        with LossBar(_stage_label(spec)) as bar:
+            returncode = warm_start.run(spec_path, log_path, warm_start.rank_env(child_env(), launcher, free_port()),
+                                        on_line=lambda line: _echo(spec, line, bar), tail=tail)
+    else:
+        cmd = build_command(spec_path, spec, launcher)
+        logger.info("Launching %s training: %s (log: %s)", spec.kind, " ".join(cmd), log_path)
+        with open(log_path, "a") as log, subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=child_env(), bufsize=1
+        ) as proc, LossBar(_stage_label(spec)) as bar:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                log.write(line)
+                tail.append(line.rstrip("\n"))
+                _echo(spec, line, bar)
+            returncode = proc.wait()
+    seconds = time.perf_counter() - started
     done = completed(spec)
     if returncode != 0:
         if done is None:
@@ -220,4 +249,31 @@ def launch(spec: LaunchSpec, launcher: str = "deepspeed", tail_lines: int = 60) 
         return done
     if done is None:
         raise TrainingLaunchError(0, log_path, "child exited 0 but wrote no completion marker\n" + "\n".join(tail))
-    return done
+    return record_launch_time(spec, done, seconds)
+
+
+def record_launch_time(spec: LaunchSpec, done: dict, seconds: float) -> dict:
+    """The launch's wall time beside the trainer's own (``train_runtime``): kept in the completion record
+    (``launch_seconds``, ``launch_overhead_seconds``: start-up, loading and saving) and logged into the run
+    as ``<stage>/launch_seconds`` and ``<stage>/launch_overhead_seconds``."""
+    from kowen_kedro.tracking import metric_key
+
+    trainer = float((done.get("metrics") or {}).get("train_runtime", 0.0))
+    record = {**done, "launch_seconds": round(seconds, 3), "launch_overhead_seconds": round(seconds - trainer, 3)}
+    marker = Path(spec.output_dir) / COMPLETE_MARKER
+    tmp = marker.with_name(marker.name + ".tmp")
+    tmp.write_text(json.dumps(record, indent=2, default=str))
+    tmp.replace(marker)
+    if spec.mlflow_run_id:
+        try:
+            from kowen_kedro.tracking import RunLayout
+
+            layout = RunLayout(spec.mlflow_run_id, spec.mlflow_tracking_uri)
+            prefix = metric_key(spec.mlflow_prefix)
+            layout.log_metrics(layout.parent_id, {f"{prefix}/launch_seconds": record["launch_seconds"],
+                                                  f"{prefix}/launch_overhead_seconds": record["launch_overhead_seconds"]})
+        except Exception as err:  # tracking trouble must never stop a training run
+            logger.warning("launch time of %s not logged: %s", spec.mlflow_prefix, err)
+    logger.info("%s: launch %.1f s, of which the trainer %.1f s (overhead %.1f s)", _stage_label(spec), seconds, trainer,
+                seconds - trainer)
+    return record

@@ -22,7 +22,7 @@ from kowen_kedro.training.spec import Kind, LaunchSpec, zero_config
 logger = logging.getLogger(__name__)
 STAGE_KEYS = {"trainer_args", "global_batch_size", "finetuning", "lora", "seed", "ref_model", "callbacks"}
 TRAINING_KEYS = {"launcher", "world_size", "num_nodes", "hostfile", "work_dir", "deepspeed", "precision",
-                 "gradient_checkpointing", "keep_checkpoints", "kernels", "attn_implementation",
+                 "gradient_checkpointing", "keep_checkpoints", "kernels", "attn_implementation", "warm_launches",
                  "gpu", "price_per_gpu_hour"}  # the hardware `kedro preflight` sizes the recipe for
 
 
@@ -132,4 +132,4 @@ def train_stage(
     )
     spec.processes_per_node  # noqa: B018 - validates world_size / num_nodes / hostfile before any work
     spec.output_dir = str(work / spec.fingerprint())
-    return launch(spec, launcher=launcher)
+    return launch(spec, launcher=launcher, warm=bool(training_cfg.get("warm_launches", True)))

@@ -1,0 +1,107 @@
+"""Warm launches: a training child forked from an interpreter that has torch, transformers, TRL and DeepSpeed
+imported already, instead of a fresh ``python -m deepspeed.launcher.launch`` (two interpreters, each paying
+those imports, for every launch).
+
+The warm interpreter is multiprocessing's *forkserver*, started once per ``kedro run`` with the training
+libraries preloaded (:data:`PRELOAD`); each launch forks a child from it. The child is what DeepSpeed's
+per-node launcher would start for one local rank: the same environment (``RANK``, ``LOCAL_RANK``,
+``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``, ``CROSS_RANK``, ``CROSS_SIZE``, ``LOCAL_SIZE``), the same
+entry point (:mod:`kowen_kedro.training.entry`) reading the same spec and writing the same outputs, its
+output appended to the run's ``train.log``. DeepSpeed still drives training inside the child
+(``deepspeed.init_distributed`` and its engine, as under the launcher).
+
+Where: one process on one node on a machine without CUDA (:func:`eligible`). Several processes or nodes
+keep DeepSpeed's launcher; so does a GPU machine, where a fork must not inherit a CUDA context and a
+launch's start-up is small next to its training. ``training.warm_launches: false`` turns it off.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+import time
+from collections import deque
+from pathlib import Path
+from typing import Callable
+
+#: Imported once in the warm interpreter (what every training child needs before its first step).
+PRELOAD = ["torch", "transformers", "trl", "deepspeed", "datasets", "peft", "kowen_kedro.training.entry"]
+
+_CONTEXT: multiprocessing.context.BaseContext | None = None
+
+
+def eligible(world_size: int, num_nodes: int, hostfile: str | None, cuda: bool) -> bool:
+    """Whether a launch can fork from the warm interpreter: one process, one node, no CUDA."""
+    return world_size == 1 and num_nodes == 1 and not hostfile and not cuda
+
+
+def context() -> multiprocessing.context.BaseContext:
+    """The forkserver context with the training libraries preloaded (the server starts at the first launch,
+    with this process's environment: the float pins are in it, :mod:`kowen_kedro.floats`)."""
+    global _CONTEXT
+    if _CONTEXT is None:
+        ctx = multiprocessing.get_context("forkserver")
+        ctx.set_forkserver_preload(PRELOAD)
+        _CONTEXT = ctx
+    return _CONTEXT
+
+
+def rank_env(env: dict[str, str], launcher: str, master_port: int) -> dict[str, str]:
+    """``env`` plus what DeepSpeed's per-node launcher sets for the single local rank (``launcher``
+    ``deepspeed``); the ``python`` launcher sets nothing."""
+    if launcher != "deepspeed":
+        return dict(env)
+    return {**env, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(master_port), "WORLD_SIZE": "1", "CROSS_RANK": "0",
+            "CROSS_SIZE": "1", "LOCAL_SIZE": "1", "RANK": "0", "LOCAL_RANK": "0"}
+
+
+def _child(spec_path: str, log_path: str, env: dict[str, str], cwd: str) -> None:
+    """In the forked child: output to ``log_path``, the launch's environment and folder, then the entry point."""
+    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115 - the process's own stdout, line-buffered
+    sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+    os.environ.clear()
+    os.environ.update(env)
+    os.chdir(cwd)
+    from kowen_kedro.training import entry
+
+    entry.main(["--spec", spec_path])
+    sys.stdout.flush()
+    sys.stderr.flush()
+
+
+def run(spec_path: Path, log_path: Path, env: dict[str, str], on_line: Callable[[str], None],
+        tail: deque[str], poll_s: float = 0.2) -> int:
+    """Fork a training child on ``spec_path`` from the warm interpreter; every new line of ``log_path`` goes to
+    ``on_line`` and ``tail`` as it appears; returns the child's exit code (a negative one: killed by that signal)."""
+    log_path.touch()
+    with open(log_path, encoding="utf-8", errors="replace") as reader:
+        reader.seek(0, os.SEEK_END)
+        proc = context().Process(target=_child, args=(str(spec_path), str(log_path), env, os.getcwd()),
+                                 name=f"train-{spec_path.parent.name}")
+        proc.start()
+        pending = ""
+        while True:
+            alive = proc.is_alive()
+            chunk = reader.read()
+            if chunk:
+                pending += chunk
+                *lines, pending = pending.split("\n")
+                for line in lines:
+                    tail.append(line)
+                    on_line(line)
+            elif not alive:
+                break
+            else:
+                time.sleep(poll_s)
+        if pending:
+            tail.append(pending)
+            on_line(pending)
+        proc.join()
+        return proc.exitcode if proc.exitcode is not None else 1
