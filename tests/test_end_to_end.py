@@ -655,7 +655,7 @@ def test_the_mlflow_run_lines_policies_up_as_child_runs(first_run):
     assert exp.tags[EXPERIMENT_KIND[0]] == EXPERIMENT_KIND[1]  # opens in the model-training view
     parent = parent_runs(client, exp.experiment_id)[-1]  # the default run (reruns of parts come later)
     tags = parent.data.tags
-    assert parent.info.run_name == "base · en-ko · seed 0" and tags["runner"] == "SequentialRunner"
+    assert parent.info.run_name == "base · en-ko · seed 0" and tags["runner"] == "StageRunner"
     assert "run_id" not in tags and tags["kedro_session_id"]
     effects = (first_run / "data/08_reporting/gold/effects.md").read_text(encoding="utf-8")
     assert tags["mlflow.note.content"].split("\n")[:3] == effects.split("\n")[:3] and "| claim |" in tags["mlflow.note.content"]

@@ -26,6 +26,14 @@ def test_registry_has_the_six_stages_and_default(project):
     assert {n.name for n in default.nodes} == {n.name for name in STAGES | {"models"} for n in project[name].nodes}
 
 
+def test_every_training_node_is_a_launch_and_no_other_is(project):
+    from kowen_kedro.runner import LAUNCH_TAG
+
+    tagged = {n.name for n in project["__default__"].nodes if LAUNCH_TAG in n.tags}
+    trains = {n.name for n in project["__default__"].nodes if n.func.__name__.startswith("train_")}
+    assert tagged == trains and len(trains) >= 9
+
+
 def test_every_node_is_in_a_stage_namespace_that_nothing_interrupts(project):
     """kedro-viz folds a namespace into one box: every node sits in its pipeline's namespace or a
     declared stage of its own (the user prompts, which translation_qe works on before data_synthesis goes

@@ -312,6 +312,37 @@ def test_a_warm_launch_trains_the_same_bytes_as_deepspeeds_launcher(tiny_models,
         assert on_disk["launch_seconds"] == record["launch_seconds"]
 
 
+@pytest.mark.slow
+def test_kill_9_during_two_concurrent_launches_then_the_rerun_resumes_both(tiny_models, tmp_path):
+    """``kill -9`` of a run (the process alone, as an OOM killer does) while two launches train side by side:
+    the launches die with it (none goes on writing into its folder), and the rerun resumes each from its last
+    committed checkpoint to the same end as an uninterrupted launch (12 steps)."""
+    work = tmp_path / "work"
+    work.mkdir()
+    cmd = [sys.executable, "-m", "tests.helpers.two_launches", tiny_models["models"]["base"], str(work)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=_child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not all(committed_checkpoints(work / n) and
+                                             int(committed_checkpoints(work / n)[-1].name.split("-")[1]) >= 4 for n in "ab"):
+        assert proc.poll() is None, "the run ended before it could be killed"
+        time.sleep(0.2)
+    assert proc.poll() is None, "the launches did not reach a checkpoint in time"
+    os.kill(proc.pid, signal.SIGKILL)  # the run only: its launches must not outlive it
+    proc.wait()
+    time.sleep(3)
+    sizes = {n: (work / n / "train.log").stat().st_size for n in "ab"}
+    time.sleep(3)
+    assert {n: (work / n / "train.log").stat().st_size for n in "ab"} == sizes  # nothing trains on
+    assert not any((work / n / "_COMPLETE.json").exists() for n in "ab")
+    last = {n: int(committed_checkpoints(work / n)[-1].name.split("-")[1]) for n in "ab"}
+
+    subprocess.run(cmd, cwd=ROOT, env=_child_env(), check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    records = json.loads((work / "records.json").read_text())
+    for n in "ab":
+        assert records[n]["metrics"]["resumed_from_step"] == last[n] >= 4
+        assert records[n]["metrics"]["global_step"] == 12
+
+
 def test_only_one_process_on_one_node_without_cuda_forks_from_the_warm_interpreter():
     from kowen_kedro.training.warm import eligible, rank_env
 

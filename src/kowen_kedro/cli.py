@@ -55,7 +55,12 @@ def parameter_error(exc: BaseException):
     return _behind(exc, ParameterError)
 
 
+#: The runner of ``kedro run`` unless ``--runner`` names another (training launches side by side).
+DEFAULT_RUNNER = "kowen_kedro.runner.StageRunner"
+
+
 def _run(**kwargs):
+    kwargs["runner"] = kwargs.get("runner") or DEFAULT_RUNNER
     try:
         return kedro_run.callback(**kwargs)
     except Exception as exc:  # noqa: BLE001 - anything that is not a data or parameter error is re-raised as it is

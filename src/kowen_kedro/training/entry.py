@@ -418,7 +418,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--spec", required=True, help="path to a LaunchSpec JSON file")
     parser.add_argument("--local_rank", type=int, default=None, help="set by the deepspeed launcher")
     ns = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO if _rank() == 0 else logging.WARNING, format="%(asctime)s %(name)s %(message)s")
+    # force: a child forked from a warm interpreter may hold the handlers of the process that started it
+    logging.basicConfig(level=logging.INFO if _rank() == 0 else logging.WARNING, format="%(asctime)s %(name)s %(message)s",
+                        force=True)
     from kowen_kedro.offline import configure_offline
 
     configure_offline()

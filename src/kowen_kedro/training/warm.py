@@ -10,6 +10,9 @@ entry point (:mod:`kowen_kedro.training.entry`) reading the same spec and writin
 output appended to the run's ``train.log``. DeepSpeed still drives training inside the child
 (``deepspeed.init_distributed`` and its engine, as under the launcher).
 
+A ``kill -9`` of the ``kedro run`` ends the warm interpreter and, with it, every launch it forked
+(:func:`die_with_parent`): the rerun resumes each from its last committed checkpoint.
+
 Where: one process on one node on a machine without CUDA (:func:`eligible`). Several processes or nodes
 keep DeepSpeed's launcher; so does a GPU machine, where a fork must not inherit a CUDA context and a
 launch's start-up is small next to its training. ``training.warm_launches: false`` turns it off.
@@ -17,16 +20,29 @@ launch's start-up is small next to its training. ``training.warm_launches: false
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import sys
+import threading
 import time
+import types
 from collections import deque
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
 #: Imported once in the warm interpreter (what every training child needs before its first step).
-PRELOAD = ["torch", "transformers", "trl", "deepspeed", "datasets", "peft", "kowen_kedro.training.entry"]
+PRELOAD = [
+    "torch", "transformers", "trl", "deepspeed", "datasets", "peft",
+    # what the libraries import lazily on first use: the trainers, the model classes, DeepSpeed's engine
+    # and ZeRO stages, the JSON data builder
+    "trl.trainer.sft_trainer", "trl.trainer.dpo_trainer", "trl.trainer.reward_trainer",
+    "transformers.models.qwen2.modeling_qwen2", "transformers.models.auto.modeling_auto",
+    "deepspeed.runtime.engine", "deepspeed.runtime.zero.stage3", "deepspeed.runtime.zero.stage_1_and_2",
+    "datasets.packaged_modules.json.json",
+    "kowen_kedro.training.entry", "kowen_kedro.preference.clo_trainer", "kowen_kedro.training.generation_config",
+]
 
 _CONTEXT: multiprocessing.context.BaseContext | None = None
 
@@ -56,8 +72,25 @@ def rank_env(env: dict[str, str], launcher: str, master_port: int) -> dict[str, 
             "CROSS_SIZE": "1", "LOCAL_SIZE": "1", "RANK": "0", "LOCAL_RANK": "0"}
 
 
+def die_with_parent() -> None:
+    """Linux: SIGKILL this process when its parent (the warm interpreter) exits. The warm interpreter exits
+    when the ``kedro run`` that started it dies, even by ``kill -9``; so does every launch it forked, instead
+    of training on unseen and writing into a folder that the rerun resumes from."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() == 1:  # the parent died before the call took effect
+        os._exit(1)
+
+
 def _child(spec_path: str, log_path: str, env: dict[str, str], cwd: str) -> None:
     """In the forked child: output to ``log_path``, the launch's environment and folder, then the entry point."""
+    die_with_parent()
+    gc.freeze()  # the preloaded libraries' objects: never collected, so not scanned by the collections training triggers
     fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     sys.stdout.flush()
     sys.stderr.flush()
@@ -76,6 +109,33 @@ def _child(spec_path: str, log_path: str, env: dict[str, str], cwd: str) -> None
     sys.stderr.flush()
 
 
+_START = threading.Lock()
+
+
+def prestart() -> None:
+    """Start the warm interpreter now (it imports the training libraries while the run does other work), so
+    that the first launch finds it ready."""
+    from multiprocessing import forkserver
+
+    context()
+    with _without_main_module():
+        forkserver.ensure_running()
+
+
+@contextmanager
+def _without_main_module():
+    """Start a child without multiprocessing re-running this process's main script in it (``kedro``'s console
+    script: its CLI imports, Kedro's logging set-up): the child's target lives in this module, so it needs
+    nothing from ``__main__``."""
+    with _START:
+        main = sys.modules["__main__"]
+        sys.modules["__main__"] = types.ModuleType("__main__")
+        try:
+            yield
+        finally:
+            sys.modules["__main__"] = main
+
+
 def run(spec_path: Path, log_path: Path, env: dict[str, str], on_line: Callable[[str], None],
         tail: deque[str], poll_s: float = 0.2) -> int:
     """Fork a training child on ``spec_path`` from the warm interpreter; every new line of ``log_path`` goes to
@@ -85,7 +145,8 @@ def run(spec_path: Path, log_path: Path, env: dict[str, str], on_line: Callable[
         reader.seek(0, os.SEEK_END)
         proc = context().Process(target=_child, args=(str(spec_path), str(log_path), env, os.getcwd()),
                                  name=f"train-{spec_path.parent.name}")
-        proc.start()
+        with _without_main_module():
+            proc.start()
         pending = ""
         while True:
             alive = proc.is_alive()

@@ -12,6 +12,7 @@ SFT model; ``cross_lingual_baseline_policy``: the SFT+DPO baseline beside it in 
 from kedro.pipeline import Node, Pipeline
 
 from kowen_kedro.preference.iterations import MAX_DPO_ITERATIONS
+from kowen_kedro.runner import LAUNCH_TAG
 
 from .nodes import (
     build_pairs_node,
@@ -53,6 +54,7 @@ def iteration_template() -> Pipeline:
                 inputs=["policy_in", "initial_policy", "preference_pairs", "params:dpo", "params:training", "params:stage"],
                 outputs="policy",
                 name="train_dpo_node",
+                tags=[LAUNCH_TAG],  # trains in a child process: may run beside other nodes (kowen_kedro.runner)
             ),
         ]
     )
@@ -104,12 +106,14 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs=["sft_model", "clo_pairs", "params:cross_lingual", "params:training"],
                 outputs=["cross_lingual_policy", "cross_lingual_metrics"],
                 name="train_cross_lingual_node",
+                tags=[LAUNCH_TAG],  # trains in a child process: may run beside other nodes (kowen_kedro.runner)
             ),
             Node(
                 train_cross_lingual_baseline_node,
                 inputs=["sft_model", "clo_pairs", "params:cross_lingual", "params:training"],
                 outputs=["cross_lingual_baseline_policy", "cross_lingual_baseline_metrics"],
                 name="train_cross_lingual_baseline_node",
+                tags=[LAUNCH_TAG],  # trains in a child process: may run beside other nodes (kowen_kedro.runner)
             ),
         ]
     )

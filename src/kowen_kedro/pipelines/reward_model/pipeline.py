@@ -9,6 +9,8 @@
 
 from kedro.pipeline import Node, Pipeline
 
+from kowen_kedro.runner import LAUNCH_TAG
+
 from .nodes import (
     benchmark_reward_model_node,
     evaluate_reward_model_node,
@@ -38,6 +40,7 @@ def transfer_template() -> Pipeline:
                 inputs=["train_pairs", "rm_eval_pairs", "model_registry", "params:reward_model", "params:training", "params:role"],
                 outputs="reward_model",
                 name="train_transfer_rm_node",
+                tags=[LAUNCH_TAG],  # trains in a child process: may run beside other nodes (kowen_kedro.runner)
             ),
             Node(
                 transfer_accuracy_node,
@@ -75,6 +78,7 @@ def create_pipeline(**kwargs) -> Pipeline:
                 inputs=["rm_train_pairs", "rm_eval_pairs", "model_registry", "params:reward_model", "params:training"],
                 outputs="reward_model",
                 name="train_reward_model_node",
+                tags=[LAUNCH_TAG],  # trains in a child process: may run beside other nodes (kowen_kedro.runner)
             ),
             Node(
                 evaluate_reward_model_node,

@@ -3,6 +3,8 @@ XL-Instruct's cross-lingual fine-tuning of the SFT model (``xl_instruct_policy``
 
 from kedro.pipeline import Node, Pipeline
 
+from kowen_kedro.runner import LAUNCH_TAG
+
 from .nodes import train_sft_node, train_xl_instruct_node
 
 
@@ -17,12 +19,14 @@ def create_pipeline(**kwargs) -> Pipeline:
                 ],
                 outputs="sft_model",
                 name="train_sft_node",
+                tags=[LAUNCH_TAG],  # trains in a child process: may run beside other nodes (kowen_kedro.runner)
             ),
             Node(
                 train_xl_instruct_node,
                 inputs=["sft_model", "xl_instruct_sft", "sft_dataset", "params:xl_instruct", "params:training"],
                 outputs="xl_instruct_policy",
                 name="train_xl_instruct_node",
+                tags=[LAUNCH_TAG],  # trains in a child process: may run beside other nodes (kowen_kedro.runner)
             ),
         ]
     )

@@ -1,0 +1,86 @@
+"""The project's default runner: independent training launches side by side, everything else one at a time.
+
+``kedro run`` uses :class:`StageRunner` unless ``--runner`` names another. It is Kedro's ``ThreadRunner``
+(nodes start as soon as their inputs exist, each in a worker thread) with one rule added: only nodes
+tagged :data:`LAUNCH_TAG` (the training nodes, whose work happens in a child process of its own,
+:mod:`kowen_kedro.training.launcher`) may overlap other nodes; every other node holds the run's
+in-process lock while it runs, so no two of them share this interpreter's torch (its thread pool, its
+global random state) at once. On a 2-core CPU that keeps both cores busy while the three reward models,
+SFT, CLO, its baseline, XL-Instruct and the DPO chain train, with one thread per stage
+(:mod:`kowen_kedro.floats`), and the results do not depend on which stage finishes first.
+
+Where a GPU is present, launches use all of it (or all GPUs of the node): there they run one at a time
+too (``max_launches`` 1), as under the sequential runner.
+
+MLflow: kedro-mlflow reopens the pipeline's run in every worker thread before a node runs, so every
+metric lands in the one run of the ``kedro run`` (tests/test_end_to_end.py counts them).
+
+A failing node stops the run with its own error; a launch running beside it finishes and keeps its
+model (a rerun reuses it, :mod:`kowen_kedro.training.stages`); nothing is half-written (every dataset
+saves through a temporary file).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from typing import Any, Callable
+
+from kedro.runner import ThreadRunner
+
+#: The tag of nodes whose work runs in a training child process (they may overlap other nodes).
+LAUNCH_TAG = "launch"
+
+
+def default_launch_slots() -> int:
+    """Launches that may run at once: one per CPU core without CUDA (each child runs one torch thread), one
+    where a GPU is present (a launch takes the node's GPUs)."""
+    import torch
+
+    return 1 if torch.cuda.is_available() else max(1, os.cpu_count() or 1)
+
+
+class _Guarded(Executor):
+    """A thread pool whose tasks hold the in-process lock unless their node is a launch (then a launch slot)."""
+
+    def __init__(self, pool: ThreadPoolExecutor, launch_slots: int) -> None:
+        self._pool = pool
+        self._in_process = threading.Lock()
+        self._launches = threading.BoundedSemaphore(launch_slots)
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+        node = getattr(fn, "node", None)
+        guard = self._launches if node is not None and LAUNCH_TAG in node.tags else self._in_process
+
+        def guarded() -> Any:
+            with guard:
+                return fn(*args, **kwargs)
+
+        return self._pool.submit(guarded)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        self._pool.shutdown(wait=wait, cancel_futures=cancel_futures)
+
+
+class StageRunner(ThreadRunner):
+    """Kedro's ``ThreadRunner`` with training launches side by side and every other node alone (module doc)."""
+
+    def __init__(self, max_workers: int | None = None, is_async: bool = False, max_launches: int | None = None) -> None:
+        self._launch_slots = max_launches
+        super().__init__(max_workers=max_workers or max(2, (os.cpu_count() or 1)), is_async=is_async)
+
+    def _run(self, pipeline, catalog, hook_manager=None, run_id=None) -> None:
+        if any(LAUNCH_TAG in node.tags for node in pipeline.nodes):
+            import torch
+
+            from kowen_kedro.training import warm
+
+            if not torch.cuda.is_available():
+                warm.prestart()  # the training libraries load in the warm interpreter while the first nodes run
+        super()._run(pipeline, catalog, hook_manager=hook_manager, run_id=run_id)
+
+    def _get_executor(self, max_workers: int) -> Executor:
+        slots = self._launch_slots or default_launch_slots()
+        # one worker more than the launch slots: an in-process node runs beside the launches
+        return _Guarded(ThreadPoolExecutor(max_workers=max(max_workers, slots + 1), thread_name_prefix="kedro-node"), slots)

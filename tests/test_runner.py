@@ -1,0 +1,95 @@
+"""The project's runner (kowen_kedro.runner.StageRunner): launches side by side, every other node alone, a
+failure that keeps what ran beside it, and `kedro run` using it by default."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+from kedro.io import DataCatalog, MemoryDataset
+from kedro.pipeline import Node, Pipeline
+
+from kowen_kedro.runner import LAUNCH_TAG, StageRunner
+
+
+class Overlap:
+    """Counts how many of a group of nodes run at the same moment (the peak)."""
+
+    def __init__(self) -> None:
+        self.lock, self.now, self.peak = threading.Lock(), 0, 0
+
+    def work(self, seconds: float):
+        def run(x):
+            with self.lock:
+                self.now += 1
+                self.peak = max(self.peak, self.now)
+            time.sleep(seconds)
+            with self.lock:
+                self.now -= 1
+            return x + 1
+        return run
+
+
+def _catalog(**values) -> DataCatalog:
+    return DataCatalog({name: MemoryDataset(value) for name, value in values.items()})
+
+
+def test_launches_overlap_and_in_process_nodes_never_do():
+    launches, in_process = Overlap(), Overlap()
+    nodes = [Node(launches.work(0.3), "x", f"launch_{i}", name=f"launch_{i}", tags=[LAUNCH_TAG]) for i in range(3)]
+    nodes += [Node(in_process.work(0.1), "x", f"local_{i}", name=f"local_{i}") for i in range(4)]
+    start = time.perf_counter()
+    out = StageRunner(max_launches=2).run(Pipeline(nodes), _catalog(x=1))
+    took = time.perf_counter() - start
+    assert {name: ds.load() if hasattr(ds, "load") else ds for name, ds in out.items()} == {
+        **{f"launch_{i}": 2 for i in range(3)}, **{f"local_{i}": 2 for i in range(4)}}
+    assert launches.peak == 2  # two launch slots, three launches: two at once, never three
+    assert in_process.peak == 1  # the in-process nodes one at a time, although they were all ready together
+    assert took < 3 * 0.3 + 4 * 0.1  # overlapped: less than one after the other
+
+
+def test_a_failing_node_stops_the_run_with_its_error_and_the_launch_beside_it_finishes(tmp_path):
+    finished = tmp_path / "finished"
+
+    def slow_launch(x):
+        time.sleep(0.5)
+        finished.write_text("model")
+        return x
+
+    def broken(x):
+        time.sleep(0.1)
+        raise ValueError("stage B: bad pairs in row 3")
+
+    nodes = [Node(slow_launch, "x", "a", name="launch_a", tags=[LAUNCH_TAG]),
+             Node(broken, "x", "b", name="launch_b", tags=[LAUNCH_TAG]),
+             Node(lambda a, b: a, ["a", "b"], "c", name="after_both")]
+    catalog = _catalog(x=1)
+    with pytest.raises(ValueError, match="stage B: bad pairs in row 3"):
+        StageRunner(max_launches=2).run(Pipeline(nodes), catalog)
+    assert finished.read_text() == "model"  # the other stage ran to its end before the run stopped
+    assert catalog["a"].load() == 1  # and its output was saved
+
+
+def test_a_gpu_machine_runs_one_launch_at_a_time(monkeypatch):
+    import torch
+
+    from kowen_kedro import runner
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert runner.default_launch_slots() == 1
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(runner.os, "cpu_count", lambda: 2)
+    assert runner.default_launch_slots() == 2
+
+
+def test_kedro_run_uses_the_stage_runner_unless_told_otherwise(monkeypatch):
+    from kowen_kedro import cli
+
+    seen = {}
+    monkeypatch.setattr(cli.kedro_run, "callback", lambda **kwargs: seen.update(kwargs))
+    cli._run(runner=None, pipeline=None)
+    assert seen["runner"] == "kowen_kedro.runner.StageRunner"
+    cli._run(runner="SequentialRunner", pipeline=None)
+    assert seen["runner"] == "SequentialRunner"
+
