@@ -7,7 +7,9 @@ tagged :data:`LAUNCH_TAG` (the training nodes, whose work happens in a child pro
 in-process lock while it runs, so no two of them share this interpreter's torch (its thread pool, its
 global random state) at once. On a 2-core CPU that keeps both cores busy while the three reward models,
 SFT, CLO, its baseline, XL-Instruct and the DPO chain train, with one thread per stage
-(:mod:`kowen_kedro.floats`), and the results do not depend on which stage finishes first.
+(:mod:`kowen_kedro.floats`), and the results do not depend on which stage finishes first. Of the
+in-process nodes waiting for the lock, the one with the most training launches downstream goes first
+(then the one with the most nodes downstream), so the stages on the critical path start early.
 
 Where a GPU is present, launches use all of it (or all GPUs of the node): there they run one at a time
 too (``max_launches`` 1), as under the sequential runner.
@@ -22,6 +24,7 @@ saves through a temporary file).
 
 from __future__ import annotations
 
+import heapq
 import os
 import threading
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
@@ -41,21 +44,78 @@ def default_launch_slots() -> int:
     return 1 if torch.cuda.is_available() else max(1, os.cpu_count() or 1)
 
 
+class PriorityLock:
+    """A lock whose waiters get it in the order of their priority (highest first, then first come)."""
+
+    def __init__(self) -> None:
+        self._cv = threading.Condition()
+        self._held = False
+        self._waiting: list[tuple[tuple, int]] = []
+        self._count = 0
+
+    def acquire(self, priority: tuple = ()) -> None:
+        with self._cv:
+            self._count += 1
+            me = (tuple(-p for p in priority), self._count)
+            heapq.heappush(self._waiting, me)
+            while self._held or self._waiting[0] != me:
+                self._cv.wait()
+            heapq.heappop(self._waiting)
+            self._held = True
+
+    def release(self) -> None:
+        with self._cv:
+            self._held = False
+            self._cv.notify_all()
+
+
+def priorities(pipeline) -> dict[str, tuple[int, int]]:
+    """Per node: (training launches downstream of it, nodes downstream of it). The in-process node that
+    unblocks the most training runs first: the launches, one thread each, then overlap the rest."""
+    children: dict[str, set[str]] = {n.name: set() for n in pipeline.nodes}
+    for node, parents in pipeline.node_dependencies.items():
+        for parent in parents:
+            children[parent.name].add(node.name)
+    launches = {n.name for n in pipeline.nodes if LAUNCH_TAG in n.tags}
+    below: dict[str, set[str]] = {}
+
+    def downstream(name: str) -> set[str]:
+        if name not in below:
+            found: set[str] = set()
+            for child in children[name]:
+                found |= {child} | downstream(child)
+            below[name] = found
+        return below[name]
+
+    for node in reversed(pipeline.nodes):  # toposorted: children first, so each recursion is shallow
+        downstream(node.name)
+    return {name: (len(nodes & launches), len(nodes)) for name, nodes in below.items()}
+
+
 class _Guarded(Executor):
     """A thread pool whose tasks hold the in-process lock unless their node is a launch (then a launch slot)."""
 
-    def __init__(self, pool: ThreadPoolExecutor, launch_slots: int) -> None:
+    def __init__(self, pool: ThreadPoolExecutor, launch_slots: int, priority: dict[str, tuple[int, int]]) -> None:
         self._pool = pool
-        self._in_process = threading.Lock()
+        self._in_process = PriorityLock()
         self._launches = threading.BoundedSemaphore(launch_slots)
+        self._priority = priority
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
         node = getattr(fn, "node", None)
-        guard = self._launches if node is not None and LAUNCH_TAG in node.tags else self._in_process
+        if node is not None and LAUNCH_TAG in node.tags:
+            def guarded() -> Any:
+                with self._launches:
+                    return fn(*args, **kwargs)
+        else:
+            rank = self._priority.get(node.name, ()) if node is not None else ()
 
-        def guarded() -> Any:
-            with guard:
-                return fn(*args, **kwargs)
+            def guarded() -> Any:
+                self._in_process.acquire(rank)
+                try:
+                    return fn(*args, **kwargs)
+                finally:
+                    self._in_process.release()
 
         return self._pool.submit(guarded)
 
@@ -71,6 +131,7 @@ class StageRunner(ThreadRunner):
         super().__init__(max_workers=max_workers or max(2, (os.cpu_count() or 1)), is_async=is_async)
 
     def _run(self, pipeline, catalog, hook_manager=None, run_id=None) -> None:
+        self._priority = priorities(pipeline)
         if any(LAUNCH_TAG in node.tags for node in pipeline.nodes):
             import torch
 
@@ -83,4 +144,7 @@ class StageRunner(ThreadRunner):
     def _get_executor(self, max_workers: int) -> Executor:
         slots = self._launch_slots or default_launch_slots()
         # one worker more than the launch slots: an in-process node runs beside the launches
-        return _Guarded(ThreadPoolExecutor(max_workers=max(max_workers, slots + 1), thread_name_prefix="kedro-node"), slots)
+        # blocked workers cost nothing: enough of them that a ready launch never waits behind in-process nodes
+        workers = max(max_workers, slots + 8)
+        return _Guarded(ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kedro-node"), slots,
+                        getattr(self, "_priority", {}))
