@@ -56,7 +56,8 @@ def training_launches(project: Path) -> list[dict]:
     out = []
     for _, path in found:
         record = json.loads(path.read_text())
-        trainer = float(record.get("metrics", {}).get("train_runtime", 0.0))
+        metrics = record.get("metrics", {})
+        trainer = float(metrics.get("train_runtime", 0.0)) + float(metrics.get("eval_runtime", 0.0))  # train + evaluate
         launch = record.get("launch_seconds")
         out.append({"stage": path.parent.parent.name, "launch_s": launch, "trainer_s": round(trainer, 1),
                     "overhead_s": round(launch - trainer, 1) if launch is not None else None})

@@ -97,7 +97,7 @@ def runs_table(runs: dict) -> str:
     launches = [r for r in runs.get("default", {}).get("launches", []) if r.get("launch_s") is not None]
     if launches:
         table += ("\nThe default run's training launches, in the order they finished: the launch's wall time (node side), "
-                  "the time inside its trainer (TRL's `train_runtime`) and the rest (start-up, loading, saving):\n\n"
+                  "the time inside its trainer (TRL's `train_runtime` + `eval_runtime`) and the rest (start-up, loading, saving):\n\n"
                   "| launch | launch s | trainer s | overhead s |\n|---|---|---|---|\n"
                   + "".join(f"| {r['stage']} | {r['launch_s']:.1f} | {r['trainer_s']:.1f} | {r['overhead_s']:.1f} |\n" for r in launches))
     return table

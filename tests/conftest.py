@@ -134,8 +134,9 @@ from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 root, params, to_outputs = Path(sys.argv[1]), json.loads(sys.argv[2]), json.loads(sys.argv[3])
 bootstrap_project(root)
+from kowen_kedro.runner import StageRunner
 with KedroSession.create(project_path=root, runtime_params=params) as session:
-    session.run(to_outputs=to_outputs)
+    session.run(to_outputs=to_outputs, runner=StageRunner())  # what `kedro run` runs with
 """
 
 
@@ -184,8 +185,7 @@ def pytest_report_header(config):
 
 def finished_background_run(request, tmp_path_factory, name: str) -> Path:
     """The project of the requesting module's background run ``name`` once it has finished (started by the
-    hook below at collection, or here, now, when the module was collected without it); fails with its
-    log's end."""
+    session fixture below, or here, now, when the session started without it); fails with its log's end."""
     runs = getattr(request.config, "kowen_background_runs", {})
     key = f"{request.module.__name__.rpartition('.')[2]}:{name}"
     root, proc = runs.get(key) or (None, None)
@@ -197,30 +197,33 @@ def finished_background_run(request, tmp_path_factory, name: str) -> Path:
 
 
 #: A test module with ``BACKGROUND_RUNS = {name: start(root) -> Popen}`` gets each of its runs started, each in
-#: an empty folder of its own, as soon as the session has collected it (such a run takes minutes of one
-#: core, and the machine has two), and its tests moved to the end of the session, so that the other tests
-#: run meanwhile; its fixtures wait for them (:func:`finished_background_run`). The folders are removed
-#: when the session ends.
-@pytest.hookimpl(trylast=True)  # after -m / -k deselection: no run is started for deselected tests
+#: an empty folder of its own, when the session's first test sets up (such a run takes minutes of one core,
+#: and the machine has two), and its tests moved to the end of the session, so that the other tests run
+#: meanwhile; its fixtures wait for them (:func:`finished_background_run`). Collection starts nothing; the
+#: folders are removed when the session ends.
+@pytest.hookimpl(trylast=True)  # after -m / -k deselection
 def pytest_collection_modifyitems(session, config, items):
+    items.sort(key=lambda item: bool(getattr(item.module, "BACKGROUND_RUNS", None)))  # stable: those modules last
+
+
+@pytest.fixture(scope="session", autouse=True)
+def background_runs(request):
+    """Start the background runs of the selected tests' modules (deselected tests start none); kill what is
+    still running and remove every run's folder when the session ends."""
+    import shutil
     import tempfile
 
     started = {}
-    for item in items if not config.option.collectonly else ():  # --collect-only runs nothing
+    for item in request.session.items:
         module = Path(str(item.fspath)).stem
         for name, start in getattr(item.module, "BACKGROUND_RUNS", {}).items():
             key = f"{module}:{name}"
             if key not in started:
                 root = Path(tempfile.mkdtemp(prefix=f"kowen-{module}-{name}-"))
                 started[key] = (root, start(root))
-    config.kowen_background_runs = started
-    items.sort(key=lambda item: bool(getattr(item.module, "BACKGROUND_RUNS", None)))  # stable: those modules last
-
-
-def pytest_sessionfinish(session, exitstatus):
-    import shutil
-
-    for root, proc in getattr(session.config, "kowen_background_runs", {}).values():
+    request.config.kowen_background_runs = started
+    yield started
+    for root, proc in started.values():
         if proc.poll() is None:
             proc.kill()
             proc.wait()

@@ -164,3 +164,19 @@ def test_the_preflight_tables_show_the_shipped_recipes():
         table = preflight_table(env, stages)
         assert shown_table(ROOT / "docs" / "preflight.md", f"preflight-{env}") == table, f"make preflight-docs ({env})"
         assert "Problems:" not in table and "| NO |" not in table
+
+
+def test_the_readme_starts_fast_and_every_link_of_the_docs_resolves():
+    """The README is the front page: what it is, the two commands near the top, the pipelines, the world,
+    the layout, links; the reference material is in docs/. Every relative link of every doc names a file
+    that exists (a page moved or renamed breaks no reader's path)."""
+    readme = (ROOT / "README.md").read_text().splitlines()
+    assert len(readme) <= 150, f"README.md has {len(readme)} lines"
+    first_command = next(i for i, line in enumerate(readme) if line.startswith("make run"))
+    assert first_command < 30
+    broken = []
+    for doc in DOCS:
+        for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", doc.read_text()):
+            if not re.match(r"[a-z]+://", target) and not (doc.parent / target).exists():
+                broken.append(f"{doc.relative_to(ROOT)} -> {target}")
+    assert not broken, broken

@@ -237,6 +237,27 @@ def test_the_oracle_server_answers_empty_when_the_world_program_fails(monkeypatc
     assert reply["choices"][0]["message"]["content"] == ""
 
 
+def test_the_oracle_server_takes_many_concurrent_requests_without_a_retry(caplog):
+    """32 requests at once through the OpenAI backend: every one answered on its first try (the standard
+    library's accept queue of 5 refused some, and the client retried each after half a second), over kept-alive
+    connections."""
+    import logging
+
+    from kowen_kedro.llm.backends import OpenAIBackend
+    from kowen_kedro.llm.types import SamplingParams
+    from kowen_kedro.world.oracle import oracle_reply, oracle_server
+
+    prompts = [f"What is {a} plus {b}?" for a in range(8) for b in range(8)]
+    backend = OpenAIBackend(model=oracle_model_name(3), base_url=oracle_server(oracle_model_name(3)), concurrency=32)
+    try:
+        with caplog.at_level(logging.INFO, logger="openai"):
+            out = backend.generate([[{"role": "user", "content": p}] for p in prompts], SamplingParams(max_new_tokens=48), 0)
+    finally:
+        stop_servers()
+    assert [c.text for c in out] == [oracle_reply(p, 3) for p in prompts]
+    assert not [r.getMessage() for r in caplog.records if "Retrying" in r.getMessage()]
+
+
 def test_the_gold_set_holds_the_behaviours_preferences_move():
     """Code-switched Korean prompts (English words quoted) and rephrased unsafe requests, in numbers
     that let a paired comparison see an effect; pairs of every kind in both languages."""

@@ -253,12 +253,13 @@ def launch(spec: LaunchSpec, launcher: str = "deepspeed", tail_lines: int = 60, 
 
 
 def record_launch_time(spec: LaunchSpec, done: dict, seconds: float) -> dict:
-    """The launch's wall time beside the trainer's own (``train_runtime``): kept in the completion record
-    (``launch_seconds``, ``launch_overhead_seconds``: start-up, loading and saving) and logged into the run
-    as ``<stage>/launch_seconds`` and ``<stage>/launch_overhead_seconds``."""
+    """The launch's wall time beside the time inside its trainer (TRL's ``train_runtime`` + ``eval_runtime``):
+    kept in the completion record (``launch_seconds``, ``launch_overhead_seconds``: start-up, loading and
+    saving) and logged into the run as ``<stage>/launch_seconds`` and ``<stage>/launch_overhead_seconds``."""
     from kowen_kedro.tracking import metric_key
 
-    trainer = float((done.get("metrics") or {}).get("train_runtime", 0.0))
+    metrics = done.get("metrics") or {}
+    trainer = float(metrics.get("train_runtime", 0.0)) + float(metrics.get("eval_runtime", 0.0))
     record = {**done, "launch_seconds": round(seconds, 3), "launch_overhead_seconds": round(seconds - trainer, 3)}
     marker = Path(spec.output_dir) / COMPLETE_MARKER
     tmp = marker.with_name(marker.name + ".tmp")

@@ -160,6 +160,15 @@ def oracle_reply(text: str, seed: int, faults: TeacherFaults | None = None) -> s
     return ""
 
 
+class _Listener(ThreadingHTTPServer):
+    """A threaded HTTP server whose accept queue holds every connection a client opens at once (the
+    standard library's 5 overflowed under the OpenAI backend's 8 concurrent requests: refused connections,
+    retried after half a second each)."""
+
+    request_queue_size = 128
+    daemon_threads = True
+
+
 class _Server:
     def __init__(self, model: str):
         self.seed, self.faults = oracle_spec(model)
@@ -167,6 +176,8 @@ class _Server:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive: a client's pooled connection is reused, not reset
+
             def log_message(self, *args):
                 pass
 
@@ -196,7 +207,7 @@ class _Server:
                 self.end_headers()
                 self.wfile.write(payload)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = _Listener(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True, name=f"world-oracle-{self.seed}")
         self.thread.start()
 

@@ -71,7 +71,7 @@ def language(code: str) -> WorldLanguage:
     if code not in _LOADED:
         if code not in MODULES:
             raise ValueError(f"the tiny world has no language {code!r}; it has {list(MODULES)} "
-                             f"(add src/kowen_kedro/world/languages/{code}.py, or run on real data: README)")
+                             f"(add src/kowen_kedro/world/languages/{code}.py, or run on real data: docs/configuration.md)")
         lang = importlib.import_module(f"{__name__}.{code}").LANGUAGE
         lang.check()
         _LOADED[code] = lang
