@@ -238,7 +238,17 @@ def test_one_mlflow_run_with_all_stages(first_run):
     runs = parent_runs(client, exp.experiment_id)
     assert len(runs) == 1
     run = runs[0]
+    # stages side by side (kowen_kedro.runner) scatter nothing: every run of the experiment is the parent or
+    # one of its children, and each child is a trained model's or a measured policy's
+    everything = client.search_runs([exp.experiment_id])
+    strays = [r.info.run_name for r in everything
+              if r.info.run_id != run.info.run_id and r.data.tags.get("mlflow.parentRunId") != run.info.run_id]
+    assert not strays, strays
+    assert run.data.tags["runner"] == "StageRunner"
     metrics = dotted(run.data.metrics)  # MLflow shows gold/sft/en; the project names it gold.sft.en
+    for stage in ("reward_model", "rm_transfer_source", "sft", "xl_instruct", "dpo_iter_1", "dpo_iter_2", "cross_lingual",
+                  "cross_lingual_baseline"):  # each launch's wall time beside its trainer's
+        assert metrics[f"{stage}.launch_seconds"] > metrics[f"{stage}.launch_overhead_seconds"] > 0, stage
     for stage in ("data_synthesis", "translation_qe", "reward_model", "sft", "dpo_iter_1", "dpo_iter_2", "evaluation"):
         assert any(k.startswith(stage + ".") for k in metrics), stage
     for loss in ("sft.loss", "reward_model.loss", "dpo_iter_1.loss", "dpo_iter_2.loss", "cross_lingual.loss",

@@ -39,10 +39,11 @@ def test_launches_overlap_and_in_process_nodes_never_do():
     launches, in_process = Overlap(), Overlap()
     nodes = [Node(launches.work(0.3), "x", f"launch_{i}", name=f"launch_{i}", tags=[LAUNCH_TAG]) for i in range(3)]
     nodes += [Node(in_process.work(0.1), "x", f"local_{i}", name=f"local_{i}") for i in range(4)]
-    out = StageRunner(max_launches=2).run(Pipeline(nodes), _catalog(x=1))
+    out = StageRunner(max_launches=2, max_busy=3).run(Pipeline(nodes), _catalog(x=1))
     assert {name: ds.load() if hasattr(ds, "load") else ds for name, ds in out.items()} == {
         **{f"launch_{i}": 2 for i in range(3)}, **{f"local_{i}": 2 for i in range(4)}}
     assert launches.peak == 2  # two launch slots, three launches: two at once, never three
+    assert launches.peak + in_process.peak <= 3
     assert in_process.peak == 1  # the in-process nodes one at a time, although they were all ready together
 
 
@@ -123,3 +124,11 @@ def test_the_in_process_node_that_unblocks_training_goes_first():
     for t in threads:
         t.join(5)
     assert order == ["prepare", "report_a", "report_b"]  # the one training waits on first, then first come
+
+
+def test_no_more_nodes_compute_at_once_than_the_machine_has_slots():
+    busy = Overlap()
+    nodes = [Node(busy.work(0.2), "x", f"launch_{i}", name=f"launch_{i}", tags=[LAUNCH_TAG]) for i in range(3)]
+    nodes += [Node(busy.work(0.1), "x", f"local_{i}", name=f"local_{i}") for i in range(3)]
+    StageRunner(max_launches=3, max_busy=2).run(Pipeline(nodes), _catalog(x=1))
+    assert busy.peak == 2

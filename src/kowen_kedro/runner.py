@@ -7,9 +7,10 @@ tagged :data:`LAUNCH_TAG` (the training nodes, whose work happens in a child pro
 in-process lock while it runs, so no two of them share this interpreter's torch (its thread pool, its
 global random state) at once. On a 2-core CPU that keeps both cores busy while the three reward models,
 SFT, CLO, its baseline, XL-Instruct and the DPO chain train, with one thread per stage
-(:mod:`kowen_kedro.floats`), and the results do not depend on which stage finishes first. Of the
-in-process nodes waiting for the lock, the one with the most training launches downstream goes first
-(then the one with the most nodes downstream), so the stages on the critical path start early.
+(:mod:`kowen_kedro.floats`), and the results do not depend on which stage finishes first. At most one
+node per core computes at a time (launches and in-process nodes alike: no core is oversubscribed), and
+of the nodes waiting, the one with the most training launches downstream goes first (then the one with
+the most nodes downstream), so the stages on the critical path start early.
 
 Where a GPU is present, launches use all of it (or all GPUs of the node): there they run one at a time
 too (``max_launches`` 1), as under the sequential runner.
@@ -28,6 +29,7 @@ import heapq
 import os
 import threading
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from typing import Any, Callable
 
 from kedro.runner import ThreadRunner
@@ -44,12 +46,12 @@ def default_launch_slots() -> int:
     return 1 if torch.cuda.is_available() else max(1, os.cpu_count() or 1)
 
 
-class PriorityLock:
-    """A lock whose waiters get it in the order of their priority (highest first, then first come)."""
+class PrioritySlots:
+    """``n`` slots whose waiters get one in the order of their priority (highest first, then first come)."""
 
-    def __init__(self) -> None:
+    def __init__(self, n: int = 1) -> None:
         self._cv = threading.Condition()
-        self._held = False
+        self._free = n
         self._waiting: list[tuple[tuple, int]] = []
         self._count = 0
 
@@ -58,15 +60,31 @@ class PriorityLock:
             self._count += 1
             me = (tuple(-p for p in priority), self._count)
             heapq.heappush(self._waiting, me)
-            while self._held or self._waiting[0] != me:
+            while not self._free or self._waiting[0] != me:
                 self._cv.wait()
             heapq.heappop(self._waiting)
-            self._held = True
+            self._free -= 1
+            self._cv.notify_all()  # the next waiter may take another free slot
 
     def release(self) -> None:
         with self._cv:
-            self._held = False
+            self._free += 1
             self._cv.notify_all()
+
+    @contextmanager
+    def held(self, priority: tuple = ()):
+        self.acquire(priority)
+        try:
+            yield
+        finally:
+            self.release()
+
+
+class PriorityLock(PrioritySlots):
+    """One slot: a lock whose waiters get it in the order of their priority."""
+
+    def __init__(self) -> None:
+        super().__init__(1)
 
 
 def priorities(pipeline) -> dict[str, tuple[int, int]]:
@@ -93,29 +111,25 @@ def priorities(pipeline) -> dict[str, tuple[int, int]]:
 
 
 class _Guarded(Executor):
-    """A thread pool whose tasks hold the in-process lock unless their node is a launch (then a launch slot)."""
+    """A thread pool whose tasks each hold a slot of the machine (``busy`` nodes compute at once, so a launch
+    and an in-process node never oversubscribe the cores) and, an in-process node, the in-process lock; a
+    launch holds a launch slot. Waiters are served by priority (:func:`priorities`)."""
 
-    def __init__(self, pool: ThreadPoolExecutor, launch_slots: int, priority: dict[str, tuple[int, int]]) -> None:
+    def __init__(self, pool: ThreadPoolExecutor, launch_slots: int, busy: int, priority: dict[str, tuple[int, int]]) -> None:
         self._pool = pool
         self._in_process = PriorityLock()
-        self._launches = threading.BoundedSemaphore(launch_slots)
+        self._launches = PrioritySlots(launch_slots)
+        self._busy = PrioritySlots(busy)
         self._priority = priority
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
         node = getattr(fn, "node", None)
-        if node is not None and LAUNCH_TAG in node.tags:
-            def guarded() -> Any:
-                with self._launches:
-                    return fn(*args, **kwargs)
-        else:
-            rank = self._priority.get(node.name, ()) if node is not None else ()
+        rank = self._priority.get(node.name, ()) if node is not None else ()
+        first = self._launches if node is not None and LAUNCH_TAG in node.tags else self._in_process
 
-            def guarded() -> Any:
-                self._in_process.acquire(rank)
-                try:
-                    return fn(*args, **kwargs)
-                finally:
-                    self._in_process.release()
+        def guarded() -> Any:
+            with first.held(rank), self._busy.held(rank):  # always in this order: no two tasks wait on each other
+                return fn(*args, **kwargs)
 
         return self._pool.submit(guarded)
 
@@ -126,8 +140,10 @@ class _Guarded(Executor):
 class StageRunner(ThreadRunner):
     """Kedro's ``ThreadRunner`` with training launches side by side and every other node alone (module doc)."""
 
-    def __init__(self, max_workers: int | None = None, is_async: bool = False, max_launches: int | None = None) -> None:
+    def __init__(self, max_workers: int | None = None, is_async: bool = False, max_launches: int | None = None,
+                 max_busy: int | None = None) -> None:
         self._launch_slots = max_launches
+        self._busy = max_busy or max(2, os.cpu_count() or 1)  # nodes computing at once: one per core
         super().__init__(max_workers=max_workers or max(2, (os.cpu_count() or 1)), is_async=is_async)
 
     def _run(self, pipeline, catalog, hook_manager=None, run_id=None) -> None:
@@ -143,8 +159,7 @@ class StageRunner(ThreadRunner):
 
     def _get_executor(self, max_workers: int) -> Executor:
         slots = self._launch_slots or default_launch_slots()
-        # one worker more than the launch slots: an in-process node runs beside the launches
         # blocked workers cost nothing: enough of them that a ready launch never waits behind in-process nodes
         workers = max(max_workers, slots + 8)
-        return _Guarded(ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kedro-node"), slots,
+        return _Guarded(ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kedro-node"), slots, self._busy,
                         getattr(self, "_priority", {}))
