@@ -110,4 +110,26 @@ def test_the_checks_see_a_climb_and_a_cycle():
     assert layer("kowen_kedro.data.validation") < layer("kowen_kedro.data.prompts") < layer("kowen_kedro.pipelines.sft.nodes")
     graph = imports()
     assert "kowen_kedro.llm.generator.CachedGenerator" in graph["kowen_kedro.runtime"]  # absolute imports are read ...
-    assert "kowen_kedro.pipelines.evaluation.nodes._judges" in graph["kowen_kedro.pipelines.evaluation.gold_nodes"]  # ... relative too
+    assert "kowen_kedro.pipelines.evaluation.nodes.summarize_node" in graph["kowen_kedro.pipelines.evaluation.pipeline"]  # ... relative too
+
+
+def test_no_node_calls_another_node_or_another_modules_private_helper():
+    """Nodes stay thin and pure: a node function (``*_node`` in ``pipelines/``) calls library code or a helper
+    of its own module, never another node (that would hide a step from the graph); and no module imports a
+    ``_private`` name of another kowen_kedro module."""
+    calls, private = [], []
+    for path in PACKAGE.rglob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        where = path.relative_to(ROOT)
+        if "pipelines" in path.parts:
+            for fn in (n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef) and n.name.endswith("_node")):
+                for call in (c for c in ast.walk(fn) if isinstance(c, ast.Call)):
+                    name = getattr(call.func, "id", None) or getattr(call.func, "attr", "")
+                    if name.endswith("_node"):
+                        calls.append(f"{where}: {fn.name} calls {name}")
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "").startswith("kowen_kedro")):
+                private += [f"{where}: imports {a.name} from {'.' * node.level}{node.module or ''}"
+                            for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
+    assert not calls, calls
+    assert not private, private

@@ -19,15 +19,12 @@ from kowen_kedro.evaluation.claims import (
 )
 from kowen_kedro.evaluation.gold import gold_summary, judge_agreement, policy_gold, qe_gold, rm_gold_accuracy, rm_summary
 from kowen_kedro.evaluation.judges import judge_pairs
+from kowen_kedro.evaluation.summary import configured_judges
 from kowen_kedro.llm.backends import SamplingParams
 from kowen_kedro.preference.iterations import DPO_ITERATIONS
 from kowen_kedro.rewards.scoring import RewardScorer
 from kowen_kedro.runtime import as_mlflow_metrics, cached_generator, registry_model
 from kowen_kedro.training.cross_lingual import REPORTED_AS, baseline_in_same_run
-
-from .nodes import (
-    _judges,  # the evaluation pipeline's one way to build the configured judges
-)
 
 logger = logging.getLogger(__name__)
 
@@ -45,25 +42,25 @@ def gold_policy_node(model: str, gold_prompts: pd.DataFrame, params: dict, llm: 
     return _policy(model, gold_prompts, params["backend"], params, llm)
 
 
-def gold_role_node(registry: dict, gold_prompts: pd.DataFrame, params: dict, llm: dict, role: str,
-                   backend: dict | None = None) -> tuple[pd.DataFrame, dict]:
+def _role(registry: dict, gold_prompts: pd.DataFrame, params: dict, llm: dict, role: str,
+          backend: dict | None = None) -> tuple[pd.DataFrame, dict]:
     """The same for a model role of the registry (``student`` = the base model, ``teacher``), through
     ``backend`` (the role's own call-site backend, e.g. the teacher's) or the gold backend."""
     return _policy(registry_model(registry, role), gold_prompts, backend or params["backend"], params, llm)
 
 
 def gold_base_node(registry: dict, gold_prompts: pd.DataFrame, params: dict, llm: dict):
-    return gold_role_node(registry, gold_prompts, params, llm, "student")
+    return _role(registry, gold_prompts, params, llm, "student")
 
 
 def gold_teacher_node(registry: dict, gold_prompts: pd.DataFrame, params: dict, llm: dict, teacher: dict):
-    return gold_role_node(registry, gold_prompts, params, llm, "teacher", backend=teacher["backend"])
+    return _role(registry, gold_prompts, params, llm, "teacher", backend=teacher["backend"])
 
 
 def gold_tiny_teacher_node(registry: dict, gold_prompts: pd.DataFrame, params: dict, llm: dict):
     """The neural tiny teacher (role ``tiny_teacher``; it translates and judges): the measurement that
     shows why the default's teacher is the world's oracle."""
-    return gold_role_node(registry, gold_prompts, params, llm, "tiny_teacher")
+    return _role(registry, gold_prompts, params, llm, "tiny_teacher")
 
 
 def gold_rm_node(reward_model: str, gold_pairs: pd.DataFrame, scoring: dict) -> tuple[pd.DataFrame, dict]:
@@ -82,7 +79,7 @@ def gold_qe_node(registry: dict, gold_translations: pd.DataFrame, params: dict, 
 
 def gold_judge_node(registry: dict, gold_pairs: pd.DataFrame, params: dict, llm: dict) -> dict:
     """Share of gold pairs where the configured judge prefers the answer with the higher gold reward."""
-    pairwise, _ = _judges(registry, params, llm)
+    pairwise, _ = configured_judges(registry, params, llm)
     return judge_agreement(lambda ins, a, b, langs: [r["preference"] for r in judge_pairs(pairwise, ins, a, b, langs, seed=int(params["seed"]))],
                            gold_pairs)
 

@@ -9,9 +9,8 @@ import tempfile
 import pandas as pd
 
 from kowen_kedro.data.validation import validate_records
-from kowen_kedro.evaluation import alpacaeval as ae
 from kowen_kedro.evaluation.benchmarks import alpacaeval_prompts, two_turn_set, xl_alpacaeval
-from kowen_kedro.evaluation.judges import judge_pairs, make_judges
+from kowen_kedro.evaluation.judges import judge_pairs
 from kowen_kedro.evaluation.nlu import local_mc_tasks, run_lm_eval
 from kowen_kedro.evaluation.reports import absent_notes, iteration_curve_figure, report_markdown, report_table
 from kowen_kedro.evaluation.scoring import (
@@ -22,32 +21,20 @@ from kowen_kedro.evaluation.scoring import (
     mt_bench_table,
     rubric_table,
 )
+from kowen_kedro.evaluation.summary import EVAL_FIELDS, configured_judges, eval_columns, generate_outputs, summarize
 from kowen_kedro.langid import fidelity
 from kowen_kedro.llm.backends import SamplingParams
 from kowen_kedro.model_identity import model_identity
-from kowen_kedro.runtime import as_mlflow_metrics, cached_generator, call_cache, registry_model
+from kowen_kedro.runtime import as_mlflow_metrics, cached_generator
 
 logger = logging.getLogger(__name__)
 
-EVAL_FIELDS = {"id": str, "language": str, "instruction": str}
 REFERENCES = ("sft", "published")
-
-
-def _eval_columns(prompts: pd.DataFrame) -> list[str]:
-    return ["id", "language", "instruction"] + (["alpacaeval_index"] if "alpacaeval_index" in prompts.columns else [])
 
 
 def generate_outputs_node(model: str, eval_prompts: pd.DataFrame, params: dict, llm: dict) -> pd.DataFrame:
     """The model's answer to every evaluation instruction (AlpacaEval columns + language)."""
-    eval_prompts = alpacaeval_prompts(eval_prompts)
-    validate_records(eval_prompts, EVAL_FIELDS)
-    with cached_generator(model, params["backend"], llm) as gen:
-        outs = gen.generate(
-            [[{"role": "user", "content": p}] for p in eval_prompts["instruction"]], SamplingParams.from_dict(params["sampling"]), n=1
-        )
-    return eval_prompts[_eval_columns(eval_prompts)].assign(
-        output=[o[0].text for o in outs], finish_reason=[o[0].finish_reason for o in outs], generator=model
-    )
+    return generate_outputs(model, eval_prompts, params, llm)
 
 
 def reference_outputs_node(sft_model: str, eval_prompts: pd.DataFrame, params: dict, llm: dict, reference: str) -> pd.DataFrame:
@@ -60,21 +47,17 @@ def reference_outputs_node(sft_model: str, eval_prompts: pd.DataFrame, params: d
     if reference not in REFERENCES:
         raise ValueError(f"evaluation.alpacaeval.reference: expected one of {list(REFERENCES)}, not {reference!r}")
     if reference == "sft":
-        return generate_outputs_node(sft_model, eval_prompts, params, llm)
+        return generate_outputs(sft_model, eval_prompts, params, llm)
     prompts = alpacaeval_prompts(eval_prompts)
     validate_records(prompts, {**EVAL_FIELDS, "output": str})
     generator = prompts["generator"] if "generator" in prompts.columns else "published reference"
-    return prompts[_eval_columns(prompts)].assign(output=prompts["output"], finish_reason="published", generator=generator)
-
-
-def _judges(registry: dict, params: dict, llm: dict):
-    return make_judges(params, registry_model(registry, "judge"), call_cache(llm))
+    return prompts[eval_columns(prompts)].assign(output=prompts["output"], finish_reason="published", generator=generator)
 
 
 def judge_node(model_outputs: pd.DataFrame, reference_outputs: pd.DataFrame, registry: dict, params: dict, llm: dict) -> pd.DataFrame:
     """Pairwise judgements of model vs reference outputs, positions randomised with a seed (recorded)."""
     ref = reference_outputs.set_index("id").loc[model_outputs["id"]]
-    pairwise, _ = _judges(registry, params, llm)
+    pairwise, _ = configured_judges(registry, params, llm)
     records = judge_pairs(pairwise, list(model_outputs["instruction"]), list(model_outputs["output"]), list(ref["output"]),
                           list(model_outputs["language"]), seed=int(params["seed"]))
     identical = sum(r["identical"] for r in records)
@@ -83,61 +66,22 @@ def judge_node(model_outputs: pd.DataFrame, reference_outputs: pd.DataFrame, reg
     return pd.concat([model_outputs[["id", "language"]].reset_index(drop=True), pd.DataFrame(records)], axis=1)
 
 
-def _label(outputs: pd.DataFrame, default: str) -> str:
-    return str(outputs["generator"].iloc[0]) if "generator" in outputs.columns and len(outputs) else default
-
-
 def summarize_node(judgements: pd.DataFrame, model_outputs: pd.DataFrame, reference_outputs: pd.DataFrame, df_gamed,
-                   languages: list[str], params: dict, alpacaeval: dict, name: str = "alpacaeval",
-                   say_why: bool = True) -> tuple[pd.DataFrame, dict]:
-    """AlpacaEval 2.0 numbers by the ``alpaca-eval`` package (:mod:`kowen_kedro.evaluation.alpacaeval`) and
-    language fidelity (share of outputs in the requested language), per language and overall.
-
-    Win rate + SE, discrete win rate, n (readable verdicts), n_dropped (unreadable ones: above
-    ``max_unparseable_share`` the node fails) and draws; the length-controlled win rate + SE where its
-    inputs exist (``df_gamed``, AlpacaEval's instructions, its published reference), else the reason it is
-    absent (``lc_absent`` column; logged unless ``say_why`` is False).
-    """
-    preferences = [None if pd.isna(p) else p for p in judgements["preference"]]
-    counts = check_unparseable(preferences, name, float(params.get("max_unparseable_share", 0.05)))
-    fid = model_outputs.assign(in_language=fidelity(model_outputs["output"], model_outputs["language"], languages))
-    ref = reference_outputs.set_index("id").loc[model_outputs["id"]]
-    has_index = "alpacaeval_index" in model_outputs.columns and model_outputs["alpacaeval_index"].notna().all()
-    published = alpacaeval.get("reference", {}).get(name, "sft") == "published"
-    annotated = ae.annotations(
-        model_outputs["instruction"], model_outputs["output"], ref["output"], preferences,
-        model=_label(model_outputs, "policy"), reference=_label(reference_outputs, "reference"),
-        index=model_outputs["alpacaeval_index"] if has_index else None)
-    language = list(model_outputs["language"])
-    rows = []
-    for lang in sorted(judgements["language"].unique()) + ["all"]:
-        mask = [True] * len(language) if lang == "all" else [x == lang for x in language]
-        part = annotated[mask]
-        f = fid if lang == "all" else fid[fid["language"] == lang]
-        h2h = ae.head_to_head(part)
-        reason = ae.lc_absent_reason(part, df_gamed, published, has_index)
-        lc = ae.length_controlled(part, df_gamed) if reason is None else dict.fromkeys(ae.LENGTH_CONTROLLED, float("nan"))
-        rows.append({"benchmark": name, "language": lang, "n": h2h["n_total"], "n_dropped": h2h["n_dropped"],
-                     "win_rate": h2h["win_rate"], "win_rate_se": h2h["standard_error"],
-                     "discrete_win_rate": h2h["discrete_win_rate"], "n_wins": h2h["n_wins"],
-                     "n_wins_base": h2h["n_wins_base"], "n_draws": h2h["n_draws"], **lc, "lc_absent": reason or "",
-                     "language_fidelity": float(f["in_language"].mean())})
-    if rows[-1]["lc_absent"] and say_why:
-        logger.info("%s: no length-controlled win rate: %s", name, rows[-1]["lc_absent"])
-    table = pd.DataFrame(rows)
-    cols = ("win_rate", "win_rate_se", "discrete_win_rate", *ae.LENGTH_CONTROLLED, "n", "n_dropped", "n_draws", "language_fidelity")
-    metrics = {f"{name}.{col}.{r['language']}": r[col] for r in rows for col in cols}
-    if name == "alpacaeval":  # the headline numbers keep their short names
-        metrics.update({f"{col}.{r['language']}": r[col] for r in rows for col in ("win_rate", "win_rate_se", "language_fidelity")})
-    return table, as_mlflow_metrics({**metrics, **counts})
+                   languages: list[str], params: dict, alpacaeval: dict) -> tuple[pd.DataFrame, dict]:
+    """AlpacaEval 2.0 numbers and language fidelity per language and overall
+    (:func:`kowen_kedro.evaluation.summary.summarize`)."""
+    table, metrics = summarize(judgements, model_outputs, reference_outputs, df_gamed, languages, params, alpacaeval)
+    return table, as_mlflow_metrics(metrics)
 
 
 def summarize_xl_node(judgements, model_outputs, reference_outputs, df_gamed, languages, params, alpacaeval):
-    return summarize_node(judgements, model_outputs, reference_outputs, df_gamed, languages, params, alpacaeval, name="xl_alpacaeval")
+    table, metrics = summarize(judgements, model_outputs, reference_outputs, df_gamed, languages, params, alpacaeval, name="xl_alpacaeval")
+    return table, as_mlflow_metrics(metrics)
 
 
 def summarize_m_node(judgements, model_outputs, reference_outputs, df_gamed, languages, params, alpacaeval):
-    return summarize_node(judgements, model_outputs, reference_outputs, df_gamed, languages, params, alpacaeval, name="m_alpacaeval")
+    table, metrics = summarize(judgements, model_outputs, reference_outputs, df_gamed, languages, params, alpacaeval, name="m_alpacaeval")
+    return table, as_mlflow_metrics(metrics)
 
 
 def xl_alpacaeval_node(eval_prompts: pd.DataFrame, params: dict, source_language: str) -> tuple[pd.DataFrame, dict]:
@@ -178,7 +122,7 @@ def mt_bench_node(model: str, prompts: pd.DataFrame, reference_answers, judge_pr
     prompts_fc = fastchat.judge_prompts(judge_prompts) if kind == "fastchat" else None
     with cached_generator(model, generation["backend"], llm) as gen:
         answers = answer_two_turns(gen, rows, SamplingParams.from_dict(generation["sampling"]))
-    _, grader = _judges(registry, judge, llm)
+    _, grader = configured_judges(registry, judge, llm)
     graded = grade_two_turns(grader, answers, prompts_fc)
     share = float(judge.get("max_unparseable_share", 0.05))
     counts = check_unparseable(list(graded["score_turn1"]) + list(graded["score_turn2"]), "mt_bench", share)
@@ -193,7 +137,7 @@ def mt_bench_node(model: str, prompts: pd.DataFrame, reference_answers, judge_pr
 
 def rubric_node(model_outputs: pd.DataFrame, registry: dict, judge: dict, llm: dict):
     """XL-Instruct rubric: Objectivity, Naturalness, Informativeness, Precision (1-5) of every output."""
-    _, grader = _judges(registry, judge, llm)
+    _, grader = configured_judges(registry, judge, llm)
     scores = grade_rubric(grader, model_outputs)
     values = [v for c in ("objectivity", "naturalness", "informativeness", "precision") for v in scores[c]]
     counts = check_unparseable(values, "rubric", float(judge.get("max_unparseable_share", 0.05)))
@@ -220,7 +164,7 @@ def nlu_node(model: str, local_tasks: pd.DataFrame, params: dict) -> tuple[pd.Da
 def summarize_iteration_node(judgements: pd.DataFrame, model_outputs: pd.DataFrame, reference_outputs: pd.DataFrame,
                              languages: list[str], judge: dict, stage: str) -> pd.DataFrame:
     """One DPO iteration's win rate vs the evaluation's reference and language fidelity (a row per language)."""
-    table, _ = summarize_node(judgements, model_outputs, reference_outputs, None, languages, judge, {}, name=stage, say_why=False)
+    table, _ = summarize(judgements, model_outputs, reference_outputs, None, languages, judge, {}, name=stage, say_why=False)
     return table
 
 

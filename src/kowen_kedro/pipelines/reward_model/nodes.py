@@ -39,9 +39,13 @@ def split_preferences_node(pairs: pd.DataFrame, params: dict, languages: list[st
     return train, evaluation, as_mlflow_metrics(report)
 
 
-def train_reward_model_node(train: pd.DataFrame, evaluation: pd.DataFrame, registry: dict, reward_model: dict, training: dict, stage: str = "reward_model") -> str:
+def train_reward_model_node(train: pd.DataFrame, evaluation: pd.DataFrame, registry: dict, reward_model: dict, training: dict) -> str:
     """Bradley-Terry RM with TRL's RewardTrainer (``reward_model.training``), launched like every training;
     returns the model folder."""
+    return _train_rm(train, evaluation, registry, reward_model, training, "reward_model")
+
+
+def _train_rm(train: pd.DataFrame, evaluation: pd.DataFrame, registry: dict, reward_model: dict, training: dict, stage: str) -> str:
     record = train_stage(
         "reward", stage, registry_model(registry, "reward_model_init"),
         to_chat_pairs(train), reward_model["training"], training, eval_records=to_chat_pairs(evaluation),
@@ -105,7 +109,7 @@ def transfer_training_pairs_node(
 
 def train_transfer_rm_node(train: pd.DataFrame, evaluation: pd.DataFrame, registry: dict, reward_model: dict, training: dict, role: str) -> str:
     """One RM of the transfer experiment (run folder ``rm_transfer_<role>``)."""
-    return train_reward_model_node(train, evaluation, registry, reward_model, training, stage=f"rm_transfer_{role}")
+    return _train_rm(train, evaluation, registry, reward_model, training, f"rm_transfer_{role}")
 
 
 def transfer_accuracy_node(
