@@ -181,13 +181,19 @@ def test_baseline_in_the_same_run_only_beside_clo_and_passes_through_when_off(mo
     assert not baseline_in_same_run({"method": "sft_dpo", "baseline_in_same_run": True})
     assert not baseline_in_same_run({"enabled": False, "method": "clo", "baseline_in_same_run": True})
     calls = []
-    monkeypatch.setattr(nodes, "train_cross_lingual",
-                        lambda init, pairs, params, training, stage: calls.append((init, params["method"], stage)) or ("out", {"loss": 1.0}))
+    monkeypatch.setattr(nodes, "train_baseline_sft",
+                        lambda init, pairs, params, training, stage: calls.append(("sft", init, stage)) or ("sft_out", {}))
+    monkeypatch.setattr(nodes, "train_baseline_dpo",
+                        lambda init, pairs, params, training, stage: calls.append(("dpo", init, stage)) or ("out", {"loss": 1.0}))
     params = {"method": "clo", "baseline_in_same_run": True}
-    assert nodes.train_cross_lingual_baseline_node("sft", pd.DataFrame(), params, {}) == ("out", {"loss": {"value": 1.0, "step": 0}})
-    assert calls == [("sft", "sft_dpo", "cross_lingual_baseline")]
-    path, metrics = nodes.train_cross_lingual_baseline_node("sft", pd.DataFrame(), {**params, "method": "sft_dpo"}, {})
-    assert path == "sft" and metrics["enabled"]["value"] == 0 and len(calls) == 1
+    sft_model = nodes.train_cross_lingual_baseline_sft_node("sft", pd.DataFrame(), params, {})
+    assert nodes.train_cross_lingual_baseline_node(sft_model, pd.DataFrame(), params, {}) == ("out", {"loss": {"value": 1.0, "step": 0}})
+    # two nodes, two launches: the DPO step starts from the SFT step's model (a dataset of the catalog)
+    assert calls == [("sft", "sft", "cross_lingual_baseline"), ("dpo", "sft_out", "cross_lingual_baseline")]
+    off = {**params, "method": "sft_dpo"}
+    assert nodes.train_cross_lingual_baseline_sft_node("sft", pd.DataFrame(), off, {}) == "sft"
+    path, metrics = nodes.train_cross_lingual_baseline_node("sft", pd.DataFrame(), off, {})
+    assert path == "sft" and metrics["enabled"]["value"] == 0 and len(calls) == 2
 
 
 def test_the_sft_method_and_train_fraction_choose_what_trains(monkeypatch):

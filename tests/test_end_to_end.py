@@ -204,7 +204,7 @@ def test_models_are_versioned_and_iterations_chained(first_run):
     p = first_run
     for name in ("reward_model", "sft_model", "dpo_iter_1/policy", "dpo_iter_2/policy", "aligned_policy",
                  "rm_transfer_source/reward_model", "rm_transfer_target/reward_model", "cross_lingual_policy",
-                 "cross_lingual_baseline_policy"):
+                 "cross_lingual_baseline_sft_model", "cross_lingual_baseline_policy"):
         assert (latest(p / "data/06_models" / name) / "config.json").exists(), name
     # CLO and its SFT+DPO baseline in the same run, both from the SFT model, on the same rows
     clo = json.loads(next((p / "data/06_models/_runs/cross_lingual").glob("*/spec.json")).read_text())
@@ -212,7 +212,7 @@ def test_models_are_versioned_and_iterations_chained(first_run):
     base_dpo = json.loads(next((p / "data/06_models/_runs/cross_lingual_baseline").glob("*/spec.json")).read_text())
     assert (clo["kind"], base_sft["kind"], base_dpo["kind"]) == ("clo", "sft", "dpo")
     assert clo["model"] == base_sft["model"] and "data/06_models/sft_model/" in clo["model"]
-    assert "cross_lingual_baseline_sft" in base_dpo["model"]
+    assert "data/06_models/cross_lingual_baseline_sft_model/" in base_dpo["model"]  # the SFT step's model, from the catalog
     spec1 = json.loads(next((p / "data/06_models/_runs/dpo_iter_1").glob("*/spec.json")).read_text())
     spec2 = json.loads(next((p / "data/06_models/_runs/dpo_iter_2").glob("*/spec.json")).read_text())
     assert "data/06_models/sft_model/" in spec1["model"]

@@ -40,29 +40,57 @@ def split_examples(pairs: pd.DataFrame, eval_fraction: float, seed: int) -> tupl
     return train.reset_index(drop=True), evaluation.reset_index(drop=True)
 
 
-def train_cross_lingual(init_policy: str, pairs: pd.DataFrame, params: dict[str, Any], training: dict,
-                        stage: str = "cross_lingual") -> tuple[str, dict]:
-    """Train ``params.method`` from ``init_policy``; returns the final model folder and its metrics.
-
-    ``stage`` names the training runs (``<stage>`` and, for the baseline's SFT step, ``<stage>_sft``)."""
-    method = params.get("method", "clo")
-    if method not in METHODS:
-        raise ValueError(f"cross_lingual.method must be one of {METHODS}, not {method!r}")
-    clo_records(pairs)  # validate in file order first: errors name the file, line and field
+def cross_lingual_examples(pairs: pd.DataFrame, params: dict[str, Any]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The training and held-out examples of a cross-lingual run: the pairs validated (errors name the file,
+    line and field), split by ``eval_fraction`` / ``seed``, the training side cut to ``train_fraction``."""
+    clo_records(pairs)  # validate in file order first
     train, evaluation = split_examples(pairs, float(params.get("eval_fraction", 0.0)), int(params.get("seed", 0)))
     fraction = float(params.get("train_fraction", 1.0))
     if not 0 < fraction <= 1:
         raise ValueError(f"cross_lingual.train_fraction must be in (0, 1], got {fraction}")
-    train = train.head(max(1, round(fraction * len(train))))  # already shuffled by the split
-    if method == "clo":
-        record = train_stage("clo", stage, init_policy, clo_records(train), params["clo"], training,
-                             eval_records=clo_records(evaluation) if len(evaluation) else None)
-    elif method == "sft":
-        record = train_stage("sft", f"{stage}_sft", init_policy, sft_baseline_records(train), params["baseline_sft"], training)
-    else:
-        sft = train_stage("sft", f"{stage}_sft", init_policy, sft_baseline_records(train), params["baseline_sft"], training)
-        record = train_stage("dpo", stage, sft["final_dir"], dpo_baseline_records(train), params["baseline_dpo"],
-                             training, eval_records=dpo_baseline_records(evaluation) if len(evaluation) else None)
+    return train.head(max(1, round(fraction * len(train)))), evaluation  # already shuffled by the split
+
+
+def _result(record: dict, train: pd.DataFrame, evaluation: pd.DataFrame) -> tuple[str, dict]:
     metrics = {k: v for k, v in record["metrics"].items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
     metrics.update({"train_examples": len(train), "eval_examples": len(evaluation)})
     return record["final_dir"], metrics
+
+
+def train_baseline_sft(init_policy: str, pairs: pd.DataFrame, params: dict[str, Any], training: dict,
+                       stage: str = "cross_lingual") -> tuple[str, dict]:
+    """The baseline's SFT step (run folder ``<stage>_sft``): SFT on both languages' rows from ``init_policy``."""
+    train, evaluation = cross_lingual_examples(pairs, params)
+    record = train_stage("sft", f"{stage}_sft", init_policy, sft_baseline_records(train), params["baseline_sft"], training)
+    return _result(record, train, evaluation)
+
+
+def train_baseline_dpo(sft_model: str, pairs: pd.DataFrame, params: dict[str, Any], training: dict,
+                       stage: str = "cross_lingual") -> tuple[str, dict]:
+    """The baseline's DPO step (run folder ``<stage>``): standard DPO on the same rows, unpaired, from the
+    baseline's SFT model."""
+    train, evaluation = cross_lingual_examples(pairs, params)
+    record = train_stage("dpo", stage, sft_model, dpo_baseline_records(train), params["baseline_dpo"], training,
+                         eval_records=dpo_baseline_records(evaluation) if len(evaluation) else None)
+    return _result(record, train, evaluation)
+
+
+def train_cross_lingual(init_policy: str, pairs: pd.DataFrame, params: dict[str, Any], training: dict,
+                        stage: str = "cross_lingual") -> tuple[str, dict]:
+    """Train ``params.method`` from ``init_policy``; returns the final model folder and its metrics.
+
+    ``stage`` names the training runs (``<stage>`` and, for the baseline's SFT step, ``<stage>_sft``). Beside
+    CLO in one run, the pipeline trains the baseline as two nodes (:func:`train_baseline_sft`, then
+    :func:`train_baseline_dpo`), so its SFT model is a dataset of the catalog."""
+    method = params.get("method", "clo")
+    if method not in METHODS:
+        raise ValueError(f"cross_lingual.method must be one of {METHODS}, not {method!r}")
+    if method == "sft":
+        return train_baseline_sft(init_policy, pairs, params, training, stage)
+    if method == "sft_dpo":
+        sft_model, _ = train_baseline_sft(init_policy, pairs, params, training, stage)
+        return train_baseline_dpo(sft_model, pairs, params, training, stage)
+    train, evaluation = cross_lingual_examples(pairs, params)
+    record = train_stage("clo", stage, init_policy, clo_records(train), params["clo"], training,
+                         eval_records=clo_records(evaluation) if len(evaluation) else None)
+    return _result(record, train, evaluation)

@@ -10,7 +10,7 @@ from kowen_kedro.llm.backends import SamplingParams
 from kowen_kedro.preference.pairs import PAIR_COLUMNS, best_worst_pairs
 from kowen_kedro.rewards.scoring import RewardScorer
 from kowen_kedro.runtime import as_mlflow_metrics, cached_generator, call_cache
-from kowen_kedro.training.cross_lingual import baseline_in_same_run, train_cross_lingual
+from kowen_kedro.training.cross_lingual import baseline_in_same_run, train_baseline_dpo, train_baseline_sft, train_cross_lingual
 from kowen_kedro.training.stages import train_stage
 from kowen_kedro.world.gold import prompt_gold_rewards
 
@@ -147,12 +147,21 @@ def train_cross_lingual_node(init_policy: str, clo_pairs: pd.DataFrame, params: 
     return final, as_mlflow_metrics(metrics)
 
 
-def train_cross_lingual_baseline_node(init_policy: str, clo_pairs: pd.DataFrame, params: dict, training: dict) -> tuple[str, dict]:
-    """CLO's SFT+DPO baseline on the same rows from the same SFT model, beside CLO in the same run.
+def train_cross_lingual_baseline_sft_node(init_policy: str, clo_pairs: pd.DataFrame, params: dict, training: dict) -> str:
+    """The SFT step of CLO's SFT+DPO baseline (both languages' rows, from the SFT model), beside CLO in the same
+    run; its model is ``cross_lingual_baseline_sft_model``. Passes the policy through unless
+    :func:`baseline_in_same_run`."""
+    if not baseline_in_same_run(params):
+        return init_policy
+    final, _ = train_baseline_sft(init_policy, clo_pairs, params, training, stage="cross_lingual_baseline")
+    return final
+
+
+def train_cross_lingual_baseline_node(baseline_sft_model: str, clo_pairs: pd.DataFrame, params: dict, training: dict) -> tuple[str, dict]:
+    """The DPO step of CLO's SFT+DPO baseline: standard DPO on the same rows from the baseline's SFT model.
 
     Passes the policy through (metric ``enabled`` 0) unless :func:`baseline_in_same_run`."""
     if not baseline_in_same_run(params):
-        return init_policy, as_mlflow_metrics({"enabled": 0})
-    final, metrics = train_cross_lingual(init_policy, clo_pairs, {**params, "method": "sft_dpo"}, training,
-                                         stage="cross_lingual_baseline")
+        return baseline_sft_model, as_mlflow_metrics({"enabled": 0})
+    final, metrics = train_baseline_dpo(baseline_sft_model, clo_pairs, params, training, stage="cross_lingual_baseline")
     return final, as_mlflow_metrics(metrics)

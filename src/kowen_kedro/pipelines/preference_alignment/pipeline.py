@@ -5,7 +5,8 @@ iteration reads its own ``dpo_iter_<i>.dpo`` parameters (beta, lr, ``enabled``..
 passes the policy through. ``aligned_policy`` is iteration ``keep_iteration``'s policy.
 
 ``cross_lingual_policy``: CLO on the paired English/target data (or its SFT+DPO baseline), from the
-SFT model; ``cross_lingual_baseline_policy``: the SFT+DPO baseline beside it in the same run
+SFT model; ``cross_lingual_baseline_policy``: the SFT+DPO baseline beside it in the same run, two nodes
+(SFT on both languages' rows -> ``cross_lingual_baseline_sft_model``, then DPO on the same rows)
 (``cross_lingual.baseline_in_same_run``; the SFT model passed through when off).
 """
 
@@ -21,6 +22,7 @@ from .nodes import (
     score_completions_node,
     select_policy_node,
     train_cross_lingual_baseline_node,
+    train_cross_lingual_baseline_sft_node,
     train_cross_lingual_node,
     train_dpo_node,
 )
@@ -109,8 +111,15 @@ def create_pipeline(**kwargs) -> Pipeline:
                 tags=[LAUNCH_TAG],  # trains in a child process: may run beside other nodes (kowen_kedro.runner)
             ),
             Node(
-                train_cross_lingual_baseline_node,
+                train_cross_lingual_baseline_sft_node,
                 inputs=["sft_model", "clo_pairs", "params:cross_lingual", "params:training"],
+                outputs="cross_lingual_baseline_sft_model",
+                name="train_cross_lingual_baseline_sft_node",
+                tags=[LAUNCH_TAG],  # trains in a child process: may run beside other nodes (kowen_kedro.runner)
+            ),
+            Node(
+                train_cross_lingual_baseline_node,
+                inputs=["cross_lingual_baseline_sft_model", "clo_pairs", "params:cross_lingual", "params:training"],
                 outputs=["cross_lingual_baseline_policy", "cross_lingual_baseline_metrics"],
                 name="train_cross_lingual_baseline_node",
                 tags=[LAUNCH_TAG],  # trains in a child process: may run beside other nodes (kowen_kedro.runner)
