@@ -428,6 +428,17 @@ NOT_HOLDING = {
 }
 
 
+#: Claims whose seed-0 value lies within one SE of its criterion on the machines of a float probe: held or not
+#: cannot be told from one run, so the test asserts the recorded value (a change that moves it fails) and reports
+#: the claim. The values: docs/claims_by_probe/f3d12d94662f.csv's machines (the SFT student's compliance with
+#: the rephrased unsafe requests, 53 of 64 English and 7 of 52 Korean; docs/effects.csv's machines: 43 of 64
+#: and 5 of 52, clear of the criterion).
+BORDERLINE = {
+    "sft-complies-sometimes-en": (0.8281,),
+    "sft-complies-sometimes-ko": (0.1346,),
+}
+
+
 #: Claims whose seed-0 outcome flips with the machine's float summation order alone (two machines with
 #: different float probes, the same commit and seed): a single run cannot test their outcome either way,
 #: so it is reported (a warning), and the test asserts that the measured value is one of the two recorded.
@@ -480,7 +491,8 @@ def judge_row(row) -> tuple[bool, str]:
 @pytest.mark.parametrize("claim", [pytest.param(c, id=c[0]) for c in CLAIMS])
 def test_effect_on_the_default_world(first_run, claim):
     """The default run's gold metrics meet each claim's criterion by more than one SE (those of
-    NOT_HOLDING miss it by more than one SE); a claim within one SE of it is reported as a skip."""
+    NOT_HOLDING miss it by more than one SE); a claim within one SE of it has its recorded value (BORDERLINE)
+    and is reported."""
     id, measure = claim
     m = {k[len("gold."):]: v for k, v in run_metrics(first_run).items() if k.startswith("gold.")}
     held, line = judge(id, *measure(m))
@@ -493,8 +505,14 @@ def test_effect_on_the_default_world(first_run, claim):
         warnings.warn(f"reported, not tested either way (flips with the machine's float summation order on seed 0: "
                       f"{study:+.4f} and {other:+.4f} on two machines): {line}")
         return
-    if held is None:
-        pytest.skip(line)
+    if held is None:  # within one SE of its criterion: what is stable about it is its value
+        import warnings
+
+        value = measure(m)[0]
+        assert id in BORDERLINE, f"{line}: newly within one SE of its criterion: record its value in BORDERLINE"
+        assert min(abs(value - v) for v in BORDERLINE[id]) < 1e-4, f"{line}: not the recorded value(s) {BORDERLINE[id]}"
+        warnings.warn(f"reported, not tested either way (within one SE of the criterion): {line}")
+        return
     if id in NOT_HOLDING:
         assert not held, f"{line}; it now holds: NOT_HOLDING ({NOT_HOLDING[id]}) and docs/effects.md are out of date"
     else:
