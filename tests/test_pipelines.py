@@ -1,6 +1,7 @@
 """Pipeline structure: six stages registered, iterations chained, every dataset declared in the catalog."""
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -439,3 +440,153 @@ def test_the_prompt_slice_ingests_and_drops_what_the_evaluation_asks(project, wo
         run([row("empty", "  ")])
     bad = data_error(err.value)
     assert (bad.line, bad.field) == (len(world["user_prompts"]) + 1, "conversation[0].content")
+
+
+# ---------------------------------------------------------------- pipeline slices (SequentialRunner, in memory)
+
+def _run_slice(project, nodes: list[str], values: dict) -> dict:
+    """Run the named nodes of the default pipeline alone with Kedro's SequentialRunner on in-memory datasets
+    holding ``values``, which must be exactly the slice's inputs (a wiring change fails here in seconds);
+    returns every output of the slice by name."""
+    from kedro.io import DataCatalog, MemoryDataset
+    from kedro.runner import SequentialRunner
+
+    class Kept(MemoryDataset):  # the runner releases intermediate data once used: keep it for the asserts
+        def _release(self) -> None:
+            pass
+
+    slice_ = project["__default__"].only_nodes(*nodes)
+    assert slice_.inputs() == set(values), (sorted(slice_.inputs() - set(values)), sorted(set(values) - slice_.inputs()))
+    catalog = DataCatalog({**{k: MemoryDataset(v) for k, v in values.items()}, **{k: Kept() for k in slice_.all_outputs()}})
+    SequentialRunner().run(slice_, catalog)
+    return {name: catalog[name].load() for name in slice_.all_outputs()}
+
+
+@pytest.fixture
+def fake_launches(monkeypatch, tmp_path):
+    """Training launches that record their spec and return a made-up model folder (no child process); the
+    training parameters point the run folders at a scratch folder."""
+    import kowen_kedro.training.stages as stages
+
+    launched = []
+
+    def launch(spec, launcher="deepspeed", warm=True):
+        launched.append(spec)
+        return {"final_dir": f"/models/{spec.mlflow_prefix}", "metrics": {"train_loss": 1.0}}
+
+    monkeypatch.setattr(stages, "launch", launch)
+    return launched
+
+
+def _params(**training) -> dict:
+    from kowen_kedro.parameters import recipe_params
+
+    return recipe_params(ROOT / "conf", None, {"training": training} if training else None)
+
+
+def test_the_reward_model_slice_splits_translates_and_trains_three_reward_models(project, world, fake_launches, tmp_path):
+    """split -> the transfer RMs' training pairs (English ones; the target-language copies) -> three launches,
+    each on its own pairs and the same held-out ones."""
+    params = _params(work_dir=str(tmp_path))
+    pairs = world["preference_pairs"]
+    english = pairs[pairs["language"] == "en"]
+    translated = english.assign(language="ko", source_pair_id=english["pair_id"], pair_id=english["pair_id"] + "-ko")
+    registry = {"reward_model_init": "/models/rm_init"}
+    values = {"preference_pairs_raw": pairs, "translated_preference_pairs": translated, "model_registry": registry,
+              "params:reward_model.data": params["reward_model"]["data"], "params:languages": ["en", "ko"],
+              "params:reward_model": params["reward_model"], "params:training": params["training"],
+              "params:source_language": "en", "params:target_language": "ko",
+              "params:rm_transfer_source.role": "source", "params:rm_transfer_target.role": "target"}
+    out = _run_slice(project, ["reward_model.split_preferences_node", "reward_model.train_reward_model_node",
+                               "reward_model.rm_transfer_source.transfer_training_pairs_node",
+                               "reward_model.rm_transfer_target.transfer_training_pairs_node",
+                               "reward_model.rm_transfer_source.train_transfer_rm_node",
+                               "reward_model.rm_transfer_target.train_transfer_rm_node"], values)
+    assert (out["reward_model"], out["rm_transfer_source.reward_model"], out["rm_transfer_target.reward_model"]) == (
+        "/models/reward_model", "/models/rm_transfer_source", "/models/rm_transfer_target")
+    assert set(out["rm_transfer_source.train_pairs"]["language"]) == {"en"}
+    assert set(out["rm_transfer_target.train_pairs"]["language"]) == {"ko"}
+    assert len(out["rm_transfer_source.train_pairs"]) == len(out["rm_transfer_target.train_pairs"])
+    by_stage = {Path(s.output_dir).parent.name: s for s in fake_launches}
+    assert set(by_stage) == {"reward_model", "rm_transfer_source", "rm_transfer_target"}
+    assert {s.kind for s in fake_launches} == {"reward"} and {s.model for s in fake_launches} == {"/models/rm_init"}
+    assert len({Path(s.eval_file).name for s in fake_launches}) == 1  # the same held-out pairs (the name is their digest)
+
+
+def test_the_sft_slice_trains_sft_then_xl_instruct_from_it(project, world, fake_launches, tmp_path):
+    params = _params(work_dir=str(tmp_path))
+    chats = [{"messages": [{"role": "user", "content": f"q{i}"}, {"role": "assistant", "content": f"a{i}"}]} for i in range(8)]
+    sft_dataset = pd.DataFrame({"language": ["en", "ko"] * 4, "messages": [c["messages"] for c in chats], "part": "p"})
+    xl = pd.DataFrame({"language": ["ko"] * 4, "messages": [c["messages"] for c in chats[:4]]})
+    values = {"sft_dataset": sft_dataset, "model_registry": {"student": "/models/student"}, "params:sft": params["sft"],
+              "params:training": params["training"], "params:source_language": "en", "params:target_language": "ko",
+              "xl_instruct_sft": xl, "params:xl_instruct": params["xl_instruct"]}
+    out = _run_slice(project, ["sft.train_sft_node", "sft.train_xl_instruct_node"], values)
+    assert (out["sft_model"], out["xl_instruct_policy"]) == ("/models/sft", "/models/xl_instruct")
+    sft, xl_spec = fake_launches
+    assert (sft.kind, sft.model, xl_spec.kind, xl_spec.model) == ("sft", "/models/student", "sft", "/models/sft")
+    rows = lambda spec: sum(1 for _ in open(spec.train_file))  # noqa: E731
+    assert rows(sft) == 8 and rows(xl_spec) == 4 + 4  # XL-Instruct's rows + as many replayed from the mixture (replay 1.0)
+
+
+def test_the_preference_slice_chains_the_iterations_and_trains_clo_and_its_two_step_baseline(project, fake_launches, tmp_path):
+    """Scored samples -> best/worst pairs -> DPO, iteration 2 starting from iteration 1's policy; CLO and its
+    baseline from the SFT model, the baseline's DPO step from its SFT step."""
+    params = _params(work_dir=str(tmp_path))
+
+    def scored(prefix: str) -> pd.DataFrame:  # 4 prompts x 2 samples, rewards apart
+        return pd.DataFrame([{"prompt_id": f"p{i}", "prompt": f"question {i}", "completion": f"{prefix} answer {i}.{k}",
+                              "reward": float(k), "language": "en"} for i in range(4) for k in range(2)])
+
+    clo_pairs = pd.DataFrame([{"pair_id": f"e{i}", "x_en": f"question {i}", "y_en": f"answer {i}", "x_l": f"질문 {i}",
+                               "y_l": f"답 {i}"} for i in range(6)])
+    values = {"dpo_iter_1.scored_completions": scored("one"), "dpo_iter_2.scored_completions": scored("two"),
+              "params:preference_alignment.pairs": params["preference_alignment"]["pairs"], "sft_model": "/models/sft",
+              "params:dpo_iter_1.dpo": params["dpo_iter_1"]["dpo"], "params:dpo_iter_2.dpo": params["dpo_iter_2"]["dpo"],
+              "params:dpo_iter_1.stage": "dpo_iter_1", "params:dpo_iter_2.stage": "dpo_iter_2",
+              "params:training": params["training"],
+              "clo_pairs": clo_pairs, "params:cross_lingual": params["cross_lingual"]}
+    out = _run_slice(project, ["preference_alignment.dpo_iter_1.build_pairs_node", "preference_alignment.dpo_iter_1.train_dpo_node",
+                               "preference_alignment.dpo_iter_2.build_pairs_node", "preference_alignment.dpo_iter_2.train_dpo_node",
+                               "preference_alignment.train_cross_lingual_node",
+                               "preference_alignment.train_cross_lingual_baseline_sft_node",
+                               "preference_alignment.train_cross_lingual_baseline_node"], values)
+    assert len(out["dpo_iter_1.preference_pairs"]) == 4 and set(out["dpo_iter_1.preference_pairs"]["chosen_reward"]) == {1.0}
+    models = {Path(s.output_dir).parent.name: (s.kind, s.model) for s in fake_launches}
+    assert models == {"dpo_iter_1": ("dpo", "/models/sft"), "dpo_iter_2": ("dpo", "/models/dpo_iter_1"),
+                      "cross_lingual": ("clo", "/models/sft"), "cross_lingual_baseline_sft": ("sft", "/models/sft"),
+                      "cross_lingual_baseline": ("dpo", "/models/cross_lingual_baseline_sft")}
+    assert out["cross_lingual_baseline_sft_model"] == "/models/cross_lingual_baseline_sft"
+    assert (out["cross_lingual_policy"], out["cross_lingual_baseline_policy"]) == ("/models/cross_lingual", "/models/cross_lingual_baseline")
+
+
+def test_the_models_slice_checks_the_raw_inputs_and_resolves_every_role(project, world):
+    """The raw inputs checked, then every model role resolved against a built manifest: ``tiny:<name>`` to the
+    built folder, ``world:oracle`` to the world's answer program of the run's seed and teacher faults."""
+    params = _params()
+    manifest = {"models": {name: f"/tiny/{name}" for name in ("tokenizer", "base", "student", "teacher", "reward_model_init",
+                                                              "qe", "mt")}}
+    values = {"user_prompts_raw": world["user_prompts"], "preference_pairs_raw": world["preference_pairs"],
+              "seed_passages_raw": world["seed_passages"], "eval_prompts_raw": world["eval_prompts"],
+              "mt_bench_prompts_raw": world["mt_bench_prompts"], "tiny_models": manifest,
+              "params:models": params["models"], "params:tiny_world": params["tiny_world"]}
+    out = _run_slice(project, ["models.validate_raw_inputs_node", "models.resolve_models_node"], values)
+    registry = out["model_registry"]
+    assert registry["student"] == "/tiny/student" and registry["qe"] == "/tiny/qe" and registry["judge"] == "/tiny/teacher"
+    assert registry["teacher"].startswith("world-oracle/seed-0")  # the oracle of this world, with its faults
+
+
+def test_the_translation_filter_slice_keeps_the_best_and_draws_every_set(project):
+    """Rejected translations out, then the bottom 20% by QE; the histogram draws the four translated sets."""
+    params = _params()
+    scores = [0.1 * i for i in range(10)]
+    translations = pd.DataFrame({"prompt_id": [f"p{i}" for i in range(10)], "qe_score": scores,
+                                 "reject_reason": [None] * 9 + ["wrong language"]})
+    values = {"prompt_translations": translations, "params:translation_qe": params["translation_qe"],
+              "translated_preference_pairs": pd.DataFrame({"qe_score": [0.5, 0.6]}),
+              "clo_pairs": pd.DataFrame({"qe_score": [0.7]}), "xl_instruct_sft": pd.DataFrame({"qe_score": [0.8, 0.9]})}
+    out = _run_slice(project, ["translation_qe.filter_translations_node", "translation_qe.qe_histogram_node"], values)
+    kept = out["translated_prompts"]
+    assert list(kept["prompt_id"]) == [f"p{i}" for i in range(1, 9)]  # p9 rejected; p0 the bottom floor(0.2 x 9) = 1
+    assert out["translation_qe_metrics"]["kept"]["value"] == 8
+    assert len(out["qe_histogram"].axes[0].patches) > 0
