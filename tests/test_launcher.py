@@ -77,11 +77,11 @@ def test_a_crash_after_the_completion_marker_keeps_the_result(tmp_path, monkeypa
             "print('terminate called without an active exception', flush=True); os._exit(250)")
     monkeypatch.setattr(launcher, "build_command", lambda *a: [sys.executable, "-c", code, spec.output_dir, json.dumps(marker)])
     with caplog.at_level("WARNING"):
-        record = launcher.launch(spec)
+        record = launcher.launch(spec, warm=False)  # DeepSpeed's launcher path (its command replaced)
     assert record["metrics"] == {"global_step": 4} and "exited with code 250 after it completed" in caplog.text
 
     other = LaunchSpec(kind="sft", model="m", train_file="t.jsonl", output_dir=str(tmp_path / "other"))
     monkeypatch.setattr(launcher, "build_command", lambda *a: [sys.executable, "-c", "import os; os._exit(250)"])
     with pytest.raises(TrainingLaunchError) as err:
-        launcher.launch(other)
+        launcher.launch(other, warm=False)
     assert err.value.returncode == 250
