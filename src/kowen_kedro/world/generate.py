@@ -132,6 +132,23 @@ def world_languages(target_language: str = DEFAULT_TARGET) -> tuple[str, str]:
     return PIVOT, target_language
 
 
+@dataclass
+class _Build:
+    """What every part of one world's build shares: the sampler (its random stream and the prompts already
+    taken), the facts, the languages, the sizes, and the parts built so far."""
+
+    seed: int
+    sizes: WorldSizes
+    facts: dict
+    langs: tuple[str, str]
+    s: _Sampler
+    out: dict[str, list[dict]]
+
+    @property
+    def target(self) -> str:
+        return self.langs[1]
+
+
 def build_world(seed: int, sizes: WorldSizes | None = None, target_language: str = DEFAULT_TARGET,
                 extra_languages: tuple[str, ...] = ()) -> dict[str, list[dict]]:
     """Every part of the world for ``seed`` in English and ``target_language`` (deterministic).
@@ -139,46 +156,65 @@ def build_world(seed: int, sizes: WorldSizes | None = None, target_language: str
     ``extra_languages``: the preference pairs also in each of these languages (the same tasks and the same
     rejections, ids ``pair-NNNN-<lang>``), for evaluating reward models on languages the run does not
     train on (the RM-transfer paper evaluates an English RM on every target language). Every other part,
-    and the pairs of English and the target language, are those of the world without them."""
+    and the pairs of English and the target language, are those of the world without them.
+
+    The parts are built in a fixed order (one function each), since they draw from one random stream
+    and no part may reuse a held-out prompt: the gold set first."""
     sizes = sizes or WorldSizes()
     facts = L.facts(seed)
     langs = world_languages(target_language)
-    target = langs[1]
-    s = _Sampler(seed, facts, sizes, langs)
-    out: dict[str, list[dict]] = {p: [] for p in PARTS}
+    b = _Build(seed, sizes, facts, langs, _Sampler(seed, facts, sizes, langs), {p: [] for p in PARTS})
+    _gold_set(b)
+    xl_questions = _cross_lingual_gold(b)
+    _benchmarks(b)
+    _user_prompts(b)
+    _preference_pairs(b, [world_languages(lang)[1] for lang in extra_languages if lang != b.target])
+    _seed_passages(b, taken=b.s.heldout | xl_questions)
+    _parallel_sentences(b)
+    return b.out
 
-    def row_meta(fam, values, lang):
-        return make_meta(fam, values, lang, facts)
 
-    # held-out gold set first, so no other part can reuse its prompts
-    for lang in langs:
+def _gold_set(b: _Build) -> None:
+    """The held-out gold prompts and pairs per language, then the gold translations."""
+    s, facts, sizes, out = b.s, b.facts, b.sizes, b.out
+    for lang in b.langs:
         for i in range(sizes.gold_prompts):
             fam, values, variant = s.task("gold_prompts", True, langs=(lang,))
             out["gold_prompts"].append({"id": f"gold-{lang}-{i:04d}", "language": lang, "family": fam.name,
-                                        "prompt": prompt_text(fam, values, lang, facts, variant), "meta": row_meta(fam, values, lang)})
+                                        "prompt": prompt_text(fam, values, lang, facts, variant),
+                                        "meta": make_meta(fam, values, lang, facts)})
         for i in range(sizes.gold_pairs):
             fam, values, variant = s.task("gold_pairs", True, langs=(lang,))
-            out["gold_pairs"].append({"pair_id": f"gold-{lang}-{i:04d}", **_pair(fam, values, variant, lang, facts, s.rng, sizes, langs)})
+            out["gold_pairs"].append({"pair_id": f"gold-{lang}-{i:04d}", **_pair(fam, values, variant, lang, facts, s.rng, sizes, b.langs)})
     for i in range(sizes.gold_translations):
         fam, values, variant = s.task("gold_translations", True)
         src = prompt_text(fam, values, PIVOT, facts, variant) if i % 2 else answer_text(fam, values, PIVOT, facts)
-        ref = prompt_text(fam, values, target, facts, variant) if i % 2 else answer_text(fam, values, target, facts)
-        out["gold_translations"].append({"id": f"gold-mt-{i:04d}", "source_language": PIVOT, "target_language": target,
+        ref = prompt_text(fam, values, b.target, facts, variant) if i % 2 else answer_text(fam, values, b.target, facts)
+        out["gold_translations"].append({"id": f"gold-mt-{i:04d}", "source_language": PIVOT, "target_language": b.target,
                                          "source": src, "reference": ref})
-    # cross-lingual gold prompts (language "xl"): English prompts asking for the answer in the target
-    # language; drawn from their own generator, so the parts above and below are those of earlier versions
-    xl_rng = random.Random(f"world-xl-{seed}")
-    xl_questions: set[str] = set()  # their English questions: no XL-Instruct seed asks one of them
-    for i in range(sizes.gold_xl_prompts):
-        template = xl_rng.randrange(len(CROSS_LINGUAL_TEMPLATES))
-        suffix = " " + CROSS_LINGUAL_TEMPLATES[template].format(lang=L.LANGUAGE_NAMES[PIVOT][target])
-        fam, values, variant = s.task("gold_xl_prompts", True, langs=(PIVOT,), names=XL_FAMILIES, rng=xl_rng, suffix=suffix)
-        prompt = cross_lingual_prompt(fam, values, target, facts, variant, template)
-        xl_questions.add(prompt[: -len(suffix)])
-        out["gold_prompts"].append({"id": f"gold-xl-{i:04d}", "language": "xl", "family": fam.name, "prompt": prompt,
-                                    "meta": make_meta(fam, values, target, facts, prompt_language=PIVOT)})
 
-    for lang in langs:
+
+def _cross_lingual_gold(b: _Build) -> set[str]:
+    """Cross-lingual gold prompts (language "xl"): English prompts asking for the answer in the target
+    language, drawn from their own generator (so the parts before and after are those of earlier versions).
+    Returns their English questions: no XL-Instruct seed may ask one of them."""
+    xl_rng = random.Random(f"world-xl-{b.seed}")
+    xl_questions: set[str] = set()
+    for i in range(b.sizes.gold_xl_prompts):
+        template = xl_rng.randrange(len(CROSS_LINGUAL_TEMPLATES))
+        suffix = " " + CROSS_LINGUAL_TEMPLATES[template].format(lang=L.LANGUAGE_NAMES[PIVOT][b.target])
+        fam, values, variant = b.s.task("gold_xl_prompts", True, langs=(PIVOT,), names=XL_FAMILIES, rng=xl_rng, suffix=suffix)
+        prompt = cross_lingual_prompt(fam, values, b.target, b.facts, variant, template)
+        xl_questions.add(prompt[: -len(suffix)])
+        b.out["gold_prompts"].append({"id": f"gold-xl-{i:04d}", "language": "xl", "family": fam.name, "prompt": prompt,
+                                      "meta": make_meta(fam, values, b.target, b.facts, prompt_language=PIVOT)})
+    return xl_questions
+
+
+def _benchmarks(b: _Build) -> None:
+    """Per language: the AlpacaEval-style prompts, the two-turn MT-Bench questions, the 4-choice NLU items."""
+    s, facts, sizes, out = b.s, b.facts, b.sizes, b.out
+    for lang in b.langs:
         for i in range(sizes.eval_prompts):
             fam, values, variant = s.task("eval_prompts", True, langs=(lang,))
             out["eval_prompts"].append({"id": f"eval-{lang}-{i:03d}", "language": lang, "dataset": "tiny_world",
@@ -211,7 +247,11 @@ def build_world(seed: int, sizes: WorldSizes | None = None, target_language: str
             out["nlu_mc"].append({"id": f"nlu-{lang}-{i:03d}", "language": lang, "question": prompt_text(fam, values, lang, facts, variant),
                                   "choices": choices, "answer": choices.index(right)})
 
-    for lang in langs:
+
+def _user_prompts(b: _Build) -> None:
+    """LMSYS-style user prompts per language: single-turn ones, then two-turn conversations."""
+    s, facts, sizes, out = b.s, b.facts, b.sizes, b.out
+    for lang in b.langs:
         n_prompts = sizes.user_prompts if lang == PIVOT else round(sizes.user_prompts * sizes.target_prompt_share)
         for i in range(n_prompts):
             fam, values, variant = s.task("user_prompts", False, langs=(lang,))
@@ -226,59 +266,69 @@ def build_world(seed: int, sizes: WorldSizes | None = None, target_language: str
             out["user_prompts"].append({"conversation_id": f"world-{lang}-mt-{i:04d}", "language": lang, "model": "tiny-world", "turn": 2,
                                         "conversation": conv})
 
-    extras = [world_languages(lang)[1] for lang in extra_languages if lang != target]
-    for i in range(sizes.preference_pairs):  # pair-NNNN-<lang>: the same task and the same rejection in both languages
+
+def _preference_pairs(b: _Build, extras: list[str]) -> None:
+    """pair-NNNN-<lang>: the same task and the same rejection in both languages (and in each of ``extras``,
+    drawn from their own generators, so the pairs of the run's languages are unchanged)."""
+    s = b.s
+    for i in range(b.sizes.preference_pairs):
         fam, values, variant = s.task("preference_pairs", False)
         kind_seed = s.rng.random()
-        for lang in extras:  # drawn from their own generators: the pairs above are unchanged
-            rng = random.Random(f"{seed}-pair-{i}-{kind_seed}")
+        for lang in extras:
+            rng = random.Random(f"{b.seed}-pair-{i}-{kind_seed}")
             extra_values = _with_phrase_language(fam, values, lang)
-            out["preference_pairs"].append({"pair_id": f"pair-{i:04d}-{lang}",
-                                            **_pair(fam, extra_values, variant, lang, facts, rng, sizes, (PIVOT, lang), with_meta=False)})
-        for lang in langs:
-            rng = random.Random(f"{seed}-pair-{i}-{kind_seed}")
-            out["preference_pairs"].append({"pair_id": f"pair-{i:04d}-{lang}",
-                                            **_pair(fam, values, variant, lang, facts, rng, sizes, langs, with_meta=False)})
+            b.out["preference_pairs"].append({"pair_id": f"pair-{i:04d}-{lang}",
+                                              **_pair(fam, extra_values, variant, lang, b.facts, rng, b.sizes, (PIVOT, lang), with_meta=False)})
+        for lang in b.langs:
+            rng = random.Random(f"{b.seed}-pair-{i}-{kind_seed}")
+            b.out["preference_pairs"].append({"pair_id": f"pair-{i:04d}-{lang}",
+                                              **_pair(fam, values, variant, lang, b.facts, rng, b.sizes, b.langs, with_meta=False)})
 
-    # XL-Instruct's seeds: passages of two fact sentences of training tasks, the first the answer to a
-    # question the teacher writes back (never a held-out prompt, nor the question of a cross-lingual one)
-    topics = {"add": "arithmetic", "convert": "measurement", "weekday": "calendar", "lookup": "geography", "reverse": "lists",
-              "count": "lists", "refuse": "security"}
-    passage_rng = random.Random(f"world-passages-{seed}")
-    taken = s.heldout | xl_questions
+
+#: The topic of a seed passage, by the family of its first sentence.
+PASSAGE_TOPICS = {"add": "arithmetic", "convert": "measurement", "weekday": "calendar", "lookup": "geography", "reverse": "lists",
+                  "count": "lists", "refuse": "security"}
+
+
+def _seed_passages(b: _Build, taken: set[str]) -> None:
+    """XL-Instruct's seeds: passages of two fact sentences of training tasks, the first the answer to a
+    question the teacher writes back (never one of ``taken``: held-out prompts, cross-lingual questions)."""
+    passage_rng = random.Random(f"world-passages-{b.seed}")
     cycle = list(SEED_FAMILIES)  # families in turn, while a family has questions left
-    for i in range(sizes.seed_passages):
+    for i in range(b.sizes.seed_passages):
         for _ in range(200):
             name = cycle[i % len(cycle)]
             try:
-                first = s.task("seed_passages", False, langs=(PIVOT,), names=(name,), rng=passage_rng)
-                second = s.task("seed_passages", False, langs=(PIVOT,), names=SEED_FAMILIES, rng=passage_rng)
+                first = b.s.task("seed_passages", False, langs=(PIVOT,), names=(name,), rng=passage_rng)
+                second = b.s.task("seed_passages", False, langs=(PIVOT,), names=SEED_FAMILIES, rng=passage_rng)
             except RuntimeError:
                 cycle.remove(name)
                 continue
-            text = " ".join(passage_sentence(fam, values, facts) for fam, values, _ in (first, second))
-            if reverse_question(text, seed) not in taken:
+            text = " ".join(passage_sentence(fam, values, b.facts) for fam, values, _ in (first, second))
+            if reverse_question(text, b.seed) not in taken:
                 break
         else:
             raise RuntimeError("the world ran out of new tasks for seed_passages: lower tiny_world.sizes.seed_passages")
-        out["seed_passages"].append({"passage_id": f"passage-{i:04d}", "language": PIVOT, "topic": topics[first[0].name], "text": text})
+        b.out["seed_passages"].append({"passage_id": f"passage-{i:04d}", "language": PIVOT, "topic": PASSAGE_TOPICS[first[0].name],
+                                       "text": text})
 
-    # parallel English/target sentences for the MT and QE models: prompts and answers of tasks the other parts use,
-    # plus the translated phrases and single words of the lexicon
+
+def _parallel_sentences(b: _Build) -> None:
+    """Parallel English/target sentences for the MT and QE models: prompts and answers of tasks the other parts
+    use (never a held-out one), plus the translated phrases and single words of the lexicon."""
     seen = set()
-    prng = random.Random(f"parallel-{seed}")
-    for _ in range(sizes.parallel_tasks):
+    prng = random.Random(f"parallel-{b.seed}")
+    for _ in range(b.sizes.parallel_tasks):
         fam = prng.choice(list(FAMILIES.values()))
-        values, variant = _with_phrase_language(fam, fam.sample(prng, facts), target), prng.randrange(2)
-        prompts = {lang: prompt_text(fam, values, lang, facts, variant) for lang in langs}
-        answers = {lang: answer_text(fam, values, lang, facts) for lang in langs}
+        values, variant = _with_phrase_language(fam, fam.sample(prng, b.facts), b.target), prng.randrange(2)
+        prompts = {lang: prompt_text(fam, values, lang, b.facts, variant) for lang in b.langs}
+        answers = {lang: answer_text(fam, values, lang, b.facts) for lang in b.langs}
         for pair in (prompts, answers):
-            if pair[PIVOT] not in seen and pair[PIVOT] not in s.heldout and pair[target] not in s.heldout:
+            if pair[PIVOT] not in seen and pair[PIVOT] not in b.s.heldout and pair[b.target] not in b.s.heldout:
                 seen.add(pair[PIVOT])
-                out["parallel_sentences"].append(pair)
+                b.out["parallel_sentences"].append(pair)
     for words in (L.WEEKDAYS, L.COLORS, L.FRUITS, L.COUNTRIES, L.CAPITALS, L.ANIMALS, L.NOUNS):
-        out["parallel_sentences"] += [{PIVOT: e, target: t} for e, t in zip(words[PIVOT], words[target])]
-    return out
+        b.out["parallel_sentences"] += [{PIVOT: e, b.target: t} for e, t in zip(words[PIVOT], words[b.target])]
 
 
 def _pair(fam: Family, values: dict, variant: int, lang: str, facts: dict, rng: random.Random, sizes: WorldSizes,
