@@ -10,8 +10,8 @@ entry point (:mod:`kowen_kedro.training.entry`) reading the same spec and writin
 output appended to the run's ``train.log``. DeepSpeed still drives training inside the child
 (``deepspeed.init_distributed`` and its engine, as under the launcher).
 
-A ``kill -9`` of the ``kedro run`` ends the warm interpreter and, with it, every launch it forked
-(:func:`die_with_parent`): the rerun resumes each from its last committed checkpoint.
+A ``kill -9`` of the ``kedro run`` ends every launch it forked (each watches a pipe only the run holds
+open, :func:`_exit_with_the_run`): the rerun resumes each from its last committed checkpoint.
 
 Where: one process on one node on a machine without CUDA (:func:`eligible`). Several processes or nodes
 keep DeepSpeed's launcher; so does a GPU machine, where a fork must not inherit a CUDA context and a
@@ -72,24 +72,26 @@ def rank_env(env: dict[str, str], launcher: str, master_port: int) -> dict[str, 
             "CROSS_SIZE": "1", "LOCAL_SIZE": "1", "RANK": "0", "LOCAL_RANK": "0"}
 
 
-def die_with_parent() -> None:
-    """Linux: SIGKILL this process when its parent (the warm interpreter) exits. The warm interpreter exits
-    when the ``kedro run`` that started it dies, even by ``kill -9``; so does every launch it forked, instead
-    of training on unseen and writing into a folder that the rerun resumes from."""
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-    import signal
+def _exit_with_the_run(run_alive) -> None:
+    """A daemon thread of the child: when the launching process dies (``kill -9`` included), its end of the
+    ``run_alive`` pipe closes and the child ends too, instead of training on unseen and writing into a folder
+    the rerun resumes from. (The warm interpreter itself outlives the run while a child lives: every child
+    holds its liveness descriptor.)"""
+    import threading
 
-    PR_SET_PDEATHSIG = 1
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() == 1:  # the parent died before the call took effect
-        os._exit(1)
+    def watch() -> None:
+        try:
+            run_alive.recv()
+        except (EOFError, OSError):
+            pass
+        os._exit(137)
+
+    threading.Thread(target=watch, daemon=True, name="run-alive").start()
 
 
-def _child(spec_path: str, log_path: str, env: dict[str, str], cwd: str) -> None:
+def _child(spec_path: str, log_path: str, env: dict[str, str], cwd: str, run_alive) -> None:
     """In the forked child: output to ``log_path``, the launch's environment and folder, then the entry point."""
-    die_with_parent()
+    _exit_with_the_run(run_alive)
     gc.freeze()  # the preloaded libraries' objects: never collected, so not scanned by the collections training triggers
     fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     sys.stdout.flush()
@@ -143,10 +145,12 @@ def run(spec_path: Path, log_path: Path, env: dict[str, str], on_line: Callable[
     log_path.touch()
     with open(log_path, encoding="utf-8", errors="replace") as reader:
         reader.seek(0, os.SEEK_END)
-        proc = context().Process(target=_child, args=(str(spec_path), str(log_path), env, os.getcwd()),
+        run_alive, keep_alive = context().Pipe(duplex=False)  # the child reads; only this process can write
+        proc = context().Process(target=_child, args=(str(spec_path), str(log_path), env, os.getcwd(), run_alive),
                                  name=f"train-{spec_path.parent.name}")
         with _without_main_module():
             proc.start()
+        run_alive.close()
         pending = ""
         while True:
             alive = proc.is_alive()
@@ -165,4 +169,5 @@ def run(spec_path: Path, log_path: Path, env: dict[str, str], on_line: Callable[
             tail.append(pending)
             on_line(pending)
         proc.join()
+        keep_alive.close()
         return proc.exitcode if proc.exitcode is not None else 1
