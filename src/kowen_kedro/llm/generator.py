@@ -149,4 +149,5 @@ class CachedGenerator:
 def _progress(total: int, desc: str, enabled: bool):
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit="call", disable=not enabled or total == 0, leave=False)
+    # position 0: beside a training launch's bar (stages side by side) it shares the line, never pushes lines down
+    return tqdm(total=total, desc=desc, unit="call", disable=not enabled or total == 0, leave=False, position=0)

@@ -166,7 +166,8 @@ class LossBar:
         if self._bar is None:
             from tqdm.auto import tqdm
 
-            self._bar = tqdm(desc=f"training {self.label}", unit=" logs", mininterval=1.0)
+            # position 0: launches side by side share the line (each bar redraws it), never push lines down
+            self._bar = tqdm(desc=f"training {self.label}", unit=" logs", mininterval=1.0, position=0)
         self._bar.set_postfix({k: f"{record[k]:.4g}" for k in ("loss", "epoch") if isinstance(record.get(k), (int, float))},
                               refresh=False)
         self._bar.update(1)
