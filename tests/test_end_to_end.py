@@ -8,6 +8,7 @@ all finished work (no training relaunched, no LLM call repeated).
 import hashlib
 import json
 import math
+import shutil
 from pathlib import Path
 
 import pandas as pd
@@ -49,6 +50,22 @@ def first_run(request, tmp_path_factory):
     mp.chdir(project)
     yield project
     mp.undo()
+
+
+def own_copy(first_run: Path, tmp_path: Path, monkeypatch) -> Path:
+    """A copy of the default run's project for a test that runs more on top of it (reruns, other parameters),
+    so that the default run stays as it finished and every test passes alone and in any order. The copy's
+    MLflow store is named by its absolute path (mlflow keeps one store per URI in a process, and the project's
+    ``sqlite:///mlflow.db`` is relative, so a second project's session would log into the first's)."""
+    from kedro.framework.startup import bootstrap_project
+
+    project = tmp_path / "project"
+    shutil.copytree(first_run, project, symlinks=True)
+    (project / "conf" / "local" / "mlflow.yml").write_text(
+        f"server:\n  mlflow_tracking_uri: sqlite:///{project / 'mlflow.db'}\n  mlflow_registry_uri: null\n")
+    monkeypatch.chdir(project)
+    bootstrap_project(project)
+    return project
 
 
 def read(project: Path, rel: str) -> pd.DataFrame:
@@ -573,11 +590,11 @@ def test_the_claims_table_is_the_committed_one_and_the_docs_show_it(first_run):
     assert len(claim_rows) == len(run) and not stale, f"docs/effects.md shows other seed-0 numbers (make effects): {stale[:5]}"
 
 
-def test_rerun_reuses_every_finished_step(first_run):
+def test_rerun_reuses_every_finished_step(first_run, tmp_path, monkeypatch):
     """A second run relaunches no training, rebuilds no tiny model and makes no new LLM/QE/judge call."""
     from kowen_kedro.llm.cache import CallCache
 
-    p = first_run
+    p = own_copy(first_run, tmp_path, monkeypatch)
     cache = p / "data/02_intermediate/llm_call_cache.sqlite"
     calls_before = len(CallCache(cache))
     runs = {f: f.stat().st_size for f in (p / "data/06_models/_runs").glob("*/*/train.log")}
@@ -815,13 +832,14 @@ def _rerun(project: Path, params: dict, nodes: list[str], answers: str) -> pd.Da
 CLO_NODES = ["preference_alignment.train_cross_lingual_node", "evaluation.gold_cross_lingual_node"]
 
 
-def test_clo_on_half_the_pairs_against_sft_on_all_of_them(first_run):
+def test_clo_on_half_the_pairs_against_sft_on_all_of_them(first_run, tmp_path, monkeypatch):
     """CLO's data efficiency as its documented runs (``kedro run --params cross_lingual.train_fraction=0.5``
     and ``--params cross_lingual.method=sft``, each ``--from-nodes preference_alignment.train_cross_lingual_node``)."""
     from kowen_kedro.evaluation.claims import data_efficiency_claims
 
-    half = _rerun(first_run, {"cross_lingual": {"train_fraction": 0.5, "baseline_in_same_run": False}}, CLO_NODES, "cross_lingual")
-    sft_all = _rerun(first_run, {"cross_lingual": {"method": "sft"}}, CLO_NODES, "cross_lingual")
+    project = own_copy(first_run, tmp_path, monkeypatch)
+    half = _rerun(project, {"cross_lingual": {"train_fraction": 0.5, "baseline_in_same_run": False}}, CLO_NODES, "cross_lingual")
+    sft_all = _rerun(project, {"cross_lingual": {"method": "sft"}}, CLO_NODES, "cross_lingual")
     assert not half["answer"].equals(sft_all["answer"])
     claims = data_efficiency_claims(half, sft_all, "ko").set_index("claim")
     assert_claims([{**claims.loc["CLO on half the pairs is at least as good as SFT on all of them: gold"],
@@ -842,20 +860,9 @@ def test_a_dpo_iteration_sampled_through_vllm_trains_as_another_sampling_seed_do
     is: within 2 paired SE of it, or at most twice the other seed's move. (vLLM draws other samples than
     the transformers backend, with its own sampler: the comparison is another seed's, and the paired SE
     over gold prompts does not hold the spread of training on other samples.)"""
-    import shutil
-
-    from kedro.framework.startup import bootstrap_project
-
     from kowen_kedro.evaluation.claims import paired
 
-    project = tmp_path / "project"
-    shutil.copytree(first_run, project, symlinks=True)
-    # the store named by its absolute path: mlflow keeps one store per URI in a process, and the project's
-    # `sqlite:///mlflow.db` is relative, so a second project's session in this process would log into the first's
-    (project / "conf" / "local" / "mlflow.yml").write_text(
-        f"server:\n  mlflow_tracking_uri: sqlite:///{project / 'mlflow.db'}\n  mlflow_registry_uri: null\n")
-    monkeypatch.chdir(project)
-    bootstrap_project(project)
+    project = own_copy(first_run, tmp_path, monkeypatch)
     transformers = pd.read_json(latest(project / "data/07_model_output/gold/dpo_iter_1_answers.jsonl"), lines=True)
     samples = read(project, "data/07_model_output/dpo_iter_1/completions.jsonl")
     vllm = _rerun(project, {"dpo_iter_1": {"dpo": {"sampling_backend": {"backend": "vllm"}}}}, DPO_ITER_1, "dpo_iter_1")
@@ -877,14 +884,13 @@ def test_a_dpo_iteration_sampled_through_vllm_trains_as_another_sampling_seed_do
     print("\n".join(report))
 
 
-def test_the_kowen_mixture_against_english_only_sft(first_run):
+def test_the_kowen_mixture_against_english_only_sft(first_run, tmp_path, monkeypatch):
     """Kowen's Table 3 as its documented run (``kedro run --params sft.languages=source --nodes
     sft.train_sft_node,evaluation.gold_sft_node`` on top of the default run): the SFT policy of the full mixture
-    against SFT on the English part alone, paired on the same gold prompts. Runs last: it retrains the
-    SFT model."""
+    against SFT on the English part alone, paired on the same gold prompts (on a copy of the default run)."""
     from kowen_kedro.evaluation.claims import mixture_claims
 
-    p = first_run
+    p = own_copy(first_run, tmp_path, monkeypatch)
     mixture = pd.read_json(latest(p / "data/07_model_output/gold/sft_answers.jsonl"), lines=True)
     english_only = _rerun(p, {"sft": {"languages": "source"}}, ["sft.train_sft_node", "evaluation.gold_sft_node"], "sft")
     assert list(english_only["id"]) == list(mixture["id"]) and not english_only["answer"].equals(mixture["answer"])
