@@ -115,3 +115,33 @@ def test_comet_qe_loads_from_local_checkpoint_and_its_folder_can_move(tiny_model
     moved = shutil.copytree(ckpt.parents[1], tmp_path / "elsewhere" / "qe")
     assert CometQE(str(moved / "checkpoints" / "model.ckpt"), batch_size=2).score(*pairs) == scores
     assert compute_identity(moved) == compute_identity(ckpt.parents[1])
+
+
+def test_the_builds_one_training_loop_is_adamw_with_clipping_and_a_cosine():
+    """``tiny.build.fit`` against the same steps written out with torch: the same weights, float for float."""
+    import math
+
+    import torch
+
+    from kowen_kedro.tiny.build import fit
+
+    def model_and_data():
+        torch.manual_seed(0)
+        return torch.nn.Linear(4, 1), torch.randn(16, 4), torch.randn(16, 1)
+
+    model, x, y = model_and_data()
+    fit(model, lambda step: ((model(x[step % 16:][:4]) - y[step % 16:][:4]) ** 2).mean() * 100, 20, lr=0.05,
+        weight_decay=0.0, clip=1.0, cosine=True)
+    reference, x, y = model_and_data()
+    opt = torch.optim.AdamW(reference.parameters(), lr=0.05, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / 20)))
+    for step in range(20):
+        loss = ((reference(x[step % 16:][:4]) - y[step % 16:][:4]) ** 2).mean() * 100
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(reference.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad()
+    for a, b in zip(model.parameters(), reference.parameters()):
+        assert torch.equal(a, b)
+    assert not model.training

@@ -26,7 +26,7 @@ import math
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Callable, Iterable
 
 logger = logging.getLogger(__name__)
 
@@ -213,19 +213,36 @@ def _train_lm(model, tokenizer, texts: list[str], steps: int, config: TinyConfig
     n = config.seq_len
     chunks = torch.tensor([ids[i : i + n] for i in range(0, len(ids) - n, n // 2)])
     gen = torch.Generator().manual_seed(config.seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / max(1, steps))))
+
+    def loss(step: int):
+        batch = chunks[torch.randint(len(chunks), (config.batch_size,), generator=gen)]
+        return model(input_ids=batch, labels=batch).loss
+
+    fit(model, loss, steps, lr=config.learning_rate, weight_decay=0.0, clip=1.0, cosine=True, name="LM", log_every=50)
+
+
+def fit(model, loss_at: Callable[[int], Any], steps: int, *, lr: float, weight_decay: float = 0.01, clip: float | None = None,
+        cosine: bool = False, name: str = "model", log_every: int = 100) -> None:
+    """The build's one training loop: ``steps`` AdamW steps on ``loss_at(step)`` (which draws its own batch),
+    the gradient norm clipped at ``clip``, the learning rate on a cosine to zero when ``cosine``; the model in
+    train mode meanwhile, in eval mode after."""
+    import torch
+
+    params = list(model.parameters())
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * s / max(1, steps)))) if cosine else None
     model.train()
     for step in range(steps):
-        batch = chunks[torch.randint(len(chunks), (config.batch_size,), generator=gen)]
-        loss = model(input_ids=batch, labels=batch).loss
+        loss = loss_at(step)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        if clip is not None:
+            torch.nn.utils.clip_grad_norm_(params, clip)
         opt.step()
-        sched.step()
+        if sched is not None:
+            sched.step()
         opt.zero_grad()
-        if step % 50 == 0 or step == steps - 1:
-            logger.info("tiny LM step %d/%d loss %.3f", step + 1, steps, loss.item())
+        if step % log_every == 0 or step == steps - 1:
+            logger.info("tiny %s step %d/%d loss %.4f", name, step + 1, steps, loss.item())
     model.eval()
 
 
@@ -370,20 +387,15 @@ def build_tiny_mt(tokenizer_dir: Path, parallel: list[dict], out_dir: Path, conf
                     examples.append((s_ids, t_ids))
     if examples and config.mt_steps:
         gen = torch.Generator().manual_seed(config.seed)
-        opt = torch.optim.AdamW(model.parameters(), lr=config.learning_rate)
-        model.train()
-        for step in range(config.mt_steps):
+
+        def loss(step: int):
             batch = [examples[i] for i in torch.randint(len(examples), (config.batch_size,), generator=gen).tolist()]
             sw, tw = max(len(s) for s, _ in batch), max(len(t) for _, t in batch)
             src = torch.tensor([s + [pad] * (sw - len(s)) for s, _ in batch])
             labels = torch.tensor([t + [-100] * (tw - len(t)) for _, t in batch])
-            loss = model(input_ids=src, attention_mask=(src != pad).long(), labels=labels).loss
-            loss.backward()
-            opt.step()
-            opt.zero_grad()
-            if step % 100 == 0 or step == config.mt_steps - 1:
-                logger.info("tiny MT step %d/%d loss %.3f", step + 1, config.mt_steps, loss.item())
-        model.eval()
+            return model(input_ids=src, attention_mask=(src != pad).long(), labels=labels).loss
+
+        fit(model, loss, config.mt_steps, lr=config.learning_rate, name="MT")
     model.generation_config.forced_bos_token_id = None
     model.save_pretrained(out_dir)
     tok.save_pretrained(out_dir)
@@ -394,24 +406,16 @@ def _train_qe(metric, parallel: list[dict], config: TinyConfig) -> None:
     """Regression of the COMET model's score on gold translation quality (a fixture builder)."""
     import random
 
-    import torch
-
     from kowen_kedro.world.gold import qe_examples
 
     examples = qe_examples(parallel, config.seed)
     rng = random.Random(config.seed)
     for p in metric.parameters():  # COMET freezes the encoder (and its embeddings) at first: train it all
         p.requires_grad_(True)
-    opt = torch.optim.AdamW(metric.parameters(), lr=config.qe_learning_rate)
-    metric.train()
-    for step in range(config.qe_steps):
+
+    def loss(step: int):
         batch = [{k: e[k] for k in ("src", "mt", "score")} for e in rng.sample(examples, min(config.batch_size * 2, len(examples)))]
         inputs, target = metric.prepare_sample(batch, stage="fit")
-        loss = sum(metric.compute_loss(metric(**inp), target) for inp in inputs)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(metric.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad()
-        if step % 100 == 0 or step == config.qe_steps - 1:
-            logger.info("tiny QE step %d/%d mse %.4f", step + 1, config.qe_steps, loss.item())
-    metric.eval()
+        return sum(metric.compute_loss(metric(**inp), target) for inp in inputs)
+
+    fit(metric, loss, config.qe_steps, lr=config.qe_learning_rate, clip=1.0, name="QE")
