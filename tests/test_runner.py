@@ -132,3 +132,39 @@ def test_no_more_nodes_compute_at_once_than_the_machine_has_slots():
     nodes += [Node(busy.work(0.1), "x", f"local_{i}", name=f"local_{i}") for i in range(3)]
     StageRunner(max_launches=3, max_busy=2).run(Pipeline(nodes), _catalog(x=1))
     assert busy.peak == 2
+
+
+def test_a_node_line_beside_a_progress_bar_is_a_line_of_its_own(monkeypatch):
+    """While a run lasts, the console hook writes its node lines through tqdm (the bars cleared, the line
+    written, the bars redrawn); a plain stream handler would continue the bar's line."""
+    import io
+    import logging
+
+    from tqdm.auto import tqdm
+
+    from kowen_kedro.hooks import ConsoleHook, console
+
+    line = "[ 7/92] sft.train_sft_node  75.0 s"
+
+    def captured(bars_aware: bool) -> list[str]:
+        out = io.StringIO()
+        monkeypatch.setattr("sys.stdout", out)  # the console handler's stream, as conf/logging.yml names it
+        handler = logging.StreamHandler(out)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        console.addHandler(handler)
+        hook = ConsoleHook()
+        bar = tqdm(total=10, desc="training sft", file=out, position=0, mininterval=0)
+        try:
+            if bars_aware:
+                hook._write_beside_bars()
+            bar.update(3)
+            console.info(line)
+            bar.update(3)
+        finally:
+            hook._write_plainly()
+            bar.close()
+            console.removeHandler(handler)
+        return out.getvalue().replace("\r", "\n").splitlines()
+
+    assert line in captured(bars_aware=True)
+    assert line not in captured(bars_aware=False)  # glued to the bar's line

@@ -77,10 +77,29 @@ class ConsoleHook:
 
     def __init__(self) -> None:
         self._total, self._done, self._started, self._t0 = 0, 0, {}, 0.0
+        self._bars_aware = None
+
+    def _write_beside_bars(self) -> None:
+        """Node lines through ``tqdm.write`` while the run lasts (tqdm's ``logging_redirect_tqdm``): stages run
+        side by side, so a line can arrive while a launch's progress bar is drawn; the bars are cleared, the
+        line printed on a line of its own, the bars redrawn."""
+        from contextlib import ExitStack
+
+        from tqdm.auto import tqdm
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        self._bars_aware = ExitStack()
+        self._bars_aware.enter_context(logging_redirect_tqdm(loggers=[console], tqdm_class=tqdm))
+
+    def _write_plainly(self) -> None:
+        if self._bars_aware is not None:
+            self._bars_aware.close()
+            self._bars_aware = None
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict, pipeline) -> None:
         self._total, self._done, self._started, self._t0 = len(pipeline.nodes), 0, {}, time.perf_counter()
+        self._write_beside_bars()
         console.info("kowen-kedro: %d nodes (env %s); the full log: info.log", self._total, run_params.get("env") or "base")
         console.info("kowen-kedro: %s", floats.describe())
 
@@ -100,7 +119,12 @@ class ConsoleHook:
         console.error("node %s failed: %s: %s (details: info.log)", node.name, type(error).__name__, error)
 
     @hook_impl
+    def on_pipeline_error(self) -> None:
+        self._write_plainly()
+
+    @hook_impl
     def after_pipeline_run(self, pipeline, catalog) -> None:
+        self._write_plainly()
         lines = [f"Done: {self._done} nodes in {time.perf_counter() - self._t0:.0f} s."]
         if "gold_effects_md" in pipeline.all_outputs():
             try:
