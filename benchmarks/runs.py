@@ -55,12 +55,11 @@ def training_launches(project: Path) -> list[dict]:
     found = sorted((p.stat().st_mtime, p) for p in (project / "data/06_models/_runs").glob("*/*/_COMPLETE.json"))
     out = []
     for _, path in found:
-        record = json.loads(path.read_text())
-        metrics = record.get("metrics", {})
-        trainer = float(metrics.get("train_runtime", 0.0)) + float(metrics.get("eval_runtime", 0.0))  # train + evaluate
-        launch = record.get("launch_seconds")
-        out.append({"stage": path.parent.parent.name, "launch_s": launch, "trainer_s": round(trainer, 1),
-                    "overhead_s": round(launch - trainer, 1) if launch is not None else None})
+        record = json.loads(path.read_text())  # launch_*: kowen_kedro.training.launcher.record_launch_time
+        launch, overhead = record.get("launch_seconds"), record.get("launch_overhead_seconds")
+        out.append({"stage": path.parent.parent.name, "launch_s": launch,
+                    "trainer_s": round(launch - overhead, 1) if launch is not None else None,
+                    "overhead_s": round(overhead, 1) if overhead is not None else None})
     return out
 
 
@@ -82,7 +81,7 @@ def kedro_run(args: list[str]) -> dict:
             "nodes": len(nodes), "node_time_s": round(sum(nodes.values()), 1),
             "slowest": sorted(nodes.items(), key=lambda kv: -kv[1])[:5],
             "tiny_build_s": nodes.get("models.build_tiny_models_node"), "training_launches": len(launches),
-            "trainer_s": round(sum(r["trainer_s"] for r in launches), 1), "launches": launches}
+            "trainer_s": round(sum(r["trainer_s"] or 0.0 for r in launches), 1), "launches": launches}
 
 
 def _busy_cpu_s() -> float:

@@ -148,14 +148,14 @@ def run_one(kind: str, model_dir: Path, args, work: Path) -> dict:
         attn_implementation="auto" if args.auto else None,
         callbacks=[{"class": "kowen_kedro.training.throughput:step_timer_callback", "kwargs": {"path": str(timer), "warmup_steps": args.warmup}}],
     )
-    launch(spec, launcher=launcher)
+    record = launch(spec, launcher=launcher)
     timing = json.loads(timer.read_text())
     cfg = AutoConfig.from_pretrained(model_dir)
     sequences = batch * accumulation * args.world_size * (2 if kind == "dpo" else 1)
     tokens_per_step = sequences * args.seq_len
     if variable:  # TRL's count of the tokens trained on (no padding), spread evenly over the steps
         tokens_per_step = timing["num_tokens"] / timing["steps"]
-    settings = json.loads((Path(spec.output_dir) / "_COMPLETE.json").read_text()).get("settings", {})
+    settings = record.get("settings", {})
     tokens_per_s = tokens_per_step / timing["seconds_per_step"]
     flops_token = (dpo_flops_per_token if kind == "dpo" else train_flops_per_token)(cfg, args.seq_len)
     peak = peak_tflops(timing["device"])

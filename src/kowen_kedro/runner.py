@@ -142,9 +142,10 @@ class StageRunner(ThreadRunner):
 
     def __init__(self, max_workers: int | None = None, is_async: bool = False, max_launches: int | None = None,
                  max_busy: int | None = None) -> None:
+        cores = max(2, os.cpu_count() or 1)
         self._launch_slots = max_launches
-        self._busy = max_busy or max(2, os.cpu_count() or 1)  # nodes computing at once: one per core
-        super().__init__(max_workers=max_workers or max(2, (os.cpu_count() or 1)), is_async=is_async)
+        self._busy = max_busy or cores  # nodes computing at once: one per core
+        super().__init__(max_workers=max_workers or cores, is_async=is_async)
 
     def _run(self, pipeline, catalog, hook_manager=None, run_id=None) -> None:
         self._priority = priorities(pipeline)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import json
 import logging
 import os
 import shutil
@@ -38,7 +37,7 @@ from kowen_kedro.training.finetuning import (
     merge_lora_adapter,
     parameter_counts,
 )
-from kowen_kedro.training.spec import COMPLETE_MARKER, LaunchSpec, gradient_accumulation_steps
+from kowen_kedro.training.spec import LaunchSpec, gradient_accumulation_steps, write_completion
 
 logger = logging.getLogger("kowen_kedro.training.entry")
 
@@ -161,8 +160,9 @@ def hardware_choices(spec: LaunchSpec) -> dict[str, Any]:
                   cuda=torch.cuda.is_available(), zero_stage=spec.zero_stage)
 
 
-def build_config(spec: LaunchSpec):
-    """The TRL config object for ``spec`` (created before the model so ZeRO-3 can partition at load)."""
+def build_config(spec: LaunchSpec, choices: dict[str, Any] | None = None):
+    """The TRL config object for ``spec`` (created before the model so ZeRO-3 can partition at load);
+    ``choices``: :func:`hardware_choices` of ``spec``, when the caller has them."""
     import torch
 
     from kowen_kedro.training.kernels import LIGER_LAYERS
@@ -183,7 +183,7 @@ def build_config(spec: LaunchSpec):
         "use_cpu": not cuda,
     }
     args.update(spec.trainer_args)
-    choices = hardware_choices(spec)
+    choices = choices or hardware_choices(spec)
     if "packing" in args:  # SFT: `auto` resolved for the attention implementation
         args["packing"] = choices["packing"]
     if choices["kernels"] == "liger":
@@ -229,8 +229,9 @@ def torch_dtype(config):
     return torch.bfloat16 if config.bf16 else torch.float16 if config.fp16 else torch.float32
 
 
-def load_model(spec: LaunchSpec, config):
-    """The policy / reward model from ``spec.model`` (a local folder or a hub id)."""
+def load_model(spec: LaunchSpec, config, choices: dict[str, Any] | None = None):
+    """The policy / reward model from ``spec.model`` (a local folder or a hub id), with the attention
+    implementation of ``choices`` (:func:`hardware_choices`, computed when not given)."""
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
     from kowen_kedro.loading import load_tokenizer, local_files_only
@@ -238,7 +239,7 @@ def load_model(spec: LaunchSpec, config):
     dtype = torch_dtype(config)
     tokenizer = load_tokenizer(spec.model)  # the project's rule (pad = EOS when missing); DeepSpeed places the weights
     local = local_files_only()
-    attention = hardware_choices(spec)["attn_implementation"]
+    attention = (choices or hardware_choices(spec))["attn_implementation"]
     extra = {"attn_implementation": attention} if attention else {}
     if spec.kind == "reward":
         model, info = AutoModelForSequenceClassification.from_pretrained(
@@ -331,11 +332,11 @@ def run(spec: LaunchSpec) -> dict:
         deepspeed.init_distributed()
         logger.info("DeepSpeed initialised: rank %d of %d (ZeRO-%s)", deepspeed.comm.get_rank(), deepspeed.comm.get_world_size(),
                     spec.zero_stage)
-    config = build_config(spec)
-    model, tokenizer = load_model(spec, config)
     choices = hardware_choices(spec)
+    config = build_config(spec, choices)
+    model, tokenizer = load_model(spec, config, choices)
     logger.info("kernels %s, attention %s, packing %s", choices["kernels"], choices["attn_implementation"] or "model default",
-                getattr(config, "packing", "n/a"))
+                choices["packing"])
     if choices["kernels"] == "compile":
         from kowen_kedro.training.kernels import compile_decoder_layers
 
@@ -399,12 +400,10 @@ def run(spec: LaunchSpec) -> dict:
 
         model_identity(final)  # hash once here; versioned copies carry the stored identity
         record = {"fingerprint": fingerprint, "final_dir": str(final), "metrics": metrics,
-                  "settings": {**choices, "packing": bool(getattr(config, "packing", False))}}
+                  "settings": choices}
         if probe is not None:
             record["probe"] = probe
-        tmp = out / (COMPLETE_MARKER + ".tmp")
-        tmp.write_text(json.dumps(record, indent=2, default=str))
-        tmp.replace(out / COMPLETE_MARKER)
+        write_completion(out, record)
         if not spec.keep_checkpoints:
             removed = remove_checkpoints(out)
             if removed:

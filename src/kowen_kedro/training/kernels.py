@@ -25,7 +25,7 @@ from __future__ import annotations
 import importlib.util
 from typing import Any
 
-AUTO = "auto"
+from kowen_kedro.training.preflight import AUTO
 KERNELS = ("none", "liger", "compile", AUTO)
 #: Attention implementations that run a flattened (padding-free) batch without mixing its sequences.
 VARLEN_ATTENTION = ("flash_attention_2", "flash_attention_3")

@@ -28,7 +28,7 @@ from collections import deque
 from pathlib import Path
 
 from kowen_kedro.ports import free_port
-from kowen_kedro.training.spec import COMPLETE_MARKER, LaunchSpec
+from kowen_kedro.training.spec import COMPLETE_MARKER, LaunchSpec, write_completion
 
 logger = logging.getLogger(__name__)
 
@@ -262,10 +262,7 @@ def record_launch_time(spec: LaunchSpec, done: dict, seconds: float) -> dict:
     metrics = done.get("metrics") or {}
     trainer = float(metrics.get("train_runtime", 0.0)) + float(metrics.get("eval_runtime", 0.0))
     record = {**done, "launch_seconds": round(seconds, 3), "launch_overhead_seconds": round(seconds - trainer, 3)}
-    marker = Path(spec.output_dir) / COMPLETE_MARKER
-    tmp = marker.with_name(marker.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2, default=str))
-    tmp.replace(marker)
+    write_completion(spec.output_dir, record)
     if spec.mlflow_run_id:
         try:
             from kowen_kedro.tracking import RunLayout

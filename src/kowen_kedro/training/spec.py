@@ -22,6 +22,15 @@ NOT_FINGERPRINTED = frozenset(
 )
 
 
+def write_completion(output_dir: str | Path, record: dict[str, Any]) -> None:
+    """Write a launch's completion record (``<output_dir>/_COMPLETE.json``) through a temporary file: a reader
+    finds the whole record or none."""
+    marker = Path(output_dir) / COMPLETE_MARKER
+    tmp = marker.with_name(marker.name + ".tmp")
+    tmp.write_text(json.dumps(record, indent=2, default=str))
+    tmp.replace(marker)
+
+
 @dataclass
 class LaunchSpec:
     """One training run, as the child process sees it."""

@@ -77,7 +77,6 @@ def _exit_with_the_run(run_alive) -> None:
     ``run_alive`` pipe closes and the child ends too, instead of training on unseen and writing into a folder
     the rerun resumes from. (The warm interpreter itself outlives the run while a child lives: every child
     holds its liveness descriptor.)"""
-    import threading
 
     def watch() -> None:
         try:
