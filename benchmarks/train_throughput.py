@@ -185,8 +185,11 @@ def auto_settings(kind: str, model_dir: Path, args, global_per_gpu: int) -> tupl
 
     props = torch.cuda.get_device_properties(0) if torch.cuda.is_available() else None
     gpu = preflight.gpu_kind(props.name, props.total_memory / 2**30) if props else None
-    settings = preflight.Settings.from_params({"training": {"world_size": args.world_size, "gpu": gpu or "h100-80gb",
-                                                            "launcher": "auto", "deepspeed": {"zero_stage": "auto"}}})
+    from kowen_kedro.parameters import merge, recipe_params
+
+    base = recipe_params(ROOT / "conf")
+    settings = preflight.Settings.from_params(merge([base, {"training": {"world_size": args.world_size, "gpu": gpu or "h100-80gb",
+                                                                         "launcher": "auto", "deepspeed": {"zero_stage": "auto"}}}]))
     chosen = preflight.choose_settings(preflight.model_shape(str(model_dir)), settings,
                                        {"per_device_train_batch_size": "auto", "gradient_checkpointing": "auto",
                                         "max_length": args.seq_len}, global_per_gpu * args.world_size, "full", None,

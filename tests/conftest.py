@@ -44,10 +44,44 @@ def tiny_models(tmp_path_factory, world) -> dict:
     from kowen_kedro.pipelines.models.nodes import build_tiny_models_node
 
     out = tmp_path_factory.mktemp("tiny")
-    return build_tiny_models_node(
-        world["user_prompts"], world["preference_pairs"], world["seed_passages"],
-        {"out_dir": str(out), "pretrain_steps": 60, "teacher_steps": 60}, ["en", "ko"], None, world["parallel_sentences"],
-    )
+    return build_tiny_models_node(world["user_prompts"], world["preference_pairs"], world["seed_passages"], tiny_params(out),
+                                  ["en", "ko"], None, world["parallel_sentences"])
+
+
+def tiny_params(out_dir) -> dict:
+    """``tiny_models`` of the session's tiny models: conf/base's with fewer steps, the world's text as it is."""
+    return {**base_params()["tiny_models"], "out_dir": str(out_dir), "pretrain_steps": 60, "teacher_steps": 60,
+            "pretrain_english_share": None}
+
+
+def base_params() -> dict:
+    """conf/base's parameters, resolved (the default run's, without --params)."""
+    from kowen_kedro.parameters import recipe_params
+
+    return recipe_params(ROOT / "conf")
+
+
+def training_group(**overrides):
+    """conf/base's ``training`` group with ``overrides`` merged in (``deepspeed={"zero_stage": 2}`` keeps the rest)."""
+    from kowen_kedro.groups import Training
+    from kowen_kedro.parameters import merge
+
+    return Training.of(merge([base_params()["training"], overrides]))
+
+
+def preflight_group():
+    """conf/base's ``preflight`` group (the assumptions auto training settings are sized with)."""
+    from kowen_kedro.groups import Preflight
+
+    return Preflight.of(base_params()["preflight"])
+
+
+def stage_group(**overrides):
+    """A training stage group: conf/base's ``sft`` block (without its ``languages``) with ``overrides`` set."""
+    from kowen_kedro.groups import Stage
+
+    sft = {k: v for k, v in base_params()["sft"].items() if k != "languages"}
+    return Stage.of({**sft, **overrides}, "sft")
 
 
 def end_active_runs() -> None:
@@ -158,29 +192,59 @@ def start_kedro_run(root: Path, params: dict | None = None, to_outputs: list[str
                             cwd=root, stdout=log, stderr=subprocess.STDOUT, env=child, preexec_fn=lambda: os.nice(nice))
 
 
-#: a competing CPU load: a loop that spins for ``sys.argv[1]`` seconds at most, or until its parent dies
+#: a competing CPU load: a loop that spins for ``sys.argv[1]`` seconds at most, or until its parent dies, or until
+#: the process ``sys.argv[2]`` (0: none) has ended
 BUSY_LOOP = """
 import os, sys, time
-end, parent = time.monotonic() + float(sys.argv[1]), os.getppid()
-while time.monotonic() < end and os.getppid() == parent:
-    sum(i * i for i in range(10_000))
+end, parent, watched = time.monotonic() + float(sys.argv[1]), os.getppid(), int(sys.argv[2])
+
+def running(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in "ZX"
+    except OSError:
+        return False
+
+while time.monotonic() < end and os.getppid() == parent and (not watched or running(watched)):
+    for _ in range(50):
+        sum(i * i for i in range(10_000))
 """
 
 
-def start_busy_loop(seconds: float):
+def start_busy_loop(seconds: float, while_running: int = 0):
     """A bounded busy loop in a process of its own, at the priority of the background runs (so it takes
-    their core's time, not the tests'); it ends with the session at the latest."""
+    their core's time, not the tests'); it ends after ``seconds``, when the process ``while_running`` (a pid)
+    has ended, or with the session, whichever comes first."""
     import os
     import subprocess
     import sys
 
-    return subprocess.Popen([sys.executable, "-c", BUSY_LOOP, str(seconds)], preexec_fn=lambda: os.nice(19))
+    return subprocess.Popen([sys.executable, "-c", BUSY_LOOP, str(seconds), str(while_running)], preexec_fn=lambda: os.nice(19))
 
 
 def pytest_report_header(config):
     from kowen_kedro import floats
 
     return [f"kowen-kedro: {floats.describe()}"]
+
+
+def default_run_tiny_models(request, timeout: float = 900) -> dict | None:
+    """The manifest of the tiny models that this session's default run (test_end_to_end's background run) built,
+    once its build is done; None where the session started no such run, or it ended without them."""
+    import time
+
+    root, proc = getattr(request.config, "kowen_background_runs", {}).get("test_end_to_end:first_run", (None, None))
+    if root is None:
+        return None
+    manifest, deadline = root / "data/06_models/tiny/manifest.json", time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            return json.loads(manifest.read_text())
+        except (OSError, ValueError):  # not written yet, or being written
+            if proc.poll() is not None and not manifest.exists():
+                return None
+            time.sleep(2)
+    return None
 
 
 def finished_background_run(request, tmp_path_factory, name: str) -> Path:

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import base_params
 from kowen_kedro.data.validation import DataValidationError
 from kowen_kedro.evaluation import alpacaeval as ae
 from kowen_kedro.evaluation.benchmarks import alpacaeval_prompts, xl_alpacaeval
@@ -153,8 +154,9 @@ def test_summary_logs_lc_only_where_its_inputs_exist():
     reference = _outputs(list(annotated["instruction"]), list(annotated["output_1"]), ae.LC_BASELINE)
     judgements = pd.DataFrame({"id": policy["id"], "language": "en", "preference": list(annotated["preference"] - 1)})
     gamed = pd.read_csv(DATA / "df_gamed_fixture.csv")
-    judge = {"max_unparseable_share": 0.05}
-    published = {"reference": {"alpacaeval": "published"}}
+    params = base_params()["evaluation"]
+    judge = params["judge"]
+    published = {"reference": {**params["alpacaeval"]["reference"], "alpacaeval": "published"}}
 
     table, metrics = summarize_node(judgements, policy, reference, gamed, ["en", "ko"], judge, published)
     overall = table.set_index("language").loc["all"]

@@ -139,9 +139,12 @@ def test_clo_through_the_launcher_two_zero3_processes_and_the_sft_dpo_baseline(t
     import json
     from pathlib import Path
 
+    from conftest import base_params, preflight_group, training_group
+    from kowen_kedro.groups import CrossLingual
     from kowen_kedro.training.cross_lingual import train_cross_lingual
 
-    params = {
+    base = base_params()["cross_lingual"]
+    blocks = {
         "method": "clo", "eval_fraction": 0.25, "seed": 0,
         "clo": {"finetuning": "attention_only", "global_batch_size": 8, "trainer_args": {
             "learning_rate": 5e-4, "num_train_epochs": 2, "per_device_train_batch_size": 4, "per_device_eval_batch_size": 4,
@@ -151,8 +154,10 @@ def test_clo_through_the_launcher_two_zero3_processes_and_the_sft_dpo_baseline(t
         "baseline_dpo": {"global_batch_size": 4, "trainer_args": {"num_train_epochs": 1, "per_device_train_batch_size": 4, "max_length": 64,
                                                                  "precompute_ref_log_probs": True}},
     }
-    training = {"launcher": "deepspeed", "world_size": 2, "work_dir": str(tmp_path / "runs"), "deepspeed": {"zero_stage": 3}}
-    final, metrics = train_cross_lingual(tiny_models["models"]["base"], clo_frame(16), params, training)
+    params = {**base, **{k: {**base[k], **v} if isinstance(v, dict) else v for k, v in blocks.items()}}
+    training = training_group(launcher="deepspeed", world_size=2, work_dir=str(tmp_path / "runs"), deepspeed={"zero_stage": 3})
+    final, metrics = train_cross_lingual(tiny_models["models"]["base"], clo_frame(16), CrossLingual.of(params), training,
+                                         preflight_group())
     assert (metrics["train_examples"], metrics["eval_examples"]) == (12, 4)
     assert metrics["global_step"] == 6  # 24 rows / (4 per device x 2 processes x 1 grad-acc) = 3 steps x 2 epochs
     assert metrics["trainable_params"] < metrics["total_params"] and "eval_loss" in metrics
@@ -160,8 +165,9 @@ def test_clo_through_the_launcher_two_zero3_processes_and_the_sft_dpo_baseline(t
     assert "dist_world_size=2" in log or "world_size=2" in log
     assert (Path(final) / "config.json").exists()
 
-    training = {"launcher": "python", "world_size": 1, "work_dir": str(tmp_path / "runs-baseline")}
-    final, metrics = train_cross_lingual(tiny_models["models"]["base"], clo_frame(16), {**params, "method": "sft_dpo"}, training)
+    training = training_group(launcher="python", world_size=1, work_dir=str(tmp_path / "runs-baseline"))
+    final, metrics = train_cross_lingual(tiny_models["models"]["base"], clo_frame(16), CrossLingual.of({**params, "method": "sft_dpo"}),
+                                         training, preflight_group())
     sft_spec = json.loads(next((tmp_path / "runs-baseline" / "cross_lingual_sft").glob("*/spec.json")).read_text())
     dpo_spec = json.loads(next((tmp_path / "runs-baseline" / "cross_lingual").glob("*/spec.json")).read_text())
     assert sft_spec["model"] == tiny_models["models"]["base"] and dpo_spec["model"].endswith("/final")
@@ -173,26 +179,29 @@ def test_clo_through_the_launcher_two_zero3_processes_and_the_sft_dpo_baseline(t
 def test_baseline_in_the_same_run_only_beside_clo_and_passes_through_when_off(monkeypatch):
     """``cross_lingual.baseline_in_same_run``: the SFT+DPO baseline trains beside CLO (stage names of its
     own), not in a ``sft_dpo`` run (that run's policy is the baseline) and not when cross_lingual is off."""
+    from conftest import base_params
+    from kowen_kedro.groups import CrossLingual
     from kowen_kedro.pipelines.preference_alignment import nodes
     from kowen_kedro.training.cross_lingual import baseline_in_same_run
 
-    assert baseline_in_same_run({"method": "clo", "baseline_in_same_run": True})
-    assert not baseline_in_same_run({"method": "clo"})
-    assert not baseline_in_same_run({"method": "sft_dpo", "baseline_in_same_run": True})
-    assert not baseline_in_same_run({"enabled": False, "method": "clo", "baseline_in_same_run": True})
+    base = base_params()["cross_lingual"]
+    assert baseline_in_same_run(CrossLingual.of({**base, "method": "clo", "baseline_in_same_run": True}))
+    assert not baseline_in_same_run(CrossLingual.of({**base, "method": "clo", "baseline_in_same_run": False}))
+    assert not baseline_in_same_run(CrossLingual.of({**base, "method": "sft_dpo", "baseline_in_same_run": True}))
+    assert not baseline_in_same_run(CrossLingual.of({**base, "enabled": False, "method": "clo", "baseline_in_same_run": True}))
     calls = []
     monkeypatch.setattr(nodes, "train_baseline_sft",
-                        lambda init, pairs, params, training, stage: calls.append(("sft", init, stage)) or ("sft_out", {}))
+                        lambda init, pairs, params, training, preflight, stage: calls.append(("sft", init, stage)) or ("sft_out", {}))
     monkeypatch.setattr(nodes, "train_baseline_dpo",
-                        lambda init, pairs, params, training, stage: calls.append(("dpo", init, stage)) or ("out", {"loss": 1.0}))
-    params = {"method": "clo", "baseline_in_same_run": True}
-    sft_model = nodes.train_cross_lingual_baseline_sft_node("sft", pd.DataFrame(), params, {})
-    assert nodes.train_cross_lingual_baseline_node(sft_model, pd.DataFrame(), params, {}) == ("out", {"loss": {"value": 1.0, "step": 0}})
+                        lambda init, pairs, params, training, preflight, stage: calls.append(("dpo", init, stage)) or ("out", {"loss": 1.0}))
+    params, launch = {**base, "method": "clo", "baseline_in_same_run": True}, (base_params()["training"], base_params()["preflight"])
+    sft_model = nodes.train_cross_lingual_baseline_sft_node("sft", pd.DataFrame(), params, *launch)
+    assert nodes.train_cross_lingual_baseline_node(sft_model, pd.DataFrame(), params, *launch) == ("out", {"loss": {"value": 1.0, "step": 0}})
     # two nodes, two launches: the DPO step starts from the SFT step's model (a dataset of the catalog)
     assert calls == [("sft", "sft", "cross_lingual_baseline"), ("dpo", "sft_out", "cross_lingual_baseline")]
     off = {**params, "method": "sft_dpo"}
-    assert nodes.train_cross_lingual_baseline_sft_node("sft", pd.DataFrame(), off, {}) == "sft"
-    path, metrics = nodes.train_cross_lingual_baseline_node("sft", pd.DataFrame(), off, {})
+    assert nodes.train_cross_lingual_baseline_sft_node("sft", pd.DataFrame(), off, *launch) == "sft"
+    path, metrics = nodes.train_cross_lingual_baseline_node("sft", pd.DataFrame(), off, *launch)
     assert path == "sft" and metrics["enabled"]["value"] == 0 and len(calls) == 2
 
 
@@ -202,14 +211,18 @@ def test_the_sft_method_and_train_fraction_choose_what_trains(monkeypatch):
     import kowen_kedro.training.cross_lingual as cl
 
     seen = []
-    monkeypatch.setattr(cl, "train_stage", lambda kind, stage, model, records, cfg, training, eval_records=None:
+    monkeypatch.setattr(cl, "train_stage", lambda kind, stage, model, records, cfg, training, eval_records=None, preflight_cfg=None:
                         seen.append((kind, stage, len(records), len(eval_records or []))) or {"final_dir": stage, "metrics": {}})
-    params = {"eval_fraction": 0.25, "seed": 0, "clo": {}, "baseline_sft": {}, "baseline_dpo": {}}
-    final, metrics = cl.train_cross_lingual("sft", clo_frame(16), {**params, "method": "sft"}, {})
+    from conftest import base_params, preflight_group, training_group
+    from kowen_kedro.groups import CrossLingual
+
+    base = {**base_params()["cross_lingual"], "eval_fraction": 0.25, "seed": 0}
+    final, metrics = cl.train_cross_lingual("sft", clo_frame(16), CrossLingual.of({**base, "method": "sft"}), training_group(), preflight_group())
     assert (final, seen) == ("cross_lingual_sft", [("sft", "cross_lingual_sft", 24, 0)])  # 12 examples x (en, target) rows
     assert (metrics["train_examples"], metrics["eval_examples"]) == (12, 4)
     seen.clear()
-    _, metrics = cl.train_cross_lingual("sft", clo_frame(16), {**params, "method": "clo", "train_fraction": 0.5}, {})
+    half = CrossLingual.of({**base, "method": "clo", "train_fraction": 0.5})
+    _, metrics = cl.train_cross_lingual("sft", clo_frame(16), half, training_group(), preflight_group())
     assert seen == [("clo", "cross_lingual", 12, 8)] and metrics["train_examples"] == 6  # half of 12; 4 held out, 2 rows each
     with pytest.raises(ValueError, match="train_fraction"):
-        cl.train_cross_lingual("sft", clo_frame(16), {**params, "train_fraction": 0}, {})
+        cl.train_cross_lingual("sft", clo_frame(16), CrossLingual.of({**base, "train_fraction": 0.0}), training_group(), preflight_group())

@@ -156,12 +156,13 @@ def other_float_settings() -> dict[str, str]:
 
 def start_reproducibility_run(root: Path):
     """The same commit and seed in another folder and process, up to the SFT data (tiny models, synthesis,
-    translation with QE), started by conftest at collection time beside the other tests, under a
-    competing load (a busy loop for its first ten minutes, beside the tests that run meanwhile) and from
-    a shell that asks for other float settings (:func:`other_float_settings`), which the project's pins
-    (kowen_kedro.floats) overrule."""
-    start_busy_loop(600)
-    return start_kedro_run(scratch_project(root, raw_data=False), to_outputs=["sft_dataset"], env=other_float_settings())
+    translation with QE), started by conftest when the session starts, beside the other tests, under a
+    competing load (a busy loop for as long as the run lasts, ten minutes at most, beside the tests that run
+    meanwhile) and from a shell that asks for other float settings (:func:`other_float_settings`), which the
+    project's pins (kowen_kedro.floats) overrule."""
+    run = start_kedro_run(scratch_project(root, raw_data=False), to_outputs=["sft_dataset"], env=other_float_settings())
+    start_busy_loop(600, while_running=run.pid)
+    return run
 
 
 BACKGROUND_RUNS = {"first_run": start_default_run, "second_run": start_reproducibility_run}
@@ -303,6 +304,7 @@ def test_one_mlflow_run_with_all_stages(first_run):
         "reward_model/rm_collapse.png", "reward_model/rm_benchmark_table.csv",
     }
     for name in ("rm_transfer_source.accuracy.ko.avg", "rm_transfer_target.accuracy.en.avg", "reward_model.collapse.base",
+                 "reward_model.collapse.base.centred",
                  "reward_model.data.excluded_identical", "rm_transfer_source.loss", "rm_transfer_target.loss"):
         assert name in metrics, name
     for name in ("translation_qe.kept", "translation_qe.preferences.ko.kept", "translation_qe.clo.kept", "translation_qe.xl_instruct.kept"):
@@ -318,7 +320,9 @@ GOLD_METRICS = [f"gold.{m}.{lang}{part}" for m in POLICIES for lang in ("en", "k
     f"gold.{rm}.accuracy.{lang}.{kind}" for rm in ("rm", "rm_transfer_source", "rm_transfer_target") for lang in ("en", "ko")
     for kind in ("wrong", "near", "wrong_language", "unsafe")] + [
     "gold.sft.en.vs_base", "gold.cross_lingual.ko.vs_sft_dpo_baseline", "gold.rm_transfer_source.accuracy.ko.unsafe.vs_rm_transfer_target",
-    "gold.qe.spearman", "gold.best_of_k.gain", "gold.judge.agreement"]
+    "gold.qe.spearman", "gold.best_of_k.gain", "gold.judge.agreement"] + [
+    f"gold.{m}.alignment.{k}" for m in ("base", "sft", "rm", "rm_transfer_source", "rm_transfer_target")
+    for k in ("top1", "top1.raw", "top1.layer_0", "top1.layer_2", "chance", "content", "content.chance", "collapse", "collapse.raw")]
 
 
 def test_gold_measurement_in_the_run(first_run):
@@ -332,6 +336,7 @@ def test_gold_measurement_in_the_run(first_run):
     missing = [n for n in GOLD_METRICS if n not in metrics]
     assert not missing, missing
     assert metrics["gold.teacher.en"] >= 0.8 and metrics["gold.teacher.ko"] >= 0.8  # the oracle teacher, faults and all
+    assert metrics["gold.base.alignment.n"] > 300 and metrics["gold.base.alignment.chance"] == 1 / metrics["gold.base.alignment.n"]
     for name in GOLD_METRICS:
         if not name.endswith(".se") and "spearman" not in name and "gain" not in name and ".vs_" not in name:
             assert 0.0 <= metrics[name] <= 1.0, name

@@ -222,8 +222,9 @@ def test_ablation_swap_pairs_reverses_training_pairs_only():
 
     pairs = pd.DataFrame([{"pair_id": f"p{i}", "language": lang, "category": "chat", "prompt": f"q{i}",
                            "chosen": f"good{i}", "rejected": f"bad{i}"} for i in range(10) for lang in ("en", "ko")])
-    plain_train, plain_eval, _ = split_preferences_node(pairs, {"eval_fraction": 0.2, "seed": 0}, ["en", "ko"])
-    train, evaluation, metrics = split_preferences_node(pairs, {"eval_fraction": 0.2, "seed": 0, "ablation_swap_pairs": True}, ["en", "ko"])
+    data = {"eval_fraction": 0.2, "seed": 0, "ablation_swap_pairs": False}
+    plain_train, plain_eval, _ = split_preferences_node(pairs, data, ["en", "ko"])
+    train, evaluation, metrics = split_preferences_node(pairs, {**data, "ablation_swap_pairs": True}, ["en", "ko"])
     assert list(train["chosen"]) == list(plain_train["rejected"]) and list(train["rejected"]) == list(plain_train["chosen"])
     assert evaluation.equals(plain_eval)  # the evaluation pairs keep the truth
     assert metrics["swapped"]["value"] == len(train) > 0
@@ -243,15 +244,18 @@ def test_ablation_shuffled_qe_permutes_the_scores_of_each_call():
 
 
 def test_the_qe_ablation_parameter_wraps_the_runs_qe(tmp_path):
+    from conftest import base_params
+    from kowen_kedro.groups import TranslationQE
     from kowen_kedro.translation.qe import CometQE, ShuffledQE
     from kowen_kedro.translation.tools import make_tools
 
-    params = {"translators": [{"type": "seq2seq", "model_role": "mt"}], "qe": {"batch_size": 1, "gpus": 0}}
+    params = base_params()["translation_qe"]
+    params = {**params, "translators": [{"type": "seq2seq", "model_role": "mt"}], "qe": {**params["qe"], "batch_size": 1, "gpus": 0}}
     llm = {"cache_path": str(tmp_path / "c.sqlite")}
     registry = {"mt": "/models/mt", "qe": "/models/qe/checkpoints/model.ckpt"}
-    assert type(make_tools(registry, params, llm)[1]) is CometQE
+    assert type(make_tools(registry, TranslationQE.of(params), llm)[1]) is CometQE
     params["qe"]["ablation_shuffle"] = True
-    qe = make_tools(registry, params, llm)[1]
+    qe = make_tools(registry, TranslationQE.of(params), llm)[1]
     assert isinstance(qe, ShuffledQE) and isinstance(qe.inner, CometQE)
 
 
@@ -266,6 +270,7 @@ def test_prompt_gold_rewards_parse_world_prompts_and_name_a_foreign_row():
 
 def test_dpo_scoring_with_the_gold_reward_is_a_perfect_reward_model():
     """``preference_alignment.scoring.reward: gold``: best vs worst by the world's gold reward, no RM loaded."""
+    from kowen_kedro.groups import GroupError
     from kowen_kedro.pipelines.preference_alignment.nodes import build_pairs_node, score_completions_node
 
     completions = pd.DataFrame([
@@ -275,9 +280,9 @@ def test_dpo_scoring_with_the_gold_reward_is_a_perfect_reward_model():
     params = {"reward": "gold", "world_seed": 0, "batch_size": 2, "max_length": 64}
     scored = score_completions_node("no/such/reward/model", completions, params, {"cache_path": None})
     assert list(scored["reward"]) == [0.0, 1.0]
-    pairs, _ = build_pairs_node(scored, {})
+    pairs, _ = build_pairs_node(scored, {"min_margin_sd": 0.0})
     assert (pairs["chosen"].iloc[0], pairs["rejected"].iloc[0]) == ("3 plus 4 is 7.", "3 plus 4 is 8.")
-    with pytest.raises(ValueError, match="must be one of"):
+    with pytest.raises(GroupError, match=r"preference_alignment.scoring.reward: expected 'model' or 'gold', got str 'oracle'"):
         score_completions_node("rm", completions, {**params, "reward": "oracle"}, {"cache_path": None})
 
 

@@ -11,7 +11,7 @@ PACKAGE = ROOT / "src" / "kowen_kedro"
 
 # Lowest first. A module belongs to the layer of its longest listed prefix.
 LAYERS = [
-    ("base", ["kowen_kedro", "kowen_kedro.offline", "kowen_kedro.model_identity", "kowen_kedro.langid",
+    ("base", ["kowen_kedro", "kowen_kedro.groups", "kowen_kedro.offline", "kowen_kedro.model_identity", "kowen_kedro.langid",
               "kowen_kedro.data.validation", "kowen_kedro.loading"]),
     ("the tiny world and generation", ["kowen_kedro.world", "kowen_kedro.llm"]),
     ("runtime wiring and catalog datasets", ["kowen_kedro.runtime", "kowen_kedro.datasets"]),

@@ -114,9 +114,10 @@ See Mr. Park, i.e. the chair, at 10 a.m. today. He waits.
 def test_tables_quotes_and_abbreviations_round_trip(splitter):
     """Tables cell by cell (pipes, padding and the alignment row kept), quote markers kept like list
     markers, and no sentence ends at an abbreviation (pysbd, and the rule-based fallback)."""
+    from kowen_kedro.groups import Splitter
     from kowen_kedro.translation.tools import make_splitter
 
-    split = make_splitter({"type": splitter})
+    split = make_splitter(Splitter(type=splitter))
     segs = segment(RICH_MARKDOWN, split)
     assert "".join(s.text for s in segs) == RICH_MARKDOWN
     sent = [s.text for s in segs if s.translate]

@@ -1,4 +1,4 @@
-"""Parameters checked against conf/base before any node: unknown keys (with the closest valid one),
+"""Parameters checked against the parameter groups before any node: unknown keys (with the closest valid one),
 wrong types, TRL trainer arguments and sampling settings; a typo in each pipeline's file stops `kedro run`
 at once with one line per problem and leaves no output."""
 
@@ -9,31 +9,31 @@ import sys
 
 import pytest
 
+from conftest import base_params
 from kowen_kedro.parameters import ParameterError, check, check_run_parameters
 
-BASE = {
-    "sft": {"trainer_args": {"learning_rate": 1e-5}, "global_batch_size": 8, "seed": 0, "lora": {}},
-    "evaluation": {"judge": {"seed": 0, "model": None, "backend": "local"}, "nlu": {"tasks": "local"},
-                   "generation": {"backend": {"backend": "transformers"}, "sampling": {"temperature": 0.7}}},
-    "target_language": "${runtime_params:target_language, ko}",
-    "flag": True,
-    "world": {"seed": 0},
-}
-FIELDS = {"sft": {"learning_rate", "num_train_epochs", "max_length"}}
+FIELDS = {"sft": {"learning_rate", "num_train_epochs", "max_length"}, "lora": {"r"}}
 
 
-def problems(params):
-    return check(params, BASE, lambda path: "conf/x/parameters.yml", fields_of=FIELDS.__getitem__,
-                 sampling=lambda: {"temperature", "top_p", "max_new_tokens", "seed"}, runtime_only={"world.sizes"})
+
+
+def problems(override):
+    from kowen_kedro.parameters import merge, sampling_fields, trainer_fields
+
+    return check(merge([base_params(), override]), lambda path: "conf/x/parameters.yml", fields_of=trainer_fields,
+                 sampling=sampling_fields, runtime_only={"tiny_world.sizes"})
 
 
 def test_a_valid_override_passes():
-    assert problems({"sft": {"trainer_args": {"num_train_epochs": 2}, "finetuning": "lora", "lora": {"r": 8}, "seed": 1},
-                     "evaluation": {"judge": {"model": "gpt-4o"}, "nlu": {"tasks": ["mmlu"]},
+    assert problems({"sft": {"trainer_args": {"num_train_epochs": 2}, "finetuning": "lora", "lora": {"r": 8}, "seed": 1,
+                             "languages": ["source"]},
+                     "evaluation": {"judge": {"model": "gpt-4o"}, "nlu": {"tasks": ["mmlu"], "limit": 5},
                                     "generation": {"backend": {"backend": "vllm", "tensor_parallel_size": 4},
                                                    "sampling": {"top_p": 0.9}}},
-                     "target_language": "ja", "flag": False,
-                     "world": {"sizes": {"gold": 10}}}) == []  # a key only the catalog reads (runtime_only)
+                     "training": {"deepspeed": {"zero_stage": "auto"}, "gradient_checkpointing": True},
+                     "data_synthesis": {"mixture": {"sizes": {"target_single_turn": 400000}}},
+                     "target_language": "ja", "dpo_iter_4": base_params()["dpo_iter_3"],
+                     "tiny_world": {"sizes": {"gold": 10}}}) == []  # a key only the catalog reads (runtime_only)
 
 
 @pytest.mark.parametrize("params, expected", [
@@ -42,13 +42,31 @@ def test_a_valid_override_passes():
      "sft.trainer_args.learning_rat: unknown sft trainer argument (did you mean 'learning_rate'?)"),
     ({"evaluation": {"generation": {"sampling": {"temprature": 1.0}}}},
      "evaluation.generation.sampling.temprature: unknown sampling setting (did you mean 'temperature'?)"),
-    ({"sft": {"seed": "zero"}}, "sft.seed: expected a number (as in conf/base), got string 'zero'"),
-    ({"flag": 1}, "flag: expected a bool (as in conf/base), got number 1"),
-    ({"evaluation": {"nlu": {"tasks": 3}}}, "evaluation.nlu.tasks: expected a string (as in conf/base), got number 3"),
+    ({"sft": {"lora": {"lora_alfa": 16}}}, "sft.lora.lora_alfa: unknown LoRA setting (did you mean 'lora_alpha'?)"),
+    ({"sft": {"seed": "zero"}}, "sft.seed: expected a valid integer, got str 'zero'"),
+    ({"sft": {"learning_rate": 1e-5}}, "sft.learning_rate: unknown parameter"),
+    ({"xl_instruct": {"enabled": 1}}, "xl_instruct.enabled: expected a valid boolean, got int 1"),
+    ({"xl_instruct": {"replay": "1.0"}}, "xl_instruct.replay: expected a valid number, got str '1.0'"),
+    ({"evaluation": {"nlu": {"tasks": 3}}}, "evaluation.nlu.tasks: expected a valid string, got int 3"),
+    ({"cross_lingual": {"method": "cpo"}}, "cross_lingual.method: expected 'clo', 'sft_dpo' or 'sft', got str 'cpo'"),
+    ({"training": {"deepspeed": {"zero_stage": 4}}}, "training.deepspeed.zero_stage: expected 0, 1, 2, 3 or 'auto', got int 4"),
+    ({"data_synthesis": {"mixture": {"sizes": {"en_single_turn": "all"}}}},
+     "data_synthesis.mixture.sizes.en_single_turn: expected a valid integer, got str 'all'"),
     ({"evalution": {}}, "evalution: unknown parameter (did you mean 'evaluation'?)"),
 ])
 def test_each_problem_is_named_with_file_key_and_closest_key(params, expected):
     assert problems(params) == [f"conf/x/parameters.yml: {expected}"]
+
+
+def test_a_block_the_run_sets_to_null_is_named_key_by_key():
+    from kowen_kedro.parameters import merge
+
+    params = merge([base_params(), {"training": {"deepspeed": None}}])
+    assert check(params, lambda path: "conf/x/parameters.yml") == [
+        "conf/x/parameters.yml: training.deepspeed: expected a dictionary or an instance of DeepSpeed, got NoneType None"]
+    del params["training"]["deepspeed"]
+    assert check(params, lambda path: "conf/x/parameters.yml") == [
+        "conf/x/parameters.yml: training.deepspeed: missing (conf/base sets every key of this group)"]
 
 
 def test_the_real_trainer_configs_are_the_installed_trls():
@@ -57,8 +75,8 @@ def test_the_real_trainer_configs_are_the_installed_trls():
     assert {"learning_rate", "max_length", "assistant_only_loss"} <= set(trainer_fields("sft"))
     assert {"beta", "precompute_ref_log_probs"} <= set(trainer_fields("dpo")) and "clo_lambda" in trainer_fields("clo")
     assert "beta" not in trainer_fields("sft")
-    assert {"qe_steps", "mt_steps", "out_dir", "pretrain_english_share"} <= set(trainer_fields("tiny"))
-    assert trainer_fields("dpo")["beta"] is float and trainer_fields("tiny")["qe_steps"] is int
+    assert {"r", "lora_alpha", "target_modules"} <= set(trainer_fields("lora"))
+    assert trainer_fields("dpo")["beta"] is float
 
 
 TYPOS = {  # one per pipeline's parameters file
@@ -109,33 +127,35 @@ def test_check_run_parameters_reads_the_files_and_names_them(tmp_path):
     (conf / "mine").mkdir()
     (conf / "base" / "parameters.yml").write_text("sft:\n  seed: 0\n  trainer_args:\n    learning_rate: 1.0e-5\n")
     (conf / "mine" / "parameters_sft.yml").write_text("sft:\n  sed: 1\n")
+    sft = {**base_params()["sft"], "trainer_args": {"learning_rate": 1e-5}}
     with pytest.raises(ParameterError) as err:
-        check_run_parameters(conf, "mine", {"sft": {"seed": 0, "sed": 1, "trainer_args": {"learning_rate": 1e-5}}},
-                             fields_of=FIELDS.__getitem__)
+        check_run_parameters(conf, "mine", {"sft": {**sft, "sed": 1}}, fields_of=FIELDS.__getitem__)
     assert err.value.problems == ["conf/mine/parameters_sft.yml: sft.sed: unknown parameter (did you mean 'seed'?)"]
     with pytest.raises(ParameterError, match=r"^--params: sft.trainer_args.lr: unknown sft trainer argument"):
-        check_run_parameters(conf, None, {"sft": {"seed": 0, "trainer_args": {"lr": 1}}}, {"sft": {"trainer_args": {"lr": 1}}},
+        check_run_parameters(conf, None, {"sft": {**sft, "trainer_args": {"lr": 1}}}, {"sft": {"trainer_args": {"lr": 1}}},
                              fields_of=FIELDS.__getitem__)
 
 
 def test_trainer_and_sampling_values_are_checked_against_the_installed_field_types():
     from kowen_kedro.parameters import sampling_fields, trainer_fields
 
-    def real(params):
-        return check(params, {"sft": {"trainer_args": {}}, "evaluation": {"generation": {"sampling": {}}}},
-                     lambda path: "conf/x/parameters.yml", fields_of=trainer_fields, sampling=sampling_fields)
+    from kowen_kedro.parameters import merge
+
+    def real(override):
+        return check(merge([base_params(), override]), lambda path: "conf/x/parameters.yml", fields_of=trainer_fields,
+                     sampling=sampling_fields)
 
     assert real({"sft": {"trainer_args": {"learning_rate": 3e-4, "num_train_epochs": 2, "lr_scheduler_type": "cosine",
                                           "max_length": None, "assistant_only_loss": True, "report_to": ["mlflow"],
                                           "lr_scheduler_kwargs": {"min_lr": 0.0}}},
                  "evaluation": {"generation": {"sampling": {"temperature": 0, "seed": 3}}}}) == []
-    assert real({"sft": {"trainer_args": {"learning_rate": "3e-4", "assistant_only_loss": "yes", "per_device_train_batch_size": 2.5,
-                                          "lr_scheduler_type": "cosine_typo"}},
-                 "evaluation": {"generation": {"sampling": {"seed": True}}}}) == [
-        "conf/x/parameters.yml: sft.trainer_args.learning_rate: expected float (the sft trainer argument's type), got string '3e-4'",
-        "conf/x/parameters.yml: sft.trainer_args.assistant_only_loss: expected bool (the sft trainer argument's type), got string 'yes'",
-        "conf/x/parameters.yml: sft.trainer_args.per_device_train_batch_size: expected int (the sft trainer argument's type), got number 2.5",
+    assert sorted(real({"sft": {"trainer_args": {"learning_rate": "3e-4", "assistant_only_loss": "yes", "per_device_train_batch_size": 2.5,
+                                                 "lr_scheduler_type": "cosine_typo"}},
+                        "evaluation": {"generation": {"sampling": {"seed": True}}}})) == [
         "conf/x/parameters.yml: evaluation.generation.sampling.seed: expected int (the sampling setting's type), got bool True",
+        "conf/x/parameters.yml: sft.trainer_args.assistant_only_loss: expected bool (the sft trainer argument's type), got string 'yes'",
+        "conf/x/parameters.yml: sft.trainer_args.learning_rate: expected float (the sft trainer argument's type), got string '3e-4'",
+        "conf/x/parameters.yml: sft.trainer_args.per_device_train_batch_size: expected int (the sft trainer argument's type), got number 2.5",
     ]  # lr_scheduler_type is SchedulerType | str in transformers: any string passes here, the trainer names the bad one
 
 
@@ -163,9 +183,48 @@ def test_every_key_of_conf_base_has_a_one_line_help():
     assert all("\n" not in text and len(text) <= 200 for _, _, text in rows)
     helps = {key: text for key, _, text in rows}
     assert helps["sft.trainer_args.warmup_ratio"] == "Linear warmup over warmup_ratio fraction of total steps."  # TRL's own
-    assert helps["dpo_iter_1.dpo.reference"].startswith("previous (Kowen")  # from the _dpo anchor's comment
-    assert helps["sft.global_batch_size"].startswith("= per-device batch")  # the comment beside the key wins
-    assert helps["cross_lingual.clo.seed"] == "seed of the stage's data order and initialisation"  # a stage block's key
+    assert helps["dpo_iter_1.dpo.reference"].startswith("previous (Kowen")  # the DPO group's field, every iteration
+    assert helps["sft.global_batch_size"] == helps["cross_lingual.clo.global_batch_size"]  # one Stage field
+    assert helps["tiny_models.qe_steps"].startswith("QE regression steps")  # TinyConfig's own
+
+
+def test_every_field_of_every_group_has_a_help_and_no_value():
+    """The values live in conf/base alone: a group field has a help and no default, except the keys a block may
+    leave out (None: not set)."""
+    from dataclasses import MISSING, fields, is_dataclass
+
+    from kowen_kedro import groups
+
+    seen = set()
+
+    def visit(cls):
+        if cls in seen:
+            return
+        seen.add(cls)
+        for f in fields(cls):
+            assert f.metadata.get("help"), f"{cls.__name__}.{f.name} has no help"
+            assert f.default is MISSING or f.default is None, f"{cls.__name__}.{f.name} has a default: {f.default!r}"
+            sub = groups.subgroup(cls, f.name)
+            if sub is not None:
+                visit(sub)
+
+    for cls in groups.GROUPS.values():
+        if is_dataclass(cls):
+            visit(cls)
+    assert len(seen) > 40
+
+
+def test_a_node_builds_its_group_and_names_what_is_wrong():
+    from kowen_kedro.groups import SFT, GroupError
+
+    sft = SFT.of(base_params()["sft"])
+    assert sft.trainer_args["learning_rate"] == 3e-3 and sft.languages == "all" and sft.ref_model is None
+    broken = {**base_params()["sft"], "seed": "0"}
+    del broken["finetuning"]
+    with pytest.raises(GroupError) as err:
+        SFT.of(broken)
+    assert err.value.problems == [("sft.finetuning", "missing (conf/base sets every key of this group)"),
+                                  ("sft.seed", "expected a valid integer, got str '0'")]
 
 
 def test_kedro_params_lists_keys_values_and_help_of_an_environment():

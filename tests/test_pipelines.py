@@ -9,7 +9,7 @@ from kedro.framework.project import configure_project, pipelines
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
 
-from conftest import ROOT
+from conftest import ROOT, base_params
 
 STAGES = {"data_synthesis", "translation_qe", "reward_model", "sft", "preference_alignment", "evaluation"}
 
@@ -155,7 +155,7 @@ def test_each_recipe_sft_reads_its_rows(monkeypatch, project):
     import kowen_kedro.pipelines.sft.nodes as nodes
 
     seen = []
-    monkeypatch.setattr(nodes, "train_stage", lambda kind, stage, model, records, cfg, training:
+    monkeypatch.setattr(nodes, "train_stage", lambda kind, stage, model, records, cfg, training, preflight_cfg:
                         seen.append((stage, model, records, cfg)) or {"final_dir": f"out/{stage}"})
     monkeypatch.setattr(nodes, "registry_model", lambda registry, role: registry[role])
     chat = lambda q, a: [{"role": "user", "content": q}, {"role": "assistant", "content": a}]  # noqa: E731
@@ -164,19 +164,21 @@ def test_each_recipe_sft_reads_its_rows(monkeypatch, project):
     xl_rows = pd.DataFrame({"language": "ko", "messages": [chat(f"Q{i}? Answer in Korean.", f"답 {i}") for i in range(4)]})
     with KedroSession.create(project_path=ROOT) as session:
         params = session.load_context().params
-    assert nodes.train_sft_node(mixture, {"student": "base"}, params["sft"], {}, "en", "ko") == "out/sft"
-    assert nodes.train_xl_instruct_node("out/sft", xl_rows, mixture, {**params["xl_instruct"], "replay": 0}, {}) == "out/xl_instruct"
+    training = (params["training"], params["preflight"])
+    assert nodes.train_sft_node(mixture, {"student": "base"}, params["sft"], *training, "en", "ko") == "out/sft"
+    assert nodes.train_xl_instruct_node("out/sft", xl_rows, mixture, {**params["xl_instruct"], "replay": 0}, *training) == "out/xl_instruct"
     (s_stage, s_model, s_rows, s_cfg), (x_stage, x_model, x_rows, x_cfg) = seen
     assert (s_stage, s_model, x_stage, x_model) == ("sft", "base", "xl_instruct", "out/sft")
-    assert s_rows == [{"messages": m} for m in mixture["messages"]] and "languages" not in s_cfg
-    assert x_rows == [{"messages": m} for m in xl_rows["messages"]] and not {"ablation_shuffle_responses", "replay"} & set(x_cfg)
-    nodes.train_xl_instruct_node("out/sft", xl_rows, mixture, {**params["xl_instruct"], "replay": 0.5}, {})
+    assert s_rows == [{"messages": m} for m in mixture["messages"]]
+    assert s_cfg.trainer_args == params["sft"]["trainer_args"] and x_cfg.seed == params["xl_instruct"]["seed"] == 1
+    assert x_rows == [{"messages": m} for m in xl_rows["messages"]]
+    nodes.train_xl_instruct_node("out/sft", xl_rows, mixture, {**params["xl_instruct"], "replay": 0.5}, *training)
     assert seen[-1][2][:4] == x_rows and len(seen[-1][2]) == 6  # + 2 rows of the mixture (0.5 per XL-Instruct row)
     assert all({"messages": list(m)} in s_rows for m in (r["messages"] for r in seen[-1][2][4:]))
-    nodes.train_sft_node(mixture, {"student": "base"}, {**params["sft"], "languages": "source"}, {}, "en", "ko")
+    nodes.train_sft_node(mixture, {"student": "base"}, {**params["sft"], "languages": "source"}, *training, "en", "ko")
     assert seen[-1][2] == [{"messages": mixture["messages"][0]}]  # En-ST only: Table 3's English-only row
     nodes.train_xl_instruct_node("out/sft", xl_rows, mixture, {**params["xl_instruct"], "ablation_shuffle_responses": True,
-                                                               "replay": 0}, {})
+                                                               "replay": 0}, *training)
     shuffled = seen[-1][2]
     assert [r["messages"][0] for r in shuffled] == [m[0] for m in xl_rows["messages"]]
     answers = [r["messages"][1]["content"] for r in shuffled]
@@ -185,7 +187,7 @@ def test_each_recipe_sft_reads_its_rows(monkeypatch, project):
     with KedroSession.create(project_path=ROOT, env="kowen_7b") as session:
         off = session.load_context().params["xl_instruct"]
     n = len(seen)
-    assert nodes.train_xl_instruct_node("out/sft", xl_rows, mixture, off, {}) == "out/sft" and len(seen) == n
+    assert nodes.train_xl_instruct_node("out/sft", xl_rows, mixture, off, *training) == "out/sft" and len(seen) == n
 
 
 def test_dpo_reference_is_the_previous_or_the_initial_policy(monkeypatch):
@@ -194,15 +196,19 @@ def test_dpo_reference_is_the_previous_or_the_initial_policy(monkeypatch):
     import kowen_kedro.pipelines.preference_alignment.nodes as nodes
 
     seen = []
-    monkeypatch.setattr(nodes, "train_stage", lambda kind, stage, model, records, cfg, training: seen.append((model, cfg)) or {"final_dir": "out"})
+    monkeypatch.setattr(nodes, "train_stage", lambda kind, stage, model, records, cfg, training, preflight_cfg:
+                        seen.append((model, cfg)) or {"final_dir": "out"})
+    from kowen_kedro.groups import GroupError
+
     pairs = pd.DataFrame([{"prompt": "q", "chosen": "a", "rejected": "b"}])
-    dpo = {"trainer_args": {"beta": 1.0}}
-    nodes.train_dpo_node("iter1", "sft", pairs, {**dpo, "reference": "previous"}, {}, "dpo_iter_2")
-    nodes.train_dpo_node("iter1", "sft", pairs, {**dpo, "reference": "initial"}, {}, "dpo_iter_2")
-    assert seen[0] == ("iter1", dpo)  # no ref_model: TRL's frozen copy of the start policy
-    assert seen[1] == ("iter1", {**dpo, "ref_model": "sft"})
-    with pytest.raises(ValueError, match="reference must be one of"):
-        nodes.train_dpo_node("iter1", "sft", pairs, {**dpo, "reference": "base"}, {}, "dpo_iter_2")
+    params = base_params()
+    dpo, training = params["dpo_iter_2"]["dpo"], (params["training"], params["preflight"])
+    nodes.train_dpo_node("iter1", "sft", pairs, {**dpo, "reference": "previous"}, *training, "dpo_iter_2")
+    nodes.train_dpo_node("iter1", "sft", pairs, {**dpo, "reference": "initial"}, *training, "dpo_iter_2")
+    assert seen[0][0] == "iter1" and seen[0][1].ref_model is None  # no ref_model: TRL's frozen copy of the start policy
+    assert seen[1][0] == "iter1" and seen[1][1].ref_model == "sft" and seen[1][1].trainer_args["beta"] == 1.0
+    with pytest.raises(GroupError, match=r"dpo_iter_2.dpo.reference: expected 'previous' or 'initial', got str 'base'"):
+        nodes.train_dpo_node("iter1", "sft", pairs, {**dpo, "reference": "base"}, *training, "dpo_iter_2")
 
 
 def test_every_model_using_node_runs_after_raw_input_validation(project):
@@ -270,7 +276,7 @@ def test_the_raw_alpacaeval_file_or_hf_dataset_passes_every_node_that_reads_it(t
     raw_file.write_text(json.dumps(rows))
     for source in (pd.read_json(raw_file), Dataset.from_list(rows)):
         assert validate_raw_inputs_node(*good.values(), source)["eval_prompts"] == 2
-        xl, metrics = xl_alpacaeval_node(source, {"languages": ["ko"], "seed": 0}, "en")
+        xl, metrics = xl_alpacaeval_node(source, {"languages": ["ko"], "seed": 0, "require_all_listed": False}, "en")
         assert list(xl["id"]) == ["alpaca-0-xl-ko"]  # 'Write "Test"' is one of XL-Instruct's excluded prompts
         assert (metrics["removed"]["value"], metrics["kept"]["value"], metrics["not_found"]["value"]) == (1.0, 1.0, 9.0)
         prompts = pd.DataFrame({"prompt_id": ["p1", "p2"], "prompt": ["Write a haiku about rain.", "Translate this."],
@@ -303,7 +309,7 @@ def test_dpo_prompts_come_from_both_languages_in_equal_shares():
     prompts = pd.DataFrame({"prompt_id": [f"e{i}" for i in range(10)] + ["k0"], "language": ["en"] * 10 + ["ko"],
                             "prompt": [f"q{i}" for i in range(11)]})
     target = pd.DataFrame({"prompt_id": [f"k{i}" for i in range(6)], "language": "ko", "prompt": [f"p{i}" for i in range(6)]})
-    both = dpo_prompts_node(prompts, target, {"max_prompts": 8, "seed": 0}, "en", "ko")
+    both = dpo_prompts_node(prompts, target, {"max_prompts": 8, "seed": 0, "languages": ["source", "target"]}, "en", "ko")
     assert both.groupby("language").size().to_dict() == {"en": 4, "ko": 4}
     assert set(both.loc[both["language"] == "ko", "prompt_id"]) <= set(target["prompt_id"])  # the target pool, translated prompts too
     only = dpo_prompts_node(prompts, target, {"max_prompts": 20, "seed": 0, "languages": ["target"]}, "en", "ko")
@@ -337,7 +343,7 @@ def test_translated_preferences_leave_out_pairs_not_wholly_in_the_source_languag
         {"pair_id": "b", "language": "en", "category": "chat_hard", "prompt": "What is the capital of Koris?",
          "chosen": "The capital of Koris is Cassel.", "rejected": "코리스의 수도는 카셀입니다."},
     ])
-    params = {"preferences": {"languages": ["ko"], "max_pairs": 10, "drop_bottom_fraction": 0.0}}
+    params = {**base_params()["translation_qe"], "preferences": {"languages": ["ko"], "max_pairs": 10, "drop_bottom_fraction": 0.0}}
     out, metrics = nodes.translate_preferences_node(pairs, {}, params, "en", {})
     assert list(out["source_pair_id"]) == ["a"] and metrics["not_source_language"]["value"] == 1
 
@@ -379,12 +385,15 @@ def test_the_gold_slice_measures_every_enabled_dpo_iteration(project, third_enab
                for name in ("base", "teacher", "tiny_teacher", "sft", "xl_instruct", *DPO_ITERATIONS, "cross_lingual",
                             "cross_lingual_baseline")}
     rm = pd.DataFrame({"pair_id": ids, "language": [i[:2] for i in ids], "kind": "unsafe", "right": [1.0] * 16})
+    params = base_params()
+    params["dpo_iter_3"]["dpo"]["enabled"] = third_enabled
     values = {"gold_summary_qe": {"qe.spearman": 0.6, "qe.spearman.se": 0.05}, "gold_summary_judge": {},
-              "params:xl_instruct": {"enabled": True}, "params:cross_lingual": {"enabled": True, "method": "clo", "baseline_in_same_run": True},
+              "gold_summary_alignment": {"base.alignment.top1": 0.25},
+              "params:xl_instruct": params["xl_instruct"], "params:cross_lingual": params["cross_lingual"],
               "params:languages": ["en", "ko"], "params:source_language": "en", "params:target_language": "ko",
               **{f"gold_answers_{n}": t for n, t in answers.items()},
               **{f"gold_answers_{n}": rm for n in ("rm", "rm_transfer_source", "rm_transfer_target")},
-              **{f"params:{it}": {"dpo": {"enabled": it != "dpo_iter_3" or third_enabled}} for it in DPO_ITERATIONS}}
+              **{f"params:{it}": params[it] for it in DPO_ITERATIONS}}
     slice_ = project["__default__"].only_nodes("evaluation.gold_effects_node")
     assert slice_.inputs() == set(values)
     catalog = DataCatalog({name: MemoryDataset(value) for name, value in values.items()})
@@ -392,6 +401,7 @@ def test_the_gold_slice_measures_every_enabled_dpo_iteration(project, third_enab
     assert set(out) == {"gold_metrics", "gold_effects", "gold_effects_md"}
     load = lambda name: out[name].load() if hasattr(out[name], "load") else out[name]  # noqa: E731 - a dataset or its data
     names = set(load("gold_metrics"))
+    assert load("gold_metrics")["base.alignment.top1"]["value"] == 0.25  # the alignment figures join the gold metrics
     effects = load("gold_effects")
     third_claims = effects[effects["claim"].str.contains("dpo_iter_3")]
     if third_enabled:
@@ -494,7 +504,7 @@ def test_the_reward_model_slice_splits_translates_and_trains_three_reward_models
     registry = {"reward_model_init": "/models/rm_init"}
     values = {"preference_pairs_raw": pairs, "translated_preference_pairs": translated, "model_registry": registry,
               "params:reward_model.data": params["reward_model"]["data"], "params:languages": ["en", "ko"],
-              "params:reward_model": params["reward_model"], "params:training": params["training"],
+              "params:reward_model": params["reward_model"], "params:training": params["training"], "params:preflight": params["preflight"],
               "params:source_language": "en", "params:target_language": "ko",
               "params:rm_transfer_source.role": "source", "params:rm_transfer_target.role": "target"}
     out = _run_slice(project, ["reward_model.split_preferences_node", "reward_model.train_reward_model_node",
@@ -519,7 +529,7 @@ def test_the_sft_slice_trains_sft_then_xl_instruct_from_it(project, world, fake_
     sft_dataset = pd.DataFrame({"language": ["en", "ko"] * 4, "messages": [c["messages"] for c in chats], "part": "p"})
     xl = pd.DataFrame({"language": ["ko"] * 4, "messages": [c["messages"] for c in chats[:4]]})
     values = {"sft_dataset": sft_dataset, "model_registry": {"student": "/models/student"}, "params:sft": params["sft"],
-              "params:training": params["training"], "params:source_language": "en", "params:target_language": "ko",
+              "params:training": params["training"], "params:preflight": params["preflight"], "params:source_language": "en", "params:target_language": "ko",
               "xl_instruct_sft": xl, "params:xl_instruct": params["xl_instruct"]}
     out = _run_slice(project, ["sft.train_sft_node", "sft.train_xl_instruct_node"], values)
     assert (out["sft_model"], out["xl_instruct_policy"]) == ("/models/sft", "/models/xl_instruct")
@@ -544,7 +554,7 @@ def test_the_preference_slice_chains_the_iterations_and_trains_clo_and_its_two_s
               "params:preference_alignment.pairs": params["preference_alignment"]["pairs"], "sft_model": "/models/sft",
               "params:dpo_iter_1.dpo": params["dpo_iter_1"]["dpo"], "params:dpo_iter_2.dpo": params["dpo_iter_2"]["dpo"],
               "params:dpo_iter_1.stage": "dpo_iter_1", "params:dpo_iter_2.stage": "dpo_iter_2",
-              "params:training": params["training"],
+              "params:training": params["training"], "params:preflight": params["preflight"],
               "clo_pairs": clo_pairs, "params:cross_lingual": params["cross_lingual"]}
     out = _run_slice(project, ["preference_alignment.dpo_iter_1.build_pairs_node", "preference_alignment.dpo_iter_1.train_dpo_node",
                                "preference_alignment.dpo_iter_2.build_pairs_node", "preference_alignment.dpo_iter_2.train_dpo_node",

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, preflight_group, stage_group, training_group
 
 from kowen_kedro.training import preflight as pf
 
@@ -223,8 +223,8 @@ def test_kedro_preflight_prints_json_exits_one_naming_the_stage_and_logs_to_mlfl
 
 
 def settings_for(world_size: int, zero_stage="auto", launcher="deepspeed", gpu="a100-80gb") -> pf.Settings:
-    return pf.Settings.from_params({"training": {"world_size": world_size, "launcher": launcher, "gpu": gpu,
-                                                 "deepspeed": {"zero_stage": zero_stage}}})
+    return pf.Settings.of(training_group(world_size=world_size, launcher=launcher, gpu=gpu, deepspeed={"zero_stage": zero_stage}),
+                          preflight_group())
 
 
 def test_auto_settings_take_the_lowest_zero_stage_no_checkpointing_and_the_largest_batch_that_fit():
@@ -264,19 +264,21 @@ def test_the_training_child_receives_the_auto_settings(monkeypatch, tmp_path):
     model = tmp_path / "qwen7b"
     model.mkdir()
     shutil.copy(pf.MODEL_CONFIGS / "Qwen--Qwen2.5-7B.json", model / "config.json")
-    training = {"launcher": "deepspeed", "world_size": 4, "gpu": "a100-80gb", "gradient_checkpointing": "auto",
-                "deepspeed": {"zero_stage": "auto", "offload_optimizer": "none", "offload_param": "none"},
-                "work_dir": str(tmp_path / "runs")}
-    stage = {"trainer_args": {"per_device_train_batch_size": "auto", "max_length": 4096, "precompute_ref_log_probs": True},
-             "global_batch_size": 128}
-    stages.train_stage("dpo", "dpo_iter_1", str(model), [{"prompt": "p", "chosen": "a", "rejected": "b"}], stage, training)
+    training = training_group(launcher="deepspeed", world_size=4, gpu="a100-80gb", gradient_checkpointing="auto",
+                              deepspeed={"zero_stage": "auto", "offload_optimizer": "none", "offload_param": "none"},
+                              work_dir=str(tmp_path / "runs"))
+    stage = stage_group(trainer_args={"per_device_train_batch_size": "auto", "max_length": 4096, "precompute_ref_log_probs": True},
+                        global_batch_size=128)
+    stages.train_stage("dpo", "dpo_iter_1", str(model), [{"prompt": "p", "chosen": "a", "rejected": "b"}], stage, training,
+                       preflight_cfg=preflight_group())
     spec = launched["spec"]
     assert launched["launcher"] == "deepspeed" and spec.deepspeed["zero_optimization"]["stage"] == 2
     assert spec.trainer_args["per_device_train_batch_size"] == 8 and spec.trainer_args["gradient_checkpointing"] is True
     assert spec.trainer_args["precompute_ref_log_probs"] is True and spec.global_batch_size == 128
     # a recipe without auto launches exactly what it says
-    stages.train_stage("sft", "sft", str(model), [{"messages": []}], {"trainer_args": {"per_device_train_batch_size": 4}},
-                       {**training, "gradient_checkpointing": None, "deepspeed": {"zero_stage": 3}})
+    stages.train_stage("sft", "sft", str(model), [{"messages": []}], stage_group(trainer_args={"per_device_train_batch_size": 4}),
+                       training_group(launcher="deepspeed", world_size=4, gradient_checkpointing=None, work_dir=str(tmp_path / "runs")),
+                       preflight_cfg=preflight_group())
     assert launched["spec"].deepspeed["zero_optimization"]["stage"] == 3
     assert launched["spec"].trainer_args == {"per_device_train_batch_size": 4}
 

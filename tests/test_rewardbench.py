@@ -87,7 +87,7 @@ def test_the_benchmark_node_scores_published_rows_with_a_reward_model(tiny_model
 
     raw = read_jsonl(RAW / "benchmarks" / "rewardbench_filtered_sample.jsonl")
     table, metrics = benchmark_reward_model_node(tiny_models["models"]["reward_model_init"], raw, {"batch_size": 4, "max_length": 256},
-                                                 {"weights": "rewardbench"})
+                                                 {"weights": "rewardbench", "language": "en"})
     assert list(table["language"]) == ["en"] and set(table.columns) == {"language", "chat", "chat_hard", "safety", "reasoning", "avg"}
     assert table[["chat", "chat_hard", "safety", "reasoning"]].apply(lambda c: c.between(0, 1)).all().all()
     names = set(metrics)

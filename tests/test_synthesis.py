@@ -98,7 +98,7 @@ def test_ingest_hf_dataset_object():
     assert prompts.loc[0, "prompt"] == "What is tea?"
     from kowen_kedro.pipelines.data_synthesis.nodes import ingest_prompts_node
 
-    prompts2, metrics = ingest_prompts_node(ds, {"max_chars": 100}, ["en", "ko"])
+    prompts2, metrics = ingest_prompts_node(ds, {"max_chars": 100, "drop_redacted": True, "split": "train"}, ["en", "ko"])
     assert prompts2.loc[0, "prompt_id"] == "a" and metrics["kept"] == {"value": 1.0, "step": 0}
 
 

@@ -22,6 +22,7 @@ def test_hub_ids_fail_fast_offline(no_network):
 
 
 def test_manifest_and_rebuild_is_skipped(tiny_models, world):
+    from conftest import tiny_params
     from kowen_kedro.pipelines.models.nodes import build_tiny_models_node
 
     models = tiny_models["models"]
@@ -30,10 +31,8 @@ def test_manifest_and_rebuild_is_skipped(tiny_models, world):
         assert Path(path).exists()
     out_dir = str(Path(models["base"]).parent)
     stamp = Path(models["teacher"], "model.safetensors").stat().st_mtime_ns
-    again = build_tiny_models_node(
-        world["user_prompts"], world["preference_pairs"], world["seed_passages"],
-        {"out_dir": out_dir, "pretrain_steps": 60, "teacher_steps": 60}, ["en", "ko"], None, world["parallel_sentences"],
-    )
+    again = build_tiny_models_node(world["user_prompts"], world["preference_pairs"], world["seed_passages"], tiny_params(out_dir),
+                                   ["en", "ko"], None, world["parallel_sentences"])
     assert again == tiny_models
     assert Path(models["teacher"], "model.safetensors").stat().st_mtime_ns == stamp
 

@@ -7,6 +7,8 @@ import pytest
 from kedro.io import DatasetError
 from kedro.io.core import Version
 
+from conftest import preflight_group, stage_group, training_group
+
 from kowen_kedro.datasets import ModelDirectoryDataset
 from kowen_kedro.runtime import as_mlflow_metrics, resolve_models
 from kowen_kedro.training.launcher import build_command
@@ -33,20 +35,26 @@ def test_fingerprint_ignores_paths_but_not_data(tmp_path):
 
 
 def test_zero3_config_and_keys():
-    cfg = deepspeed_config({"zero_stage": 3, "offload_optimizer": "cpu"})
+    from kowen_kedro.groups import DeepSpeed, GroupError
+
+    cfg = deepspeed_config(DeepSpeed(zero_stage=3, offload_optimizer="cpu", offload_param="none"))
     assert cfg["zero_optimization"]["stage"] == 3
     assert cfg["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] is True
     assert cfg["zero_optimization"]["offload_optimizer"] == {"device": "cpu"}
     assert cfg["train_batch_size"] == "auto"
-    assert deepspeed_config(None) is None
-    with pytest.raises(ValueError, match="unknown training.deepspeed keys"):
-        deepspeed_config({"stage": 3})
+    with pytest.raises(GroupError) as err:
+        DeepSpeed.of({"stage": 3, "offload_optimizer": "cpu", "offload_param": "none"})
+    assert err.value.problems == [("training.deepspeed.stage", "unknown key"),
+                                  ("training.deepspeed.zero_stage", "missing (conf/base sets every key of this group)")]
     assert "stage3_gather_16bit_weights_on_model_save" not in zero_config(2)["zero_optimization"]
 
 
-def test_unknown_stage_parameter_fails_before_launch(tmp_path):
-    with pytest.raises(ValueError, match="unknown stage parameters"):
-        train_stage("sft", "sft", "m", [{"messages": []}], {"learning_rate": 1e-5}, {"work_dir": str(tmp_path)})
+def test_unknown_stage_parameter_fails_before_launch():
+    from conftest import stage_group
+    from kowen_kedro.groups import GroupError
+
+    with pytest.raises(GroupError, match=r"sft.learning_rate: unknown key"):
+        stage_group(learning_rate=1e-5)
 
 
 def test_commands_single_node_multi_node_and_python(tmp_path):
@@ -92,17 +100,17 @@ def test_stage_parameters_reach_the_spec(tmp_path, monkeypatch):
 
     seen = {}
     monkeypatch.setattr(stages, "launch", lambda spec, launcher, warm=True: seen.setdefault("spec", spec) and {"final_dir": "x"})
-    training = {"work_dir": str(tmp_path), "launcher": "python", "precision": "bf16", "gradient_checkpointing": True,
-                "keep_checkpoints": True}
-    stage = {"trainer_args": {"learning_rate": 1e-5}, "callbacks": ["pkg.mod:Cb"]}
-    train_stage("sft", "sft", "m", [{"messages": []}], stage, training)
+    training = training_group(work_dir=str(tmp_path), launcher="python", precision="bf16", gradient_checkpointing=True,
+                              keep_checkpoints=True)
+    stage = stage_group(trainer_args={"learning_rate": 1e-5}, callbacks=["pkg.mod:Cb"], seed=3)
+    train_stage("sft", "sft", "m", [{"messages": []}], stage, training, preflight_cfg=preflight_group())
     spec = seen["spec"]
     assert spec.trainer_args == {"learning_rate": 1e-5, "gradient_checkpointing": True}
-    assert (spec.precision, spec.keep_checkpoints, spec.callbacks) == ("bf16", True, ["pkg.mod:Cb"])
+    assert (spec.precision, spec.keep_checkpoints, spec.callbacks, spec.seed) == ("bf16", True, ["pkg.mod:Cb"], 3)
     assert spec.output_dir == str(tmp_path / "sft" / spec.fingerprint())
-    stage["trainer_args"]["gradient_checkpointing"] = False  # the stage's own setting wins
+    stage = stage_group(trainer_args={"learning_rate": 1e-5, "gradient_checkpointing": False})  # the stage's own setting wins
     seen.clear()
-    train_stage("sft", "sft", "m", [{"messages": []}], stage, training)
+    train_stage("sft", "sft", "m", [{"messages": []}], stage, training, preflight_cfg=preflight_group())
     assert seen["spec"].trainer_args["gradient_checkpointing"] is False
 
 
@@ -193,8 +201,9 @@ def test_the_training_child_receives_the_chosen_kernels_and_packing(tmp_path, mo
 
     seen = {}
     monkeypatch.setattr(stages, "launch", lambda spec, launcher, warm=True: seen.setdefault("spec", spec) and {"final_dir": "x"})
-    training = {"work_dir": str(tmp_path), "launcher": "python", "kernels": "auto", "attn_implementation": "auto"}
-    train_stage("sft", "sft", "m", [{"messages": []}], {"trainer_args": {"packing": "auto", "max_length": 64}}, training)
+    training = training_group(work_dir=str(tmp_path), launcher="python", kernels="auto", attn_implementation="auto")
+    train_stage("sft", "sft", "m", [{"messages": []}], stage_group(trainer_args={"packing": "auto", "max_length": 64}), training,
+                preflight_cfg=preflight_group())
     spec = seen["spec"]
     assert (spec.kernels, spec.attn_implementation, spec.trainer_args["packing"]) == ("auto", "auto", "auto")
     spec.output_dir = str(tmp_path / "out")

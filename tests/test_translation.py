@@ -158,7 +158,7 @@ from kowen_kedro.datasets import JSONLinesDataset
 from kowen_kedro.pipelines.translation_qe.nodes import translate_prompts_node
 from kowen_kedro.translation.qe import CometQE
 from kowen_kedro.translation.seq2seq import Seq2SeqTranslator
-cache, mt, qe, prompts, out, log = sys.argv[1:7]
+cache, mt, qe, prompts, out, log, conf = sys.argv[1:8]
 
 def logged(kind, texts):  # every sentence the MT model translates, every pair QE scores, in order
     with open(log, "a") as f:
@@ -177,8 +177,10 @@ def load_logged(self):
     return model
 
 CometQE._load = load_logged
-params = {"translators": [{"type": "seq2seq", "model_role": "mt", "batch_size": 8, "max_new_tokens": 16, "max_source_tokens": 256}],
-          "qe": {"batch_size": 8, "gpus": 0}, "splitter": {"type": "pysbd"}, "max_sentence_chars": 1000,
+from kowen_kedro.parameters import recipe_params
+base = recipe_params(conf)["translation_qe"]
+params = {**base, "translators": [{"type": "seq2seq", "model_role": "mt", "batch_size": 8, "max_new_tokens": 16, "max_source_tokens": 256}],
+          "qe": {**base["qe"], "batch_size": 8, "gpus": 0}, "splitter": {"type": "pysbd"}, "max_sentence_chars": 1000,
           "prompts": {"max_prompts": 1000}}
 frame = translate_prompts_node(pd.read_json(prompts, lines=True), {"mt": mt, "qe": qe}, params, "en", "ko", {"cache_path": cache})
 JSONLinesDataset(out).save(frame)
@@ -193,6 +195,7 @@ def test_translation_node_killed_in_mt_and_in_qe_resumes_and_writes_the_same_byt
     import subprocess
     import sys
 
+    from conftest import ROOT
     from helpers.kill import start_and_kill
 
     sentences = list(dict.fromkeys(world["parallel_sentences"]["en"]))[:240]  # 240 distinct sentences, one prompt each
@@ -204,7 +207,7 @@ def test_translation_node_killed_in_mt_and_in_qe_resumes_and_writes_the_same_byt
 
     def run(name):
         return [sys.executable, str(script), str(tmp_path / f"{name}.sqlite"), tiny_models["models"]["mt"], tiny_models["models"]["qe"],
-                str(tmp_path / "prompts.jsonl"), str(tmp_path / f"{name}.jsonl"), str(tmp_path / f"{name}.log")]
+                str(tmp_path / "prompts.jsonl"), str(tmp_path / f"{name}.jsonl"), str(tmp_path / f"{name}.log"), str(ROOT / "conf")]
 
     def computed(name):
         lines = (tmp_path / f"{name}.log").read_text().splitlines()

@@ -24,6 +24,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence
 
+from kowen_kedro.groups import Judge
 from kowen_kedro.langid import language_name
 from kowen_kedro.llm.cache import CallCache, cached_values, call_key
 from kowen_kedro.model_identity import model_identity
@@ -257,23 +258,19 @@ class OpenAIJudge:
         return [rating(r["text"]) for r in replies]
 
 
-def make_judges(cfg: dict[str, Any], local_model: str, cache: CallCache | None):
-    """(pairwise judge, grading judge) from ``evaluation.judge`` parameters.
+def make_judges(cfg: Judge, local_model: str, cache: CallCache | None):
+    """(pairwise judge, grading judge) from the ``evaluation.judge`` group.
 
-    ``backend: local`` (default) uses ``local_model`` (the ``judge`` role); ``backend: openai`` takes
-    ``model``, ``base_url``, ``api_key_env``, ``concurrency`` like the generation backends (the key:
-    ``$api_key_env``, which :mod:`kowen_kedro.hooks` fills from ``credentials.yml``).
+    ``backend: local`` uses ``local_model`` (the ``judge`` role); ``backend: openai`` takes ``model``,
+    ``base_url``, ``api_key_env``, ``concurrency`` like the generation backends (the key: ``$api_key_env``,
+    which :mod:`kowen_kedro.hooks` fills from ``credentials.yml``).
     """
-    backend = cfg.get("backend", "local")
-    if backend == "local":
-        batch = int(cfg.get("batch_size", 8))
-        return (LocalPairwiseJudge(local_model, batch_size=batch, cache=cache),
+    if cfg.backend == "local":
+        return (LocalPairwiseJudge(local_model, batch_size=cfg.batch_size, cache=cache),
                 LocalChoiceJudge(local_model, cache=cache))
-    if backend == "openai":
-        from kowen_kedro.llm.backends import OpenAIBackend
+    from kowen_kedro.llm.backends import OpenAIBackend
 
-        api = OpenAIBackend(model=cfg.get("model") or local_model, base_url=cfg.get("base_url"),
-                            api_key_env=cfg.get("api_key_env", "OPENAI_API_KEY"), concurrency=int(cfg.get("concurrency", 8)))
-        judge = OpenAIJudge(api, cache=cache, max_tokens=int(cfg.get("max_tokens", 16)))
-        return judge, judge
-    raise ValueError(f"evaluation judge backend must be 'local' or 'openai', not {backend!r}")
+    api = OpenAIBackend(model=cfg.model or local_model, base_url=cfg.base_url, api_key_env=cfg.api_key_env,
+                        concurrency=cfg.concurrency)
+    judge = OpenAIJudge(api, cache=cache, max_tokens=cfg.max_tokens)
+    return judge, judge

@@ -13,6 +13,7 @@ from kowen_kedro.evaluation import alpacaeval as ae
 from kowen_kedro.evaluation.benchmarks import alpacaeval_prompts
 from kowen_kedro.evaluation.judges import make_judges
 from kowen_kedro.evaluation.scoring import check_unparseable
+from kowen_kedro.groups import Answering, Judge
 from kowen_kedro.langid import fidelity
 from kowen_kedro.llm.backends import SamplingParams
 from kowen_kedro.runtime import cached_generator, call_cache, registry_model
@@ -27,18 +28,18 @@ def eval_columns(prompts: pd.DataFrame) -> list[str]:
     return ["id", "language", "instruction"] + (["alpacaeval_index"] if "alpacaeval_index" in prompts.columns else [])
 
 
-def configured_judges(registry: dict, params: dict, llm: dict):
-    """The evaluation's judges as ``params`` configures them (pairwise, grader), over the run's call cache."""
-    return make_judges(params, registry_model(registry, "judge"), call_cache(llm))
+def configured_judges(registry: dict, judge: Judge, llm: dict):
+    """The evaluation's judges as ``evaluation.judge`` configures them (pairwise, grader), over the run's call cache."""
+    return make_judges(judge, registry_model(registry, "judge"), call_cache(llm))
 
 
-def generate_outputs(model: str, eval_prompts: pd.DataFrame, params: dict, llm: dict) -> pd.DataFrame:
+def generate_outputs(model: str, eval_prompts: pd.DataFrame, params: Answering, llm: dict) -> pd.DataFrame:
     """The model's answer to every evaluation instruction (AlpacaEval columns + language)."""
     eval_prompts = alpacaeval_prompts(eval_prompts)
     validate_records(eval_prompts, EVAL_FIELDS)
-    with cached_generator(model, params["backend"], llm) as gen:
+    with cached_generator(model, params.backend, llm) as gen:
         outs = gen.generate(
-            [[{"role": "user", "content": p}] for p in eval_prompts["instruction"]], SamplingParams.from_dict(params["sampling"]), n=1
+            [[{"role": "user", "content": p}] for p in eval_prompts["instruction"]], SamplingParams.from_dict(params.sampling), n=1
         )
     return eval_prompts[eval_columns(eval_prompts)].assign(
         output=[o[0].text for o in outs], finish_reason=[o[0].finish_reason for o in outs], generator=model
@@ -50,22 +51,21 @@ def _label(outputs: pd.DataFrame, default: str) -> str:
 
 
 def summarize(judgements: pd.DataFrame, model_outputs: pd.DataFrame, reference_outputs: pd.DataFrame, df_gamed,
-              languages: list[str], params: dict, alpacaeval: dict, name: str = "alpacaeval",
+              languages: list[str], max_unparseable_share: float, published: bool, name: str = "alpacaeval",
               say_why: bool = True) -> tuple[pd.DataFrame, dict[str, float]]:
     """AlpacaEval 2.0 numbers by the ``alpaca-eval`` package (:mod:`kowen_kedro.evaluation.alpacaeval`) and
     language fidelity (share of outputs in the requested language), per language and overall.
 
     Win rate + SE, discrete win rate, n (readable verdicts), n_dropped (unreadable ones: above
     ``max_unparseable_share`` the node fails) and draws; the length-controlled win rate + SE where its
-    inputs exist (``df_gamed``, AlpacaEval's instructions, its published reference), else the reason it is
-    absent (``lc_absent`` column; logged unless ``say_why`` is False).
+    inputs exist (``df_gamed``, AlpacaEval's instructions, its ``published`` reference), else the reason it
+    is absent (``lc_absent`` column; logged unless ``say_why`` is False).
     """
     preferences = [None if pd.isna(p) else p for p in judgements["preference"]]
-    counts = check_unparseable(preferences, name, float(params.get("max_unparseable_share", 0.05)))
+    counts = check_unparseable(preferences, name, max_unparseable_share)
     fid = model_outputs.assign(in_language=fidelity(model_outputs["output"], model_outputs["language"], languages))
     ref = reference_outputs.set_index("id").loc[model_outputs["id"]]
     has_index = "alpacaeval_index" in model_outputs.columns and model_outputs["alpacaeval_index"].notna().all()
-    published = alpacaeval.get("reference", {}).get(name, "sft") == "published"
     annotated = ae.annotations(
         model_outputs["instruction"], model_outputs["output"], ref["output"], preferences,
         model=_label(model_outputs, "policy"), reference=_label(reference_outputs, "reference"),

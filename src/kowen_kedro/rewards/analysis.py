@@ -4,6 +4,10 @@ For the same content written in L languages, stack each text's last hidden state
 non-pad token) into an L x d matrix M and compute f = sigma_1 / sum_i sigma_i over M's singular
 values. f near 1 means the languages collapse onto one direction (language-agnostic
 representations); f = 1/L when they are orthogonal with equal norms.
+
+Centred (each language's mean state subtracted first, as :mod:`kowen_kedro.evaluation.alignment` centres
+its retrieval), f no longer counts the direction that all states of a model share: raw, that direction
+alone puts f near 1 for a model whose languages do not meet at all.
 """
 
 from __future__ import annotations
@@ -44,13 +48,23 @@ def last_token_states(model_path: str, texts: Sequence[str], batch_size: int = 1
     return np.concatenate(out)
 
 
-def collapse_score(model_path: str, parallel: Sequence[dict[str, str]], languages: Sequence[str]) -> tuple[float, list[float]]:
-    """Mean f over the parallel items (each ``{lang: text}`` with every language present)."""
+def collapse_score(model_path: str, parallel: Sequence[dict[str, str]], languages: Sequence[str],
+                   centre: bool = False) -> tuple[float, list[float]]:
+    """Mean f over the parallel items (each ``{lang: text}`` with every language present); ``centre``: each
+    language's mean state subtracted first."""
+    return collapse_scores(model_path, parallel, languages)[1 if centre else 0]
+
+
+def collapse_scores(model_path: str, parallel: Sequence[dict[str, str]],
+                    languages: Sequence[str]) -> tuple[tuple[float, list[float]], tuple[float, list[float]]]:
+    """(raw, centred) ``(mean f, f per item)`` from one pass over the model."""
     items = [p for p in parallel if all(lang in p for lang in languages)]
     if not items:
         raise ValueError(f"no parallel item has all of {list(languages)}")
     flat = [p[lang] for p in items for lang in languages]
-    states = last_token_states(model_path, flat)
-    L = len(languages)
-    fs = [singular_value_ratio(states[i * L : (i + 1) * L]) for i in range(len(items))]
-    return float(np.mean(fs)), fs
+    states = last_token_states(model_path, flat).astype(np.float64).reshape(len(items), len(languages), -1)
+    out = []
+    for s in (states, states - states.mean(axis=0, keepdims=True)):
+        fs = [singular_value_ratio(s[i]) for i in range(len(items))]
+        out.append((float(np.mean(fs)), fs))
+    return out[0], out[1]

@@ -24,9 +24,11 @@ import json
 import logging
 import math
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Iterable
+
+from kowen_kedro.groups import TinyConfig  # noqa: F401 - the build's configuration (``params:tiny_models``)
 
 logger = logging.getLogger(__name__)
 
@@ -46,31 +48,6 @@ CHAT_TEMPLATE = (
 )
 
 MANIFEST = "manifest.json"
-
-
-@dataclass
-class TinyConfig:
-    """Sizes and steps of the built-in models (``params:tiny_models``)."""
-
-    vocab_size: int = field(default=1200, metadata={"help": "BPE vocabulary of the tokenizer trained on the world's text"})
-    hidden_size: int = field(default=64, metadata={"help": "hidden size of the Qwen2-architecture base, teacher, student and reward-model init"})
-    intermediate_size: int = field(default=160, metadata={"help": "MLP width of those models"})
-    num_hidden_layers: int = field(default=2, metadata={"help": "decoder layers of those models"})
-    num_attention_heads: int = field(default=2, metadata={"help": "attention heads (2 of 32: a head size vLLM serves on a CPU)"})
-    num_key_value_heads: int = field(default=1, metadata={"help": "key/value heads (grouped-query attention, as Qwen2)"})
-    max_position_embeddings: int = field(default=1024, metadata={"help": "longest sequence the models take"})
-    pretrain_steps: int = field(default=150, metadata={"help": "the base LM's pre-training steps on the world's text"})
-    teacher_steps: int = field(default=150, metadata={"help": "the tiny teacher's tuning steps on the world's chats"})
-    seq_len: int = field(default=96, metadata={"help": "tokens per pre-training sequence"})
-    batch_size: int = field(default=16, metadata={"help": "sequences per pre-training and tuning step"})
-    learning_rate: float = field(default=3e-3, metadata={"help": "learning rate of the build's pre-training and tuning"})
-    seed: int = field(default=0, metadata={"help": "torch seed of the build"})
-    mt_steps: int = field(default=200, metadata={"help": "training steps of the tiny seq2seq MT model on the world's parallel sentences"})
-    qe_hidden_size: int = field(default=64, metadata={"help": "hidden size of the tiny COMET QE model's encoder"})
-    qe_layers: int = field(default=2, metadata={"help": "encoder layers of the tiny COMET QE model"})
-    qe_vocab_size: int = field(default=800, metadata={"help": "vocabulary of the QE model's encoder"})
-    qe_steps: int = field(default=1200, metadata={"help": "QE regression steps on (source, corrupted translation, chrF) from the parallel sentences"})
-    qe_learning_rate: float = field(default=1e-3, metadata={"help": "learning rate of the QE regression"})
 
 
 def build_key(config: TinyConfig, texts: list[str], chats: list[list[dict]], parallel: list[dict] | None = None,
@@ -117,20 +94,12 @@ def build_tiny_models(
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    import torch
-
-    from kowen_kedro.floats import deterministic_torch
-
-    deterministic_torch()
-    torch.manual_seed(config.seed)
     tok_dir = out / "tokenizer"
-    tokenizer = train_chat_tokenizer(texts, config.vocab_size, tok_dir)
-    base = build_causal_lm(tokenizer, config)
+    tokenizer, base = pretrain_base(texts, pretrain_texts, config, tok_dir)
     chat_texts = [tokenizer.apply_chat_template(c, tokenize=False) for c in chats]
-    _train_lm(base, tokenizer, pretrain_texts or texts, config.pretrain_steps, config)  # plain text only: a base model, not a chat model
-    base_dir = _save_lm(base, tokenizer, out / "base")
+    base_dir = save_lm(base, tokenizer, out / "base")
     _train_lm(base, tokenizer, chat_texts, config.teacher_steps, config)
-    teacher_dir = _save_lm(base, tokenizer, out / "teacher")
+    teacher_dir = save_lm(base, tokenizer, out / "teacher")
     rm_dir = build_reward_model(base_dir, out / "reward_model_init", seed=config.seed)
     qe_ckpt = build_tiny_comet_qe(texts, out / "qe", config, parallel=parallel)
     mt_dir = build_tiny_mt(tok_dir, parallel or [], out / "mt", config)
@@ -150,6 +119,22 @@ def build_tiny_models(
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2))
     logger.info("Built tiny models in %s", out)
     return manifest
+
+
+def pretrain_base(texts: list[str], pretrain_texts: list[str] | None, config: TinyConfig, tokenizer_dir: Path):
+    """The build's first step, from a fresh torch seed: the tokenizer (trained on ``texts``, saved to
+    ``tokenizer_dir``) and the base LM pre-trained on ``pretrain_texts`` (default ``texts``): plain text only,
+    a base model, not a chat model. Returns ``(tokenizer, model)``."""
+    import torch
+
+    from kowen_kedro.floats import deterministic_torch
+
+    deterministic_torch()
+    torch.manual_seed(config.seed)
+    tokenizer = train_chat_tokenizer(texts, config.vocab_size, tokenizer_dir)
+    base = build_causal_lm(tokenizer, config)
+    _train_lm(base, tokenizer, pretrain_texts or texts, config.pretrain_steps, config)
+    return tokenizer, base
 
 
 def train_chat_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: Path):
@@ -246,7 +231,7 @@ def fit(model, loss_at: Callable[[int], Any], steps: int, *, lr: float, weight_d
     model.eval()
 
 
-def _save_lm(model, tokenizer, out_dir: Path) -> Path:
+def save_lm(model, tokenizer, out_dir: Path) -> Path:
     """Save model + tokenizer with a generation config that stops at the chat EOS."""
     from transformers import GenerationConfig
 

@@ -30,6 +30,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from kowen_kedro.groups import Preflight, Training
+
 GIB = 1024 ** 3
 AUTO = "auto"
 MODEL_CONFIGS = Path(__file__).parent / "model_configs"
@@ -108,10 +110,9 @@ class ModelShape:
 
 def tiny_config(role: str, tiny: dict[str, Any]) -> dict[str, Any]:
     """The config of a built-in tiny model (``tiny:<role>``) from ``params:tiny_models``, as the build makes it."""
-    from kowen_kedro.tiny.build import TinyConfig
+    from kowen_kedro.groups import TinyModels
 
-    known = {k: v for k, v in tiny.items() if k in TinyConfig.__dataclass_fields__}
-    c = TinyConfig(**known)
+    c = TinyModels.of(tiny)
     if role == "qe":
         return {"model_type": "xlm-roberta", "architectures": ["XLMRobertaModel"], "vocab_size": c.qe_vocab_size,
                 "hidden_size": c.qe_hidden_size, "num_hidden_layers": c.qe_layers, "num_attention_heads": 2,
@@ -326,26 +327,25 @@ class Settings:
     headroom_gib: float
 
     @classmethod
-    def from_params(cls, params: dict[str, Any]) -> "Settings":
-        training, pre = params.get("training", {}), params.get("preflight", {})
-        gpu_name = training.get("gpu", "h100-80gb")
-        if gpu_name not in GPUS:
-            raise PreflightError(f"training.gpu {gpu_name!r}: expected one of {sorted(GPUS)}")
-        ds = training.get("deepspeed") or {}
-        launcher = training.get("launcher", "deepspeed")
+    def of(cls, training: Training, preflight: Preflight) -> "Settings":
+        """From the ``training`` and ``preflight`` parameter groups."""
+        if training.gpu not in GPUS:
+            raise PreflightError(f"training.gpu {training.gpu!r}: expected one of {sorted(GPUS)}")
+        ds, launcher = training.deepspeed, training.launcher
         return cls(
-            gpu=GPUS[gpu_name], world_size=int(training.get("world_size", 1)), num_nodes=int(training.get("num_nodes", 1)),
-            zero_stage=None if launcher == "auto" or ds.get("zero_stage", 3) == AUTO else
-            int(ds.get("zero_stage", 3)) if launcher == "deepspeed" else 0,
-            offload_optimizer=ds.get("offload_optimizer", "none") == "cpu", offload_param=ds.get("offload_param", "none") == "cpu",
-            launcher=launcher, gradient_checkpointing=training.get("gradient_checkpointing"),
-            price_per_gpu_hour=float(training.get("price_per_gpu_hour", 0.0)),
-            sequence_fill=float(pre.get("sequence_fill", 0.5)), prompt_tokens=int(pre.get("prompt_tokens", 256)),
-            output_fill=float(pre.get("output_fill", 0.5)), rows={k: int(v) for k, v in (pre.get("rows") or {}).items()},
-            vllm={"max_num_seqs": 256, "activation_gib": 2.0, "bandwidth_efficiency": 0.6, "compute_efficiency": 0.4,
-                  **(pre.get("vllm") or {})},
-            headroom_gib=float(pre.get("headroom_gib", 2.0)),
+            gpu=GPUS[training.gpu], world_size=training.world_size, num_nodes=training.num_nodes,
+            zero_stage=None if launcher == "auto" or ds.zero_stage == AUTO else int(ds.zero_stage) if launcher == "deepspeed" else 0,
+            offload_optimizer=ds.offload_optimizer == "cpu", offload_param=ds.offload_param == "cpu",
+            launcher=launcher, gradient_checkpointing=training.gradient_checkpointing,
+            price_per_gpu_hour=training.price_per_gpu_hour, sequence_fill=preflight.sequence_fill,
+            prompt_tokens=preflight.prompt_tokens, output_fill=preflight.output_fill, rows=dict(preflight.rows),
+            vllm=asdict(preflight.vllm), headroom_gib=preflight.headroom_gib,
         )
+
+    @classmethod
+    def from_params(cls, params: dict[str, Any]) -> "Settings":
+        """From a recipe's parameters (its ``training`` and ``preflight`` blocks)."""
+        return cls.of(Training.of(params["training"]), Preflight.of(params["preflight"]))
 
 
 def measured_efficiency(kind: str, params: int) -> float:

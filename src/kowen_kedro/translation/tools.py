@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 
+from kowen_kedro.groups import Splitter, TranslationQE
 from kowen_kedro.runtime import cached_generator, call_cache, registry_model
 from kowen_kedro.translation.best_of_k import translate_best_of_k
 from kowen_kedro.translation.datasets import translate_columns
@@ -31,41 +32,33 @@ def make_translators(configs: list[dict], registry: dict, llm: dict) -> list:
     return out
 
 
-def make_tools(registry: dict, params: dict, llm: dict):
-    translators = make_translators(params["translators"], registry, llm)
-    qe_cfg = params["qe"]
-    gpus = qe_gpus(qe_cfg.get("gpus", "auto"))
-    qe = CometQE(registry_model(registry, "qe"), batch_size=qe_batch_size(qe_cfg.get("batch_size", "auto"), gpus), gpus=gpus,
-                 progress=bool(qe_cfg.get("progress", False)), cache=call_cache(llm))
-    if qe_cfg.get("ablation_shuffle", False):  # the QE ablation: scores permuted
+def make_tools(registry: dict, params: TranslationQE, llm: dict):
+    """The translators and the COMET QE (permuted scores with the ``qe.ablation_shuffle`` ablation)."""
+    translators = make_translators(params.translators, registry, llm)
+    gpus = qe_gpus(params.qe.gpus)
+    qe = CometQE(registry_model(registry, "qe"), batch_size=qe_batch_size(params.qe.batch_size, gpus), gpus=gpus,
+                 progress=params.qe.progress, cache=call_cache(llm))
+    if params.qe.ablation_shuffle:
         qe = ShuffledQE(qe)
     return translators, qe
 
 
-SPLITTERS = ("pysbd", "rule", "sat")
-
-
-def make_splitter(cfg: dict | None):
-    """``{type: pysbd, language: en}`` (default: pysbd, offline), ``{type: rule}`` (no dependency) or
-    ``{type: sat, model: sat-3l-sm}`` (wtpsplit's Segment Any Text, where its model is present)."""
-    cfg = dict(cfg or {"type": "pysbd"})
-    kind = cfg.pop("type", "pysbd")
-    if kind == "pysbd":
-        return pysbd_splitter(**cfg)
-    if kind == "rule":
+def make_splitter(cfg: Splitter):
+    """pysbd (offline), rule (no dependency) or sat (wtpsplit's Segment Any Text, where its model is present)."""
+    if cfg.type == "pysbd":
+        return pysbd_splitter()
+    if cfg.type == "rule":
         return split_sentences
-    if kind == "sat":
-        return sat_splitter(**cfg)
-    raise ValueError(f"unknown splitter type {kind!r}: expected one of {SPLITTERS}")
+    return sat_splitter(cfg.model) if cfg.model else sat_splitter()
 
 
 class TranslationTools:
     """Translators, QE and splitter of one node, loaded once and closed at the end (``with``)."""
 
-    def __init__(self, registry: dict, params: dict, llm: dict):
+    def __init__(self, registry: dict, params: TranslationQE, llm: dict):
         self.translators, self.qe = make_tools(registry, params, llm)
-        self.splitter = make_splitter(params.get("splitter"))
-        self.max_sentence_chars = int(params["max_sentence_chars"])
+        self.splitter = make_splitter(params.splitter)
+        self.max_sentence_chars = params.max_sentence_chars
 
     def run(self, df: pd.DataFrame, columns: list[str], src: str, tgt: str) -> pd.DataFrame:
         return translate_columns(df, columns, self.translators, self.qe, src, tgt, self.max_sentence_chars, self.splitter)

@@ -17,7 +17,7 @@ from typing import Iterable, Sequence
 from kowen_kedro.langid import detect_languages
 from kowen_kedro.world.lexicon import LANGS, PIVOT, language
 from kowen_kedro.world.lexicon import facts as world_facts
-from kowen_kedro.world.tasks import FAMILIES, make_meta, parse_prompt
+from kowen_kedro.world.tasks import FAMILIES, make_meta, parse_answer, parse_prompt, translate_sentence
 
 
 def _find_words(response: str, vocabulary: Sequence[str]) -> list[str]:
@@ -91,6 +91,29 @@ def prompt_gold_rewards(prompts: Sequence[str], responses: Sequence[str], seed: 
         family, values, lang = parsed
         metas.append(make_meta(family, values, lang, facts))
     return gold_rewards(metas, responses)
+
+
+def parallel_gold(gold_prompts: Sequence[dict], gold_translations: Sequence[dict], source: str, target: str,
+                  seed: int) -> list[tuple[str, str, str]]:
+    """The held-out parallel sentences of the world of ``seed``, each ``(source text, target text, task family)``:
+    every distinct ``source``-language gold prompt (not code-switched, not rephrased) with its ``target``
+    rendering in the same phrasing, then the gold translation set's (source, reference) pairs (a prompt or an
+    answer of a family); no text of them is in any training data (the gold set is held out). Sorted, so the
+    set does not depend on the order of the gold files."""
+    facts = world_facts(seed)
+    out: dict[str, tuple[str, str]] = {}
+    for row in gold_prompts:
+        meta = row["meta"]
+        if row["language"] != source or meta.get("code_switched") or meta.get("rephrased"):
+            continue
+        translated = translate_sentence(row["prompt"], source, target, facts)
+        if translated:
+            out.setdefault(row["prompt"], (translated, row["family"]))
+    for row in gold_translations:
+        if (row["source_language"], row["target_language"]) == (source, target) and row["source"] not in out:
+            parsed = parse_prompt(row["source"], facts) or parse_answer(row["source"], facts)
+            out[row["source"]] = (row["reference"], parsed[0].name if parsed else "other")
+    return sorted((s, t, family) for s, (t, family) in out.items())
 
 
 def gold_reward(meta: dict, response: str) -> float:

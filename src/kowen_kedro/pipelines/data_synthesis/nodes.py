@@ -4,6 +4,7 @@ language-fidelity filter, XL-Instruct reverse instructions, SFT mixture."""
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 from typing import Any
 
 import pandas as pd
@@ -13,6 +14,7 @@ from kowen_kedro.data.prompts import as_frame, build_mixture, ingest_prompts
 from kowen_kedro.data.synthesis import filter_language, multi_turn_conversations, single_turn_completions
 from kowen_kedro.data.validation import validate_records
 from kowen_kedro.data.xl_instruct import reverse_instructions
+from kowen_kedro.groups import Decontamination, Ingest, Mixture, MultiTurn, Teacher, XLInstructSynthesis
 from kowen_kedro.runtime import as_mlflow_metrics, cached_generator, registry_model
 
 logger = logging.getLogger(__name__)
@@ -23,9 +25,9 @@ def ingest_prompts_node(raw: Any, params: dict, languages: list[str]) -> tuple[p
     lists, local JSONL/Parquet or a HF dataset)."""
     from kowen_kedro.data.prompts import as_frame
 
-    frame = as_frame(raw, split=params.get("split", "train"))
-    prompts, report = ingest_prompts(frame, max_chars=int(params["max_chars"]), languages=languages,
-                                     drop_redacted=bool(params.get("drop_redacted", True)))
+    ingest = Ingest.of(params)
+    frame = as_frame(raw, split=ingest.split)
+    prompts, report = ingest_prompts(frame, max_chars=ingest.max_chars, languages=languages, drop_redacted=ingest.drop_redacted)
     return prompts, as_mlflow_metrics(report)
 
 
@@ -33,7 +35,8 @@ def decontaminate_node(prompts: pd.DataFrame, eval_prompts: pd.DataFrame, params
     """Remove prompts whose word n-grams overlap the evaluation prompts (reported, kept for inspection)."""
     eval_prompts = as_frame(eval_prompts)  # a local file or a HF dataset (the real AlpacaEval)
     validate_records(eval_prompts, {"instruction": str})
-    kept, removed = decontaminate(prompts, eval_prompts["instruction"], n=int(params["ngram"]), threshold=float(params["threshold"]))
+    decon = Decontamination.of(params)
+    kept, removed = decontaminate(prompts, eval_prompts["instruction"], n=decon.ngram, threshold=decon.threshold)
     logger.info("decontamination removed %d of %d prompts", len(removed), len(prompts))
     return kept.reset_index(drop=True), removed.reset_index(drop=True), as_mlflow_metrics({"removed": len(removed), "kept": len(kept)})
 
@@ -64,10 +67,11 @@ def single_turn_node(
     prompts: pd.DataFrame, registry: dict, language: str, teacher: dict, llm: dict, languages: list[str]
 ) -> tuple[pd.DataFrame, dict]:
     """Teacher answers to single-turn prompts of ``language`` (chat format with provenance)."""
+    teacher = Teacher.of(teacher)
     pool = prompts[prompts["language"] == language]
-    gen = cached_generator(registry_model(registry, "teacher"), teacher["backend"], llm)
-    rows = single_turn_completions(pool, gen, teacher["sampling"], teacher_name=registry_model(registry, "teacher"))
-    return _finish(rows, gen, languages, bool(teacher.get("language_filter", True)))
+    gen = cached_generator(registry_model(registry, "teacher"), teacher.backend, llm)
+    rows = single_turn_completions(pool, gen, teacher.sampling, teacher_name=registry_model(registry, "teacher"))
+    return _finish(rows, gen, languages, teacher.language_filter)
 
 
 def multi_turn_node(
@@ -75,21 +79,22 @@ def multi_turn_node(
 ) -> tuple[pd.DataFrame, dict]:
     """Multi-turn conversations in ``language`` (the target language): the teacher writes each next user
     turn, then answers it."""
-    pool = prompts.head(int(params["max_conversations"]))
-    gen = cached_generator(registry_model(registry, "teacher"), teacher["backend"], llm)
+    multi, teacher = MultiTurn.of(params), Teacher.of(teacher)
+    pool = prompts.head(multi.max_conversations)
+    gen = cached_generator(registry_model(registry, "teacher"), teacher.backend, llm)
     rows = multi_turn_conversations(
-        pool, gen, teacher["sampling"], turns=int(params["turns"]), language=language,
-        teacher_name=registry_model(registry, "teacher"),
+        pool, gen, teacher.sampling, turns=multi.turns, language=language, teacher_name=registry_model(registry, "teacher"),
     )
-    return _finish(rows, gen, languages, bool(teacher.get("language_filter", True)))
+    return _finish(rows, gen, languages, teacher.language_filter)
 
 
 def xl_instruct_node(passages: pd.DataFrame, registry: dict, params: dict, teacher: dict, llm: dict) -> tuple[pd.DataFrame, dict]:
     """XL-Instruct stages 1-2: reverse instruction per seed passage, then refinement."""
     validate_records(passages, {"passage_id": str, "text": str})
-    pool = passages.head(int(params["max_passages"]))
-    gen = cached_generator(registry_model(registry, "teacher"), teacher["backend"], llm)
-    rows, report = reverse_instructions(pool, gen, params.get("sampling", teacher["sampling"]), refine=bool(params["refine"]))
+    xl, teacher = XLInstructSynthesis.of(params), Teacher.of(teacher)
+    pool = passages.head(xl.max_passages)
+    gen = cached_generator(registry_model(registry, "teacher"), teacher.backend, llm)
+    rows, report = reverse_instructions(pool, gen, xl.sampling or teacher.sampling, refine=xl.refine)
     gen.close()
     return rows, as_mlflow_metrics({**report, **gen.stats.as_dict("generation.")})
 
@@ -99,5 +104,6 @@ def build_sft_mixture_node(
 ) -> tuple[pd.DataFrame, dict]:
     """Compose the SFT set from parts by size or ratio (Kowen Table 3 mixtures are parameter sets)."""
     parts = {"en_single_turn": en_single_turn, "target_single_turn": target_single_turn, "target_multi_turn": target_multi_turn}
-    mixed, report = build_mixture(parts, dict(params["sizes"]), seed=int(params["seed"]))
+    mixture = Mixture.of(params)
+    mixed, report = build_mixture(parts, asdict(mixture.sizes), seed=mixture.seed)
     return mixed, as_mlflow_metrics({f"mixture.{k}": v for k, v in report.items()})

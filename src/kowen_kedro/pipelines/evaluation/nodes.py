@@ -21,6 +21,7 @@ from kowen_kedro.evaluation.scoring import (
     mt_bench_table,
     rubric_table,
 )
+from kowen_kedro.groups import NLU, AlpacaEval, Answering, Judge, MTBench, XLAlpacaEval
 from kowen_kedro.evaluation.summary import EVAL_FIELDS, configured_judges, eval_columns, generate_outputs, summarize
 from kowen_kedro.langid import fidelity
 from kowen_kedro.llm.backends import SamplingParams
@@ -34,7 +35,7 @@ REFERENCES = ("sft", "published")
 
 def generate_outputs_node(model: str, eval_prompts: pd.DataFrame, params: dict, llm: dict) -> pd.DataFrame:
     """The model's answer to every evaluation instruction (AlpacaEval columns + language)."""
-    return generate_outputs(model, eval_prompts, params, llm)
+    return generate_outputs(model, eval_prompts, Answering.of(params, "evaluation.generation"), llm)
 
 
 def reference_outputs_node(sft_model: str, eval_prompts: pd.DataFrame, params: dict, llm: dict, reference: str) -> pd.DataFrame:
@@ -47,7 +48,7 @@ def reference_outputs_node(sft_model: str, eval_prompts: pd.DataFrame, params: d
     if reference not in REFERENCES:
         raise ValueError(f"evaluation.alpacaeval.reference: expected one of {list(REFERENCES)}, not {reference!r}")
     if reference == "sft":
-        return generate_outputs(sft_model, eval_prompts, params, llm)
+        return generate_outputs(sft_model, eval_prompts, Answering.of(params, "evaluation.generation"), llm)
     prompts = alpacaeval_prompts(eval_prompts)
     validate_records(prompts, {**EVAL_FIELDS, "output": str})
     generator = prompts["generator"] if "generator" in prompts.columns else "published reference"
@@ -57,9 +58,10 @@ def reference_outputs_node(sft_model: str, eval_prompts: pd.DataFrame, params: d
 def judge_node(model_outputs: pd.DataFrame, reference_outputs: pd.DataFrame, registry: dict, params: dict, llm: dict) -> pd.DataFrame:
     """Pairwise judgements of model vs reference outputs, positions randomised with a seed (recorded)."""
     ref = reference_outputs.set_index("id").loc[model_outputs["id"]]
-    pairwise, _ = configured_judges(registry, params, llm)
+    judge = Judge.of(params)
+    pairwise, _ = configured_judges(registry, judge, llm)
     records = judge_pairs(pairwise, list(model_outputs["instruction"]), list(model_outputs["output"]), list(ref["output"]),
-                          list(model_outputs["language"]), seed=int(params["seed"]))
+                          list(model_outputs["language"]), seed=judge.seed)
     identical = sum(r["identical"] for r in records)
     if identical:
         logger.info("%d of %d outputs equal their reference: ties, not sent to the judge", identical, len(records))
@@ -70,32 +72,33 @@ def summarize_node(judgements: pd.DataFrame, model_outputs: pd.DataFrame, refere
                    languages: list[str], params: dict, alpacaeval: dict) -> tuple[pd.DataFrame, dict]:
     """AlpacaEval 2.0 numbers and language fidelity per language and overall
     (:func:`kowen_kedro.evaluation.summary.summarize`)."""
-    table, metrics = summarize(judgements, model_outputs, reference_outputs, df_gamed, languages, params, alpacaeval)
-    return table, as_mlflow_metrics(metrics)
+    return _summarize_set(judgements, model_outputs, reference_outputs, df_gamed, languages, params, alpacaeval, "alpacaeval")
 
 
 def summarize_xl_node(judgements, model_outputs, reference_outputs, df_gamed, languages, params, alpacaeval):
-    table, metrics = summarize(judgements, model_outputs, reference_outputs, df_gamed, languages, params, alpacaeval, name="xl_alpacaeval")
-    return table, as_mlflow_metrics(metrics)
+    return _summarize_set(judgements, model_outputs, reference_outputs, df_gamed, languages, params, alpacaeval, "xl_alpacaeval")
 
 
 def summarize_m_node(judgements, model_outputs, reference_outputs, df_gamed, languages, params, alpacaeval):
-    table, metrics = summarize(judgements, model_outputs, reference_outputs, df_gamed, languages, params, alpacaeval, name="m_alpacaeval")
+    return _summarize_set(judgements, model_outputs, reference_outputs, df_gamed, languages, params, alpacaeval, "m_alpacaeval")
+
+
+def _summarize_set(judgements, model_outputs, reference_outputs, df_gamed, languages, judge: dict, alpacaeval: dict, name: str):
+    published = getattr(AlpacaEval.of(alpacaeval).reference, name) == "published"
+    table, metrics = summarize(judgements, model_outputs, reference_outputs, df_gamed, languages,
+                               Judge.of(judge).max_unparseable_share, published, name=name)
     return table, as_mlflow_metrics(metrics)
 
 
 def xl_alpacaeval_node(eval_prompts: pd.DataFrame, params: dict, source_language: str) -> tuple[pd.DataFrame, dict]:
     """XL-AlpacaEval from the source-language prompts: Table-4 prompts dropped (counted; with
     ``require_all_listed``, every listed prompt must be found), seeded "Answer in {lang}" appended."""
+    xl = XLAlpacaEval.of(params)
     prompts = alpacaeval_prompts(eval_prompts, source_language)
-    rows, report = xl_alpacaeval(prompts[prompts["language"] == source_language], list(params["languages"]), int(params["seed"]),
-                                 bool(params.get("require_all_listed", False)))
+    rows, report = xl_alpacaeval(prompts[prompts["language"] == source_language], xl.languages, xl.seed, xl.require_all_listed)
     logger.info("XL-AlpacaEval: %d prompts kept, %d of Table 4's %d removed; not in the source: %s",
                 report["kept"], report["removed"], report["removed"] + report["not_found"], report["not_found_ids"] or "none")
     return rows, as_mlflow_metrics({k: v for k, v in report.items() if k != "not_found_ids"})
-
-
-JUDGE_PROMPTS = ("project", "fastchat")
 
 
 def mt_bench_node(model: str, prompts: pd.DataFrame, reference_answers, judge_prompts, registry: dict, generation: dict,
@@ -111,21 +114,19 @@ def mt_bench_node(model: str, prompts: pd.DataFrame, reference_answers, judge_pr
     """
     from kowen_kedro.evaluation import fastchat
 
-    kind = params.get("judge_prompts", "project")
-    if kind not in JUDGE_PROMPTS:
-        raise ValueError(f"evaluation.mt_bench.judge_prompts: expected one of {list(JUDGE_PROMPTS)}, not {kind!r}")
+    mt_bench, generation, judge = MTBench.of(params), Answering.of(generation, "evaluation.generation"), Judge.of(judge)
     references = fastchat.reference_answers(reference_answers) if reference_answers is not None else None
-    rows = two_turn_set(prompts, params.get("language", "en"), references)
+    rows = two_turn_set(prompts, mt_bench.language, references)
     if references is not None:
         logger.info("MT-Bench: reference answers of %d of %d questions from the reference-answer file",
                     sum(str(q) in references for q in rows["id"]), len(rows))
-    prompts_fc = fastchat.judge_prompts(judge_prompts) if kind == "fastchat" else None
-    with cached_generator(model, generation["backend"], llm) as gen:
-        answers = answer_two_turns(gen, rows, SamplingParams.from_dict(generation["sampling"]))
+    prompts_fc = fastchat.judge_prompts(judge_prompts) if mt_bench.judge_prompts == "fastchat" else None
+    with cached_generator(model, generation.backend, llm) as gen:
+        answers = answer_two_turns(gen, rows, SamplingParams.from_dict(generation.sampling))
     _, grader = configured_judges(registry, judge, llm)
     graded = grade_two_turns(grader, answers, prompts_fc)
-    share = float(judge.get("max_unparseable_share", 0.05))
-    counts = check_unparseable(list(graded["score_turn1"]) + list(graded["score_turn2"]), "mt_bench", share)
+    scores = list(graded["score_turn1"]) + list(graded["score_turn2"])
+    counts = check_unparseable(scores, "mt_bench", judge.max_unparseable_share)
     flat = [(a, lang) for pair, lang in zip(graded["answers"], graded["language"]) for a in pair]
     in_lang = fidelity([a for a, _ in flat], [lang for _, lang in flat], languages)
     graded = graded.assign(in_language=[sum(in_lang[2 * i: 2 * i + 2]) / 2 for i in range(len(graded))])
@@ -137,10 +138,11 @@ def mt_bench_node(model: str, prompts: pd.DataFrame, reference_answers, judge_pr
 
 def rubric_node(model_outputs: pd.DataFrame, registry: dict, judge: dict, llm: dict):
     """XL-Instruct rubric: Objectivity, Naturalness, Informativeness, Precision (1-5) of every output."""
+    judge = Judge.of(judge)
     _, grader = configured_judges(registry, judge, llm)
     scores = grade_rubric(grader, model_outputs)
     values = [v for c in ("objectivity", "naturalness", "informativeness", "precision") for v in scores[c]]
-    counts = check_unparseable(values, "rubric", float(judge.get("max_unparseable_share", 0.05)))
+    counts = check_unparseable(values, "rubric", judge.max_unparseable_share)
     table = rubric_table(scores)
     metrics = {f"rubric.{c}.{r['language']}": r[c] for r in table.to_dict("records")
                for c in ("objectivity", "naturalness", "informativeness", "precision")}
@@ -150,13 +152,14 @@ def rubric_node(model_outputs: pd.DataFrame, registry: dict, judge: dict, llm: d
 def nlu_node(model: str, local_tasks: pd.DataFrame, params: dict) -> tuple[pd.DataFrame, dict]:
     """lm-evaluation-harness on the saved model: ``params.tasks`` (harness task names), or ``local`` =
     the shipped multiple-choice file as one task per language (runs offline)."""
-    tasks = params.get("tasks", "local")
+    nlu = NLU.of(params)
+    tasks = nlu.tasks
     with tempfile.TemporaryDirectory(prefix="kowen-lm-eval-") as tmp:
         include = None
         if tasks == "local":
             tasks, include = local_mc_tasks(local_tasks, tmp), tmp
-        results = run_lm_eval(model, list(tasks), include, batch_size=int(params.get("batch_size", 8)),
-                              limit=params.get("limit"))
+        results = run_lm_eval(model, [tasks] if isinstance(tasks, str) else list(tasks), include, batch_size=nlu.batch_size,
+                              limit=nlu.limit)
     metrics = {f"nlu.{r['task']}.{r['metric']}": r["value"] for r in results.to_dict("records")}
     return results, as_mlflow_metrics(metrics)
 
@@ -164,7 +167,8 @@ def nlu_node(model: str, local_tasks: pd.DataFrame, params: dict) -> tuple[pd.Da
 def summarize_iteration_node(judgements: pd.DataFrame, model_outputs: pd.DataFrame, reference_outputs: pd.DataFrame,
                              languages: list[str], judge: dict, stage: str) -> pd.DataFrame:
     """One DPO iteration's win rate vs the evaluation's reference and language fidelity (a row per language)."""
-    table, _ = summarize(judgements, model_outputs, reference_outputs, None, languages, judge, {}, name=stage, say_why=False)
+    table, _ = summarize(judgements, model_outputs, reference_outputs, None, languages, Judge.of(judge).max_unparseable_share,
+                         published=False, name=stage, say_why=False)
     return table
 
 

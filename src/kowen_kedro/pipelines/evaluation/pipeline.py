@@ -19,8 +19,10 @@ from kedro.pipeline import Node, Pipeline
 from kowen_kedro.preference.iterations import DPO_ITERATIONS, MAX_DPO_ITERATIONS
 
 from .gold_nodes import (
+    ALIGNED,
     POLICIES,
     REWARD_MODELS,
+    gold_alignment_node,
     gold_base_node,
     gold_effects_node,
     gold_judge_node,
@@ -80,8 +82,14 @@ def gold_pipeline() -> Pipeline:
              outputs="gold_summary_qe", name="gold_qe_node"),
         Node(gold_judge_node, inputs=["model_registry", "gold_pairs", JUDGE, "params:llm"], outputs="gold_summary_judge",
              name="gold_judge_node"),
+        Node(gold_alignment_node,
+             inputs={"registry": "model_registry", "gold_prompts": "gold_prompts", "gold_translations": "gold_translations",
+                     "tiny_world": "params:tiny_world", "source_language": "params:source_language",
+                     "target_language": "params:target_language", **{name: dataset for dataset, name in ALIGNED.items()}},
+             outputs="gold_summary_alignment", name="gold_alignment_node"),
         Node(gold_effects_node,
-             inputs={"qe": "gold_summary_qe", "judge": "gold_summary_judge", "xl_instruct_params": "params:xl_instruct",
+             inputs={"qe": "gold_summary_qe", "judge": "gold_summary_judge", "alignment": "gold_summary_alignment",
+                     "xl_instruct_params": "params:xl_instruct",
                      "cross_lingual_params": "params:cross_lingual", "languages": "params:languages",
                      "source_language": "params:source_language", "target_language": "params:target_language",
                      **{f"answers_{n}": f"gold_answers_{n}" for n in (*POLICIES, *REWARD_MODELS)},

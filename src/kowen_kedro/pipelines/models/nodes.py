@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 import pandas as pd
 
 from kowen_kedro.data.parallel import parallel_sentences
 from kowen_kedro.data.prompts import as_frame, to_conversations
 from kowen_kedro.data.validation import validate_records
+from kowen_kedro.groups import TinyModels, TinyWorld
 from kowen_kedro.rewards.data import PAIR_COLUMNS, require_columns
 from kowen_kedro.runtime import resolve_models
-from kowen_kedro.tiny.build import TinyConfig, build_tiny_models
+from kowen_kedro.tiny.build import build_tiny_models
 
 
 def build_tiny_models_node(
@@ -27,9 +30,16 @@ def build_tiny_models_node(
     validation. ``parallel_sentences_raw`` (one column per language) adds translation pairs for the MT
     and QE models."""
     source, target = languages
-    params = dict(params)
-    out_dir = params.pop("out_dir")
-    english_share = params.pop("pretrain_english_share", None)
+    tiny = TinyModels.of(params)
+    texts, chats, parallel = build_texts(user_prompts, preference_pairs, seed_passages, source, target, parallel_sentences_raw)
+    pretrain = pretraining_text(texts, parallel, tiny, source, target)
+    return build_tiny_models(texts, chats, tiny.out_dir, tiny.config(), parallel=parallel, pretrain_texts=pretrain)
+
+
+def build_texts(user_prompts: pd.DataFrame, preference_pairs: pd.DataFrame, seed_passages: pd.DataFrame, source: str,
+                target: str, parallel_sentences_raw: pd.DataFrame | None = None) -> tuple[list[str], list[list[dict]], list[dict]]:
+    """What the build trains on: the raw inputs' text (and every parallel sentence, each side a text), the
+    chats the teacher is tuned on, and the parallel sentences of the MT and QE models."""
     texts = [t["content"] for conv in user_prompts["conversation"] for t in conv]
     texts += [p[k] for p in preference_pairs.to_dict("records") for k in ("prompt", "chosen", "rejected")]
     texts += list(seed_passages["text"])
@@ -43,8 +53,24 @@ def build_tiny_models_node(
         validate_records(parallel_sentences_raw, {source: str, target: str})
         parallel += parallel_sentences_raw[[source, target]].to_dict("records")
     texts += [p[lang] for p in parallel for lang in (source, target)]
-    pretrain = None if english_share is None else english_dominant(texts, float(english_share), source, target)
-    return build_tiny_models(texts, chats, out_dir, TinyConfig(**params), parallel=parallel, pretrain_texts=pretrain)
+    return texts, chats, parallel
+
+
+def pretraining_text(texts: list[str], parallel: list[dict], tiny: TinyModels, source: str, target: str) -> list[str] | None:
+    """The base model's pre-training text (None: ``texts`` as they are): English-dominant in the share
+    ``tiny.pretrain_english_share``, then as many linking documents (:mod:`kowen_kedro.world.linking`: parallel
+    and code-switched) as make ``tiny.pretrain_linking_share`` of the whole."""
+    from kowen_kedro.langid import detect_languages
+    from kowen_kedro.world.linking import linking_documents
+
+    share, linking = tiny.pretrain_english_share, tiny.pretrain_linking_share
+    pretrain = None if share is None else english_dominant(texts, share, source, target)
+    if not linking:
+        return pretrain
+    body = pretrain if pretrain is not None else list(texts)
+    english = [t for t, lang in zip(body, detect_languages(body, (source, target))) if lang == source]
+    n = round(len(body) * linking / (1 - linking))
+    return body + linking_documents(parallel, english, source, target, n, seed=tiny.seed)
 
 
 def english_dominant(texts: list[str], english_share: float, source: str, target: str) -> list[str]:
@@ -93,5 +119,5 @@ def validate_raw_inputs_node(
 def resolve_models_node(tiny_manifest: dict, models: dict, tiny_world: dict) -> dict:
     """Role -> loadable model path or hub id (``tiny:<name>`` resolves to the built tiny model,
     ``world:oracle`` to the answer program of the world of ``tiny_world.seed``)."""
-    return resolve_models(tiny_manifest, models, world_seed=int(tiny_world["seed"]),
-                          teacher_faults=tiny_world.get("teacher_faults"))
+    world = TinyWorld.of(tiny_world)
+    return resolve_models(tiny_manifest, models, world_seed=world.seed, teacher_faults=asdict(world.teacher_faults))

@@ -53,7 +53,7 @@ def iteration_template() -> Pipeline:
             ),
             Node(
                 train_dpo_node,
-                inputs=["policy_in", "initial_policy", "preference_pairs", "params:dpo", "params:training", "params:stage"],
+                inputs=["policy_in", "initial_policy", "preference_pairs", "params:dpo", "params:training", "params:preflight", "params:stage"],
                 outputs="policy",
                 name="train_dpo_node",
                 tags=[LAUNCH_TAG],  # trains in a child process: may run beside other nodes (kowen_kedro.runner)
@@ -69,6 +69,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         "pairs": "preference_alignment.pairs",
         "llm": "llm",
         "training": "training",
+        "preflight": "preflight",
     }
     iterations = []
     for i in range(1, MAX_DPO_ITERATIONS + 1):
@@ -105,21 +106,21 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 train_cross_lingual_node,
-                inputs=["sft_model", "clo_pairs", "params:cross_lingual", "params:training"],
+                inputs=["sft_model", "clo_pairs", "params:cross_lingual", "params:training", "params:preflight"],
                 outputs=["cross_lingual_policy", "cross_lingual_metrics"],
                 name="train_cross_lingual_node",
                 tags=[LAUNCH_TAG],  # trains in a child process: may run beside other nodes (kowen_kedro.runner)
             ),
             Node(
                 train_cross_lingual_baseline_sft_node,
-                inputs=["sft_model", "clo_pairs", "params:cross_lingual", "params:training"],
+                inputs=["sft_model", "clo_pairs", "params:cross_lingual", "params:training", "params:preflight"],
                 outputs="cross_lingual_baseline_sft_model",
                 name="train_cross_lingual_baseline_sft_node",
                 tags=[LAUNCH_TAG],  # trains in a child process: may run beside other nodes (kowen_kedro.runner)
             ),
             Node(
                 train_cross_lingual_baseline_node,
-                inputs=["cross_lingual_baseline_sft_model", "clo_pairs", "params:cross_lingual", "params:training"],
+                inputs=["cross_lingual_baseline_sft_model", "clo_pairs", "params:cross_lingual", "params:training", "params:preflight"],
                 outputs=["cross_lingual_baseline_policy", "cross_lingual_baseline_metrics"],
                 name="train_cross_lingual_baseline_node",
                 tags=[LAUNCH_TAG],  # trains in a child process: may run beside other nodes (kowen_kedro.runner)

@@ -7,10 +7,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from kowen_kedro.data.parallel import parallel_sentences
-from kowen_kedro.rewards.analysis import collapse_score
+from kowen_kedro.groups import Preflight, RewardModel, RMBenchmark, RMData, RMScoring, Training
+from kowen_kedro.rewards.analysis import collapse_scores
 from kowen_kedro.rewards.data import clean_pairs, stratified_split, swap_preferences, to_chat_pairs
 from kowen_kedro.rewards.metrics import CATEGORIES, accuracy_table
 from kowen_kedro.rewards.scoring import RewardScorer
@@ -26,35 +28,40 @@ def split_preferences_node(pairs: pd.DataFrame, params: dict, languages: list[st
 
     ``ablation_swap_pairs: true`` exchanges chosen and rejected in the training pairs only (every RM of
     the run learns the reversed preference; the gold RM accuracy must then fall below chance)."""
+    data = RMData.of(params)
     clean, report = clean_pairs(pairs)
-    train, evaluation = stratified_split(clean, float(params["eval_fraction"]), int(params["seed"]))
+    train, evaluation = stratified_split(clean, data.eval_fraction, data.seed)
     evaluation_only = sorted(set(train["language"]) - set(languages))
     if evaluation_only:
         logger.info("preference pairs in %s evaluate the reward models only", evaluation_only)
         train = train[train["language"].isin(languages)].reset_index(drop=True)
-    if params.get("ablation_swap_pairs", False):
+    if data.ablation_swap_pairs:
         train = swap_preferences(train)
         logger.warning("ablation: chosen and rejected exchanged in all %d training pairs", len(train))
-    report.update({"train": len(train), "eval": len(evaluation), "swapped": len(train) if params.get("ablation_swap_pairs") else 0})
+    report.update({"train": len(train), "eval": len(evaluation), "swapped": len(train) if data.ablation_swap_pairs else 0})
     return train, evaluation, as_mlflow_metrics(report)
 
 
-def train_reward_model_node(train: pd.DataFrame, evaluation: pd.DataFrame, registry: dict, reward_model: dict, training: dict) -> str:
+def train_reward_model_node(train: pd.DataFrame, evaluation: pd.DataFrame, registry: dict, reward_model: dict, training: dict,
+                            preflight: dict) -> str:
     """Bradley-Terry RM with TRL's RewardTrainer (``reward_model.training``), launched like every training;
     returns the model folder."""
-    return _train_rm(train, evaluation, registry, reward_model, training, "reward_model")
+    return _train_rm(train, evaluation, registry, reward_model, training, preflight, "reward_model")
 
 
-def _train_rm(train: pd.DataFrame, evaluation: pd.DataFrame, registry: dict, reward_model: dict, training: dict, stage: str) -> str:
+def _train_rm(train: pd.DataFrame, evaluation: pd.DataFrame, registry: dict, reward_model: dict, training: dict, preflight: dict,
+              stage: str) -> str:
     record = train_stage(
-        "reward", stage, registry_model(registry, "reward_model_init"),
-        to_chat_pairs(train), reward_model["training"], training, eval_records=to_chat_pairs(evaluation),
+        "reward", stage, registry_model(registry, "reward_model_init"), to_chat_pairs(train), RewardModel.of(reward_model).training,
+        Training.of(training), eval_records=to_chat_pairs(evaluation), preflight_cfg=Preflight.of(preflight),
     )
     return record["final_dir"]
 
 
 def score_pairs(reward_model: str, pairs: pd.DataFrame, params: dict) -> pd.DataFrame:
-    scorer = RewardScorer(reward_model, batch_size=int(params["batch_size"]), max_length=int(params["max_length"]))
+    """``pairs`` with the RM's ``chosen_reward`` and ``rejected_reward`` (``params``: ``reward_model.scoring``)."""
+    scoring = RMScoring.of(params)
+    scorer = RewardScorer(reward_model, batch_size=scoring.batch_size, max_length=scoring.max_length)
     prompts = list(pairs["prompt"])
     return pairs.assign(
         chosen_reward=scorer.score(prompts, list(pairs["chosen"])),
@@ -76,9 +83,10 @@ def benchmark_reward_model_node(reward_model: str, rows: pd.DataFrame, scoring: 
     language; ties are wrong (a classifier RM)."""
     from kowen_kedro.rewards.data import from_rewardbench
 
-    pairs, report = clean_pairs(from_rewardbench(rows, params.get("language", "en")))
+    benchmark = RMBenchmark.of(params)
+    pairs, report = clean_pairs(from_rewardbench(rows, benchmark.language))
     scored = score_pairs(reward_model, pairs, scoring)
-    table = accuracy_table(scored, params.get("weights", "rewardbench"))
+    table = accuracy_table(scored, benchmark.weights)
     metrics = {f"{lang}.{'score' if col == 'avg' else col}": v for lang, row in table.iterrows() for col, v in row.items()}
     return table.reset_index(), as_mlflow_metrics({**metrics, "pairs": report["kept"], "excluded": report["pairs"] - report["kept"]})
 
@@ -107,9 +115,10 @@ def transfer_training_pairs_node(
     return copies[["pair_id", "language", "category", "prompt", "chosen", "rejected"]].reset_index(drop=True)
 
 
-def train_transfer_rm_node(train: pd.DataFrame, evaluation: pd.DataFrame, registry: dict, reward_model: dict, training: dict, role: str) -> str:
+def train_transfer_rm_node(train: pd.DataFrame, evaluation: pd.DataFrame, registry: dict, reward_model: dict, training: dict,
+                           preflight: dict, role: str) -> str:
     """One RM of the transfer experiment (run folder ``rm_transfer_<role>``)."""
-    return _train_rm(train, evaluation, registry, reward_model, training, f"rm_transfer_{role}")
+    return _train_rm(train, evaluation, registry, reward_model, training, preflight, f"rm_transfer_{role}")
 
 
 def transfer_accuracy_node(
@@ -167,15 +176,20 @@ def representation_collapse_node(
     models = {"base": registry_model(registry, "student"), f"rm_{source_language}": rm_source, f"rm_{target_language}": rm_target}
     rows = []
     for name, path in models.items():
-        mean_f, fs = collapse_score(path, parallel, langs)
-        rows.append({"model": name, "mean_f": mean_f, "n_items": len(fs), "uniform_baseline": 1 / len(langs)})
+        (mean_f, fs), (centred_f, _) = collapse_scores(path, parallel, langs)
+        rows.append({"model": name, "mean_f": mean_f, "mean_f_centred": centred_f, "n_items": len(fs), "uniform_baseline": 1 / len(langs)})
     table = pd.DataFrame(rows)
-    fig, ax = plt.subplots(figsize=(5, 3.8))
-    ax.bar(table["model"], table["mean_f"], color=["#888", "#1f77b4", "#ff7f0e"])
+    fig, ax = plt.subplots(figsize=(5.6, 3.8))
+    x = np.arange(len(table))
+    ax.bar(x - 0.2, table["mean_f"], width=0.4, color="#888", label="raw (Figure 1)")
+    ax.bar(x + 0.2, table["mean_f_centred"], width=0.4, color="#1f77b4", label="each language's mean removed")
+    ax.set_xticks(x, table["model"])
     ax.axhline(1 / len(langs), ls="--", c="k", lw=0.8, label="orthogonal (1/L)")
     ax.set_ylabel("mean sigma_1 / sum(sigma)")
     ax.set_ylim(0, 1)
     ax.set_title("Representation collapse across languages")
     from kowen_kedro.evaluation.reports import legend_above
 
-    return table, legend_above(fig, ax), as_mlflow_metrics({f"collapse.{r['model']}": r["mean_f"] for r in rows})
+    metrics = {f"collapse.{r['model']}": r["mean_f"] for r in rows}
+    metrics.update({f"collapse.{r['model']}.centred": r["mean_f_centred"] for r in rows})
+    return table, legend_above(fig, ax), as_mlflow_metrics(metrics)

@@ -37,7 +37,8 @@ def transfer_template() -> Pipeline:
             ),
             Node(
                 train_transfer_rm_node,
-                inputs=["train_pairs", "rm_eval_pairs", "model_registry", "params:reward_model", "params:training", "params:role"],
+                inputs=["train_pairs", "rm_eval_pairs", "model_registry", "params:reward_model", "params:training", "params:preflight",
+                        "params:role"],
                 outputs="reward_model",
                 name="train_transfer_rm_node",
                 tags=[LAUNCH_TAG],  # trains in a child process: may run beside other nodes (kowen_kedro.runner)
@@ -58,6 +59,7 @@ def create_pipeline(**kwargs) -> Pipeline:
         "reward_model": "reward_model",
         "scoring": "reward_model.scoring",
         "training": "training",
+        "preflight": "preflight",
         "source_language": "source_language",
         "target_language": "target_language",
     }
@@ -75,7 +77,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 train_reward_model_node,
-                inputs=["rm_train_pairs", "rm_eval_pairs", "model_registry", "params:reward_model", "params:training"],
+                inputs=["rm_train_pairs", "rm_eval_pairs", "model_registry", "params:reward_model", "params:training", "params:preflight"],
                 outputs="reward_model",
                 name="train_reward_model_node",
                 tags=[LAUNCH_TAG],  # trains in a child process: may run beside other nodes (kowen_kedro.runner)

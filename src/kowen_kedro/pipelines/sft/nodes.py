@@ -15,6 +15,7 @@ import random
 import pandas as pd
 
 from kowen_kedro.data.prompts import select_languages
+from kowen_kedro.groups import SFT, Preflight, Training, XLInstruct
 from kowen_kedro.runtime import registry_model
 from kowen_kedro.training.stages import train_stage
 
@@ -22,15 +23,16 @@ logger = logging.getLogger(__name__)
 
 
 def train_sft_node(
-    sft_dataset: pd.DataFrame, registry: dict, params: dict, training: dict, source_language: str, target_language: str
+    sft_dataset: pd.DataFrame, registry: dict, params: dict, training: dict, preflight: dict, source_language: str,
+    target_language: str,
 ) -> str:
     """Fine-tune the student on the SFT mixture (or the languages ``params.languages`` names)."""
-    stage_params = {k: v for k, v in params.items() if k != "languages"}
-    data = select_languages(sft_dataset, params.get("languages", "all"), source_language, target_language)
-    logger.info("SFT on %d of %d rows (languages: %s)", len(data), len(sft_dataset), params.get("languages", "all"))
+    sft = SFT.of(params)
+    data = select_languages(sft_dataset, sft.languages, source_language, target_language)
+    logger.info("SFT on %d of %d rows (languages: %s)", len(data), len(sft_dataset), sft.languages)
     records = [{"messages": m} for m in data["messages"]]
     model = registry_model(registry, "student")
-    return train_stage("sft", "sft", model, records, stage_params, training)["final_dir"]
+    return train_stage("sft", "sft", model, records, sft, Training.of(training), preflight_cfg=Preflight.of(preflight))["final_dir"]
 
 
 def xl_instruct_records(xl_instruct_sft: pd.DataFrame, shuffle_responses: bool = False, seed: int = 0) -> list[dict]:
@@ -48,18 +50,17 @@ def xl_instruct_records(xl_instruct_sft: pd.DataFrame, shuffle_responses: bool =
 
 
 def train_xl_instruct_node(sft_model: str, xl_instruct_sft: pd.DataFrame, sft_dataset: pd.DataFrame, params: dict,
-                           training: dict) -> str:
+                           training: dict, preflight: dict) -> str:
     """Fine-tune the SFT model on the XL-Instruct rows, plus ``params.replay`` x as many rows of the SFT
     mixture (seeded sample; the same rows whatever the ablation); ``params.enabled: false`` passes the
     SFT model through."""
-    if not params.get("enabled", True):
+    xl = XLInstruct.of(params)
+    if not xl.enabled:
         return sft_model
-    stage_params = {k: v for k, v in params.items() if k not in ("enabled", "ablation_shuffle_responses", "replay")}
-    shuffle = bool(params.get("ablation_shuffle_responses", False))
-    seed = int(params.get("seed", 0))
-    records = xl_instruct_records(xl_instruct_sft, shuffle, seed)
-    n_replay = min(len(sft_dataset), round(float(params.get("replay", 0.0)) * len(records)))
-    replay = [{"messages": list(m)} for m in sft_dataset["messages"].sample(n=n_replay, random_state=seed)] if n_replay else []
+    records = xl_instruct_records(xl_instruct_sft, xl.ablation_shuffle_responses, xl.seed)
+    n_replay = min(len(sft_dataset), round(xl.replay * len(records)))
+    replay = [{"messages": list(m)} for m in sft_dataset["messages"].sample(n=n_replay, random_state=xl.seed)] if n_replay else []
     logger.info("XL-Instruct fine-tuning on %d rows%s, + %d replayed rows of the SFT mixture", len(records),
-                " (answers shuffled across instructions: ablation)" if shuffle else "", len(replay))
-    return train_stage("sft", "xl_instruct", sft_model, records + replay, stage_params, training)["final_dir"]
+                " (answers shuffled across instructions: ablation)" if xl.ablation_shuffle_responses else "", len(replay))
+    return train_stage("sft", "xl_instruct", sft_model, records + replay, xl, Training.of(training),
+                       preflight_cfg=Preflight.of(preflight))["final_dir"]

@@ -14,7 +14,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             Node(
                 train_sft_node,
                 inputs=[
-                    "sft_dataset", "model_registry", "params:sft", "params:training",
+                    "sft_dataset", "model_registry", "params:sft", "params:training", "params:preflight",
                     "params:source_language", "params:target_language",
                 ],
                 outputs="sft_model",
@@ -23,7 +23,7 @@ def create_pipeline(**kwargs) -> Pipeline:
             ),
             Node(
                 train_xl_instruct_node,
-                inputs=["sft_model", "xl_instruct_sft", "sft_dataset", "params:xl_instruct", "params:training"],
+                inputs=["sft_model", "xl_instruct_sft", "sft_dataset", "params:xl_instruct", "params:training", "params:preflight"],
                 outputs="xl_instruct_policy",
                 name="train_xl_instruct_node",
                 tags=[LAUNCH_TAG],  # trains in a child process: may run beside other nodes (kowen_kedro.runner)

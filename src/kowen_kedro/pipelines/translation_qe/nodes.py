@@ -8,13 +8,14 @@ from typing import Any
 import pandas as pd
 
 from kowen_kedro.data.xl_instruct import xl_instruct_rows
+from kowen_kedro.groups import TranslationQE
 from kowen_kedro.langid import language_name
 from kowen_kedro.runtime import as_mlflow_metrics
 from kowen_kedro.translation.datasets import clo_rows, keep_best
 from kowen_kedro.translation.tools import TranslationTools
 
 
-def _run(df: pd.DataFrame, columns: list[str], registry: dict, params: dict, llm: dict, src: str, tgt: str) -> pd.DataFrame:
+def _run(df: pd.DataFrame, columns: list[str], registry: dict, params: TranslationQE, llm: dict, src: str, tgt: str) -> pd.DataFrame:
     with TranslationTools(registry, params, llm) as tools:
         return tools.run(df, columns, src, tgt)
 
@@ -27,7 +28,8 @@ def _check_languages(*codes: str) -> None:
 def translate_prompts_node(prompts: pd.DataFrame, registry: dict, params: dict, src: str, tgt: str, llm: dict) -> pd.DataFrame:
     """Single-turn source-language prompts -> target language (Kowen translates prompts before completion)."""
     _check_languages(src, tgt)
-    pool = prompts[(prompts["language"] == src) & (prompts["n_turns"] == 1)].head(int(params["prompts"]["max_prompts"]))
+    params = TranslationQE.of(params)
+    pool = prompts[(prompts["language"] == src) & (prompts["n_turns"] == 1)].head(params.prompts.max_prompts)
     out = _run(pool[["prompt_id", "prompt"]].reset_index(drop=True), ["prompt"], registry, params, llm, src, tgt)
     return pd.DataFrame({
         "prompt_id": [f"{pid}-{tgt}" for pid in out["prompt_id"]],
@@ -44,7 +46,7 @@ def translate_prompts_node(prompts: pd.DataFrame, registry: dict, params: dict, 
 
 def filter_translations_node(translations: pd.DataFrame, params: dict) -> tuple[pd.DataFrame, dict]:
     """Drop rejected rows and the bottom fraction by QE (XL-Instruct: 20%)."""
-    kept, report = keep_best(translations, float(params["filter"]["drop_bottom_fraction"]))
+    kept, report = keep_best(translations, TranslationQE.of(params).filter.drop_bottom_fraction)
     return kept, as_mlflow_metrics(report)
 
 
@@ -56,19 +58,20 @@ def translate_preferences_node(pairs: pd.DataFrame, registry: dict, params: dict
     and keep the label of a preference that no longer holds. Such pairs are counted (``not_source_language``)."""
     from kowen_kedro.langid import fidelity
 
-    cfg = params["preferences"]
-    _check_languages(src, *cfg["languages"])
+    params = TranslationQE.of(params)
+    cfg = params.preferences
+    _check_languages(src, *cfg.languages)
     pool = pairs[pairs["language"] == src].reset_index(drop=True)
     texts = [t for col in ("prompt", "chosen", "rejected") for t in pool[col]]
-    in_source = pd.DataFrame(pd.Series(fidelity(texts, [src] * len(texts), [src, *cfg["languages"]])).to_numpy().reshape(3, -1).T)
+    in_source = pd.DataFrame(pd.Series(fidelity(texts, [src] * len(texts), [src, *cfg.languages])).to_numpy().reshape(3, -1).T)
     mask = in_source.all(axis=1).to_numpy()
     skipped = int((~mask).sum())
-    pool = pool[mask].head(int(cfg["max_pairs"])).reset_index(drop=True)
+    pool = pool[mask].head(cfg.max_pairs).reset_index(drop=True)
     parts, metrics = [], {"not_source_language": skipped}
     with TranslationTools(registry, params, llm) as tools:  # models loaded once for all target languages
-        outputs = {tgt: tools.run(pool, ["prompt", "chosen", "rejected"], src, tgt) for tgt in cfg["languages"]}
+        outputs = {tgt: tools.run(pool, ["prompt", "chosen", "rejected"], src, tgt) for tgt in cfg.languages}
     for tgt, out in outputs.items():
-        kept, report = keep_best(out, float(cfg["drop_bottom_fraction"]))
+        kept, report = keep_best(out, cfg.drop_bottom_fraction)
         parts.append(pd.DataFrame({
             "pair_id": [f"{p}-{tgt}" for p in kept["pair_id"]],
             "source_pair_id": kept["pair_id"],
@@ -86,23 +89,25 @@ def translate_preferences_node(pairs: pd.DataFrame, registry: dict, params: dict
 def build_clo_dataset_node(en_single_turn: pd.DataFrame, registry: dict, params: dict, src: str, tgt: str, llm: dict) -> tuple[pd.DataFrame, dict]:
     """CLO's cross-lingual pairs (x_en, y_en, x_l, y_l) from English SFT pairs, QE-filtered."""
     _check_languages(src, tgt)
-    pool = en_single_turn.head(int(params["clo"]["max_pairs"]))
+    params = TranslationQE.of(params)
+    pool = en_single_turn.head(params.clo.max_pairs)
     base = pd.DataFrame({
         "prompt_id": pool["prompt_id"].values,
         "x_en": [m[0]["content"] for m in pool["messages"]],
         "y_en": [m[1]["content"] for m in pool["messages"]],
     })
     out = _run(base, ["x_en", "y_en"], registry, params, llm, src, tgt)
-    kept, report = keep_best(out, float(params["filter"]["drop_bottom_fraction"]))
+    kept, report = keep_best(out, params.filter.drop_bottom_fraction)
     return clo_rows(kept, tgt), as_mlflow_metrics(report)
 
 
 def build_xl_instruct_sft_node(xl_pairs: pd.DataFrame, registry: dict, params: dict, src: str, tgt: str, llm: dict) -> tuple[pd.DataFrame, dict]:
     """XL-Instruct stage 3-4: translate the response, append a cross-lingual instruction, QE filter."""
     _check_languages(src, tgt)
+    params = TranslationQE.of(params)
     out = _run(xl_pairs.reset_index(drop=True), ["response"], registry, params, llm, src, tgt)
-    kept, report = keep_best(out, float(params["filter"]["drop_bottom_fraction"]))
-    return xl_instruct_rows(kept, tgt, seed=int(params["xl_instruct"]["seed"])), as_mlflow_metrics(report)
+    kept, report = keep_best(out, params.filter.drop_bottom_fraction)
+    return xl_instruct_rows(kept, tgt, seed=params.xl_instruct.seed), as_mlflow_metrics(report)
 
 
 def qe_histogram_node(*tables: pd.DataFrame) -> Any:
@@ -143,7 +148,7 @@ def translate_eval_set_node(eval_prompts: pd.DataFrame, registry: dict, params: 
     prompts = alpacaeval_prompts(eval_prompts, src)
     index = ["alpacaeval_index"] if "alpacaeval_index" in prompts.columns else []  # kept for AlpacaEval's LC fit
     pool = prompts[prompts["language"] == src][["id", "instruction", *index]].reset_index(drop=True)
-    out = _run(pool, ["instruction"], registry, params, llm, src, tgt)
+    out = _run(pool, ["instruction"], registry, TranslationQE.of(params), llm, src, tgt)
     kept, report = keep_best(out, 0.0)
     extra = {c: kept[c] for c in index}
     return pd.DataFrame({
