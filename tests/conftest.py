@@ -228,25 +228,6 @@ def pytest_report_header(config):
     return [f"kowen-kedro: {floats.describe()}"]
 
 
-def default_run_tiny_models(request, timeout: float = 900) -> dict | None:
-    """The manifest of the tiny models that this session's default run (test_end_to_end's background run) built,
-    once its build is done; None where the session started no such run, or it ended without them."""
-    import time
-
-    root, proc = getattr(request.config, "kowen_background_runs", {}).get("test_end_to_end:first_run", (None, None))
-    if root is None:
-        return None
-    manifest, deadline = root / "data/06_models/tiny/manifest.json", time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            return json.loads(manifest.read_text())
-        except (OSError, ValueError):  # not written yet, or being written
-            if proc.poll() is not None and not manifest.exists():
-                return None
-            time.sleep(2)
-    return None
-
-
 def finished_background_run(request, tmp_path_factory, name: str) -> Path:
     """The project of the requesting module's background run ``name`` once it has finished (started by the
     session fixture below, or here, now, when the session started without it); fails with its log's end."""

@@ -169,8 +169,9 @@ def test_a_mixture_asking_for_more_rows_than_the_run_makes_is_a_problem():
 
 
 def _supply_args(params: dict) -> tuple:
-    ds = params["data_synthesis"]
-    return ds["mixture"]["sizes"], ds, params["translation_qe"], pf.Settings.from_params(params)
+    from kowen_kedro.groups import DataSynthesis, TranslationQE
+
+    return DataSynthesis.of(params["data_synthesis"]), TranslationQE.of(params["translation_qe"]), pf.Settings.from_params(params)
 
 
 def test_a_model_without_a_configuration_is_a_problem_naming_where_to_put_one():

@@ -49,18 +49,17 @@ def test_a_vllm_worker_runs_with_the_interpreter_of_vllms_environment(monkeypatc
 
 
 @pytest.fixture(scope="module")
-def head32(request, world, tmp_path_factory) -> Path:
-    """The default's tiny teacher (its steps: the session's faster tiny models answer nothing yet), with 2
-    attention heads of 32 and one key/value head, a head size vLLM's CPU attention serves, and the
-    project's tokenizer, chat template and EOS: the one the session's default run built, else built here."""
-    from conftest import base_params, default_run_tiny_models
+def head32(world, tmp_path_factory) -> Path:
+    """The default's tiny teacher (its steps: the session's faster tiny models answer nothing yet; pre-trained on
+    the world's text as it is, whose teacher answers more kinds of prompt in more ways than the English-dominant
+    default's), with 2 attention heads of 32 and one key/value head, a head size vLLM's CPU attention serves,
+    and the project's tokenizer, chat template and EOS."""
+    from conftest import base_params
     from kowen_kedro.pipelines.models.nodes import build_tiny_models_node
 
-    manifest = default_run_tiny_models(request)
-    if manifest is None:
-        params = {**base_params()["tiny_models"], "out_dir": str(tmp_path_factory.mktemp("tiny_default"))}
-        manifest = build_tiny_models_node(world["user_prompts"], world["preference_pairs"], world["seed_passages"], params,
-                                          ["en", "ko"], None, world["parallel_sentences"])
+    params = {**base_params()["tiny_models"], "out_dir": str(tmp_path_factory.mktemp("tiny_default")), "pretrain_english_share": None}
+    manifest = build_tiny_models_node(world["user_prompts"], world["preference_pairs"], world["seed_passages"], params,
+                                      ["en", "ko"], None, world["parallel_sentences"])
     teacher = Path(manifest["models"]["teacher"])
     config = json.loads((teacher / "config.json").read_text())
     assert config["hidden_size"] // config["num_attention_heads"] == 32

@@ -40,11 +40,16 @@ def unset(help: str) -> Any:
     return field(default=None, metadata={"help": help})
 
 
-def group(cls: type[G]) -> type[G]:
-    """A parameter group: a frozen pydantic dataclass that refuses unknown keys; ``Group.of(mapping)`` builds it."""
-    made = dataclass(frozen=True, kw_only=True, config=ConfigDict(extra="forbid"))(cls)
-    made.of = classmethod(lambda klass, values, name=None: build(klass, values, name or klass.__doc__.split("``")[1][7:]))
-    return made
+def group(key: str):
+    """A parameter group for the block at ``key`` (``params:<key>``): a frozen pydantic dataclass that refuses
+    unknown keys; ``Group.of(mapping)`` builds it, naming a bad key by its path under ``key``."""
+
+    def make(cls: type[G]) -> type[G]:
+        made = dataclass(frozen=True, kw_only=True, config=ConfigDict(extra="forbid"))(cls)
+        made.of = classmethod(lambda klass, values, name=None: build(klass, values, name or key))
+        return made
+
+    return make
 
 
 class GroupError(ValueError):
@@ -57,14 +62,14 @@ class GroupError(ValueError):
 
 # ---- parameters.yml ---------------------------------------------------------------------------------
 
-@group
+@group("llm")
 class LLM:
     """``params:llm``"""
 
     cache_path: StrictStr = param("the LLM-call cache: every LLM / QE / judge call is stored as it finishes; reruns reuse it")
 
 
-@group
+@group("tiny_world.teacher_faults")
 class TeacherFaults:
     """``params:tiny_world.teacher_faults``"""
 
@@ -72,15 +77,17 @@ class TeacherFaults:
     comply_rephrased: Share = param("share of rephrased unsafe requests (role play, 'for a test') the teacher complies with")
 
 
-@group
+@group("tiny_world")
 class TinyWorld:
     """``params:tiny_world``"""
 
     seed: StrictInt = param("the world's seed: its facts, prompts and gold answers (the catalog's raw inputs read it too)")
     teacher_faults: TeacherFaults = param("the oracle teacher's faults (docs/world.md)")
+    sizes: dict[str, StrictInt] | None = unset("rows of each part of the world, e.g. {gold_prompts: 100} (not set: the world's own; the catalog reads it)")
+    extra_languages: StrictStr | list[StrictStr] | None = unset("more languages of evaluation pairs for the reward models (not set: none; the catalog reads it)")
 
 
-@group
+@group("models")
 class Models:
     """``params:models``"""
 
@@ -95,7 +102,7 @@ class Models:
     tiny_teacher: StrictStr = param("the neural tiny teacher, measured against the gold reward beside the oracle")
 
 
-@group
+@group("tiny_models")
 class TinyConfig:
     """``params:tiny_models`` (the built-in models' sizes and steps: what the build's key hashes)"""
 
@@ -120,7 +127,7 @@ class TinyConfig:
     qe_learning_rate: Number = param("learning rate of the QE regression")
 
 
-@group
+@group("tiny_models")
 class TinyModels(TinyConfig):
     """``params:tiny_models``"""
 
@@ -134,7 +141,7 @@ class TinyModels(TinyConfig):
         return TinyConfig(**{f.name: getattr(self, f.name) for f in fields(TinyConfig)})
 
 
-@group
+@group("training.deepspeed")
 class DeepSpeed:
     """``params:training.deepspeed``"""
 
@@ -143,7 +150,7 @@ class DeepSpeed:
     offload_param: Literal["none", "cpu"] = param("where the parameters live between uses: none (GPU) | cpu")
 
 
-@group
+@group("training")
 class Training:
     """``params:training``"""
 
@@ -163,7 +170,7 @@ class Training:
     price_per_gpu_hour: Number = param("price of one GPU-hour, for the preflight's cost column (the currency is yours)")
 
 
-@group
+@group("preflight.vllm")
 class PreflightVLLM:
     """``params:preflight.vllm``"""
 
@@ -173,7 +180,7 @@ class PreflightVLLM:
     compute_efficiency: Number = param("share of the GPU's peak FLOP/s prefill reaches")
 
 
-@group
+@group("preflight")
 class Preflight:
     """``params:preflight``"""
 
@@ -187,7 +194,7 @@ class Preflight:
 
 # ---- a training stage (every stage block) -----------------------------------------------------------
 
-@group
+@group("<stage>")
 class Stage:
     """``params:<stage>`` (a training stage block)"""
 
@@ -202,14 +209,14 @@ class Stage:
 
 # ---- parameters_sft.yml -----------------------------------------------------------------------------
 
-@group
+@group("sft")
 class SFT(Stage):
     """``params:sft``"""
 
     languages: StrictStr | list[StrictStr] = param("rows of the SFT mixture to train on: all, a language code or a list (source / target stand for the run's)")
 
 
-@group
+@group("xl_instruct")
 class XLInstruct(Stage):
     """``params:xl_instruct``"""
 
@@ -220,7 +227,7 @@ class XLInstruct(Stage):
 
 # ---- parameters_data_synthesis.yml ------------------------------------------------------------------
 
-@group
+@group("data_synthesis.ingest")
 class Ingest:
     """``params:data_synthesis.ingest``"""
 
@@ -229,7 +236,7 @@ class Ingest:
     split: StrictStr = param("the split read when user_prompts_raw is a HF DatasetDict")
 
 
-@group
+@group("data_synthesis.decontamination")
 class Decontamination:
     """``params:data_synthesis.decontamination``"""
 
@@ -237,7 +244,7 @@ class Decontamination:
     threshold: Number = param("share of a prompt's n-grams found in the evaluation prompts that drops it")
 
 
-@group
+@group("data_synthesis.teacher")
 class Teacher:
     """``params:data_synthesis.teacher``"""
 
@@ -246,7 +253,7 @@ class Teacher:
     language_filter: StrictBool = param("drop completions not in the requested language (false: the teacher's drift reaches the student, as in Kowen)")
 
 
-@group
+@group("data_synthesis.multi_turn")
 class MultiTurn:
     """``params:data_synthesis.multi_turn``"""
 
@@ -254,7 +261,7 @@ class MultiTurn:
     max_conversations: StrictInt = param("target-language prompts that become conversations")
 
 
-@group
+@group("data_synthesis.xl_instruct")
 class XLInstructSynthesis:
     """``params:data_synthesis.xl_instruct``"""
 
@@ -266,7 +273,7 @@ class XLInstructSynthesis:
 Rows = Union[StrictInt, Number]  # rows (an int) or a share of the part (a float in (0, 1])
 
 
-@group
+@group("data_synthesis.mixture.sizes")
 class MixtureSizes:
     """``params:data_synthesis.mixture.sizes``"""
 
@@ -275,7 +282,7 @@ class MixtureSizes:
     target_multi_turn: Rows = param("target-language conversations: a count, or a share of the part")
 
 
-@group
+@group("data_synthesis.mixture")
 class Mixture:
     """``params:data_synthesis.mixture``"""
 
@@ -283,7 +290,7 @@ class Mixture:
     sizes: MixtureSizes = param("rows of each part of the SFT mixture (Kowen: 400K Ko-ST + 300K En-ST + 400K Ko-MT)")
 
 
-@group
+@group("data_synthesis")
 class DataSynthesis:
     """``params:data_synthesis``"""
 
@@ -297,7 +304,7 @@ class DataSynthesis:
 
 # ---- parameters_translation_qe.yml ------------------------------------------------------------------
 
-@group
+@group("translation_qe.splitter")
 class Splitter:
     """``params:translation_qe.splitter``"""
 
@@ -305,7 +312,7 @@ class Splitter:
     model: StrictStr | None = unset("sat: the wtpsplit model (not set: sat-3l-sm)")
 
 
-@group
+@group("translation_qe.qe")
 class QE:
     """``params:translation_qe.qe``"""
 
@@ -315,21 +322,21 @@ class QE:
     ablation_shuffle: StrictBool = param("ablation: QE scores permuted, so selection is chance")
 
 
-@group
+@group("translation_qe.filter")
 class QEFilter:
     """``params:translation_qe.filter``"""
 
     drop_bottom_fraction: Number = param("share of passages with the lowest QE dropped (XL-Instruct: 0.2)")
 
 
-@group
+@group("translation_qe.prompts")
 class PromptTranslation:
     """``params:translation_qe.prompts``"""
 
     max_prompts: StrictInt = param("English single-turn prompts translated into the target language for SFT")
 
 
-@group
+@group("translation_qe.preferences")
 class PreferenceTranslation:
     """``params:translation_qe.preferences``"""
 
@@ -338,21 +345,21 @@ class PreferenceTranslation:
     drop_bottom_fraction: Number = param("share of the translated pairs with the lowest QE dropped")
 
 
-@group
+@group("translation_qe.clo")
 class CLOTranslation:
     """``params:translation_qe.clo``"""
 
     max_pairs: StrictInt = param("preference pairs translated for CLO (the paper: 6,400 top-ranked OpenAssistant pairs)")
 
 
-@group
+@group("translation_qe.xl_instruct")
 class XLInstructTranslation:
     """``params:translation_qe.xl_instruct``"""
 
     seed: StrictInt = param("seed of the cross-lingual instruction template choice")
 
 
-@group
+@group("translation_qe")
 class TranslationQE:
     """``params:translation_qe``"""
 
@@ -369,7 +376,7 @@ class TranslationQE:
 
 # ---- parameters_reward_model.yml --------------------------------------------------------------------
 
-@group
+@group("reward_model.data")
 class RMData:
     """``params:reward_model.data``"""
 
@@ -378,7 +385,7 @@ class RMData:
     ablation_swap_pairs: StrictBool = param("ablation: train every RM on pairs with chosen and rejected exchanged")
 
 
-@group
+@group("reward_model.scoring")
 class RMScoring:
     """``params:reward_model.scoring``"""
 
@@ -386,7 +393,7 @@ class RMScoring:
     max_length: StrictInt = param("tokens of prompt + answer the reward model reads (longer: truncated)")
 
 
-@group
+@group("reward_model.benchmark")
 class RMBenchmark:
     """``params:reward_model.benchmark``"""
 
@@ -394,7 +401,7 @@ class RMBenchmark:
     language: StrictStr = param("language of benchmark rows without a language column (RewardBench's)")
 
 
-@group
+@group("reward_model")
 class RewardModel:
     """``params:reward_model``"""
 
@@ -404,7 +411,7 @@ class RewardModel:
     benchmark: RMBenchmark = param("RewardBench / M-RewardBench rows as published")
 
 
-@group
+@group("rm_transfer_<language>")
 class RMTransfer:
     """``params:rm_transfer_<language>``"""
 
@@ -413,7 +420,7 @@ class RMTransfer:
 
 # ---- parameters_preference_alignment.yml ------------------------------------------------------------
 
-@group
+@group("preference_alignment.prompts")
 class PolicyPrompts:
     """``params:preference_alignment.prompts``"""
 
@@ -422,7 +429,7 @@ class PolicyPrompts:
     seed: StrictInt = param("seed of the prompt sample")
 
 
-@group
+@group("preference_alignment.sampling")
 class PolicySampling:
     """``params:preference_alignment.sampling``"""
 
@@ -431,7 +438,7 @@ class PolicySampling:
     params: Block = param("sampling settings (SamplingParams)")
 
 
-@group
+@group("preference_alignment.scoring")
 class PolicyScoring:
     """``params:preference_alignment.scoring``"""
 
@@ -441,14 +448,14 @@ class PolicyScoring:
     world_seed: StrictInt = param("reward gold: the world whose gold reward scores")
 
 
-@group
+@group("preference_alignment.pairs")
 class PolicyPairs:
     """``params:preference_alignment.pairs``"""
 
     min_margin_sd: Number = param("keep a best-vs-worst pair only when its RM margin is at least this many SD of the rewards (Kowen: 0)")
 
 
-@group
+@group("preference_alignment")
 class PreferenceAlignment:
     """``params:preference_alignment``"""
 
@@ -459,7 +466,7 @@ class PreferenceAlignment:
     keep_iteration: StrictInt = param("the DPO iteration whose policy is the run's final one (Kowen keeps 2)")
 
 
-@group
+@group("dpo_iter_<n>.dpo")
 class DPO(Stage):
     """``params:dpo_iter_<n>.dpo``"""
 
@@ -468,7 +475,7 @@ class DPO(Stage):
     reference: Literal["previous", "initial"] = param("previous (Kowen: the policy the iteration starts from) | initial (the SFT model)")
 
 
-@group
+@group("dpo_iter_<n>")
 class DPOIteration:
     """``params:dpo_iter_<n>``"""
 
@@ -476,7 +483,7 @@ class DPOIteration:
     dpo: DPO = param("the iteration's DPO stage")
 
 
-@group
+@group("cross_lingual")
 class CrossLingual:
     """``params:cross_lingual``"""
 
@@ -493,7 +500,7 @@ class CrossLingual:
 
 # ---- parameters_evaluation.yml ----------------------------------------------------------------------
 
-@group
+@group("evaluation.<gold|generation>")
 class Answering:
     """``params:evaluation.<gold|generation>``"""
 
@@ -501,7 +508,7 @@ class Answering:
     sampling: Block = param("sampling settings (SamplingParams)")
 
 
-@group
+@group("evaluation.judge")
 class Judge:
     """``params:evaluation.judge``"""
 
@@ -516,7 +523,7 @@ class Judge:
     max_unparseable_share: Number = param("more unreadable verdicts than this share fails the node")
 
 
-@group
+@group("evaluation.alpacaeval.reference")
 class AlpacaEvalReference:
     """``params:evaluation.alpacaeval.reference``"""
 
@@ -525,14 +532,14 @@ class AlpacaEvalReference:
     m_alpacaeval: Literal["sft", "published"] = param("the prompts translated into the target language judged against: sft | published")
 
 
-@group
+@group("evaluation.alpacaeval")
 class AlpacaEval:
     """``params:evaluation.alpacaeval``"""
 
     reference: AlpacaEvalReference = param("what each set's answers are judged against")
 
 
-@group
+@group("evaluation.xl_alpacaeval")
 class XLAlpacaEval:
     """``params:evaluation.xl_alpacaeval``"""
 
@@ -541,7 +548,7 @@ class XLAlpacaEval:
     require_all_listed: StrictBool = param("every Table-4 prompt must be found and removed (true for AlpacaEval's 805)")
 
 
-@group
+@group("evaluation.mt_bench")
 class MTBench:
     """``params:evaluation.mt_bench``"""
 
@@ -549,7 +556,7 @@ class MTBench:
     judge_prompts: Literal["project", "fastchat"] = param("project (rating only) | fastchat (FastChat's judge_prompts.jsonl: explain, then [[rating]])")
 
 
-@group
+@group("evaluation.nlu")
 class NLU:
     """``params:evaluation.nlu``"""
 
@@ -558,7 +565,7 @@ class NLU:
     limit: StrictInt | None = param("questions per task (null: all; lm-evaluation-harness's --limit)")
 
 
-@group
+@group("evaluation")
 class Evaluation:
     """``params:evaluation``"""
 

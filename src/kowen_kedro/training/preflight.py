@@ -662,10 +662,13 @@ def _backend_kind(model: str, backend: dict) -> str | None:
 
 def plan(params: dict[str, Any], project: str | Path = ".") -> list[Stage]:
     """Every stage the parameters ``params`` (one environment's, resolved) run, each sized; a stage whose model
-    has no configuration is a row with that problem."""
+    has no configuration is a row with that problem. The blocks are read as their parameter groups
+    (:mod:`kowen_kedro.groups`): a value the recipe leaves out is conf/base's, not a second default here."""
+    from kowen_kedro import groups as g
+
     project = Path(project)
     s = Settings.from_params(params)
-    models, tiny = params.get("models", {}), params.get("tiny_models", {})
+    models, tiny = asdict(g.Models.of(params["models"])), params["tiny_models"]
     stages: list[Stage] = []
 
     def add(name: str, kind: str, role: str, size, head: str = "lm", **kwargs) -> None:
@@ -692,147 +695,130 @@ def plan(params: dict[str, Any], project: str | Path = ".") -> list[Stage]:
                 max_new_tokens=max_new_tokens)
 
     # data synthesis: the teacher's single-turn answers and multi-turn conversations
-    ds = params.get("data_synthesis", {})
-    sizes = (ds.get("mixture") or {}).get("sizes") or {}
-    single = _sum_counts([sizes.get("target_single_turn", 0), sizes.get("en_single_turn", 0)])
-    mt = ds.get("multi_turn") or {}
-    multi = _count(mt.get("max_conversations"))
-    turns = int(mt.get("turns", 2))
+    ds = g.DataSynthesis.of(params["data_synthesis"])
+    sizes = asdict(ds.mixture.sizes)
+    single = _sum_counts([sizes["target_single_turn"], sizes["en_single_turn"]])
+    multi, turns = _count(ds.multi_turn.max_conversations), ds.multi_turn.turns
     configured = single + multi * (2 * turns - 1) if single is not None and multi is not None else None
     n, basis = _rows("teacher", configured, "mixture sizes + multi_turn.max_conversations x (2 turns - 1)", s, project)
-    teacher = ds.get("teacher") or {}
-    generation("data_synthesis.teacher", "teacher", teacher.get("backend") or {}, n, basis,
-               int((teacher.get("sampling") or {}).get("max_new_tokens", 512)))
+    generation("data_synthesis.teacher", "teacher", ds.teacher.backend, n, basis, _new_tokens(ds.teacher.sampling))
 
     # translation and QE: every text that is translated, by every translator (best-of-k), then scored
-    tq = params.get("translation_qe", {})
-    xl_on = bool(params.get("xl_instruct", {}).get("enabled", False)) and int((ds.get("xl_instruct") or {}).get("max_passages", 0) or 0) > 0
-    prefs = tq.get("preferences") or {}
-    texts = (int((tq.get("prompts") or {}).get("max_prompts", 0)) + 3 * int(prefs.get("max_pairs", 0)) * len(prefs.get("languages") or [1])
-             + 2 * int((tq.get("clo") or {}).get("max_pairs", 0)) + (int((ds.get("xl_instruct") or {}).get("max_passages", 0)) if xl_on else 0))
+    tq = g.TranslationQE.of(params["translation_qe"])
+    xl = g.XLInstruct.of(params["xl_instruct"])
+    xl_on = xl.enabled and ds.xl_instruct.max_passages > 0
+    texts = (tq.prompts.max_prompts + 3 * tq.preferences.max_pairs * max(len(tq.preferences.languages), 1)
+             + 2 * tq.clo.max_pairs + (ds.xl_instruct.max_passages if xl_on else 0))
     text_basis = "prompts.max_prompts + 3 x preferences.max_pairs per language + 2 x clo.max_pairs (+ XL-Instruct passages)"
-    translators = tq.get("translators") or []
-    for i, tr in enumerate(translators):
-        role = tr.get("model_role", "translator")
+    for tr in tq.translators:  # a translator's options are its class's (translation.seq2seq, translation.translators)
+        role = tr["model_role"]
         name = f"translation_qe.translate.{role}"
-        if tr.get("type") == "seq2seq":
+        if tr["type"] == "seq2seq":
             add(name, "generation", role, size_generation, backend={"backend": "transformers", "batch_size": tr.get("batch_size", 32)},
                 requests=texts, rows_basis=text_basis, max_new_tokens=int(tr.get("max_new_tokens", 256)))
         else:
             generation(name, role, tr.get("backend") or {}, texts, text_basis, int(tr.get("max_new_tokens", 256)))
-    qe = tq.get("qe") or {}
-    qe_batch = qe.get("batch_size", "auto")
-    add("translation_qe.qe", "scoring", "qe", size_scoring, head="encoder", rows=texts * max(len(translators), 1),
-        rows_basis=f"configured (the texts x {len(translators)} candidates)", tokens_per_row=2 * s.prompt_tokens,
-        batch=32 if qe_batch == "auto" else int(qe_batch), bytes_per_param=4)
+    add("translation_qe.qe", "scoring", "qe", size_scoring, head="encoder", rows=texts * max(len(tq.translators), 1),
+        rows_basis=f"configured (the texts x {len(tq.translators)} candidates)", tokens_per_row=2 * s.prompt_tokens,
+        batch=32 if tq.qe.batch_size == "auto" else int(tq.qe.batch_size), bytes_per_param=4)
 
     # reward models
-    rm = params.get("reward_model", {})
-    rm_train = rm.get("training") or {}
+    rm_train = g.RewardModel.of(params["reward_model"]).training
     for name in ("reward_model", "rm_transfer_source", "rm_transfer_target"):
         if name != "reward_model" and name not in params:
             continue
         n, basis = _rows("reward_model", None, "", s, project, AT_HAND["reward_model"])
-        add(f"reward_model.{name}", "training", "reward_model_init", size_training, head="score",
-            trainer_args=rm_train.get("trainer_args") or {}, global_batch=rm_train.get("global_batch_size"),
-            finetuning=rm_train.get("finetuning", "full"), lora=rm_train.get("lora"), sequences_per_row=2, reference=False,
-            rows=n, rows_basis=basis, epochs=float((rm_train.get("trainer_args") or {}).get("num_train_epochs", 1)), flops_kind="sft")
+        _add_training(add, f"reward_model.{name}", "reward_model_init", rm_train, n, basis, sequences_per_row=2, reference=False,
+                      flops_kind="sft", kind="reward", head="score")
 
     # SFT and XL-Instruct
-    sft = params.get("sft", {})
-    n, basis = _rows("sft", _sum_counts(list(sizes.values())) if sizes else None, "data_synthesis.mixture.sizes", s, project, AT_HAND["sft"])
-    _add_training(add, "sft.sft", "student", sft, n, basis, sequences_per_row=1, reference=False, flops_kind="sft")
-    stages[-1].problems.extend(mixture_supply(sizes, ds, tq, s))
+    n, basis = _rows("sft", _sum_counts(list(sizes.values())), "data_synthesis.mixture.sizes", s, project, AT_HAND["sft"])
+    _add_training(add, "sft.sft", "student", g.SFT.of(params["sft"]), n, basis, sequences_per_row=1, reference=False, flops_kind="sft")
+    stages[-1].problems.extend(mixture_supply(ds, tq, s))
     if xl_on:
-        xl = params.get("xl_instruct", {})
-        passages = int(ds["xl_instruct"]["max_passages"])
-        drop = float((tq.get("filter") or {}).get("drop_bottom_fraction", 0.2))
-        kept = int(passages * (1 - drop))
-        replay = float(xl.get("replay", 0))
-        _add_training(add, "sft.xl_instruct", "student", xl, int(kept * (1 + replay)),
-                      f"configured (max_passages x {1 - drop:g} after the QE filter x (1 + replay {replay:g}))",
+        kept = int(ds.xl_instruct.max_passages * (1 - tq.filter.drop_bottom_fraction))
+        _add_training(add, "sft.xl_instruct", "student", xl, int(kept * (1 + xl.replay)),
+                      f"configured (max_passages x {1 - tq.filter.drop_bottom_fraction:g} after the QE filter x (1 + replay {xl.replay:g}))",
                       sequences_per_row=1, reference=False, flops_kind="sft")
 
     # iterative DPO: sampling, reward scoring and training per enabled iteration
-    pa = params.get("preference_alignment", {})
-    prompts = _count((pa.get("prompts") or {}).get("max_prompts"))
-    sampling = pa.get("sampling") or {}
-    k = int(sampling.get("k", 4))
-    scoring = pa.get("scoring") or {}
+    pa = g.PreferenceAlignment.of(params["preference_alignment"])
+    prompts, k, new = _count(pa.prompts.max_prompts), pa.sampling.k, _new_tokens(pa.sampling.params)
     iterations = sorted((key for key in params if key.startswith("dpo_iter_") and key[len("dpo_iter_"):].isdigit()),
                         key=lambda key: int(key[len("dpo_iter_"):]))
     policies = 1 + (1 if xl_on else 0)
     for it in iterations:
-        dpo = (params[it] or {}).get("dpo") or {}
-        if not dpo.get("enabled", True):
+        dpo = g.DPOIteration.of(params[it], it).dpo
+        if not dpo.enabled:
             continue
         policies += 1
-        backend = {**(sampling.get("backend") or {}), **(dpo.get("sampling_backend") or {})}
         requests = prompts * k if prompts is not None else None
-        generation(f"{it}.sampling", "student", backend, requests, f"configured (max_prompts x k = {prompts} x {k})",
-                   int((sampling.get("params") or {}).get("max_new_tokens", 512)))
-        if scoring.get("reward", "model") == "model":
-            new = int((sampling.get("params") or {}).get("max_new_tokens", 512))
+        generation(f"{it}.sampling", "student", {**pa.sampling.backend, **dpo.sampling_backend}, requests,
+                   f"configured (max_prompts x k = {prompts} x {k})", new)
+        if pa.scoring.reward == "model":
             add(f"{it}.scoring", "scoring", "reward_model_init", size_scoring, head="score", rows=requests,
                 rows_basis=f"configured (max_prompts x k = {prompts} x {k})",
-                tokens_per_row=min(int(scoring.get("max_length", 2048)), s.prompt_tokens + int(new * s.output_fill)),
-                batch=int(scoring.get("batch_size", 32)))
+                tokens_per_row=min(pa.scoring.max_length, s.prompt_tokens + int(new * s.output_fill)), batch=pa.scoring.batch_size)
         _add_training(add, f"{it}.training", "student", dpo, prompts, "configured (at most one pair per prompt: max_prompts)",
-                      sequences_per_row=2, reference=True, flops_kind="dpo")
+                      sequences_per_row=2, reference=True, flops_kind="dpo", kind="dpo")
 
     # CLO and its SFT+DPO baseline on the paired data
-    cl = params.get("cross_lingual", {})
-    if cl.get("enabled", False):
-        pairs = int((tq.get("clo") or {}).get("max_pairs", 0))
-        train = int(pairs * (1 - float(cl.get("eval_fraction", 0.0))) * float(cl.get("train_fraction", 1.0)))
+    cl = g.CrossLingual.of(params["cross_lingual"])
+    if cl.enabled:
+        pairs = tq.clo.max_pairs
+        train = int(pairs * (1 - cl.eval_fraction) * cl.train_fraction)
         basis = f"configured (2 rows, English and target, per clo.max_pairs {pairs} x (1 - eval_fraction) x train_fraction)"
-        method = cl.get("method", "clo")
-        if method == "clo":
+        if cl.method == "clo":
             policies += 1
-            _add_training(add, "cross_lingual.clo", "student", cl.get("clo") or {}, 2 * train, basis, sequences_per_row=2,
-                          reference=True, flops_kind="dpo", finetuning_default="attention_only")
-        if method in ("sft_dpo", "sft") or cl.get("baseline_in_same_run", False):
+            _add_training(add, "cross_lingual.clo", "student", cl.clo, 2 * train, basis, sequences_per_row=2,
+                          reference=True, flops_kind="dpo", kind="clo")
+        if cl.method in ("sft_dpo", "sft") or cl.baseline_in_same_run:
             policies += 1
-            _add_training(add, "cross_lingual.baseline_sft", "student", cl.get("baseline_sft") or {}, 2 * train, basis,
+            _add_training(add, "cross_lingual.baseline_sft", "student", cl.baseline_sft, 2 * train, basis,
                           sequences_per_row=1, reference=False, flops_kind="sft")
-            if method != "sft":
-                _add_training(add, "cross_lingual.baseline_dpo", "student", cl.get("baseline_dpo") or {}, 2 * train, basis,
-                              sequences_per_row=2, reference=True, flops_kind="dpo")
+            if cl.method != "sft":
+                _add_training(add, "cross_lingual.baseline_dpo", "student", cl.baseline_dpo, 2 * train, basis,
+                              sequences_per_row=2, reference=True, flops_kind="dpo", kind="dpo")
 
     # evaluation: every policy answers the evaluation prompts; the judge compares each answer with a reference
-    ev = params.get("evaluation", {})
+    ev = g.Evaluation.of(params["evaluation"])
     n, basis = _rows("evaluation_prompts", None, "", s, project, AT_HAND["evaluation_prompts"])
     answers = n * policies if n is not None else None
     answers_basis = f"{basis} x {policies} policies"
-    gen = ev.get("generation") or {}
-    generation("evaluation.generation", "student", gen.get("backend") or {}, answers, answers_basis,
-               int((gen.get("sampling") or {}).get("max_new_tokens", 512)))
-    judge = ev.get("judge") or {}
-    if judge.get("backend", "local") == "local":
+    answer_tokens = _new_tokens(ev.generation.sampling)
+    generation("evaluation.generation", "student", ev.generation.backend, answers, answers_basis, answer_tokens)
+    if ev.judge.backend == "local":
         add("evaluation.judge", "scoring", "judge", size_scoring, rows=answers, rows_basis=answers_basis,
-            tokens_per_row=2 * s.prompt_tokens + 2 * int(int((gen.get("sampling") or {}).get("max_new_tokens", 512)) * s.output_fill),
-            batch=int(judge.get("batch_size", 8)))
+            tokens_per_row=2 * s.prompt_tokens + 2 * int(answer_tokens * s.output_fill), batch=ev.judge.batch_size)
     else:
-        add_api("evaluation.judge", str(judge.get("model") or "judge"),
-                f"judged over the OpenAI API at {judge.get('base_url') or 'the provider'} (no GPU of this recipe)", answers, answers_basis)
+        add_api("evaluation.judge", ev.judge.model or "judge",
+                f"judged over the OpenAI API at {ev.judge.base_url or 'the provider'} (no GPU of this recipe)", answers, answers_basis)
     return stages
 
 
-def mixture_supply(sizes: dict[str, Any], ds: dict[str, Any], tq: dict[str, Any], s: Settings) -> list[str]:
-    """The SFT mixture's parts that ask for more rows than the run makes: the target-language single-turn part
-    draws on the translated prompts (``translation_qe.prompts.max_prompts``, less the QE filter's bottom share)
-    and the native target-language prompts of the ingested data (``preflight.rows.native_target_prompts``,
-    0 unless given); the multi-turn part on ``data_synthesis.multi_turn.max_conversations``. Caught here,
-    a shortfall would otherwise stop the run at the mixture, after the translation and the teacher's hours."""
+def _new_tokens(sampling: dict[str, Any]) -> int:
+    """The most tokens a call site's sampling settings generate (SamplingParams' own value where unset)."""
+    from kowen_kedro.llm.types import SamplingParams
+
+    return SamplingParams.from_dict(sampling).max_new_tokens
+
+
+def mixture_supply(ds: Any, tq: Any, s: Settings) -> list[str]:
+    """The SFT mixture's parts that ask for more rows than the run makes (``ds``, ``tq``: the ``data_synthesis`` and
+    ``translation_qe`` groups): the target-language single-turn part draws on the translated prompts
+    (``translation_qe.prompts.max_prompts``, less the QE filter's bottom share) and the native target-language
+    prompts of the ingested data (``preflight.rows.native_target_prompts``, 0 unless given); the multi-turn part
+    on ``data_synthesis.multi_turn.max_conversations``. Caught here, a shortfall would otherwise stop the run at
+    the mixture, after the translation and the teacher's hours."""
     problems = []
-    multi, asked_multi = _count((ds.get("multi_turn") or {}).get("max_conversations")), _count(sizes.get("target_multi_turn"))
+    sizes = ds.mixture.sizes
+    multi, asked_multi = _count(ds.multi_turn.max_conversations), _count(sizes.target_multi_turn)
     if multi is not None and asked_multi is not None and asked_multi > multi:
         problems.append(f"data_synthesis.mixture.sizes.target_multi_turn asks {asked_multi} conversations, "
                         f"data_synthesis.multi_turn.max_conversations makes at most {multi}: raise it or lower the size")
-    asked = _count(sizes.get("target_single_turn"))
-    translated = _count((tq.get("prompts") or {}).get("max_prompts"))
-    if asked is not None and translated is not None:
-        drop = float((tq.get("filter") or {}).get("drop_bottom_fraction", 0.0))
+    asked, translated = _count(sizes.target_single_turn), tq.prompts.max_prompts
+    if asked is not None:
+        drop = tq.filter.drop_bottom_fraction
         native = s.rows.get("native_target_prompts", 0)
         supply = int(translated * (1 - drop)) + native
         if asked > supply:
@@ -846,12 +832,24 @@ def mixture_supply(sizes: dict[str, Any], ds: dict[str, Any], tq: dict[str, Any]
     return problems
 
 
-def _add_training(add, name: str, role: str, cfg: dict, rows: int | None, basis: str, *, sequences_per_row: int,
-                  reference: bool, flops_kind: str, finetuning_default: str = "full") -> None:
-    args = cfg.get("trainer_args") or {}
-    add(name, "training", role, size_training, trainer_args=args, global_batch=cfg.get("global_batch_size"),
-        finetuning=cfg.get("finetuning", finetuning_default), lora=cfg.get("lora"), sequences_per_row=sequences_per_row,
-        reference=reference, rows=rows, rows_basis=basis, epochs=float(args.get("num_train_epochs", 1)), flops_kind=flops_kind)
+def _add_training(add, name: str, role: str, cfg: Any, rows: int | None, basis: str, *, sequences_per_row: int,
+                  reference: bool, flops_kind: str, kind: str = "sft", head: str = "lm") -> None:
+    """A training stage of group ``cfg`` (a :class:`~kowen_kedro.groups.Stage`); its epochs are its trainer
+    arguments', else the default of the ``kind`` of TRL config it trains with."""
+    args = dict(cfg.trainer_args)
+    add(name, "training", role, size_training, head=head, trainer_args=args, global_batch=cfg.global_batch_size,
+        finetuning=cfg.finetuning, lora=cfg.lora, sequences_per_row=sequences_per_row, reference=reference, rows=rows,
+        rows_basis=basis, epochs=float(args.get("num_train_epochs", _trl_default(kind, "num_train_epochs"))), flops_kind=flops_kind)
+
+
+def _trl_default(kind: str, name: str) -> Any:
+    """The default of field ``name`` of the TRL config class a ``kind`` of stage trains with."""
+    import trl
+
+    from kowen_kedro.preference.clo_trainer import CLOConfig
+
+    cls = {"sft": trl.SFTConfig, "reward": trl.RewardConfig, "dpo": trl.DPOConfig, "clo": CLOConfig}[kind]
+    return cls.__dataclass_fields__[name].default
 
 
 # ---------------------------------------------------------------------------------------------- output
