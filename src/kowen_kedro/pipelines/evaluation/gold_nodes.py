@@ -20,7 +20,17 @@ from kowen_kedro.evaluation.claims import (
 from kowen_kedro.evaluation.gold import gold_summary, judge_agreement, policy_gold, qe_gold, rm_gold_accuracy, rm_summary
 from kowen_kedro.evaluation.judges import judge_pairs
 from kowen_kedro.evaluation.summary import configured_judges
-from kowen_kedro.groups import Answering, CrossLingual, DPOIteration, Judge, RMScoring, Teacher, TinyWorld, TranslationQE, XLInstruct
+from kowen_kedro.groups import (
+    Answering,
+    CrossLingual,
+    DPOIteration,
+    Judge,
+    RMScoring,
+    Teacher,
+    TinyWorld,
+    TranslationQE,
+    XLInstruct,
+)
 from kowen_kedro.llm.backends import SamplingParams
 from kowen_kedro.preference.iterations import DPO_ITERATIONS
 from kowen_kedro.rewards.scoring import RewardScorer

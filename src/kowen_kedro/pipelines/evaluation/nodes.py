@@ -21,8 +21,8 @@ from kowen_kedro.evaluation.scoring import (
     mt_bench_table,
     rubric_table,
 )
-from kowen_kedro.groups import NLU, AlpacaEval, Answering, Judge, MTBench, XLAlpacaEval
 from kowen_kedro.evaluation.summary import EVAL_FIELDS, configured_judges, eval_columns, generate_outputs, summarize
+from kowen_kedro.groups import NLU, AlpacaEval, Answering, Judge, MTBench, XLAlpacaEval
 from kowen_kedro.langid import fidelity
 from kowen_kedro.llm.backends import SamplingParams
 from kowen_kedro.model_identity import model_identity
