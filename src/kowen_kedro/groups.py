@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import fnmatch
 from dataclasses import field, fields, is_dataclass
+from functools import lru_cache
 from typing import Annotated, Any, Literal, Mapping, TypeVar, Union, get_args, get_origin
 
 from pydantic import ConfigDict, Field, Strict, StrictBool, StrictInt, StrictStr, TypeAdapter, ValidationError
@@ -637,8 +638,9 @@ def _plain(annotation: Any) -> Any:
     return _plain(args[0]) if len(args) == 1 else annotation
 
 
+@lru_cache(maxsize=None)
 def field_types(cls: type) -> dict[str, Any]:
-    """``{field: its annotation}`` of a group (resolved)."""
+    """``{field: its annotation}`` of a group (resolved once per class; not to be changed)."""
     import typing
 
     hints = typing.get_type_hints(cls, include_extras=True)
@@ -647,7 +649,7 @@ def field_types(cls: type) -> dict[str, Any]:
 
 def subgroup(cls: Any, name: str) -> Any | None:
     """The group of field ``name`` of ``cls`` (``None`` where the field is not a group)."""
-    if not is_dataclass(cls) or name not in {f.name for f in fields(cls)}:
+    if not is_dataclass(cls) or name not in field_types(cls):
         return None
     found = _plain(field_types(cls)[name])
     return found if is_dataclass(found) else None
@@ -681,7 +683,7 @@ def _path(cls: Any, loc: tuple, unknown: bool) -> str:
         if isinstance(item, int):
             parts.append(f"[{item}]")
             cls = _plain(get_args(cls)[0]) if get_origin(cls) is list else cls
-        elif is_dataclass(cls) and item in {f.name for f in fields(cls)}:
+        elif is_dataclass(cls) and item in field_types(cls):
             parts.append(f".{item}")
             cls = _plain(field_types(cls)[item])
         elif get_origin(cls) is dict:
@@ -705,13 +707,19 @@ def _problem(error: dict) -> str:
     return f"{error['msg'].replace('Input should be', 'expected')}, got {type(value).__name__} {value!r}"
 
 
+@lru_cache(maxsize=None)
+def _adapter(cls: Any) -> TypeAdapter:
+    """pydantic's validator of ``cls``, built once per type (building one compiles the type's schema)."""
+    return TypeAdapter(cls)
+
+
 def build(cls: type[G] | Any, values: Any, name: str) -> G:
     """``values`` (a mapping from the configuration) as group ``cls``; :class:`GroupError` names every bad key
     as ``<name>.<path>``."""
     if isinstance(values, Mapping):
         values = dict(values)
     try:
-        return TypeAdapter(cls).validate_python(values)
+        return _adapter(cls).validate_python(values)
     except ValidationError as exc:
         seen: dict[str, str] = {}
         for error in exc.errors():

@@ -78,13 +78,9 @@ def trainer_class(kind: str) -> type:
         from peft import LoraConfig
 
         return LoraConfig
-    if kind == "clo":
-        from kowen_kedro.preference.clo_trainer import CLOConfig
+    from kowen_kedro.training.spec import config_class
 
-        return CLOConfig
-    import trl
-
-    return {"sft": trl.SFTConfig, "reward": trl.RewardConfig, "dpo": trl.DPOConfig}[kind]
+    return config_class(kind)
 
 
 def trainer_fields(kind: str) -> dict[str, Any]:
@@ -97,8 +93,7 @@ def trainer_fields(kind: str) -> dict[str, Any]:
         hints = typing.get_type_hints(cls)
     except Exception:  # noqa: BLE001 - an unresolvable annotation: names are still checked, types are not
         hints = {}
-    out = {f.name: hints.get(f.name, Any) for f in fields(cls)}
-    return out
+    return {f.name: hints.get(f.name, Any) for f in fields(cls)}
 
 
 def field_help(kind: str, name: str) -> str:
@@ -203,7 +198,9 @@ def check(params: dict, where: Callable[[str], str], fields_of: Callable[[str], 
     ``runtime_only``: keys the configuration reads as ``${runtime_params:<key>, ...}`` without a
     parameters entry (valid as given).
     """
-    from kowen_kedro.groups import GROUPS, GroupError, build, group_of, subgroup
+    from dataclasses import is_dataclass
+
+    from kowen_kedro.groups import GROUPS, GroupError, build, field_types, group_of, subgroup
 
     runtime_only = set(runtime_only)
     problems: list[str] = []
@@ -232,7 +229,7 @@ def check(params: dict, where: Callable[[str], str], fields_of: Callable[[str], 
             block(prefix, given, TRAINER_ARGS[trainer] if trainer else "sampling")
         if cls is None or not isinstance(given, dict):
             return given
-        names = {f.name for f in dataclass_fields(cls)}
+        names = field_types(cls)
         kept = {}
         for key, value in given.items():
             path = f"{prefix}.{key}"
@@ -243,15 +240,13 @@ def check(params: dict, where: Callable[[str], str], fields_of: Callable[[str], 
             kept[key] = walk(value, subgroup(cls, key), path)
         return kept
 
-    from dataclasses import fields as dataclass_fields
-
     for key, value in params.items():
         cls = group_of(key)
         if cls is None:
             if key not in runtime_only:
                 unknown(key, key, [k for k in GROUPS if "*" not in k], "parameter")
             continue
-        kept = walk(value, cls if hasattr(cls, "__dataclass_fields__") else None, key)
+        kept = walk(value, cls if is_dataclass(cls) else None, key)
         try:
             build(cls, kept, key)
         except GroupError as exc:

@@ -166,12 +166,9 @@ def build_config(spec: LaunchSpec, choices: dict[str, Any] | None = None):
     import torch
 
     from kowen_kedro.training.kernels import LIGER_LAYERS
-    from trl import DPOConfig, RewardConfig, SFTConfig
+    from kowen_kedro.training.spec import config_class
 
-    if spec.kind == "clo":
-        from kowen_kedro.preference.clo_trainer import CLOConfig as cls
-    else:
-        cls = {"sft": SFTConfig, "reward": RewardConfig, "dpo": DPOConfig}[spec.kind]
+    cls = config_class(spec.kind)
     cuda = torch.cuda.is_available()
     args: dict[str, Any] = {
         **DEFAULT_TRAINER_ARGS,

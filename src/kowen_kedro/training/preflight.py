@@ -844,12 +844,9 @@ def _add_training(add, name: str, role: str, cfg: Any, rows: int | None, basis: 
 
 def _trl_default(kind: str, name: str) -> Any:
     """The default of field ``name`` of the TRL config class a ``kind`` of stage trains with."""
-    import trl
+    from kowen_kedro.training.spec import config_class
 
-    from kowen_kedro.preference.clo_trainer import CLOConfig
-
-    cls = {"sft": trl.SFTConfig, "reward": trl.RewardConfig, "dpo": trl.DPOConfig, "clo": CLOConfig}[kind]
-    return cls.__dataclass_fields__[name].default
+    return config_class(kind).__dataclass_fields__[name].default
 
 
 # ---------------------------------------------------------------------------------------------- output

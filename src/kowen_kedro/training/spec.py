@@ -14,6 +14,17 @@ from typing import Any, Literal
 
 Kind = Literal["sft", "reward", "dpo", "clo"]
 
+
+def config_class(kind: Kind) -> type:
+    """The TRL config class a ``kind`` of stage trains with (CLO's subclasses DPO's)."""
+    if kind == "clo":
+        from kowen_kedro.preference.clo_trainer import CLOConfig
+
+        return CLOConfig
+    from trl import DPOConfig, RewardConfig, SFTConfig
+
+    return {"sft": SFTConfig, "reward": RewardConfig, "dpo": DPOConfig}[kind]
+
 COMPLETE_MARKER = "_COMPLETE.json"
 FINAL_DIR = "final"
 NOT_FINGERPRINTED = frozenset(
