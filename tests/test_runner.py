@@ -14,18 +14,22 @@ from kowen_kedro.runner import LAUNCH_TAG, StageRunner
 
 
 class Overlap:
-    """Counts how many of a group of nodes run at the same moment (the peak)."""
+    """Counts how many of a group of nodes run at the same moment (the peak). Each node, once started, waits
+    (at most 60 s) until ``together`` of the group have been running at once, then works ``seconds``: the
+    overlap the runner allows shows however slowly a loaded machine starts the threads."""
 
-    def __init__(self) -> None:
-        self.lock, self.now, self.peak = threading.Lock(), 0, 0
+    def __init__(self, together: int = 1) -> None:
+        self.cond, self.now, self.peak, self.together = threading.Condition(), 0, 0, together
 
     def work(self, seconds: float):
         def run(x):
-            with self.lock:
+            with self.cond:
                 self.now += 1
                 self.peak = max(self.peak, self.now)
+                self.cond.notify_all()
+                self.cond.wait_for(lambda: self.peak >= self.together, timeout=60)
             time.sleep(seconds)
-            with self.lock:
+            with self.cond:
                 self.now -= 1
             return x + 1
         return run
@@ -36,7 +40,7 @@ def _catalog(**values) -> DataCatalog:
 
 
 def test_launches_overlap_and_in_process_nodes_never_do():
-    launches, in_process = Overlap(), Overlap()
+    launches, in_process = Overlap(together=2), Overlap()
     nodes = [Node(launches.work(0.3), "x", f"launch_{i}", name=f"launch_{i}", tags=[LAUNCH_TAG]) for i in range(3)]
     nodes += [Node(in_process.work(0.1), "x", f"local_{i}", name=f"local_{i}") for i in range(4)]
     out = StageRunner(max_launches=2, max_busy=3).run(Pipeline(nodes), _catalog(x=1))
@@ -127,7 +131,7 @@ def test_the_in_process_node_that_unblocks_training_goes_first():
 
 
 def test_no_more_nodes_compute_at_once_than_the_machine_has_slots():
-    busy = Overlap()
+    busy = Overlap(together=2)
     nodes = [Node(busy.work(0.2), "x", f"launch_{i}", name=f"launch_{i}", tags=[LAUNCH_TAG]) for i in range(3)]
     nodes += [Node(busy.work(0.1), "x", f"local_{i}", name=f"local_{i}") for i in range(3)]
     StageRunner(max_launches=3, max_busy=2).run(Pipeline(nodes), _catalog(x=1))

@@ -138,7 +138,9 @@ def test_the_layout_hook_names_the_run_cleans_its_tags_and_fans_out_gold(store):
         hook.after_dataset_saved("sft_dataset", pd.DataFrame({"messages": [[{"role": "user", "content": "x"}]]}))
         hook.after_dataset_saved("prompts_metrics", {"x": {"value": 1.0, "step": 0}})  # not an input
         hook.after_dataset_saved("gold_metrics", {"sft.ko": {"value": 0.5, "step": 0}, "qe.spearman": {"value": 0.6, "step": 0}})
-        time.sleep(1.5)  # a few system-metrics samples
+        deadline = time.time() + 60  # until the monitor has logged a sample (late on a loaded machine)
+        while time.time() < deadline and "system/cpu_utilization_percentage" not in mlflow.get_run(run.info.run_id).data.metrics:
+            time.sleep(0.2)
         md = "# Claims\n\n| claim | held |\n|---|---|\n| a | yes |\n\n## Gold decomposed\n..."
         hook.after_pipeline_run(_Pipeline({"gold_effects_md"}), _Catalog(gold_effects_md=md))
     parent = store.get_run(run.info.run_id)
