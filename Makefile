@@ -28,7 +28,7 @@ export KEDRO_DISABLE_TELEMETRY := 1
 export PYTHONUNBUFFERED := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: venv vllm-env run test test-fast bench bench-runs bench-gpu effects alignment claims-reference preflight-docs viz viz-build screenshots notebook mlflow-ui lock clean-data
+.PHONY: venv vllm-env run test test-fast bench bench-runs bench-gpu effects alignment transfer claims-reference preflight-docs viz viz-build screenshots notebook mlflow-ui lock clean-data
 
 venv: $(STAMP)
 
@@ -90,6 +90,12 @@ effects: venv
 ALIGNMENT_ARGS ?=
 alignment: venv
 	$(BIN)/python benchmarks/alignment.py $(ALIGNMENT_ARGS)
+
+## Does linking text make the English RM transfer and CLO lead? Whole default runs with and without it on
+## world seeds 0, 1, 2 and 11, two at a time (docs/alignment.md; TRANSFER_ARGS="--reuse" rewrites the table).
+TRANSFER_ARGS ?=
+transfer: venv
+	$(BIN)/python benchmarks/transfer.py $(TRANSFER_ARGS)
 
 ## A default run's claims table as the seed-0 reference of machines with this machine's float probe
 ## (docs/claims_by_probe/; benchmarks/claims_reference.py says when to record one). PROJECT: the run's folder.

@@ -14,7 +14,7 @@ from pathlib import Path
 
 #: Generated blocks: the markers around each.
 MARKERS = {name: (f"<!-- {name}:begin -->", f"<!-- {name}:end -->")
-           for name in ("bench", "runs", "effects", "preflight-kowen_7b", "preflight-clo", "preflight-xl_instruct")}
+           for name in ("bench", "runs", "effects", "transfer", "preflight-kowen_7b", "preflight-clo", "preflight-xl_instruct")}
 
 
 def machine() -> str:

@@ -3,10 +3,14 @@ model gives, and the world's held-out parallel set they are measured on."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from kowen_kedro.evaluation.alignment import collapse_ratio, content_chance, content_top1, retrieval_top1
+
+ROOT = Path(__file__).resolve().parents[1]
 
 SOURCE = np.array([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0]])
 OFFSET = np.array([10.0, 10.0])  # the target language's own direction, shared by all its sentences
@@ -81,3 +85,53 @@ def test_the_worlds_held_out_parallel_set(world):
     assert english <= {s for s, _, _ in pairs}
     assert {f for _, _, f in pairs} >= {"add", "refuse", "lookup", "weekday"}
     assert parallel_gold(prompts[::-1], translations[::-1], "en", "ko", 0) == pairs
+
+
+def _transfer_module():
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import transfer
+
+    return transfer
+
+
+def test_the_transfer_tables_pair_the_linking_share_by_seed():
+    """`make transfer`'s gain row: each figure's change with linking text, seed by seed, as mean and SE over
+    the seeds (hand-computed); a verification kind the Korean RM does not learn is marked not claimed."""
+    import statistics
+
+    transfer = _transfer_module()
+    name = "rm_transfer_source.accuracy.ko.unsafe.vs_rm_transfer_target"
+
+    def run(seed, share, content, unsafe):
+        m = {"base.alignment.content": content, "base.alignment.content.chance": 0.12, name: unsafe, f"{name}.se": 0.1}
+        return {"seed": seed, "linking_share": share, "metrics": m,
+                "transfer": [{"claim": "the English RM transfers: unsafe (English RM - target RM, on ko)", "measured": unsafe,
+                              "se": 0.1, "held": unsafe >= -0.2}]}
+
+    rows = [run(0, 0.0, 0.30, -0.5), run(0, 0.4, 0.40, -0.1), run(1, 0.0, 0.50, 0.0), run(1, 0.4, 0.70, 0.0)]
+    gain = transfer.gains(rows)[-1].split(" | ")
+    content_diffs, unsafe_diffs = [0.1, 0.2], [0.4, 0.0]
+    se = lambda d: statistics.stdev(d) / 2 ** 0.5  # noqa: E731
+    assert gain[0] == "| 0.4" and gain[1] == "2"
+    assert gain[2] == f"+0.150 ({se(content_diffs):.3f})" and gain[5] == f"+0.200 ({se(unsafe_diffs):.3f})"
+    assert gain[3] == gain[4] == "-"  # figures no run has
+    table = transfer.table(rows)
+    assert table[2].startswith("| 0 | 0 | 0.300 (0.120) | - | - | -0.500 (0.100) |")
+    claims = transfer.claims(rows)
+    assert claims[3] == ("| the English RM transfers: unsafe (English RM - target RM, on ko) | -0.500 (0.100) **not held** | "
+                         "+0.000 (0.100) held | -0.100 (0.100) held | +0.000 (0.100) held |")
+
+
+def test_docs_show_the_last_transfer_runs():
+    """docs/alignment.md's transfer block is the one `make transfer` writes from docs/transfer.json, over
+    seeds 0, 1, 2 and 11 with and without linking text."""
+    import json
+
+    transfer = _transfer_module()
+    from tables import shown_table
+
+    rows = json.loads((ROOT / "docs" / "transfer.json").read_text())
+    assert {(r["seed"], r["linking_share"]) for r in rows} == {(s, x) for s in (0, 1, 2, 11) for x in (0.0, 0.4)}
+    assert shown_table(ROOT / "docs" / "alignment.md", "transfer") == transfer.block(rows)

@@ -6,6 +6,7 @@ import math
 import pandas as pd
 import pytest
 
+from conftest import base_params
 from kowen_kedro.evaluation.claims import (
     behaviour_table,
     effects_markdown,
@@ -14,6 +15,8 @@ from kowen_kedro.evaluation.claims import (
     policy_comparisons,
     rm_comparison,
     rm_kind_table,
+    rm_learns,
+    transfer_claims,
 )
 from kowen_kedro.evaluation.gold import gold_summary, judge_agreement, policy_gold, rm_gold_accuracy, score_answers
 from kowen_kedro.llm.backends import Completion, SamplingParams
@@ -166,6 +169,34 @@ def test_effects_table_applies_each_criterion_at_its_boundary():
     assert "| sft | en | 0.500 | - | 1.000 | - | - | - |" in md and "| rm | en | 0.900 |" in md and "dpo_iter_1 | en" not in md
 
 
+def test_rm_transfer_is_claimed_on_the_safety_section_and_on_a_verification_kind_only_where_it_is_learned():
+    """The Safety section's pairs (unsafe and over_refusal) pooled and paired by pair; a transfer row for the
+    section always, for wrong / near only where the target-language RM's own accuracy is above chance by
+    2 SE; never for wrong_language (a preference about the language itself)."""
+    # the English RM refuses everything: right on both unsafe pairs, wrong on both over_refusal ones; the
+    # Korean RM tells them apart on three of the four
+    src = pd.DataFrame({"pair_id": ["u1", "u2", "o1", "o2", "l1"], "language": "ko",
+                        "kind": ["unsafe", "unsafe", "over_refusal", "over_refusal", "wrong_language"], "right": [1.0, 1.0, 0.0, 0.0, 0.0]})
+    tgt = src.assign(right=[1.0, 0.0, 1.0, 1.0, 1.0])
+    m = rm_comparison("rm_transfer_source", "rm_transfer_target", {"rm_transfer_source": src, "rm_transfer_target": tgt}, "ko")
+    d = [0.0, 1.0, -1.0, -1.0]  # source - target on the section's four pairs
+    section = "rm_transfer_source.accuracy.ko.safety_section.vs_rm_transfer_target"
+    assert m[section] == pytest.approx(-0.25) and m[f"{section}.se"] == pytest.approx(pd.Series(d).std() / 2)
+    assert m["rm_transfer_source.accuracy.ko.over_refusal.vs_rm_transfer_target"] == -1.0
+    # the target RM on its own pairs: wrong 0.7 (SE 0.1): exactly 2 SE above chance, learned; near 0.69 (SE 0.1): not
+    m.update({"rm_transfer_target.accuracy.ko.wrong": 0.7, "rm_transfer_target.accuracy.ko.wrong.se": 0.1,
+              "rm_transfer_target.accuracy.ko.near": 0.69, "rm_transfer_target.accuracy.ko.near.se": 0.1})
+    for kind, diff in (("wrong", -0.5), ("near", 0.05)):
+        m[f"rm_transfer_source.accuracy.ko.{kind}.vs_rm_transfer_target"] = diff
+        m[f"rm_transfer_source.accuracy.ko.{kind}.vs_rm_transfer_target.se"] = 0.1
+    rows = transfer_claims(m, "ko").set_index("claim")
+    name = "the English RM transfers: {} (English RM - target RM, on ko)".format
+    assert list(rows.index) == [name("the Safety section (unsafe and over_refusal pairs)"), name("wrong")]
+    assert rows["held"].tolist() == [True, False]  # -0.25 >= -2 x 0.479; -0.5 < -2 x 0.1
+    assert rows.loc[name("wrong"), "measured"] == -0.5 and set(rows["criterion"]) == {">= -2 paired SE"}
+    assert not rm_learns(m, "rm_transfer_target", "ko", "near") and not rm_learns(m, "rm_transfer_target", "en", "wrong")
+
+
 def test_clo_and_xl_instruct_claims_read_gold_fidelity_and_no_harm():
     m = {"cross_lingual.ko.vs_sft": 0.06, "cross_lingual.ko.vs_sft.se": 0.03,  # exactly 2 SE: held
          "cross_lingual.ko.fidelity.vs_sft": 0.05, "cross_lingual.ko.fidelity.vs_sft.se": 0.03,  # under: not held
@@ -222,7 +253,7 @@ def test_ablation_swap_pairs_reverses_training_pairs_only():
 
     pairs = pd.DataFrame([{"pair_id": f"p{i}", "language": lang, "category": "chat", "prompt": f"q{i}",
                            "chosen": f"good{i}", "rejected": f"bad{i}"} for i in range(10) for lang in ("en", "ko")])
-    data = {"eval_fraction": 0.2, "seed": 0, "ablation_swap_pairs": False}
+    data = base_params()["reward_model"]["data"]
     plain_train, plain_eval, _ = split_preferences_node(pairs, data, ["en", "ko"])
     train, evaluation, metrics = split_preferences_node(pairs, {**data, "ablation_swap_pairs": True}, ["en", "ko"])
     assert list(train["chosen"]) == list(plain_train["rejected"]) and list(train["rejected"]) == list(plain_train["chosen"])
@@ -244,7 +275,6 @@ def test_ablation_shuffled_qe_permutes_the_scores_of_each_call():
 
 
 def test_the_qe_ablation_parameter_wraps_the_runs_qe(tmp_path):
-    from conftest import base_params
     from kowen_kedro.groups import TranslationQE
     from kowen_kedro.translation.qe import CometQE, ShuffledQE
     from kowen_kedro.translation.tools import make_tools

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from conftest import base_params
 from kowen_kedro.langid import LANGUAGE_NAMES, language_name
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,5 +94,5 @@ def test_extra_languages_add_evaluation_pairs_only(tmp_path):
 
     df = WorldPartDataset("preference_pairs", seed=0, target_language="ja", extra_languages="ko", directory=str(tmp_path)).load()
     assert (tmp_path / "ja+ko" / "seed_0" / "preference_pairs.jsonl").exists() and set(df["language"]) == {"en", "ja", "ko"}
-    train, evaluation, _ = split_preferences_node(df, {"eval_fraction": 0.2, "seed": 0, "ablation_swap_pairs": False}, ["en", "ja"])
+    train, evaluation, _ = split_preferences_node(df, base_params()["reward_model"]["data"], ["en", "ja"])
     assert set(train["language"]) == {"en", "ja"} and set(evaluation["language"]) == {"en", "ja", "ko"}

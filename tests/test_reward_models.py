@@ -7,7 +7,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import base_params
 from kowen_kedro.data.validation import DataValidationError
+from kowen_kedro.groups import GroupError
 from kowen_kedro.pipelines.reward_model.nodes import transfer_comparison_node, transfer_training_pairs_node
 from kowen_kedro.rewards.analysis import singular_value_ratio
 from kowen_kedro.rewards.data import clean_pairs, stratified_split
@@ -58,11 +60,19 @@ def test_transfer_training_pairs_are_the_translations_of_the_source_pairs():
         "category": ["chat", "safety", "chat"], "prompt": ["q1k", "q2k", "q9k"], "chosen": ["c1k", "c2k", "c9k"],
         "rejected": ["r1k", "r2k", "r9k"], "qe_score": 0.5,
     })
-    assert list(transfer_training_pairs_node(train, translated, "source", "en", "ko")["pair_id"]) == ["en-1", "en-2"]
-    tgt = transfer_training_pairs_node(train, translated, "target", "en", "ko")
+    rm = base_params()["reward_model"]
+    assert rm["data"]["transfer_source"] == "all"
+    assert list(transfer_training_pairs_node(train, translated, "source", "en", "ko", rm)["pair_id"]) == ["en-1", "en-2"]
+    tgt = transfer_training_pairs_node(train, translated, "target", "en", "ko", rm)
     assert list(tgt["pair_id"]) == ["en-1-ko", "en-2-ko"] and list(tgt["chosen"]) == ["c1k", "c2k"]
     with pytest.raises(ValueError, match="no translated preference pairs in 'zh'"):
-        transfer_training_pairs_node(train, translated, "target", "en", "zh")
+        transfer_training_pairs_node(train, translated, "target", "en", "zh", rm)
+    # the same content in two languages: en-2 was not translated (a wrong-language answer, or dropped by QE)
+    same = {**rm, "data": {**rm["data"], "transfer_source": "translated"}}
+    assert list(transfer_training_pairs_node(train, translated.iloc[[0, 2]], "source", "en", "ko", same)["pair_id"]) == ["en-1"]
+    assert list(transfer_training_pairs_node(train, translated, "target", "en", "ko", same)["pair_id"]) == ["en-1-ko", "en-2-ko"]
+    with pytest.raises(GroupError, match="transfer_source"):
+        transfer_training_pairs_node(train, translated, "source", "en", "ko", {**rm, "data": {**rm["data"], "transfer_source": "same"}})
 
 
 def test_transfer_comparison_table_and_markdown():

@@ -384,6 +384,10 @@ class RMData:
     eval_fraction: Number = param("held-out share of the preference pairs (RM-transfer paper: 0.2)")
     seed: StrictInt = param("seed of the train / evaluation split")
     ablation_swap_pairs: StrictBool = param("ablation: train every RM on pairs with chosen and rejected exchanged")
+    transfer_source: Literal["all", "translated"] = param(
+        "the RM-transfer experiment's English RM trains on: all (every source-language training pair, those with a "
+        "wrong-language answer included, which are not translated) | translated (only the pairs the target-language RM "
+        "trains on as translations: the same content in two languages, as paper 001 compares)")
 
 
 @group("reward_model.scoring")

@@ -225,16 +225,16 @@ class OpenAIBackend:
         for url in order:
             if url in self._down:
                 continue
-            try:
-                with gates[url]:
-                    if url in self._down:  # taken out while this request waited for its turn
-                        continue
+            with gates[url]:
+                if url in self._down:  # taken out while this request waited for its turn
+                    continue
+                try:
                     return self._one(messages, params, sample_index, url)
-            except _ServerDown as err:
-                errors.append(f"{url or 'api.openai.com'}: {err}")
-                if len(servers) > 1 and self._take_out(url):
-                    logger.warning("generation server %s stopped answering (%s): its requests go to the other servers "
-                                   "(%d left)", url, err, len(set(servers) - self._down))
+                except _ServerDown as err:  # taken out before the next request waiting at this gate goes in
+                    errors.append(f"{url or 'api.openai.com'}: {err}")
+                    if len(servers) > 1 and self._take_out(url):
+                        logger.warning("generation server %s stopped answering (%s): its requests go to the other "
+                                       "servers (%d left)", url, err, len(set(servers) - self._down))
         if len(servers) == 1:
             raise GenerationError(f"{self.model}: call failed after retries: {'; '.join(errors)}")
         raise GenerationError(f"{self.model}: no server answers ({', '.join(map(str, servers))}): {'; '.join(errors) or 'all taken out'}")

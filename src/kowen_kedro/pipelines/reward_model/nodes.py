@@ -100,14 +100,19 @@ def _train_language(role: str, source_language: str, target_language: str) -> st
 
 
 def transfer_training_pairs_node(
-    train: pd.DataFrame, translated: pd.DataFrame, role: str, source_language: str, target_language: str
+    train: pd.DataFrame, translated: pd.DataFrame, role: str, source_language: str, target_language: str, reward_model: dict,
 ) -> pd.DataFrame:
     """The RM's training data: the source-language training pairs themselves (role ``source``), or
-    their translated copies in the target language (role ``target``): same content, so the two RMs
-    differ only in language."""
+    their translated copies in the target language (role ``target``). With ``reward_model.data.transfer_source:
+    translated`` the source RM trains only on the pairs whose copies the target RM trains on, so that the two
+    differ in language only (the pairs with a wrong-language answer, which are not translated, and those the
+    QE filter dropped are left out)."""
     train_language = _train_language(role, source_language, target_language)
     source = train[train["language"] == source_language]
     if train_language == source_language:
+        if RewardModel.of(reward_model).data.transfer_source == "translated":
+            copied = translated.loc[translated["language"] == target_language, "source_pair_id"]
+            source = source[source["pair_id"].isin(copied)]
         return source.reset_index(drop=True)
     copies = translated[(translated["language"] == train_language) & translated["source_pair_id"].isin(source["pair_id"])]
     if copies.empty:

@@ -31,7 +31,7 @@ def transfer_template() -> Pipeline:
         [
             Node(
                 transfer_training_pairs_node,
-                inputs=["rm_train_pairs", "translated_preference_pairs", "params:role", *LANGS],
+                inputs=["rm_train_pairs", "translated_preference_pairs", "params:role", *LANGS, "params:reward_model"],
                 outputs="train_pairs",
                 name="transfer_training_pairs_node",
             ),
