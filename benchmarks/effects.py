@@ -86,18 +86,19 @@ def run_one(seed: int, ablation: str | None) -> dict:
     name = f"seed_{seed}{'_' + ablation if ablation else ''}"
     _kedro([f"--params={params}"] + ([f"--from-nodes={from_node}"] if from_node else []), STORE / f"{name}.log")
     claims = pd.read_csv(ROOT / "data/08_reporting/gold/effects.csv", float_precision="round_trip")  # the run's floats, exactly
-    metrics = _latest_run_metrics()
+    metrics = latest_gold_metrics()
     _keep_answers(name)
     return {"seed": seed, "ablation": ablation or "", "params": params + (f" --from-nodes={from_node}" if from_node else ""),
             "seconds": round(time.time() - started), "claims": claims.to_dict("records"), "metrics": metrics}
 
 
-def _latest_run_metrics() -> dict[str, float]:
+def latest_gold_metrics(project: Path = ROOT) -> dict[str, float]:
+    """The gold metrics (names without ``gold.``) of the newest ``kedro run`` in ``project``'s MLflow store."""
     import mlflow
 
     from kowen_kedro.tracking import dotted, parent_runs
 
-    client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{ROOT / 'mlflow.db'}")
+    client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
     exp = client.get_experiment_by_name("kowen_kedro")
     run = parent_runs(client, exp.experiment_id)[0]  # the newest kedro run
     return {k[len("gold."):]: v for k, v in dotted(run.data.metrics).items() if k.startswith("gold.")}
@@ -134,7 +135,7 @@ def claim_run(seed: int, name: str) -> dict:
         half, sft_all = _answers(f"seed_{seed}_clo_half_pairs", "cross_lingual"), _answers(run_name, "cross_lingual")
         claims = data_efficiency_claims(half, sft_all, "ko").to_dict("records")
     return {"seed": seed, "ablation": "", "claim_run": name, "params": f"{params} {selection}",
-            "seconds": round(time.time() - started), "claims": claims, "metrics": _latest_run_metrics()}
+            "seconds": round(time.time() - started), "claims": claims, "metrics": latest_gold_metrics()}
 
 
 def stored(seed: int, ablation: str | None) -> Path:

@@ -4,7 +4,7 @@ For each world seed and linking share (``tiny_models.pretrain_linking_share``), 
 (``kedro run --params tiny_world.seed=<seed>,tiny_models.pretrain_linking_share=<share>,
 reward_model.data.transfer_source=translated``: the English RM trains on the pairs the Korean RM trains on as
 translations, the same content in two languages, as paper 001 compares) in a folder of its
-own under ``data/08_reporting/transfer/`` (a copy of the project's files, its own data and MLflow store),
+own under ``data/08_reporting/transfer/`` (a copy of the files a run reads, its own data and MLflow store),
 ``--jobs`` of them at a time; a run that finished (its ``result.json``) is not run again. From each run's gold metrics (the MLflow run's ``gold.*``):
 
 * the base's alignment: content retrieval at the last layer beside its chance, retrieval top-1;
@@ -32,6 +32,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from effects import latest_gold_metrics  # benchmarks/, this script's folder
+
 ROOT = Path(__file__).resolve().parents[1]
 STORE = ROOT / "data/08_reporting/transfer"
 DOC, FIGURES = ROOT / "docs/alignment.md", ROOT / "docs/transfer.json"
@@ -45,8 +47,14 @@ COLUMNS = (("base content (chance)", "base.alignment.content", False),
            ("CLO - SFT+DPO: fidelity", "cross_lingual.ko.fidelity.vs_sft_dpo_baseline", True))
 
 
+#: What a ``kedro run`` of the project reads (its tests, docs and benchmarks stay behind)
+RUN_FILES = ("pyproject.toml", ".telemetry", "conf", "src", "data")
+
+
 def _copy_project(dest: Path) -> None:
-    files = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout.decode().split("\0")
+    """The project's files a run reads, as they are in the working tree, into ``dest``."""
+    files = subprocess.run(["git", "ls-files", "-z", "--", *RUN_FILES], cwd=ROOT, capture_output=True,
+                           check=True).stdout.decode().split("\0")
     for name in filter(None, files):
         if (ROOT / name).is_file():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
@@ -70,7 +78,7 @@ def run(seed: int, share: float) -> dict:
                               stdout=log, stderr=subprocess.STDOUT, env=env).returncode
     if code:
         raise SystemExit(f"kedro run --params={params} failed (exit {code}); log: {project / 'run.log'}")
-    result = {"seed": seed, "linking_share": share, "seconds": round(time.time() - started), "metrics": _gold_metrics(project)}
+    result = {"seed": seed, "linking_share": share, "seconds": round(time.time() - started), "metrics": latest_gold_metrics(project)}
     (project / "result.json").write_text(json.dumps(result, indent=1) + "\n")
     return result
 
@@ -88,16 +96,6 @@ def with_claims(result: dict, project: Path) -> dict:
         tables[rm] = pd.read_json(path, lines=True)
     m = {**result["metrics"], **rm_comparison("rm_transfer_source", "rm_transfer_target", tables, "ko")}
     return {**result, "metrics": m, "transfer": transfer_claims(m, "ko").to_dict("records")}
-
-
-def _gold_metrics(project: Path) -> dict[str, float]:
-    import mlflow
-
-    from kowen_kedro.tracking import dotted, parent_runs
-
-    client = mlflow.tracking.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
-    (parent,) = parent_runs(client, client.get_experiment_by_name("kowen_kedro").experiment_id)
-    return {k[len("gold."):]: v for k, v in dotted(parent.data.metrics).items() if k.startswith("gold.")}
 
 
 def _cell(m: dict, name: str, paired: bool) -> str:

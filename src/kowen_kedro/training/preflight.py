@@ -728,18 +728,17 @@ def plan(params: dict[str, Any], project: str | Path = ".") -> list[Stage]:
         if name != "reward_model" and name not in params:
             continue
         n, basis = _rows("reward_model", None, "", s, project, AT_HAND["reward_model"])
-        _add_training(add, f"reward_model.{name}", "reward_model_init", rm_train, n, basis, sequences_per_row=2, reference=False,
-                      flops_kind="sft", kind="reward", head="score")
+        _add_training(add, f"reward_model.{name}", "reward_model_init", rm_train, n, basis, kind="reward")
 
     # SFT and XL-Instruct
     n, basis = _rows("sft", _sum_counts(list(sizes.values())), "data_synthesis.mixture.sizes", s, project, AT_HAND["sft"])
-    _add_training(add, "sft.sft", "student", g.SFT.of(params["sft"]), n, basis, sequences_per_row=1, reference=False, flops_kind="sft")
+    _add_training(add, "sft.sft", "student", g.SFT.of(params["sft"]), n, basis, kind="sft")
     stages[-1].problems.extend(mixture_supply(ds, tq, s))
     if xl_on:
         kept = int(ds.xl_instruct.max_passages * (1 - tq.filter.drop_bottom_fraction))
         _add_training(add, "sft.xl_instruct", "student", xl, int(kept * (1 + xl.replay)),
                       f"configured (max_passages x {1 - tq.filter.drop_bottom_fraction:g} after the QE filter x (1 + replay {xl.replay:g}))",
-                      sequences_per_row=1, reference=False, flops_kind="sft")
+                      kind="sft")
 
     # iterative DPO: sampling, reward scoring and training per enabled iteration
     pa = g.PreferenceAlignment.of(params["preference_alignment"])
@@ -759,8 +758,7 @@ def plan(params: dict[str, Any], project: str | Path = ".") -> list[Stage]:
             add(f"{it}.scoring", "scoring", "reward_model_init", size_scoring, head="score", rows=requests,
                 rows_basis=f"configured (max_prompts x k = {prompts} x {k})",
                 tokens_per_row=min(pa.scoring.max_length, s.prompt_tokens + int(new * s.output_fill)), batch=pa.scoring.batch_size)
-        _add_training(add, f"{it}.training", "student", dpo, prompts, "configured (at most one pair per prompt: max_prompts)",
-                      sequences_per_row=2, reference=True, flops_kind="dpo", kind="dpo")
+        _add_training(add, f"{it}.training", "student", dpo, prompts, "configured (at most one pair per prompt: max_prompts)", kind="dpo")
 
     # CLO and its SFT+DPO baseline on the paired data
     cl = g.CrossLingual.of(params["cross_lingual"])
@@ -770,15 +768,12 @@ def plan(params: dict[str, Any], project: str | Path = ".") -> list[Stage]:
         basis = f"configured (2 rows, English and target, per clo.max_pairs {pairs} x (1 - eval_fraction) x train_fraction)"
         if cl.method == "clo":
             policies += 1
-            _add_training(add, "cross_lingual.clo", "student", cl.clo, 2 * train, basis, sequences_per_row=2,
-                          reference=True, flops_kind="dpo", kind="clo")
+            _add_training(add, "cross_lingual.clo", "student", cl.clo, 2 * train, basis, kind="clo")
         if cl.method in ("sft_dpo", "sft") or cl.baseline_in_same_run:
             policies += 1
-            _add_training(add, "cross_lingual.baseline_sft", "student", cl.baseline_sft, 2 * train, basis,
-                          sequences_per_row=1, reference=False, flops_kind="sft")
+            _add_training(add, "cross_lingual.baseline_sft", "student", cl.baseline_sft, 2 * train, basis, kind="sft")
             if cl.method != "sft":
-                _add_training(add, "cross_lingual.baseline_dpo", "student", cl.baseline_dpo, 2 * train, basis,
-                              sequences_per_row=2, reference=True, flops_kind="dpo", kind="dpo")
+                _add_training(add, "cross_lingual.baseline_dpo", "student", cl.baseline_dpo, 2 * train, basis, kind="dpo")
 
     # evaluation: every policy answers the evaluation prompts; the judge compares each answer with a reference
     ev = g.Evaluation.of(params["evaluation"])
@@ -832,10 +827,17 @@ def mixture_supply(ds: Any, tq: Any, s: Settings) -> list[str]:
     return problems
 
 
-def _add_training(add, name: str, role: str, cfg: Any, rows: int | None, basis: str, *, sequences_per_row: int,
-                  reference: bool, flops_kind: str, kind: str = "sft", head: str = "lm") -> None:
-    """A training stage of group ``cfg`` (a :class:`~kowen_kedro.groups.Stage`); its epochs are its trainer
-    arguments', else the default of the ``kind`` of TRL config it trains with."""
+#: What a kind of training stage does per row: (sequences it forwards, whether a frozen reference model runs
+#: beside it, whose FLOPs it costs, the model's head). A reward model reads chosen and rejected as an SFT step
+#: reads one answer each; DPO and CLO forward both through the policy and the reference.
+TRAINING_SHAPE = {"sft": (1, False, "sft", "lm"), "reward": (2, False, "sft", "score"),
+                  "dpo": (2, True, "dpo", "lm"), "clo": (2, True, "dpo", "lm")}
+
+
+def _add_training(add, name: str, role: str, cfg: Any, rows: int | None, basis: str, *, kind: str) -> None:
+    """A training stage of group ``cfg`` (a :class:`~kowen_kedro.groups.Stage`) that trains with the TRL config of
+    ``kind`` (its shape: :data:`TRAINING_SHAPE`); its epochs are its trainer arguments', else that config's default."""
+    sequences_per_row, reference, flops_kind, head = TRAINING_SHAPE[kind]
     args = dict(cfg.trainer_args)
     add(name, "training", role, size_training, head=head, trainer_args=args, global_batch=cfg.global_batch_size,
         finetuning=cfg.finetuning, lora=cfg.lora, sequences_per_row=sequences_per_row, reference=reference, rows=rows,

@@ -25,6 +25,7 @@ def config_class(kind: Kind) -> type:
 
     return {"sft": SFTConfig, "reward": RewardConfig, "dpo": DPOConfig}[kind]
 
+
 COMPLETE_MARKER = "_COMPLETE.json"
 FINAL_DIR = "final"
 NOT_FINGERPRINTED = frozenset(
