@@ -98,7 +98,7 @@ def test_kedro_run_uses_the_stage_runner_unless_told_otherwise(monkeypatch):
 
 
 def test_the_in_process_node_that_unblocks_training_goes_first():
-    from kowen_kedro.runner import PriorityLock, priorities
+    from kowen_kedro.runner import Machine, priorities
 
     def same(x):
         return x
@@ -110,24 +110,83 @@ def test_the_in_process_node_that_unblocks_training_goes_first():
     rank = priorities(pipe)
     assert rank == {"report_a": (0, 0), "report_b": (0, 0), "prepare": (1, 2), "train": (0, 1), "score": (0, 0)}
 
-    lock, order = PriorityLock(), []
-    lock.acquire()  # held while the three queue up in the order report_a, prepare, report_b
+    machine, order = Machine(cores=2, launches=2), []
+    machine.acquire("running")  # the in-process slot, held while the three queue up in the order report_a, prepare, report_b
 
     def wait_for(name):
-        lock.acquire(rank[name])
+        machine.acquire(name, rank[name])
         order.append(name)
-        lock.release()
+        machine.release()
 
     threads = []
     for name in ("report_a", "prepare", "report_b"):
         threads.append(threading.Thread(target=wait_for, args=(name,)))
         threads[-1].start()
-        while len(lock._waiting) < len(threads):
+        while len(machine._waiting) < len(threads):
             time.sleep(0.01)
-    lock.release()
+    machine.release()
     for t in threads:
         t.join(5)
     assert order == ["prepare", "report_a", "report_b"]  # the one training waits on first, then first come
+
+
+def test_a_waiter_that_cannot_be_served_leaves_a_free_core_to_one_that_can():
+    """An in-process node of the highest priority waits for the in-process slot; a launch of a lower priority
+    takes the free core meanwhile, and the in-process node gets the slot and a core when the holder ends."""
+    from kowen_kedro.runner import Machine
+
+    machine, order = Machine(cores=2, launches=2), []
+    machine.acquire("running")  # in process: the in-process slot and one core
+
+    def wait_for(name, priority, launch):
+        machine.acquire(name, priority, launch)
+        order.append(name)
+
+    first = threading.Thread(target=wait_for, args=("prepare", (5, 5), False))
+    first.start()
+    while len(machine._waiting) < 1:
+        time.sleep(0.01)
+    launch = threading.Thread(target=wait_for, args=("train", (0, 1), True))
+    launch.start()
+    launch.join(5)
+    assert order == ["train"]  # the launch took the second core although a higher priority waits
+    machine.release()  # the in-process holder ends: its slot and its core go to the waiting node
+    first.join(5)
+    assert order == ["train", "prepare"]
+
+
+def test_a_node_made_ready_by_the_one_ending_goes_before_a_lower_one_already_waiting():
+    """When a node ends, the node it was the last input of keeps its place before the runner hands it over:
+    the run goes prepare_1, prepare_2 (which lead to a training launch), then the report that had been
+    waiting since the start, not prepare_1, report, prepare_2."""
+    order, lock = [], threading.Lock()
+
+    def step(name, seconds=0.05):
+        def run(*inputs):
+            time.sleep(seconds)
+            with lock:
+                order.append(name)
+            return 1
+        return run
+
+    nodes = [Node(step("prepare_1", 0.3), "x", "a", name="prepare_1"), Node(step("prepare_2"), "a", "b", name="prepare_2"),
+             Node(step("train"), "b", "model", name="train", tags=[LAUNCH_TAG]),
+             Node(step("report"), "x", "report", name="report")]
+    StageRunner(max_launches=2, max_busy=2).run(Pipeline(nodes), _catalog(x=1))
+    assert order == ["prepare_1", "prepare_2", "report", "train"] or order == ["prepare_1", "prepare_2", "train", "report"]
+    assert order.index("report") > order.index("prepare_2")
+
+
+def test_a_kept_place_that_is_not_taken_lapses():
+    """A place kept for a node the runner never hands over (the run stopped) lapses after its grace."""
+    from kowen_kedro.runner import Machine
+
+    machine = Machine(cores=1, launches=1, grace=0.2)
+    machine.expect("never_comes", (9, 9), launch=False)
+    started = time.monotonic()
+    machine.acquire("report", (0, 0))
+    assert 0.15 < time.monotonic() - started < 5
+    machine.release()
 
 
 def test_no_more_nodes_compute_at_once_than_the_machine_has_slots():

@@ -144,3 +144,49 @@ def test_the_builds_one_training_loop_is_adamw_with_clipping_and_a_cosine():
     for a, b in zip(model.parameters(), reference.parameters()):
         assert torch.equal(a, b)
     assert not model.training
+
+
+def _small_build(world, out_dir, **overrides):
+    from conftest import tiny_params
+    from kowen_kedro.pipelines.models.nodes import build_tiny_models_node
+
+    params = {**tiny_params(out_dir), "pretrain_steps": 3, "teacher_steps": 3, "qe_steps": 4, "mt_steps": 2, **overrides}
+    return build_tiny_models_node(world["user_prompts"], world["preference_pairs"], world["seed_passages"], params,
+                                  ["en", "ko"], None, world["parallel_sentences"])
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_the_qe_model_built_beside_the_lms_is_the_one_the_one_process_build_makes(world, tmp_path, monkeypatch, caplog):
+    """The QE model trains in a process of its own beside the LMs, its encoder initialised from the generator
+    state the one-process build has after the reward model: a build whose child is handed another state (as if
+    something drew from the generator) notices it after the reward model, builds the QE model in process from
+    the real state, as the one-process build does, and both builds are the same bytes, model for model."""
+    import logging
+
+    from kowen_kedro.tiny import build
+
+    with caplog.at_level(logging.WARNING, logger="kowen_kedro.tiny.build"):
+        beside = _small_build(world, tmp_path / "beside")
+    assert "built again" not in caplog.text  # the child started where the one-process build would have
+    qe = Path(beside["models"]["qe"]).parents[1]
+    assert not list(qe.glob("_*"))  # the child's inputs and log are gone once it succeeded
+
+    real = build._rng_state_after_rm_init
+    monkeypatch.setattr(build, "_rng_state_after_rm_init", lambda *a: [(b + 1) % 256 for b in real(*a)])
+    with caplog.at_level(logging.WARNING, logger="kowen_kedro.tiny.build"):
+        in_process = _small_build(world, tmp_path / "in_process")
+    assert "the QE model is built again, after the reward model" in caplog.text
+    for role in ("qe", "base", "teacher", "reward_model_init", "mt"):
+        a, b = Path(beside["models"][role]), Path(in_process["models"][role])
+        a, b = (a.parents[1], b.parents[1]) if role == "qe" else (a, b)
+        assert _files(a) == _files(b), role
+
+
+def test_a_failed_qe_build_fails_the_build_with_the_end_of_its_log(world, tmp_path):
+    """The QE child's error reaches the node, with its log kept beside the model for a look."""
+    with pytest.raises(RuntimeError, match=r"tiny QE model's build failed \(exit 1\)(.|\n)*not a multiple of the number of attention heads") as failed:
+        _small_build(world, tmp_path / "bad", qe_hidden_size=7)  # 7 is no multiple of the encoder's 2 heads
+    assert "_build.log" in str(failed.value) and (tmp_path / "bad" / "qe" / "_build.log").exists()

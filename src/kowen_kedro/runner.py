@@ -10,7 +10,10 @@ SFT, CLO, its baseline, XL-Instruct and the DPO chain train, with one thread per
 (:mod:`kowen_kedro.floats`), and the results do not depend on which stage finishes first. At most one
 node per core computes at a time (launches and in-process nodes alike: no core is oversubscribed), and
 of the nodes waiting, the one with the most training launches downstream goes first (then the one with
-the most nodes downstream), so the stages on the critical path start early.
+the most nodes downstream), so the stages on the critical path start early: the in-process nodes that
+lead to SFT run before the reports, and the reports fill the other core while SFT trains. A node that
+its parent's end has just made ready counts as waiting at once (:class:`Machine`), so a lower node
+that was waiting already does not slip in before the runner has handed it over.
 
 Where a GPU is present, launches use all of it (or all GPUs of the node): there they run one at a time
 too (``max_launches`` 1), as under the sequential runner.
@@ -25,9 +28,9 @@ saves through a temporary file).
 
 from __future__ import annotations
 
-import heapq
 import os
 import threading
+import time
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, Callable
@@ -46,45 +49,87 @@ def default_launch_slots() -> int:
     return 1 if torch.cuda.is_available() else max(1, os.cpu_count() or 1)
 
 
-class PrioritySlots:
-    """``n`` slots whose waiters get one in the order of their priority (highest first, then first come)."""
+class Machine:
+    """The machine's slots, handed out by priority: ``cores`` (every computing node takes one), ``launches``
+    (a training launch takes one) and the one in-process slot (every other node takes it). A waiter gets its
+    slots as soon as they are free and no waiter of a higher priority (then an earlier one) could take
+    them now; a waiter that cannot be served does not hold up one of a lower priority that can (an
+    in-process node waiting for the in-process slot leaves a free core to a launch: the node that holds
+    the slot frees a core too when it ends).
 
-    def __init__(self, n: int = 1) -> None:
+    A node that has just become ready may not have been handed to the pool yet when its parent frees its
+    slots: :meth:`expect` keeps its place for ``grace`` seconds (its priority counts at once), so a
+    node of a lower priority that was already waiting does not take the slots meanwhile."""
+
+    def __init__(self, cores: int, launches: int, grace: float = 5.0) -> None:
         self._cv = threading.Condition()
-        self._free = n
-        self._waiting: list[tuple[tuple, int]] = []
+        self._free = {"core": cores, "launch": launches, "in_process": 1}
+        self._waiting: dict[int, tuple[tuple, tuple[str, ...]]] = {}  # ticket -> (order key, slots needed)
+        self._expected: dict[str, tuple[int, float]] = {}  # node name -> (its ticket, until when it is kept)
         self._count = 0
+        self._grace = grace
 
-    def acquire(self, priority: tuple = ()) -> None:
-        with self._cv:
-            self._count += 1
-            me = (tuple(-p for p in priority), self._count)
-            heapq.heappush(self._waiting, me)
-            while not self._free or self._waiting[0] != me:
-                self._cv.wait()
-            heapq.heappop(self._waiting)
-            self._free -= 1
-            self._cv.notify_all()  # the next waiter may take another free slot
+    @staticmethod
+    def needs(launch: bool) -> tuple[str, ...]:
+        return ("launch", "core") if launch else ("in_process", "core")
 
-    def release(self) -> None:
+    def _ticket(self, priority: tuple, needs: tuple[str, ...]) -> int:
+        self._count += 1
+        self._waiting[self._count] = ((tuple(-p for p in priority), self._count), needs)
+        return self._count
+
+    def expect(self, name: str, priority: tuple, launch: bool) -> None:
+        """Keep a place for the node ``name``, ready but not yet handed to the pool."""
         with self._cv:
-            self._free += 1
+            if name not in self._expected:
+                self._expected[name] = (self._ticket(priority, self.needs(launch)), time.monotonic() + self._grace)
+
+    def _drop_stale(self) -> float | None:
+        """Forget expected nodes whose grace ran out; the seconds until the next one runs out (None: none)."""
+        now = time.monotonic()
+        for name, (ticket, until) in list(self._expected.items()):
+            if until <= now:
+                del self._expected[name], self._waiting[ticket]
+        return min((until - now for _, until in self._expected.values()), default=None)
+
+    def _served(self) -> set[int]:
+        """The waiters the free slots serve now, in priority order, each taking what it needs."""
+        free, served = dict(self._free), set()
+        for key, needs in sorted(self._waiting.values()):
+            if all(free[slot] > 0 for slot in needs):
+                for slot in needs:
+                    free[slot] -= 1
+                served.add(key[1])
+        return served
+
+    def acquire(self, name: str, priority: tuple = (), launch: bool = False) -> None:
+        with self._cv:
+            if name in self._expected:  # its place was kept
+                ticket, _ = self._expected.pop(name)
+            else:
+                ticket = self._ticket(priority, self.needs(launch))
+            while True:
+                wait = self._drop_stale()
+                if ticket in self._served():
+                    break
+                self._cv.wait(wait)
+            for slot in self._waiting.pop(ticket)[1]:
+                self._free[slot] -= 1
+            self._cv.notify_all()
+
+    def release(self, launch: bool = False) -> None:
+        with self._cv:
+            for slot in self.needs(launch):
+                self._free[slot] += 1
             self._cv.notify_all()
 
     @contextmanager
-    def held(self, priority: tuple = ()):
-        self.acquire(priority)
+    def held(self, name: str, priority: tuple = (), launch: bool = False):
+        self.acquire(name, priority, launch)
         try:
             yield
         finally:
-            self.release()
-
-
-class PriorityLock(PrioritySlots):
-    """One slot: a lock whose waiters get it in the order of their priority."""
-
-    def __init__(self) -> None:
-        super().__init__(1)
+            self.release(launch)
 
 
 def priorities(pipeline) -> dict[str, tuple[int, int]]:
@@ -111,25 +156,50 @@ def priorities(pipeline) -> dict[str, tuple[int, int]]:
 
 
 class _Guarded(Executor):
-    """A thread pool whose tasks each hold a slot of the machine (``busy`` nodes compute at once, so a launch
-    and an in-process node never oversubscribe the cores) and, an in-process node, the in-process lock; a
-    launch holds a launch slot. Waiters are served by priority (:func:`priorities`)."""
+    """A thread pool whose tasks each take their slots of the :class:`Machine` while they run: a core, and
+    a launch slot (a launch) or the in-process slot (any other node); served by priority
+    (:func:`priorities`). The first nodes keep their place from the start, and when a node ends, the nodes it
+    was the last input of keep theirs at once (:meth:`Machine.expect`), before the runner hands them over."""
 
-    def __init__(self, pool: ThreadPoolExecutor, launch_slots: int, busy: int, priority: dict[str, tuple[int, int]]) -> None:
+    def __init__(self, pool: ThreadPoolExecutor, launch_slots: int, busy: int, priority: dict[str, tuple[int, int]],
+                 parents: dict[str, set[str]] | None = None, launches: set[str] | None = None) -> None:
         self._pool = pool
-        self._in_process = PriorityLock()
-        self._launches = PrioritySlots(launch_slots)
-        self._busy = PrioritySlots(busy)
+        self._machine = Machine(busy, launch_slots)
         self._priority = priority
+        self._parents = parents or {}
+        self._children: dict[str, set[str]] = {name: set() for name in self._parents}
+        for name, ups in self._parents.items():
+            for up in ups:
+                self._children.setdefault(up, set()).add(name)
+        self._launches = launches or set()
+        self._done: set[str] = set()
+        self._submitted: set[str] = set()
+        self._state = threading.Lock()
+        for name, ups in self._parents.items():  # the first nodes: handed over one by one, served by priority
+            if not ups:
+                self._machine.expect(name, self._priority.get(name, ()), name in self._launches)
+
+    def _ready_after(self, name: str) -> list[str]:
+        """The nodes that ``name``'s end makes ready and that are not handed over yet."""
+        with self._state:
+            self._done.add(name)
+            return [child for child in self._children.get(name, ())
+                    if child not in self._submitted and self._parents[child] <= self._done]
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
         node = getattr(fn, "node", None)
-        rank = self._priority.get(node.name, ()) if node is not None else ()
-        first = self._launches if node is not None and LAUNCH_TAG in node.tags else self._in_process
+        name = node.name if node is not None else f"task-{id(fn)}"
+        rank = self._priority.get(name, ())
+        launch = node is not None and LAUNCH_TAG in node.tags
+        with self._state:
+            self._submitted.add(name)
 
         def guarded() -> Any:
-            with first.held(rank), self._busy.held(rank):  # always in this order: no two tasks wait on each other
-                return fn(*args, **kwargs)
+            with self._machine.held(name, rank, launch):
+                result = fn(*args, **kwargs)
+                for child in self._ready_after(name):  # before this node's slots are free
+                    self._machine.expect(child, self._priority.get(child, ()), child in self._launches)
+                return result
 
         return self._pool.submit(guarded)
 
@@ -149,6 +219,8 @@ class StageRunner(ThreadRunner):
 
     def _run(self, pipeline, catalog, hook_manager=None, run_id=None) -> None:
         self._priority = priorities(pipeline)
+        self._parents = {node.name: {parent.name for parent in parents} for node, parents in pipeline.node_dependencies.items()}
+        self._launch_nodes = {node.name for node in pipeline.nodes if LAUNCH_TAG in node.tags}
         if any(LAUNCH_TAG in node.tags for node in pipeline.nodes):
             import torch
 
@@ -163,4 +235,4 @@ class StageRunner(ThreadRunner):
         # blocked workers cost nothing: enough of them that a ready launch never waits behind in-process nodes
         workers = max(max_workers, slots + 8)
         return _Guarded(ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kedro-node"), slots, self._busy,
-                        getattr(self, "_priority", {}))
+                        getattr(self, "_priority", {}), getattr(self, "_parents", {}), getattr(self, "_launch_nodes", set()))

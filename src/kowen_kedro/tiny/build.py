@@ -95,14 +95,30 @@ def build_tiny_models(
         shutil.rmtree(out)
     out.mkdir(parents=True)
     tok_dir = out / "tokenizer"
-    tokenizer, base = pretrain_base(texts, pretrain_texts, config, tok_dir)
-    chat_texts = [tokenizer.apply_chat_template(c, tokenize=False) for c in chats]
-    base_dir = save_lm(base, tokenizer, out / "base")
-    _train_lm(base, tokenizer, chat_texts, config.teacher_steps, config)
-    teacher_dir = save_lm(base, tokenizer, out / "teacher")
-    rm_dir = build_reward_model(base_dir, out / "reward_model_init", seed=config.seed)
-    qe_ckpt = build_tiny_comet_qe(texts, out / "qe", config, parallel=parallel)
-    mt_dir = build_tiny_mt(tok_dir, parallel or [], out / "mt", config)
+    qe = None
+
+    def start_qe(tokenizer, base) -> None:  # the base is initialised: the QE model's seed state is known now
+        nonlocal qe
+        qe = QEChild(texts, parallel, config, out / "qe", rng_state=_rng_state_after_rm_init(tokenizer, base, out, config))
+
+    try:
+        tokenizer, base = pretrain_base(texts, pretrain_texts, config, tok_dir, initialised=start_qe)
+        chat_texts = [tokenizer.apply_chat_template(c, tokenize=False) for c in chats]
+        base_dir = save_lm(base, tokenizer, out / "base")
+        _train_lm(base, tokenizer, chat_texts, config.teacher_steps, config)
+        teacher_dir = save_lm(base, tokenizer, out / "teacher")
+        rm_dir = build_reward_model(base_dir, out / "reward_model_init", seed=config.seed)
+        if not qe.started_from(_rng_state()):  # something drew from torch's generator since: build it here, as before
+            qe.stop()
+            qe = None
+            shutil.rmtree(out / "qe")
+            qe_ckpt = build_tiny_comet_qe(texts, out / "qe", config, parallel=parallel)
+        mt_dir = build_tiny_mt(tok_dir, parallel or [], out / "mt", config)
+        if qe is not None:
+            qe_ckpt = qe.result()
+    finally:
+        if qe is not None:
+            qe.stop()
     manifest = {
         "build_key": key,
         "models": {
@@ -121,10 +137,12 @@ def build_tiny_models(
     return manifest
 
 
-def pretrain_base(texts: list[str], pretrain_texts: list[str] | None, config: TinyConfig, tokenizer_dir: Path):
+def pretrain_base(texts: list[str], pretrain_texts: list[str] | None, config: TinyConfig, tokenizer_dir: Path,
+                  initialised: Callable[[Any, Any], None] | None = None):
     """The build's first step, from a fresh torch seed: the tokenizer (trained on ``texts``, saved to
     ``tokenizer_dir``) and the base LM pre-trained on ``pretrain_texts`` (default ``texts``): plain text only,
-    a base model, not a chat model. Returns ``(tokenizer, model)``."""
+    a base model, not a chat model. ``initialised(tokenizer, model)`` is called between the model's random
+    initialisation and its training. Returns ``(tokenizer, model)``."""
     import torch
 
     from kowen_kedro.floats import deterministic_torch
@@ -133,8 +151,35 @@ def pretrain_base(texts: list[str], pretrain_texts: list[str] | None, config: Ti
     torch.manual_seed(config.seed)
     tokenizer = train_chat_tokenizer(texts, config.vocab_size, tokenizer_dir)
     base = build_causal_lm(tokenizer, config)
+    if initialised is not None:
+        initialised(tokenizer, base)
     _train_lm(base, tokenizer, pretrain_texts or texts, config.pretrain_steps, config)
     return tokenizer, base
+
+
+def _rng_state() -> list[int]:
+    import torch
+
+    return torch.get_rng_state().tolist()
+
+
+def _rng_state_after_rm_init(tokenizer, base, out: Path, config: TinyConfig) -> list[int]:
+    """The state torch's global generator will have once the reward model's score head is initialised, taken
+    from the freshly initialised ``base``, and the generator left as it was. The LM training draws nothing
+    from it (its batches come from a generator of its own, and the tiny LMs have no dropout), so the state
+    after the real reward model's build is this one: the QE model's encoder, initialised next in the
+    build's order, can start from it in a process of its own, beside the LM training, and be the same bytes
+    as when the build ran in one process (:meth:`QEChild.started_from` checks the claim)."""
+    import tempfile
+
+    import torch
+
+    before = torch.get_rng_state()
+    with tempfile.TemporaryDirectory(dir=out) as tmp:
+        build_reward_model(save_lm(base, tokenizer, Path(tmp) / "base"), Path(tmp) / "rm", seed=config.seed)
+    after = _rng_state()
+    torch.set_rng_state(before)
+    return after
 
 
 def train_chat_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: Path):
@@ -266,14 +311,16 @@ def build_reward_model(base_dir: str | Path, out_dir: Path, seed: int = 0) -> Pa
 
 
 def build_tiny_comet_qe(texts: list[str], out_dir: Path, config: TinyConfig, parallel: list[dict] | None = None,
-                        encoder: dict | None = None) -> Path:
+                        encoder: dict | None = None, rng_state: list[int] | None = None) -> Path:
     """A COMET ``UnifiedMetric`` (reference-free: mt, src) over a tiny local XLM-R; returns the .ckpt path.
 
     With ``parallel`` sentences it is trained (``qe_steps``, MSE, COMET's own ``prepare_sample`` /
     ``forward`` / ``compute_loss``) to predict the chrF of translations corrupted at several levels
     (:func:`kowen_kedro.world.gold.qe_examples`), as CometKiwi is trained on human quality scores.
     ``encoder`` overrides the encoder's ``XLMRobertaConfig`` fields (a benchmark builds a CometKiwi-sized
-    one: 24 layers x 1024); the estimator's hidden size and word layer follow it."""
+    one: 24 layers x 1024); the estimator's hidden size and word layer follow it. The encoder's initial
+    weights are drawn from torch's global generator as it is, or from ``rng_state`` (its
+    ``get_rng_state()``, as a list) when given; the rest of the build is seeded."""
     import pytorch_lightning as pl
     import torch
     import yaml
@@ -304,6 +351,8 @@ def build_tiny_comet_qe(texts: list[str], out_dir: Path, config: TinyConfig, par
         unk_token="<unk>", pad_token="<pad>", mask_token="<mask>", model_max_length=512,
     )
     xtok.save_pretrained(enc_dir)
+    if rng_state is not None:
+        torch.set_rng_state(torch.tensor(rng_state, dtype=torch.uint8))
     xcfg = XLMRobertaConfig(**{
         "vocab_size": len(xtok), "hidden_size": config.qe_hidden_size, "num_hidden_layers": config.qe_layers,
         "num_attention_heads": 2, "intermediate_size": 2 * config.qe_hidden_size, "max_position_embeddings": 514,
@@ -336,6 +385,63 @@ def build_tiny_comet_qe(texts: list[str], out_dir: Path, config: TinyConfig, par
     with open(out_dir / "hparams.yaml", "w") as f:
         yaml.safe_dump({**saved, "class_identifier": "unified_metric"}, f)
     return ckpt
+
+
+class QEChild:
+    """:func:`build_tiny_comet_qe` in a process of its own (``python -m kowen_kedro.tiny.build qe <inputs>``),
+    started as soon as the base LM is initialised: the QE model needs none of the LMs, so it trains on the
+    other core beside their training. The process inherits the pinned float settings
+    (:mod:`kowen_kedro.floats`) and starts the encoder's initialisation from ``rng_state``, the generator
+    state the one-process build had at that point, so its bytes are that build's. Its inputs and log stay in
+    ``out_dir`` until it succeeds."""
+
+    def __init__(self, texts: list[str], parallel: list[dict] | None, config: TinyConfig, out_dir: Path, rng_state: list[int]):
+        import subprocess
+        import sys
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.out_dir, self.inputs, self.log = out_dir, out_dir / "_inputs.json", out_dir / "_build.log"
+        self.rng_state = rng_state
+        self.inputs.write_text(json.dumps({"texts": texts, "parallel": parallel, "config": asdict(config), "rng_state": rng_state}))
+        with self.log.open("w") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "kowen_kedro.tiny.build", "qe", str(self.inputs)],
+                                         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+    def started_from(self, rng_state: list[int]) -> bool:
+        """Whether the child started from ``rng_state`` (the generator's state where the one-process build
+        initialises the encoder); a warning if not."""
+        if rng_state == self.rng_state:
+            return True
+        logger.warning("torch's generator is not where the tiny QE model's build expected it (something drew from it "
+                       "between the base LM's initialisation and the reward model's): the QE model is built again, after "
+                       "the reward model, as the one-process build does")
+        return False
+
+    def result(self) -> Path:
+        """Wait for the build; the checkpoint's path, or an error with the end of the child's log."""
+        code = self.proc.wait()
+        if code:
+            tail = self.log.read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"the tiny QE model's build failed (exit {code}); the end of {self.log}:\n{tail}")
+        self.inputs.unlink()
+        self.log.unlink()
+        return self.out_dir / "checkpoints" / "model.ckpt"
+
+    def stop(self) -> None:
+        """Kill the child if it still runs (the parent's build failed, or builds the QE model itself)."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def _qe_child_main(inputs: Path) -> None:
+    from kowen_kedro.floats import deterministic_torch
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    deterministic_torch()
+    args = json.loads(inputs.read_text())
+    build_tiny_comet_qe(args["texts"], inputs.parent, TinyConfig(**args["config"]), parallel=args["parallel"],
+                        rng_state=args["rng_state"])
 
 
 def build_tiny_mt(tokenizer_dir: Path, parallel: list[dict], out_dir: Path, config: TinyConfig) -> Path:
@@ -404,3 +510,11 @@ def _train_qe(metric, parallel: list[dict], config: TinyConfig) -> None:
         return sum(metric.compute_loss(metric(**inp), target) for inp in inputs)
 
     fit(metric, loss, config.qe_steps, lr=config.qe_learning_rate, clip=1.0, name="QE")
+
+
+if __name__ == "__main__":  # the QE build's child process (QEChild)
+    import sys
+
+    if sys.argv[1:2] != ["qe"] or len(sys.argv) != 3:
+        raise SystemExit("usage: python -m kowen_kedro.tiny.build qe <inputs.json>")
+    _qe_child_main(Path(sys.argv[2]))
