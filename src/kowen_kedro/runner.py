@@ -232,7 +232,8 @@ class StageRunner(ThreadRunner):
 
     def _get_executor(self, max_workers: int) -> Executor:
         slots = self._launch_slots or default_launch_slots()
-        # blocked workers cost nothing: enough of them that a ready launch never waits behind in-process nodes
-        workers = max(max_workers, slots + 8)
+        # a worker per node: blocked workers cost nothing, and a ready node must reach the Machine to take its
+        # slots (one queued in the pool behind nodes blocked there would wait for them, whatever its priority)
+        workers = max(max_workers, slots + 8, len(getattr(self, "_parents", {})))
         return _Guarded(ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kedro-node"), slots, self._busy,
                         getattr(self, "_priority", {}), getattr(self, "_parents", {}), getattr(self, "_launch_nodes", set()))
