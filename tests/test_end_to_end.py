@@ -132,21 +132,23 @@ def other_float_settings() -> dict[str, str]:
 def start_reproducibility_run(root: Path):
     """The same commit and seed in another folder and process, up to the SFT data (tiny models, synthesis,
     translation with QE), started by conftest when the session starts, beside the other tests, under a
-    competing load (a busy loop for as long as the run lasts, ten minutes at most, beside the tests that run
-    meanwhile) and from a shell that asks for other float settings (:func:`other_float_settings`), which the
-    project's pins (kowen_kedro.floats) overrule."""
-    run = start_kedro_run(scratch_project(root, raw_data=False), to_outputs=["sft_dataset"], env=other_float_settings())
-    start_busy_loop(600, while_running=run.pid)
+    competing load (a busy loop at its priority for as long as the run lasts, ten minutes at most, beside the
+    tests that run meanwhile) and from a shell that asks for other float settings (:func:`other_float_settings`),
+    which the project's pins (kowen_kedro.floats) overrule. Its priority is above the reruns' and the Japanese
+    run's (:data:`BACKGROUND_RUNS`: the module's tests need it before theirs)."""
+    run = start_kedro_run(scratch_project(root, raw_data=False), to_outputs=["sft_dataset"], env=other_float_settings(), nice=15)
+    start_busy_loop(600, while_running=run.pid, nice=15)
     return run
 
 
 def rerun_on_first_run(params: dict | None = None, nodes: list[str] | None = None) -> After:
     """``kedro run --params ... --nodes ...`` on top of the default run, in a copy of its project
     (``<root>/project``, with its own MLflow store), started in the background as soon as the default run has
-    finished (its own MLflow run, as from the command line)."""
+    finished (its own MLflow run, as from the command line), at a priority between the reproducibility run's
+    and the Japanese run's: the background runs finish about in the order the tests need them."""
 
     def start(root: Path, first_run: Path):
-        return start_kedro_run(copy_project(first_run, root / "project"), params, nodes=nodes)
+        return start_kedro_run(copy_project(first_run, root / "project"), params, nodes=nodes, nice=17)
 
     return After("first_run", start)
 

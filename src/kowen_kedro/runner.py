@@ -155,6 +155,19 @@ def priorities(pipeline) -> dict[str, tuple[int, int]]:
     return {name: (len(nodes & launches), len(nodes)) for name, nodes in below.items()}
 
 
+def prestart_warm_launches(pipeline) -> None:
+    """Where ``pipeline`` trains and there is no GPU, start the warm interpreter the launches fork from
+    (:mod:`kowen_kedro.training.warm`) now: it imports the training libraries on the other core while the run
+    starts (a project hook calls this before MLflow's run is set up; the runner again, which does nothing then)."""
+    if any(LAUNCH_TAG in node.tags for node in pipeline.nodes):
+        import torch
+
+        from kowen_kedro.training import warm
+
+        if not torch.cuda.is_available():
+            warm.prestart()
+
+
 class _Guarded(Executor):
     """A thread pool whose tasks each take their slots of the :class:`Machine` while they run: a core, and
     a launch slot (a launch) or the in-process slot (any other node); served by priority
@@ -221,13 +234,7 @@ class StageRunner(ThreadRunner):
         self._priority = priorities(pipeline)
         self._parents = {node.name: {parent.name for parent in parents} for node, parents in pipeline.node_dependencies.items()}
         self._launch_nodes = {node.name for node in pipeline.nodes if LAUNCH_TAG in node.tags}
-        if any(LAUNCH_TAG in node.tags for node in pipeline.nodes):
-            import torch
-
-            from kowen_kedro.training import warm
-
-            if not torch.cuda.is_available():
-                warm.prestart()  # the training libraries load in the warm interpreter while the first nodes run
+        prestart_warm_launches(pipeline)
         super()._run(pipeline, catalog, hook_manager=hook_manager, run_id=run_id)
 
     def _get_executor(self, max_workers: int) -> Executor:
