@@ -160,46 +160,23 @@ def scratch_project(root: Path, raw_data: bool = True) -> Path:
     return root
 
 
-def copy_project(project: Path, to: Path) -> Path:
-    """A copy of a run's ``project`` at ``to`` whose MLflow store is its own: the copied store names the
-    original's folder as its artifact location (MLflow stores it absolute), so a run in the copy would write
-    its artifacts into the original's ``mlruns``; here they point into the copy's. Its tracking URI is the
-    copy's absolute path (MLflow keeps one store per URI in a process, and the project's
-    ``sqlite:///mlflow.db`` is relative, so a second project's session in one process would log into the first's)."""
-    import shutil
-    import sqlite3
-
-    shutil.copytree(project, to, symlinks=True)
-    db = to / "mlflow.db"
-    if db.exists():
-        old, new = project.resolve().as_uri(), to.resolve().as_uri()
-        with sqlite3.connect(db) as con:
-            for table, column in (("experiments", "artifact_location"), ("runs", "artifact_uri")):
-                con.execute(f"UPDATE {table} SET {column} = replace({column}, ?, ?)", (old, new))
-                con.execute(f"UPDATE {table} SET {column} = replace({column}, ?, ?)", (str(project.resolve()), str(to.resolve())))
-        con.close()
-    (to / "conf" / "local" / "mlflow.yml").write_text(
-        f"server:\n  mlflow_tracking_uri: sqlite:///{db}\n  mlflow_registry_uri: null\n")
-    return to
-
-
 #: ``kedro run`` in a scratch project, in a process of its own (see :func:`start_kedro_run`).
 KEDRO_RUN = """
 import json, sys
 from pathlib import Path
 from kedro.framework.session import KedroSession
 from kedro.framework.startup import bootstrap_project
-root, params, to_outputs, node_names = Path(sys.argv[1]), json.loads(sys.argv[2]), json.loads(sys.argv[3]), json.loads(sys.argv[4])
+root, params, to_outputs = Path(sys.argv[1]), json.loads(sys.argv[2]), json.loads(sys.argv[3])
 bootstrap_project(root)
 from kowen_kedro.runner import StageRunner
 with KedroSession.create(project_path=root, runtime_params=params) as session:
-    session.run(to_outputs=to_outputs, node_names=node_names, runner=StageRunner())  # what `kedro run` runs with
+    session.run(to_outputs=to_outputs, runner=StageRunner())  # what `kedro run` runs with
 """
 
 
 def start_kedro_run(root: Path, params: dict | None = None, to_outputs: list[str] | None = None,
-                    env: dict[str, str] | None = None, nice: int = 19, nodes: list[str] | None = None):
-    """``kedro run`` (``--params``, ``--to-outputs``, ``--nodes``) in the project ``root``, logged to ``run.log``,
+                    env: dict[str, str] | None = None, nice: int = 19):
+    """``kedro run`` (``--params``, ``--to-outputs``) in the scratch project ``root``, logged to ``run.log``,
     at CPU priority ``nice`` (by default the lowest: it takes only the core the other tests leave idle, so
     they do not slow down). Its own process, so its own hash seed, as another clone's run; its thread count
     and kernel paths are the project's pins (:mod:`kowen_kedro.floats`), whatever ``env`` adds to this
@@ -211,8 +188,7 @@ def start_kedro_run(root: Path, params: dict | None = None, to_outputs: list[str
     log = open(root / "run.log", "w")
     child = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     child.pop("PYTHONHASHSEED", None)
-    return subprocess.Popen([sys.executable, "-c", KEDRO_RUN, str(root), json.dumps(params or {}), json.dumps(to_outputs),
-                             json.dumps(nodes)],
+    return subprocess.Popen([sys.executable, "-c", KEDRO_RUN, str(root), json.dumps(params or {}), json.dumps(to_outputs)],
                             cwd=root, stdout=log, stderr=subprocess.STDOUT, env=child, preexec_fn=lambda: os.nice(nice))
 
 
@@ -235,67 +211,21 @@ while time.monotonic() < end and os.getppid() == parent and (not watched or runn
 """
 
 
-def start_busy_loop(seconds: float, while_running: int = 0, nice: int = 19):
-    """A bounded busy loop in a process of its own, at the priority ``nice`` of a background run (so it takes
+def start_busy_loop(seconds: float, while_running: int = 0):
+    """A bounded busy loop in a process of its own, at the priority of the background runs (so it takes
     their core's time, not the tests'); it ends after ``seconds``, when the process ``while_running`` (a pid)
     has ended, or with the session, whichever comes first."""
     import os
     import subprocess
     import sys
 
-    return subprocess.Popen([sys.executable, "-c", BUSY_LOOP, str(seconds), str(while_running)], preexec_fn=lambda: os.nice(nice))
+    return subprocess.Popen([sys.executable, "-c", BUSY_LOOP, str(seconds), str(while_running)], preexec_fn=lambda: os.nice(19))
 
 
 def pytest_report_header(config):
     from kowen_kedro import floats
 
     return [f"kowen-kedro: {floats.describe()}"]
-
-
-class After:
-    """A background run that starts when the module's background run ``parent`` has finished:
-    ``start(root, parent_root) -> Popen`` (for a run on top of another, e.g. in a copy of its project)."""
-
-    def __init__(self, parent: str, start) -> None:
-        self.parent, self.start = parent, start
-
-
-class Follower:
-    """The process of an :class:`After` run, as far as the fixtures use a ``Popen``: a thread waits for the
-    run it follows, then starts it (not when that run failed: then it fails, saying so in its ``run.log``)."""
-
-    def __init__(self, after: After, root: Path, parent_root: Path, parent) -> None:
-        import threading
-
-        self.proc, self._code, self._killed, self._lock = None, None, False, threading.Lock()
-        self._thread = threading.Thread(target=self._follow, args=(after, root, parent_root, parent), daemon=True)
-        self._thread.start()
-
-    def _follow(self, after: After, root: Path, parent_root: Path, parent) -> None:
-        code = parent.wait()
-        with self._lock:
-            if self._killed:
-                self._code = -9
-            elif code:
-                (root / "run.log").write_text(f"not started: the run it follows ({after.parent}, {parent_root}) failed (exit {code})\n")
-                self._code = 1
-            else:
-                self.proc = after.start(root, parent_root)
-
-    def wait(self, timeout: float | None = None) -> int | None:
-        self._thread.join(timeout)
-        return self._code if self.proc is None else self.proc.wait(timeout)
-
-    def poll(self) -> int | None:
-        if self._thread.is_alive():
-            return None
-        return self._code if self.proc is None else self.proc.poll()
-
-    def kill(self) -> None:
-        with self._lock:
-            self._killed = True
-            if self.proc is not None:
-                self.proc.kill()
 
 
 def finished_background_run(request, tmp_path_factory, name: str) -> Path:
@@ -306,21 +236,16 @@ def finished_background_run(request, tmp_path_factory, name: str) -> Path:
     root, proc = runs.get(key) or (None, None)
     if proc is None:
         root = tmp_path_factory.mktemp(name)
-        start = request.module.BACKGROUND_RUNS[name]
-        if isinstance(start, After):
-            proc = start.start(root, finished_background_run(request, tmp_path_factory, start.parent))
-        else:
-            proc = start(root)
+        proc = request.module.BACKGROUND_RUNS[name](root)
     assert proc.wait(timeout=1800) == 0, (root / "run.log").read_text(errors="replace")[-4000:]
     return root
 
 
-#: A test module with ``BACKGROUND_RUNS = {name: start(root) -> Popen, or After(parent, start)}`` and a fixture
-#: of each run's name gets each run that a selected test takes (and each run those follow) started, each in an
-#: empty folder of its own, when the session's first test sets up (such a run takes minutes of one core, and
-#: the machine has two), an :class:`After` run once the run it follows has finished, and its tests moved to
-#: the end of the session, so that the other tests run meanwhile; its fixtures wait for them
-#: (:func:`finished_background_run`). Collection starts nothing; the folders are removed when the session ends.
+#: A test module with ``BACKGROUND_RUNS = {name: start(root) -> Popen}`` gets each of its runs started, each in
+#: an empty folder of its own, when the session's first test sets up (such a run takes minutes of one core,
+#: and the machine has two), and its tests moved to the end of the session, so that the other tests run
+#: meanwhile; its fixtures wait for them (:func:`finished_background_run`). Collection starts nothing; the
+#: folders are removed when the session ends.
 @pytest.hookimpl(trylast=True)  # after -m / -k deselection
 def pytest_collection_modifyitems(session, config, items):
     items.sort(key=lambda item: bool(getattr(item.module, "BACKGROUND_RUNS", None)))  # stable: those modules last
@@ -328,31 +253,22 @@ def pytest_collection_modifyitems(session, config, items):
 
 @pytest.fixture(scope="session", autouse=True)
 def background_runs(request):
-    """Start the background runs the selected tests take (deselected tests start none); kill what is still
-    running and remove every run's folder when the session ends."""
+    """Start the background runs of the selected tests' modules (deselected tests start none); kill what is
+    still running and remove every run's folder when the session ends."""
     import shutil
     import tempfile
 
-    started, needed = {}, {}
-    for item in request.session.items:  # a run is needed by a selected test that takes the fixture of its name
-        runs = getattr(item.module, "BACKGROUND_RUNS", {})
-        for name in runs:
-            if name in item.fixturenames:
-                needed.setdefault(Path(str(item.fspath)).stem, (runs, set()))[1].add(name)
-    for module, (runs, names) in needed.items():
-        while any(isinstance(runs[n], After) and runs[n].parent not in names for n in names):  # and the runs they follow
-            names |= {runs[n].parent for n in names if isinstance(runs[n], After)}
-        for name in sorted(names, key=lambda n: isinstance(runs[n], After)):  # the runs followed first
-            root = Path(tempfile.mkdtemp(prefix=f"kowen-{module}-{name}-"))
-            start = runs[name]
-            if isinstance(start, After):
-                parent_root, parent = started[f"{module}:{start.parent}"]
-                started[f"{module}:{name}"] = (root, Follower(start, root, parent_root, parent))
-            else:
-                started[f"{module}:{name}"] = (root, start(root))
+    started = {}
+    for item in request.session.items:
+        module = Path(str(item.fspath)).stem
+        for name, start in getattr(item.module, "BACKGROUND_RUNS", {}).items():
+            key = f"{module}:{name}"
+            if key not in started:
+                root = Path(tempfile.mkdtemp(prefix=f"kowen-{module}-{name}-"))
+                started[key] = (root, start(root))
     request.config.kowen_background_runs = started
     yield started
-    for root, proc in reversed(started.values()):  # the followers first: none starts after its parent is killed
+    for root, proc in started.values():
         if proc.poll() is None:
             proc.kill()
             proc.wait()
