@@ -236,25 +236,3 @@ def test_a_node_line_beside_a_progress_bar_is_a_line_of_its_own(monkeypatch):
     assert line in captured(bars_aware=True)
     assert line not in captured(bars_aware=False)  # glued to the bar's line
 
-
-def test_the_warm_interpreter_starts_before_the_run_when_the_pipeline_trains(monkeypatch):
-    """The project hook starts the launches' warm interpreter at once (before kedro-mlflow's store is set up)
-    for a pipeline with a training launch on a machine without CUDA, and not for one without launches."""
-    import torch
-
-    from kowen_kedro.hooks import WarmLaunchesHook
-    from kowen_kedro.settings import HOOKS
-    from kowen_kedro.training import warm
-
-    started = []
-    monkeypatch.setattr(warm, "prestart", lambda: started.append(1))
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    hook = next(h for h in HOOKS if isinstance(h, WarmLaunchesHook))
-    same = lambda x: x  # noqa: E731
-    hook.before_pipeline_run({}, Pipeline([Node(same, "x", "y", name="report")]))
-    assert started == []
-    hook.before_pipeline_run({}, Pipeline([Node(same, "x", "y", name="train", tags=[LAUNCH_TAG])]))
-    assert started == [1]
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU machine: launches start DeepSpeed's way
-    hook.before_pipeline_run({}, Pipeline([Node(same, "x", "y", name="train", tags=[LAUNCH_TAG])]))
-    assert started == [1]

@@ -190,3 +190,20 @@ def test_a_failed_qe_build_fails_the_build_with_the_end_of_its_log(world, tmp_pa
     with pytest.raises(RuntimeError, match=r"tiny QE model's build failed \(exit 1\)(.|\n)*not a multiple of the number of attention heads") as failed:
         _small_build(world, tmp_path / "bad", qe_hidden_size=7)  # 7 is no multiple of the encoder's 2 heads
     assert "_build.log" in str(failed.value) and (tmp_path / "bad" / "qe" / "_build.log").exists()
+
+
+def test_the_qe_child_ends_when_the_build_that_started_it_dies(tmp_path):
+    """The QE child watches a pipe only the build's process holds: when it closes (the process killed,
+    ``kill -9`` included), the child ends at once instead of writing into a folder the rerun rebuilds."""
+    import time
+
+    from conftest import base_params
+    from kowen_kedro.groups import TinyModels
+    from kowen_kedro.tiny.build import QEChild
+
+    config = TinyModels.of({**base_params()["tiny_models"], "out_dir": str(tmp_path)}).config()
+    child = QEChild(["a b c"] * 10, [{"en": "a b", "ko": "c d"}] * 10, config, tmp_path / "qe", rng_state=[0] * 5056)
+    time.sleep(1)
+    assert child.proc.poll() is None  # importing, then building
+    child.proc.stdin.close()  # what the kernel does to the pipe when the build's process dies
+    assert child.proc.wait(timeout=60) == 137

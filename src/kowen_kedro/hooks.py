@@ -33,17 +33,6 @@ def export_api_keys(credentials: dict) -> list[str]:
     return exported
 
 
-class WarmLaunchesHook:
-    """The warm interpreter the training launches fork from starts before anything else of the run (before
-    kedro-mlflow sets up its store and run): its imports take the other core while the run starts."""
-
-    @hook_impl(tryfirst=True)
-    def before_pipeline_run(self, run_params: dict, pipeline) -> None:
-        from kowen_kedro.runner import prestart_warm_launches
-
-        prestart_warm_launches(pipeline)
-
-
 class CredentialsEnvHook:
     @hook_impl
     def after_context_created(self, context) -> None:

@@ -157,8 +157,7 @@ def priorities(pipeline) -> dict[str, tuple[int, int]]:
 
 def prestart_warm_launches(pipeline) -> None:
     """Where ``pipeline`` trains and there is no GPU, start the warm interpreter the launches fork from
-    (:mod:`kowen_kedro.training.warm`) now: it imports the training libraries on the other core while the run
-    starts (a project hook calls this before MLflow's run is set up; the runner again, which does nothing then)."""
+    (:mod:`kowen_kedro.training.warm`) now: it imports the training libraries while the first nodes run."""
     if any(LAUNCH_TAG in node.tags for node in pipeline.nodes):
         import torch
 

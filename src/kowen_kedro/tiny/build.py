@@ -403,9 +403,9 @@ class QEChild:
         self.out_dir, self.inputs, self.log = out_dir, out_dir / "_inputs.json", out_dir / "_build.log"
         self.rng_state = rng_state
         self.inputs.write_text(json.dumps({"texts": texts, "parallel": parallel, "config": asdict(config), "rng_state": rng_state}))
-        with self.log.open("w") as log:
+        with self.log.open("w") as log:  # its stdin: a pipe only this process holds (the child ends when it closes)
             self.proc = subprocess.Popen([sys.executable, "-m", "kowen_kedro.tiny.build", "qe", str(self.inputs)],
-                                         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                                         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.PIPE)
 
     def started_from(self, rng_state: list[int]) -> bool:
         """Whether the child started from ``rng_state`` (the generator's state where the one-process build
@@ -420,6 +420,7 @@ class QEChild:
     def result(self) -> Path:
         """Wait for the build; the checkpoint's path, or an error with the end of the child's log."""
         code = self.proc.wait()
+        self.proc.stdin.close()
         if code:
             tail = self.log.read_text(errors="replace")[-3000:]
             raise RuntimeError(f"the tiny QE model's build failed (exit {code}); the end of {self.log}:\n{tail}")
@@ -432,11 +433,27 @@ class QEChild:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        self.proc.stdin.close()
+
+
+def _exit_with_the_parent() -> None:
+    """A daemon thread of the QE child: when the build's process dies (``kill -9`` included), the pipe on this
+    process's stdin closes and the child ends too, instead of writing into a folder the rerun rebuilds."""
+    import os
+    import threading
+
+    def watch() -> None:
+        while os.read(0, 1 << 12):  # b"" at end of file: the parent closed the pipe or died (unbuffered: no lock
+            pass                    # that the interpreter's shutdown would wait for)
+        os._exit(137)
+
+    threading.Thread(target=watch, daemon=True, name="parent-alive").start()
 
 
 def _qe_child_main(inputs: Path) -> None:
     from kowen_kedro.floats import deterministic_torch
 
+    _exit_with_the_parent()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     deterministic_torch()
     args = json.loads(inputs.read_text())
