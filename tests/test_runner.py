@@ -126,7 +126,7 @@ def test_the_in_process_node_that_unblocks_training_goes_first():
             time.sleep(0.01)
     machine.release()
     for t in threads:
-        t.join(5)
+        t.join(60)
     assert order == ["prepare", "report_a", "report_b"]  # the one training waits on first, then first come
 
 
@@ -148,10 +148,10 @@ def test_a_waiter_that_cannot_be_served_leaves_a_free_core_to_one_that_can():
         time.sleep(0.01)
     launch = threading.Thread(target=wait_for, args=("train", (0, 1), True))
     launch.start()
-    launch.join(5)
+    launch.join(60)
     assert order == ["train"]  # the launch took the second core although a higher priority waits
     machine.release()  # the in-process holder ends: its slot and its core go to the waiting node
-    first.join(5)
+    first.join(60)
     assert order == ["train", "prepare"]
 
 
@@ -174,11 +174,9 @@ def test_a_node_made_ready_by_the_one_ending_goes_before_a_lower_one_already_wai
     nodes = [Node(step("prepare_1", 0.3), "x", "a", name="prepare_1"), Node(step("prepare_2"), "a", "b", name="prepare_2"),
              Node(step("train"), "b", "model", name="train", tags=[LAUNCH_TAG])]
     nodes += [Node(step(name), "x", name, name=name) for name in reports]
-    started = time.monotonic()
     StageRunner(max_launches=2, max_busy=2).run(Pipeline(nodes), _catalog(x=1))
-    assert order[:2] == ["prepare_1", "prepare_2"], order
+    assert order[:2] == ["prepare_1", "prepare_2"], order  # (had prepare_2's kept place lapsed, a report would be first)
     assert sorted(order[2:]) == sorted(reports + ["train"])
-    assert time.monotonic() - started < 4  # no kept place lapsed (5 s) on the way
 
 
 def test_a_kept_place_that_is_not_taken_lapses():
@@ -189,7 +187,7 @@ def test_a_kept_place_that_is_not_taken_lapses():
     machine.expect("never_comes", (9, 9), launch=False)
     started = time.monotonic()
     machine.acquire("report", (0, 0))
-    assert 0.15 < time.monotonic() - started < 5
+    assert 0.15 < time.monotonic() - started < 60  # after the grace, not never
     machine.release()
 
 
@@ -235,4 +233,3 @@ def test_a_node_line_beside_a_progress_bar_is_a_line_of_its_own(monkeypatch):
 
     assert line in captured(bars_aware=True)
     assert line not in captured(bars_aware=False)  # glued to the bar's line
-

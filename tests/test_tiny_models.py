@@ -202,7 +202,9 @@ def test_the_qe_child_ends_when_the_build_that_started_it_dies(tmp_path):
     from kowen_kedro.tiny.build import QEChild
 
     config = TinyModels.of({**base_params()["tiny_models"], "out_dir": str(tmp_path)}).config()
-    child = QEChild(["a b c"] * 10, [{"en": "a b", "ko": "c d"}] * 10, config, tmp_path / "qe", rng_state=[0] * 5056)
+    import torch
+
+    child = QEChild(["a b c"] * 10, [{"en": "a b", "ko": "c d"}] * 10, config, tmp_path / "qe", rng_state=torch.get_rng_state().tolist())
     time.sleep(1)
     assert child.proc.poll() is None  # importing, then building
     child.proc.stdin.close()  # what the kernel does to the pipe when the build's process dies
