@@ -98,7 +98,7 @@ def test_kedro_run_uses_the_stage_runner_unless_told_otherwise(monkeypatch):
 
 
 def test_the_in_process_node_that_unblocks_training_goes_first():
-    from kowen_kedro.runner import Machine, priorities
+    from kowen_kedro.runner import Graph, Machine
 
     def same(x):
         return x
@@ -107,7 +107,10 @@ def test_the_in_process_node_that_unblocks_training_goes_first():
                      Node(same, "x", "data", name="prepare"),
                      Node(same, "data", "model", name="train", tags=[LAUNCH_TAG]),
                      Node(same, "model", "scores", name="score")])
-    rank = priorities(pipe)
+    graph = Graph.of(pipe)
+    assert graph.parents["train"] == {"prepare"} and graph.children["prepare"] == {"train"} and not graph.parents["prepare"]
+    assert graph.launches == {"train"}
+    rank = graph.priority
     assert rank == {"report_a": (0, 0), "report_b": (0, 0), "prepare": (1, 2), "train": (0, 1), "score": (0, 0)}
 
     machine, order = Machine(cores=2, launches=2), []

@@ -33,6 +33,7 @@ import threading
 import time
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from kedro.runner import ThreadRunner
@@ -132,27 +133,34 @@ class Machine:
             self.release(launch)
 
 
-def priorities(pipeline) -> dict[str, tuple[int, int]]:
-    """Per node: (training launches downstream of it, nodes downstream of it). The in-process node that
+@dataclass(frozen=True)
+class Graph:
+    """A pipeline's nodes by name: each one's parents and children, which are training launches, and each
+    one's priority, (training launches downstream of it, nodes downstream of it). The in-process node that
     unblocks the most training runs first: the launches, one thread each, then overlap the rest."""
-    children: dict[str, set[str]] = {n.name: set() for n in pipeline.nodes}
-    for node, parents in pipeline.node_dependencies.items():
-        for parent in parents:
-            children[parent.name].add(node.name)
-    launches = {n.name for n in pipeline.nodes if LAUNCH_TAG in n.tags}
-    below: dict[str, set[str]] = {}
 
-    def downstream(name: str) -> set[str]:
-        if name not in below:
-            found: set[str] = set()
-            for child in children[name]:
-                found |= {child} | downstream(child)
-            below[name] = found
-        return below[name]
+    parents: dict[str, frozenset[str]]
+    children: dict[str, frozenset[str]]
+    launches: frozenset[str]
+    priority: dict[str, tuple[int, int]]
 
-    for node in reversed(pipeline.nodes):  # toposorted: children first, so each recursion is shallow
-        downstream(node.name)
-    return {name: (len(nodes & launches), len(nodes)) for name, nodes in below.items()}
+    @classmethod
+    def of(cls, pipeline) -> Graph:
+        parents = {node.name: frozenset(p.name for p in ups) for node, ups in pipeline.node_dependencies.items()}
+        children: dict[str, set[str]] = {name: set() for name in parents}
+        for name, ups in parents.items():
+            for up in ups:
+                children[up].add(name)
+        launches = frozenset(n.name for n in pipeline.nodes if LAUNCH_TAG in n.tags)
+        below: dict[str, set[str]] = {}
+        for node in reversed(pipeline.nodes):  # toposorted: children first, each one's set is known already
+            below[node.name] = set().union(*({child} | below[child] for child in children[node.name]))
+        return cls(parents, {name: frozenset(c) for name, c in children.items()}, launches,
+                   {name: (len(nodes & launches), len(nodes)) for name, nodes in below.items()})
+
+    @classmethod
+    def empty(cls) -> Graph:
+        return cls({}, {}, frozenset(), {})
 
 
 def prestart_warm_launches(pipeline) -> None:
@@ -170,38 +178,34 @@ def prestart_warm_launches(pipeline) -> None:
 class _Guarded(Executor):
     """A thread pool whose tasks each take their slots of the :class:`Machine` while they run: a core, and
     a launch slot (a launch) or the in-process slot (any other node); served by priority
-    (:func:`priorities`). The first nodes keep their place from the start, and when a node ends, the nodes it
+    (:class:`Graph`). The first nodes keep their place from the start, and when a node ends, the nodes it
     was the last input of keep theirs at once (:meth:`Machine.expect`), before the runner hands them over."""
 
-    def __init__(self, pool: ThreadPoolExecutor, launch_slots: int, busy: int, priority: dict[str, tuple[int, int]],
-                 parents: dict[str, set[str]] | None = None, launches: set[str] | None = None) -> None:
+    def __init__(self, pool: ThreadPoolExecutor, launch_slots: int, busy: int, graph: Graph) -> None:
         self._pool = pool
         self._machine = Machine(busy, launch_slots)
-        self._priority = priority
-        self._parents = parents or {}
-        self._children: dict[str, set[str]] = {name: set() for name in self._parents}
-        for name, ups in self._parents.items():
-            for up in ups:
-                self._children.setdefault(up, set()).add(name)
-        self._launches = launches or set()
+        self._graph = graph
         self._done: set[str] = set()
         self._submitted: set[str] = set()
         self._state = threading.Lock()
-        for name, ups in self._parents.items():  # the first nodes: handed over one by one, served by priority
+        for name, ups in graph.parents.items():  # the first nodes: handed over one by one, served by priority
             if not ups:
-                self._machine.expect(name, self._priority.get(name, ()), name in self._launches)
+                self._expect(name)
+
+    def _expect(self, name: str) -> None:
+        self._machine.expect(name, self._graph.priority.get(name, ()), name in self._graph.launches)
 
     def _ready_after(self, name: str) -> list[str]:
         """The nodes that ``name``'s end makes ready and that are not handed over yet."""
         with self._state:
             self._done.add(name)
-            return [child for child in self._children.get(name, ())
-                    if child not in self._submitted and self._parents[child] <= self._done]
+            return [child for child in self._graph.children.get(name, ())
+                    if child not in self._submitted and self._graph.parents[child] <= self._done]
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
         node = getattr(fn, "node", None)
         name = node.name if node is not None else f"task-{id(fn)}"
-        rank = self._priority.get(name, ())
+        rank = self._graph.priority.get(name, ())
         launch = node is not None and LAUNCH_TAG in node.tags
         with self._state:
             self._submitted.add(name)
@@ -210,7 +214,7 @@ class _Guarded(Executor):
             with self._machine.held(name, rank, launch):
                 result = fn(*args, **kwargs)
                 for child in self._ready_after(name):  # before this node's slots are free
-                    self._machine.expect(child, self._priority.get(child, ()), child in self._launches)
+                    self._expect(child)
                 return result
 
         return self._pool.submit(guarded)
@@ -230,9 +234,7 @@ class StageRunner(ThreadRunner):
         super().__init__(max_workers=max_workers or cores, is_async=is_async)
 
     def _run(self, pipeline, catalog, hook_manager=None, run_id=None) -> None:
-        self._priority = priorities(pipeline)
-        self._parents = {node.name: {parent.name for parent in parents} for node, parents in pipeline.node_dependencies.items()}
-        self._launch_nodes = {node.name for node in pipeline.nodes if LAUNCH_TAG in node.tags}
+        self._graph = Graph.of(pipeline)
         prestart_warm_launches(pipeline)
         super()._run(pipeline, catalog, hook_manager=hook_manager, run_id=run_id)
 
@@ -240,6 +242,6 @@ class StageRunner(ThreadRunner):
         slots = self._launch_slots or default_launch_slots()
         # a worker per node: blocked workers cost nothing, and a ready node must reach the Machine to take its
         # slots (one queued in the pool behind nodes blocked there would wait for them, whatever its priority)
-        workers = max(max_workers, slots + 8, len(getattr(self, "_parents", {})))
-        return _Guarded(ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kedro-node"), slots, self._busy,
-                        getattr(self, "_priority", {}), getattr(self, "_parents", {}), getattr(self, "_launch_nodes", set()))
+        graph = getattr(self, "_graph", None) or Graph.empty()
+        workers = max(max_workers, slots + 8, len(graph.parents))
+        return _Guarded(ThreadPoolExecutor(max_workers=workers, thread_name_prefix="kedro-node"), slots, self._busy, graph)
