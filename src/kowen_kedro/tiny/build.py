@@ -95,14 +95,13 @@ def build_tiny_models(
         shutil.rmtree(out)
     out.mkdir(parents=True)
     tok_dir = out / "tokenizer"
-    qe = None
+    qe = QEChild(texts, parallel, config, out / "qe")  # imports and trains its tokenizer while the LMs' starts
 
-    def start_qe(tokenizer, base) -> None:  # the base is initialised: the QE model's seed state is known now
-        nonlocal qe
-        qe = QEChild(texts, parallel, config, out / "qe", rng_state=_rng_state_after_rm_init(tokenizer, base, out, config))
+    def seed_qe(tokenizer, base) -> None:  # the base is initialised: the QE model's seed state is known now
+        qe.start_from(_rng_state_after_rm_init(tokenizer, base, out, config))
 
     try:
-        tokenizer, base = pretrain_base(texts, pretrain_texts, config, tok_dir, initialised=start_qe)
+        tokenizer, base = pretrain_base(texts, pretrain_texts, config, tok_dir, initialised=seed_qe)
         chat_texts = [tokenizer.apply_chat_template(c, tokenize=False) for c in chats]
         base_dir = save_lm(base, tokenizer, out / "base")
         _train_lm(base, tokenizer, chat_texts, config.teacher_steps, config)
@@ -310,8 +309,12 @@ def build_reward_model(base_dir: str | Path, out_dir: Path, seed: int = 0) -> Pa
     return out_dir
 
 
+#: The file in the QE model's folder through which :class:`QEChild` hands its child the generator state.
+RNG_STATE_FILE = "_rng_state.json"
+
+
 def build_tiny_comet_qe(texts: list[str], out_dir: Path, config: TinyConfig, parallel: list[dict] | None = None,
-                        encoder: dict | None = None, rng_state: list[int] | None = None) -> Path:
+                        encoder: dict | None = None, rng_state: list[int] | Callable[[], list[int]] | None = None) -> Path:
     """A COMET ``UnifiedMetric`` (reference-free: mt, src) over a tiny local XLM-R; returns the .ckpt path.
 
     With ``parallel`` sentences it is trained (``qe_steps``, MSE, COMET's own ``prepare_sample`` /
@@ -320,7 +323,8 @@ def build_tiny_comet_qe(texts: list[str], out_dir: Path, config: TinyConfig, par
     ``encoder`` overrides the encoder's ``XLMRobertaConfig`` fields (a benchmark builds a CometKiwi-sized
     one: 24 layers x 1024); the estimator's hidden size and word layer follow it. The encoder's initial
     weights are drawn from torch's global generator as it is, or from ``rng_state`` (its
-    ``get_rng_state()``, as a list) when given; the rest of the build is seeded."""
+    ``get_rng_state()``, as a list, or a function that returns it once needed) when given; the rest of the
+    build is seeded."""
     import pytorch_lightning as pl
     import torch
     import yaml
@@ -351,6 +355,8 @@ def build_tiny_comet_qe(texts: list[str], out_dir: Path, config: TinyConfig, par
         unk_token="<unk>", pad_token="<pad>", mask_token="<mask>", model_max_length=512,
     )
     xtok.save_pretrained(enc_dir)
+    if callable(rng_state):
+        rng_state = rng_state()
     if rng_state is not None:
         torch.set_rng_state(torch.tensor(rng_state, dtype=torch.uint8))
     xcfg = XLMRobertaConfig(**{
@@ -389,23 +395,31 @@ def build_tiny_comet_qe(texts: list[str], out_dir: Path, config: TinyConfig, par
 
 class QEChild:
     """:func:`build_tiny_comet_qe` in a process of its own (``python -m kowen_kedro.tiny.build qe <inputs>``),
-    started as soon as the base LM is initialised: the QE model needs none of the LMs, so it trains on the
-    other core beside their training. The process inherits the pinned float settings
-    (:mod:`kowen_kedro.floats`) and starts the encoder's initialisation from ``rng_state``, the generator
-    state the one-process build had at that point, so its bytes are that build's. Its inputs and log stay in
-    ``out_dir`` until it succeeds."""
+    started with the build: the QE model needs none of the LMs, so it trains on the other core beside their
+    training. The process inherits the pinned float settings (:mod:`kowen_kedro.floats`), imports its
+    libraries and trains its tokenizer, then waits for :meth:`start_from`: the encoder's initialisation starts
+    from that generator state, the one the one-process build had at that point, so its bytes are that
+    build's. Its inputs and log stay in ``out_dir`` until it succeeds."""
 
-    def __init__(self, texts: list[str], parallel: list[dict] | None, config: TinyConfig, out_dir: Path, rng_state: list[int]):
+    def __init__(self, texts: list[str], parallel: list[dict] | None, config: TinyConfig, out_dir: Path):
         import subprocess
         import sys
 
         out_dir.mkdir(parents=True, exist_ok=True)
         self.out_dir, self.inputs, self.log = out_dir, out_dir / "_inputs.json", out_dir / "_build.log"
-        self.rng_state = rng_state
-        self.inputs.write_text(json.dumps({"texts": texts, "parallel": parallel, "config": asdict(config), "rng_state": rng_state}))
+        self.state_file, self.rng_state = out_dir / RNG_STATE_FILE, None
+        self.inputs.write_text(json.dumps({"texts": texts, "parallel": parallel, "config": asdict(config)}))
         with self.log.open("w") as log:  # its stdin: a pipe only this process holds (the child ends when it closes)
             self.proc = subprocess.Popen([sys.executable, "-m", "kowen_kedro.tiny.build", "qe", str(self.inputs)],
                                          stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.PIPE)
+
+    def start_from(self, rng_state: list[int]) -> None:
+        """Hand the child the generator state its encoder's initialisation starts from (written whole, then
+        renamed into place: the child never reads half of it)."""
+        self.rng_state = rng_state
+        partial = self.state_file.with_suffix(".partial")
+        partial.write_text(json.dumps(rng_state))
+        partial.replace(self.state_file)
 
     def started_from(self, rng_state: list[int]) -> bool:
         """Whether the child started from ``rng_state`` (the generator's state where the one-process build
@@ -424,8 +438,8 @@ class QEChild:
         if code:
             tail = self.log.read_text(errors="replace")[-3000:]
             raise RuntimeError(f"the tiny QE model's build failed (exit {code}); the end of {self.log}:\n{tail}")
-        self.inputs.unlink()
-        self.log.unlink()
+        for done in (self.inputs, self.state_file, self.log):
+            done.unlink()
         return self.out_dir / "checkpoints" / "model.ckpt"
 
     def stop(self) -> None:
@@ -436,29 +450,27 @@ class QEChild:
         self.proc.stdin.close()
 
 
-def _exit_with_the_parent() -> None:
-    """A daemon thread of the QE child: when the build's process dies (``kill -9`` included), the pipe on this
-    process's stdin closes and the child ends too, instead of writing into a folder the rerun rebuilds."""
-    import os
-    import threading
-
-    def watch() -> None:
-        while os.read(0, 1 << 12):  # b"" at end of file: the parent closed the pipe or died (unbuffered: no lock
-            pass                    # that the interpreter's shutdown would wait for)
-        os._exit(137)
-
-    threading.Thread(target=watch, daemon=True, name="parent-alive").start()
-
-
 def _qe_child_main(inputs: Path) -> None:
     from kowen_kedro.floats import deterministic_torch
 
-    _exit_with_the_parent()
+    from kowen_kedro.lifeline import exit_when_closed
+
+    exit_when_closed(0)  # stdin: the pipe only the build holds
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     deterministic_torch()
     args = json.loads(inputs.read_text())
     build_tiny_comet_qe(args["texts"], inputs.parent, TinyConfig(**args["config"]), parallel=args["parallel"],
-                        rng_state=args["rng_state"])
+                        rng_state=lambda: _await_rng_state(inputs.parent / RNG_STATE_FILE))
+
+
+def _await_rng_state(path: Path, poll_s: float = 0.02) -> list[int]:
+    """The generator state :meth:`QEChild.start_from` hands over, once it is there (the build's process dying
+    meanwhile ends this one: :func:`kowen_kedro.lifeline.exit_when_closed`)."""
+    import time
+
+    while not path.exists():
+        time.sleep(poll_s)
+    return json.loads(path.read_text())
 
 
 def build_tiny_mt(tokenizer_dir: Path, parallel: list[dict], out_dir: Path, config: TinyConfig) -> Path:

@@ -11,7 +11,7 @@ output appended to the run's ``train.log``. DeepSpeed still drives training insi
 (``deepspeed.init_distributed`` and its engine, as under the launcher).
 
 A ``kill -9`` of the ``kedro run`` ends every launch it forked (each watches a pipe only the run holds
-open, :func:`_exit_with_the_run`): the rerun resumes each from its last committed checkpoint.
+open, :func:`kowen_kedro.lifeline.exit_when_closed`): the rerun resumes each from its last committed checkpoint.
 
 Where: one process on one node on a machine without CUDA (:func:`eligible`). Several processes or nodes
 keep DeepSpeed's launcher; so does a GPU machine, where a fork must not inherit a CUDA context and a
@@ -31,6 +31,8 @@ from collections import deque
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
+
+from kowen_kedro.lifeline import exit_when_closed
 
 #: Imported once in the warm interpreter (what every training child needs before its first step).
 PRELOAD = [
@@ -72,25 +74,9 @@ def rank_env(env: dict[str, str], launcher: str, master_port: int) -> dict[str, 
             "CROSS_SIZE": "1", "LOCAL_SIZE": "1", "RANK": "0", "LOCAL_RANK": "0"}
 
 
-def _exit_with_the_run(run_alive) -> None:
-    """A daemon thread of the child: when the launching process dies (``kill -9`` included), its end of the
-    ``run_alive`` pipe closes and the child ends too, instead of training on unseen and writing into a folder
-    the rerun resumes from. (The warm interpreter itself outlives the run while a child lives: every child
-    holds its liveness descriptor.)"""
-
-    def watch() -> None:
-        try:
-            run_alive.recv()
-        except (EOFError, OSError):
-            pass
-        os._exit(137)
-
-    threading.Thread(target=watch, daemon=True, name="run-alive").start()
-
-
 def _child(spec_path: str, log_path: str, env: dict[str, str], cwd: str, run_alive) -> None:
     """In the forked child: output to ``log_path``, the launch's environment and folder, then the entry point."""
-    _exit_with_the_run(run_alive)
+    exit_when_closed(run_alive.fileno(), "run-alive")  # a kill -9 of the run ends this child too
     gc.freeze()  # the preloaded libraries' objects: never collected, so not scanned by the collections training triggers
     fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     sys.stdout.flush()
