@@ -137,10 +137,13 @@ screenshots: venv
 notebook: venv
 	$(BIN)/python notebooks/execute.py
 
-## The MLflow UI on the project's store (mlflow.db), served at http://127.0.0.1:$(MLFLOW_PORT).
+## The MLflow UI on the project's store (mlflow.db), served at http://127.0.0.1:$(MLFLOW_PORT), for one user: one
+## server worker (MLflow starts 4) and no background job runner (MLflow's server jobs serve GenAI features).
+MLFLOW_WORKERS ?= 1
 mlflow-ui: venv
 	@echo "MLflow UI: http://127.0.0.1:$(MLFLOW_PORT)/#/?workflowType=machine_learning (the model-training view; Ctrl-C stops it)"
-	cd $(PROJECT) && kedro mlflow ui --host 127.0.0.1 --port $(MLFLOW_PORT)
+	cd $(PROJECT) && MLFLOW_WORKERS=$(MLFLOW_WORKERS) MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false \
+	    kedro mlflow ui --host 127.0.0.1 --port $(MLFLOW_PORT)
 
 ## Regenerate requirements.lock from the current environment.
 lock: venv
