@@ -4,7 +4,7 @@ datasets hidden; and the whole graph) (headless Chromium, as Debian packages it:
 chromium``). ``make screenshots`` (``PROJECT=`` a project folder that has run; default: this one) writes
 ``docs/images/*.png``.
 
-Each UI is started as a user starts it (``make mlflow-ui`` / ``make viz``), on a free port.
+Each UI is started as a user starts it (``make mlflow-ui`` / ``make viz``, both at once), on a free port.
 """
 
 from __future__ import annotations
@@ -25,31 +25,43 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @contextmanager
-def served(target: str, project: Path, timeout: float = 240):
-    """``make <target>`` for ``project``; yields its base URL once it answers."""
+def served(targets: tuple[str, ...], project: Path, timeout: float = 240, env: dict[str, str] | None = None,
+           logs: Path | None = None):
+    """``make <target>`` for ``project``, for each of ``targets`` (``mlflow-ui``, ``viz``) at once, each on a
+    free port, with the environment ``env`` (default this one's) and its output in ``logs/make-<target>.log``
+    (default: discarded); yields ``{target: base URL}`` once every one answers, and stops them after.
+    A server that exits or does not answer in ``timeout`` seconds raises ``RuntimeError`` with its log's end."""
     from kowen_kedro.ports import free_port
 
-    port = free_port()
-    var = "MLFLOW_PORT" if target == "mlflow-ui" else "VIZ_PORT"
-    proc = subprocess.Popen(["make", "-C", str(ROOT), target, f"PROJECT={project}", f"{var}={port}"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
+    started: dict[str, tuple[subprocess.Popen, str, Path | None]] = {}
     try:
+        for target in targets:
+            port = free_port()  # below 49152: kedro-viz refuses the ephemeral range
+            var = "MLFLOW_PORT" if target == "mlflow-ui" else "VIZ_PORT"
+            log = logs / f"make-{target}.log" if logs is not None else None
+            with open(log or os.devnull, "wb") as out:
+                proc = subprocess.Popen(["make", "-C", str(ROOT), target, f"PROJECT={project}", f"{var}={port}"], env=env,
+                                        stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            started[target] = (proc, f"http://127.0.0.1:{port}", log)
         deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise SystemExit(f"make {target} exited with {proc.returncode}")
-            try:
-                urllib.request.urlopen(url, timeout=5).read()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise SystemExit(f"make {target} did not serve in {timeout} s")
-                time.sleep(2)
-        yield url
+        for target, (proc, url, log) in started.items():
+            while True:
+                said = f"; the end of {log}:\n{log.read_text(errors='replace')[-3000:]}" if log is not None else ""
+                if proc.poll() is not None:
+                    raise RuntimeError(f"make {target} exited with {proc.returncode}{said}")
+                try:
+                    urllib.request.urlopen(url, timeout=5).read()
+                    break
+                except OSError:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"make {target} did not serve in {timeout} s{said}") from None
+                    time.sleep(1)
+        yield {target: url for target, (_, url, _) in started.items()}
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=60)
+        for proc, _, _ in started.values():
+            os.killpg(proc.pid, signal.SIGTERM)
+        for proc, _, _ in started.values():
+            proc.wait(timeout=60)
 
 
 def shoot(browser: str, url: str, out: Path, size: str = "1600,1000", wait_ms: int = 20000) -> dict:
@@ -100,25 +112,28 @@ def zoom_level(dom: str) -> int | None:
     return int(found.group(1)) if found else None
 
 
-def capture(browser: str, project: Path, out: Path, compare=("sft", "dpo_iter_2", "cross_lingual")) -> dict:
-    """The three pages of a finished run's project, each UI served by ``make``: ``{name: {"png", "dom"}}``
-    for ``mlflow_parent_run``, ``mlflow_compare_policies`` (the child runs named in ``compare``),
-    ``kedro_viz_stages`` (:data:`STAGES_VIEW`) and ``kedro_viz`` (the whole graph)."""
+def capture(browser: str, project: Path, out: Path, compare=("sft", "dpo_iter_2", "cross_lingual"),
+            urls: dict[str, str] | None = None) -> dict:
+    """The four pages of a finished run's project: ``{name: {"png", "dom"}}`` for ``mlflow_parent_run``,
+    ``mlflow_compare_policies`` (the child runs named in ``compare``), ``kedro_viz_stages``
+    (:data:`STAGES_VIEW`) and ``kedro_viz`` (the whole graph); each UI served by ``make`` for the while, or
+    at ``urls`` (``{"mlflow-ui": url, "viz": url}``, as :func:`served` yields them) where it is served already."""
     project = project.resolve()
+    if urls is None:
+        with served(("mlflow-ui", "viz"), project) as urls:
+            return capture(browser, project, out, compare, urls)
     exp, parent, children = runs(project, tuple(compare))
     chosen = [children[n] for n in compare]
-    pages = {}
-    with served("mlflow-ui", project) as url:
-        ml = "workflowType=machine_learning"  # MLflow's model-training view (else it opens the GenAI one)
-        pages["mlflow_parent_run"] = shoot(browser, f"{url}/#/experiments/{exp}/runs/{parent}?{ml}",
-                                           out / "mlflow_parent_run.png", size="1600,1600")
-        pages["mlflow_compare_policies"] = shoot(
+    ml, url = "workflowType=machine_learning", urls["mlflow-ui"]  # MLflow's model-training view (else it opens the GenAI one)
+    return {
+        "mlflow_parent_run": shoot(browser, f"{url}/#/experiments/{exp}/runs/{parent}?{ml}", out / "mlflow_parent_run.png",
+                                   size="1600,1600"),
+        "mlflow_compare_policies": shoot(
             browser, f"{url}/#/compare-runs?runs={json.dumps(chosen)}&experiments={json.dumps([exp])}&{ml}",
-            out / "mlflow_compare_policies.png", size="1600,1400")
-    with served("viz", project) as url:
-        pages["kedro_viz_stages"] = shoot(browser, url + STAGES_VIEW, out / "kedro_viz_stages.png")
-        pages["kedro_viz"] = shoot(browser, url, out / "kedro_viz.png")
-    return pages
+            out / "mlflow_compare_policies.png", size="1600,1400"),
+        "kedro_viz_stages": shoot(browser, urls["viz"] + STAGES_VIEW, out / "kedro_viz_stages.png"),
+        "kedro_viz": shoot(browser, urls["viz"], out / "kedro_viz.png"),
+    }
 
 
 def main() -> None:
@@ -130,7 +145,10 @@ def main() -> None:
     browser = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
     if browser is None:
         raise SystemExit("no headless Chromium: apt-get install chromium")
-    capture(browser, args.project, args.out, tuple(args.compare.split(",")))
+    try:
+        capture(browser, args.project, args.out, tuple(args.compare.split(",")))
+    except RuntimeError as failed:
+        raise SystemExit(str(failed)) from None
 
 
 if __name__ == "__main__":

@@ -49,9 +49,10 @@ def tiny_models(tmp_path_factory, world) -> dict:
 
 
 def tiny_params(out_dir) -> dict:
-    """``tiny_models`` of the session's tiny models: conf/base's with fewer steps, the world's text as it is."""
+    """``tiny_models`` of the session's tiny models: conf/base's with fewer steps (a quarter of the QE model's: its
+    child process is the build's longest part), the world's text as it is."""
     return {**base_params()["tiny_models"], "out_dir": str(out_dir), "pretrain_steps": 60, "teacher_steps": 60,
-            "pretrain_english_share": None}
+            "qe_steps": 300, "pretrain_english_share": None}
 
 
 def base_params() -> dict:
@@ -160,6 +161,66 @@ def scratch_project(root: Path, raw_data: bool = True) -> Path:
     return root
 
 
+def copy_project(project: Path, to: Path) -> Path:
+    """A copy of a run's ``project`` at ``to`` (every file's time kept) whose MLflow store is its own: the copied
+    store names the original's folder in its artifact locations (MLflow stores them absolute), so a run in the
+    copy would write its artifacts into the original's ``mlruns``; here they point into the copy's. Its tracking
+    URI is the copy's absolute path (MLflow keeps one store per URI in a process, and the project's
+    ``sqlite:///mlflow.db`` is relative, so a second project's session in one process would log into the first's)."""
+    import shutil
+    import sqlite3
+
+    shutil.copytree(project, to, symlinks=True)
+    db = to / "mlflow.db"
+    if db.exists():
+        con = sqlite3.connect(db)
+        with con:
+            for old, new in ((project.resolve().as_uri(), to.resolve().as_uri()), (str(project.resolve()), str(to.resolve()))):
+                for table, column in (("experiments", "artifact_location"), ("runs", "artifact_uri")):
+                    con.execute(f"UPDATE {table} SET {column} = replace({column}, ?, ?)", (old, new))
+        con.close()
+    (to / "conf" / "local" / "mlflow.yml").write_text(
+        f"server:\n  mlflow_tracking_uri: sqlite:///{db}\n  mlflow_registry_uri: null\n")
+    return to
+
+
+def run_reruns(project: Path, root: Path, steps: dict[str, dict]) -> None:
+    """For each step ``{name: {"params": ..., "nodes": [...] or None}}`` in order, ``kedro run --params ...
+    --nodes ...`` on top of the finished run ``project``, in a copy of it (``root/<name>``, its own MLflow
+    store), in this process one after the other (its imports and the warm interpreter the launches fork from
+    serve them all; each its own MLflow run, as from the command line); ``root/<name>.done`` once it finished,
+    or ``root/<name>.failed`` with the traceback (and on to the next)."""
+    import os
+    import traceback
+
+    from kedro.framework.session import KedroSession
+    from kedro.framework.startup import bootstrap_project
+
+    from kowen_kedro.runner import StageRunner
+
+    for name, step in steps.items():
+        try:
+            copy = copy_project(project, root / name)
+            os.chdir(copy)
+            bootstrap_project(copy)
+            end_active_runs()
+            with KedroSession.create(project_path=copy, runtime_params=step.get("params") or {}) as session:
+                session.run(node_names=step.get("nodes"), runner=StageRunner())  # what `kedro run` runs with
+            (root / f"{name}.done").touch()
+        except Exception:
+            (root / f"{name}.failed").write_text(traceback.format_exc())
+
+
+#: :func:`run_reruns` in a process of its own: the tests' folder, the finished run, the folder, the steps
+RERUNS = """
+import json, sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[1])
+from conftest import run_reruns
+run_reruns(Path(sys.argv[2]), Path(sys.argv[3]), json.loads(sys.argv[4]))
+"""
+
+
 #: ``kedro run`` in a scratch project, in a process of its own (see :func:`start_kedro_run`).
 KEDRO_RUN = """
 import json, sys
@@ -192,8 +253,9 @@ def start_kedro_run(root: Path, params: dict | None = None, to_outputs: list[str
                             cwd=root, stdout=log, stderr=subprocess.STDOUT, env=child, preexec_fn=lambda: os.nice(nice))
 
 
-#: a competing CPU load: a loop that spins for ``sys.argv[1]`` seconds at most, or until its parent dies, or until
-#: the process ``sys.argv[2]`` (0: none) has ended
+#: a competing CPU load: a loop that spins a third of the time (20 ms of every 60: it takes the core from the run
+#: beside it again and again, without taking a third of the machine) for ``sys.argv[1]`` seconds at most, or until
+#: its parent dies, or until the process ``sys.argv[2]`` (0: none) has ended
 BUSY_LOOP = """
 import os, sys, time
 end, parent, watched = time.monotonic() + float(sys.argv[1]), os.getppid(), int(sys.argv[2])
@@ -206,8 +268,11 @@ def running(pid):
         return False
 
 while time.monotonic() < end and os.getppid() == parent and (not watched or running(watched)):
-    for _ in range(50):
-        sum(i * i for i in range(10_000))
+    for _ in range(20):
+        spin = time.monotonic() + 0.02
+        while time.monotonic() < spin:
+            sum(i * i for i in range(1_000))
+        time.sleep(0.04)
 """
 
 
@@ -228,23 +293,118 @@ def pytest_report_header(config):
     return [f"kowen-kedro: {floats.describe()}"]
 
 
-def finished_background_run(request, tmp_path_factory, name: str) -> Path:
-    """The project of the requesting module's background run ``name`` once it has finished (started by the
-    session fixture below, or here, now, when the session started without it); fails with its log's end."""
+class After:
+    """A background run that starts when the module's background run ``parent`` has finished:
+    ``start(root, parent_root) -> Popen`` (for runs on top of another, e.g. in copies of its project);
+    ``provides``: the names of the fixtures that take it, besides its own name."""
+
+    def __init__(self, parent: str, start, provides: tuple[str, ...] = ()) -> None:
+        self.parent, self.start, self.provides = parent, start, set(provides)
+
+
+class Follower:
+    """The process of an :class:`After` run, as far as the fixtures use a ``Popen``: a thread waits for the
+    run it follows, then starts it (not when that run failed: then it fails, saying so in its ``run.log``)."""
+
+    def __init__(self, after: After, root: Path, parent_root: Path, parent) -> None:
+        import threading
+
+        self.proc, self._code, self._killed, self._lock = None, None, False, threading.Lock()
+        self._thread = threading.Thread(target=self._follow, args=(after, root, parent_root, parent), daemon=True)
+        self._thread.start()
+
+    def _follow(self, after: After, root: Path, parent_root: Path, parent) -> None:
+        code = parent.wait()
+        with self._lock:
+            if self._killed:
+                self._code = -9
+            elif code:
+                (root / "run.log").write_text(f"not started: the run it follows ({after.parent}, {parent_root}) failed (exit {code})\n")
+                self._code = 1
+            else:
+                self.proc = after.start(root, parent_root)
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        self._thread.join(timeout)
+        return self._code if self.proc is None else self.proc.wait(timeout)
+
+    def poll(self) -> int | None:
+        if self._thread.is_alive():
+            return None
+        return self._code if self.proc is None else self.proc.poll()
+
+    def kill(self) -> None:
+        with self._lock:
+            self._killed = True
+            if self.proc is not None:
+                self.proc.kill()
+
+
+def reruns_after(parent: str, steps: dict[str, dict], nice: int = 10) -> After:
+    """The ``steps`` of :func:`run_reruns` on top of the module's background run ``parent``, one process for
+    all, started when ``parent`` has finished, at CPU priority ``nice`` (by default below the tests, above the
+    other background runs: its module's tests wait for it before theirs); each step's fixture
+    (:func:`finished_rerun`) takes its name."""
+    import os
+    import subprocess
+    import sys
+
+    def start(root: Path, parent_root: Path):
+        log = open(root / "run.log", "w")
+        return subprocess.Popen([sys.executable, "-c", RERUNS, str(Path(__file__).parent), str(parent_root), str(root),
+                                 json.dumps(steps)], cwd=root, stdout=log, stderr=subprocess.STDOUT,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=lambda: os.nice(nice))
+
+    return After(parent, start, provides=tuple(steps))
+
+
+def finished_rerun(request, tmp_path_factory, chain: str, name: str) -> Path:
+    """The project of step ``name`` of the module's background reruns ``chain`` (:func:`reruns_after`) once
+    that step has finished; fails with its traceback, or with the end of the chain's log."""
+    import time
+
+    root, proc = _background_run(request, tmp_path_factory, chain)
+    deadline = time.monotonic() + 1800
+    while not (root / f"{name}.done").exists():
+        if (root / f"{name}.failed").exists():
+            pytest.fail(f"the rerun {name} failed:\n{(root / f'{name}.failed').read_text()[-4000:]}")
+        if proc.poll() is not None or time.monotonic() > deadline:
+            log = root / "run.log"
+            pytest.fail(f"the reruns ended (exit {proc.poll()}) before {name} finished:\n"
+                        f"{log.read_text(errors='replace')[-4000:] if log.exists() else ''}")
+        time.sleep(1)
+    return root / name
+
+
+def _background_run(request, tmp_path_factory, name: str):
+    """(folder, process) of the requesting module's background run ``name``: the one the session started, or
+    one started here, now, when the session started without it."""
     runs = getattr(request.config, "kowen_background_runs", {})
     key = f"{request.module.__name__.rpartition('.')[2]}:{name}"
     root, proc = runs.get(key) or (None, None)
     if proc is None:
         root = tmp_path_factory.mktemp(name)
-        proc = request.module.BACKGROUND_RUNS[name](root)
+        start = request.module.BACKGROUND_RUNS[name]
+        proc = (start.start(root, finished_background_run(request, tmp_path_factory, start.parent)) if isinstance(start, After)
+                else start(root))
+        runs[key] = (root, proc)
+    return root, proc
+
+
+def finished_background_run(request, tmp_path_factory, name: str) -> Path:
+    """The project of the requesting module's background run ``name`` once it has finished (started by the
+    session fixture below, or here, now, when the session started without it); fails with its log's end."""
+    root, proc = _background_run(request, tmp_path_factory, name)
     assert proc.wait(timeout=1800) == 0, (root / "run.log").read_text(errors="replace")[-4000:]
     return root
 
 
-#: A test module with ``BACKGROUND_RUNS = {name: start(root) -> Popen}`` gets each of its runs started, each in
-#: an empty folder of its own, when the session's first test sets up (such a run takes minutes of one core,
-#: and the machine has two), and its tests moved to the end of the session, so that the other tests run
-#: meanwhile; its fixtures wait for them (:func:`finished_background_run`). Collection starts nothing; the
+#: A test module with ``BACKGROUND_RUNS = {name: start(root) -> Popen, or After(parent, start)}`` gets each run that
+#: a selected test takes (through the fixture of the run's name, or one an :class:`After` provides), and each run
+#: those follow, started when the session's first test sets up, each in an empty folder of its own (such a run
+#: takes minutes of one core, and the machine has two), an :class:`After` run once the run it follows has
+#: finished; and its tests moved to the end of the session, so that the other tests run meanwhile; its fixtures
+#: wait for them (:func:`finished_background_run`, :func:`finished_rerun`). Collection starts nothing; the
 #: folders are removed when the session ends.
 @pytest.hookimpl(trylast=True)  # after -m / -k deselection
 def pytest_collection_modifyitems(session, config, items):
@@ -253,23 +413,33 @@ def pytest_collection_modifyitems(session, config, items):
 
 @pytest.fixture(scope="session", autouse=True)
 def background_runs(request):
-    """Start the background runs of the selected tests' modules (deselected tests start none); kill what is
-    still running and remove every run's folder when the session ends."""
+    """Start the background runs the selected tests take (deselected tests start none); kill what is still
+    running and remove every run's folder when the session ends."""
     import shutil
     import tempfile
 
-    started = {}
+    started, needed = {}, {}
     for item in request.session.items:
-        module = Path(str(item.fspath)).stem
-        for name, start in getattr(item.module, "BACKGROUND_RUNS", {}).items():
-            key = f"{module}:{name}"
-            if key not in started:
-                root = Path(tempfile.mkdtemp(prefix=f"kowen-{module}-{name}-"))
-                started[key] = (root, start(root))
+        runs = getattr(item.module, "BACKGROUND_RUNS", {})
+        for name, start in runs.items():
+            if name in item.fixturenames or (isinstance(start, After) and start.provides & set(item.fixturenames)):
+                needed.setdefault(Path(str(item.fspath)).stem, (runs, set()))[1].add(name)
+    for module, (runs, names) in needed.items():
+        while any(isinstance(runs[n], After) and runs[n].parent not in names for n in names):  # and the runs they follow
+            names |= {runs[n].parent for n in names if isinstance(runs[n], After)}
+        for name in sorted(names, key=lambda n: isinstance(runs[n], After)):  # the runs followed first
+            root = Path(tempfile.mkdtemp(prefix=f"kowen-{module}-{name}-"))
+            start = runs[name]
+            if isinstance(start, After):
+                parent_root, parent = started[f"{module}:{start.parent}"]
+                started[f"{module}:{name}"] = (root, Follower(start, root, parent_root, parent))
+            else:
+                started[f"{module}:{name}"] = (root, start(root))
     request.config.kowen_background_runs = started
     yield started
-    for root, proc in started.values():
+    for root, proc in reversed(list(started.values())):  # the followers first: none starts after its parent is killed
         if proc.poll() is None:
             proc.kill()
-            proc.wait()
+    for root, proc in started.values():
+        proc.wait()
         shutil.rmtree(root, ignore_errors=True)

@@ -8,27 +8,17 @@ all finished work (no training relaunched, no LLM call repeated).
 import hashlib
 import json
 import math
-import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from conftest import ROOT, end_active_runs, finished_background_run, scratch_project, start_busy_loop, start_kedro_run
+from conftest import (ROOT, finished_background_run, finished_rerun, reruns_after, scratch_project, start_busy_loop,
+                      start_kedro_run)
 
-from kowen_kedro.ports import free_port
 from kowen_kedro.tracking import dotted, parent_runs
 
 pytestmark = pytest.mark.slow
-
-
-def run_default(project: Path, extra_params: dict | None = None) -> None:
-    from kedro.framework.session import KedroSession
-    from kedro.framework.startup import bootstrap_project
-
-    bootstrap_project(project)
-    with KedroSession.create(project_path=project, runtime_params=extra_params or {}) as session:
-        session.run()
 
 
 def latest(path: Path) -> Path:
@@ -50,22 +40,6 @@ def first_run(request, tmp_path_factory):
     mp.chdir(project)
     yield project
     mp.undo()
-
-
-def own_copy(first_run: Path, tmp_path: Path, monkeypatch) -> Path:
-    """A copy of the default run's project for a test that runs more on top of it (reruns, other parameters),
-    so that the default run stays as it finished and every test passes alone and in any order. The copy's
-    MLflow store is named by its absolute path (mlflow keeps one store per URI in a process, and the project's
-    ``sqlite:///mlflow.db`` is relative, so a second project's session would log into the first's)."""
-    from kedro.framework.startup import bootstrap_project
-
-    project = tmp_path / "project"
-    shutil.copytree(first_run, project, symlinks=True)
-    (project / "conf" / "local" / "mlflow.yml").write_text(
-        f"server:\n  mlflow_tracking_uri: sqlite:///{project / 'mlflow.db'}\n  mlflow_registry_uri: null\n")
-    monkeypatch.chdir(project)
-    bootstrap_project(project)
-    return project
 
 
 def read(project: Path, rel: str) -> pd.DataFrame:
@@ -157,7 +131,7 @@ def other_float_settings() -> dict[str, str]:
 def start_reproducibility_run(root: Path):
     """The same commit and seed in another folder and process, up to the SFT data (tiny models, synthesis,
     translation with QE), started by conftest when the session starts, beside the other tests, under a
-    competing load (a busy loop for as long as the run lasts, ten minutes at most, beside the tests that run
+    competing load (a loop that spins a third of the time for as long as the run lasts, ten minutes at most, beside the tests that run
     meanwhile) and from a shell that asks for other float settings (:func:`other_float_settings`), which the
     project's pins (kowen_kedro.floats) overrule."""
     run = start_kedro_run(scratch_project(root, raw_data=False), to_outputs=["sft_dataset"], env=other_float_settings())
@@ -165,7 +139,39 @@ def start_reproducibility_run(root: Path):
     return run
 
 
-BACKGROUND_RUNS = {"first_run": start_default_run, "second_run": start_reproducibility_run}
+CLO_NODES = ["preference_alignment.train_cross_lingual_node", "evaluation.gold_cross_lingual_node"]
+DPO_ITER_1 = ["preference_alignment.dpo_iter_1.sample_completions_node", "preference_alignment.dpo_iter_1.score_completions_node",
+              "preference_alignment.dpo_iter_1.build_pairs_node", "preference_alignment.dpo_iter_1.train_dpo_node",
+              "evaluation.gold_dpo_iter_1_node", "evaluation.gold_effects_node"]
+
+#: The documented reruns on top of the default run that the tests below judge (``kedro run --params ... --nodes
+#: ...``), each in a copy of the default run's project: the whole default again (everything reused), CLO on half
+#: the pairs and SFT on all of them, DPO iteration 1 sampled through vLLM and with another sampling seed, SFT on
+#: the English part alone. One process runs them one after the other in the background, from the moment the
+#: default run has finished, while the other tests run.
+RERUNS = {
+    "rerun": {},
+    "clo_half_pairs": {"params": {"cross_lingual": {"train_fraction": 0.5, "baseline_in_same_run": False}}, "nodes": CLO_NODES},
+    "clo_sft_on_all_pairs": {"params": {"cross_lingual": {"method": "sft"}}, "nodes": CLO_NODES},
+    "dpo_iter_1_vllm": {"params": {"dpo_iter_1": {"dpo": {"sampling_backend": {"backend": "vllm"}}}}, "nodes": DPO_ITER_1},
+    "dpo_iter_1_seed_1": {"params": {"preference_alignment": {"sampling": {"params": {"seed": 1}}}}, "nodes": DPO_ITER_1},
+    "english_only_sft": {"params": {"sft": {"languages": "source"}}, "nodes": ["sft.train_sft_node", "evaluation.gold_sft_node"]},
+}
+
+BACKGROUND_RUNS = {"first_run": start_default_run, "second_run": start_reproducibility_run,
+                   "reruns": reruns_after("first_run", RERUNS)}
+
+
+def _rerun_fixture(name: str):
+    @pytest.fixture(name=name)
+    def project(request, tmp_path_factory) -> Path:
+        return finished_rerun(request, tmp_path_factory, "reruns", name)
+
+    return project
+
+
+rerun, clo_half_pairs, clo_sft_on_all_pairs, dpo_iter_1_vllm, dpo_iter_1_seed_1, english_only_sft = (
+    _rerun_fixture(name) for name in RERUNS)
 
 
 @pytest.fixture(scope="module")
@@ -595,22 +601,21 @@ def test_the_claims_table_is_the_committed_one_and_the_docs_show_it(first_run):
     assert len(claim_rows) == len(run) and not stale, f"docs/effects.md shows other seed-0 numbers (make effects): {stale[:5]}"
 
 
-def test_rerun_reuses_every_finished_step(first_run, tmp_path, monkeypatch):
-    """A second run relaunches no training, rebuilds no tiny model and makes no new LLM/QE/judge call."""
+def test_rerun_reuses_every_finished_step(first_run, rerun):
+    """A second run (in a copy of the default run's project, which keeps every file's time) relaunches no
+    training, rebuilds no tiny model and makes no new LLM/QE/judge call."""
     from kowen_kedro.llm.cache import CallCache
 
-    p = own_copy(first_run, tmp_path, monkeypatch)
-    cache = p / "data/02_intermediate/llm_call_cache.sqlite"
-    calls_before = len(CallCache(cache))
-    runs = {f: f.stat().st_size for f in (p / "data/06_models/_runs").glob("*/*/train.log")}
-    assert len(runs) == 10  # reward model, the two RM-transfer RMs, SFT, XL-Instruct, DPO iterations 1 and 2, CLO, its SFT+DPO baseline
-    teacher = p / "data/06_models/tiny/teacher/model.safetensors"
-    teacher_mtime = teacher.stat().st_mtime_ns
-    run_default(p)
-    assert {f: f.stat().st_size for f in (p / "data/06_models/_runs").glob("*/*/train.log")} == runs
-    assert teacher.stat().st_mtime_ns == teacher_mtime
-    assert len(CallCache(cache)) == calls_before
-    assert len(list((p / "data/06_models/sft_model").iterdir())) == 2  # a new version, from the reused run
+    def trainings(project: Path) -> dict:
+        return {f.relative_to(project): f.stat().st_size for f in (project / "data/06_models/_runs").glob("*/*/train.log")}
+
+    cache, teacher = "data/02_intermediate/llm_call_cache.sqlite", "data/06_models/tiny/teacher/model.safetensors"
+    assert len(trainings(first_run)) == 10  # reward model, the two RM-transfer RMs, SFT, XL-Instruct, DPO iterations 1 and 2, CLO, its SFT+DPO baseline
+    assert trainings(rerun) == trainings(first_run)
+    assert (rerun / teacher).stat().st_mtime_ns == (first_run / teacher).stat().st_mtime_ns
+    assert len(CallCache(rerun / cache)) == len(CallCache(first_run / cache))
+    assert len(list((first_run / "data/06_models/sft_model").iterdir())) == 1
+    assert len(list((rerun / "data/06_models/sft_model").iterdir())) == 2  # a new version, from the reused run
 
 
 def test_the_notebook_executes_on_the_run_and_shows_effects_curve_and_clo_vs_baseline(first_run):
@@ -748,45 +753,33 @@ def _screenshots():
     return module
 
 
-def _serve_and_fetch(target: str, project: Path, paths: list[str], timeout: float = 240) -> list[bytes]:
-    """``make <target>`` for ``project`` with the environment's commands off the PATH (no activated venv),
-    the bodies of ``paths`` once it serves, then the server stopped."""
+@pytest.fixture(scope="module")
+def uis(first_run):
+    """``make mlflow-ui`` and ``make viz`` for the default run's project, both at once, with the environment's
+    commands off the PATH (no activated venv), as a user starts them: ``{target: base URL}`` while the
+    module's tests run (their output in the project's ``make-<target>.log``)."""
     import os
-    import signal
-    import subprocess
     import sys
-    import time
-    import urllib.request
 
-    port = free_port()  # below 49152: kedro-viz refuses the ephemeral range
     venv_bin = str(Path(sys.executable).parent)
     env = {**os.environ, "PATH": os.pathsep.join(p for p in os.environ["PATH"].split(os.pathsep) if p != venv_bin)}
     env.pop("VIRTUAL_ENV", None)
-    var = "MLFLOW_PORT" if target == "mlflow-ui" else "VIZ_PORT"
-    log = project / f"make-{target}.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(["make", "-C", str(ROOT), target, f"PROJECT={project}", f"{var}={port}"],
-                                env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        deadline, bodies = time.monotonic() + timeout, []
-        while not bodies:
-            assert proc.poll() is None, log.read_text(errors="replace")[-3000:]
-            assert time.monotonic() < deadline, f"make {target} did not serve in {timeout} s"
-            try:
-                bodies = [urllib.request.urlopen(f"http://127.0.0.1:{port}{p}", timeout=10).read() for p in paths]
-            except OSError:
-                time.sleep(2)
-        return bodies
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=60)
+    with _screenshots().served(("mlflow-ui", "viz"), first_run, env=env, logs=first_run) as urls:
+        yield urls
 
 
-def test_make_mlflow_ui_and_make_viz_serve_the_run_without_an_activated_venv(first_run):
-    page, experiments = _serve_and_fetch("mlflow-ui", first_run, ["/", "/ajax-api/2.0/mlflow/experiments/search?max_results=10"])
+def _fetch(url: str) -> bytes:
+    import urllib.request
+
+    return urllib.request.urlopen(url, timeout=30).read()
+
+
+def test_make_mlflow_ui_and_make_viz_serve_the_run_without_an_activated_venv(first_run, uis):
+    page = _fetch(uis["mlflow-ui"] + "/")
+    experiments = _fetch(uis["mlflow-ui"] + "/ajax-api/2.0/mlflow/experiments/search?max_results=10")
     assert b'id="root" class="mlflow-ui-container"' in page, page[:300]
     assert "kowen_kedro" in {e["name"] for e in json.loads(experiments)["experiments"]}
-    page, graph = _serve_and_fetch("viz", first_run, ["/", "/api/main"])
+    page, graph = _fetch(uis["viz"] + "/"), _fetch(uis["viz"] + "/api/main")
     assert b"<title>Kedro-Viz</title>" in page, page[:300]
     tasks = [n for n in json.loads(graph)["nodes"] if n["type"] == "task"]
     from kedro.framework.project import pipelines
@@ -796,7 +789,7 @@ def test_make_mlflow_ui_and_make_viz_serve_the_run_without_an_activated_venv(fir
     assert len(tasks) == len(pipelines["__default__"].nodes) > 80  # every node of the default pipeline
 
 
-def test_a_browser_shows_two_policies_side_by_side_and_the_graph(first_run):
+def test_a_browser_shows_two_policies_side_by_side_and_the_graph(first_run, uis):
     """Headless Chromium (as Debian packages it) opens what a user opens after a run, each UI started by
     ``make``: MLflow's compare view of two policies' child runs and the kedro-viz graph. The rendered
     pages name the compared runs and the stages; the screenshots are kept as test artifacts
@@ -809,7 +802,7 @@ def test_a_browser_shows_two_policies_side_by_side_and_the_graph(first_run):
         pytest.skip("no headless Chromium on this machine (apt-get install chromium)")
     shots = _screenshots()
     out = Path(os.environ.get("KOWEN_TEST_ARTIFACTS") or ROOT / "build" / "test-artifacts")
-    pages = shots.capture(browser, first_run, out, compare=("sft", "dpo_iter_2"))
+    pages = shots.capture(browser, first_run, out, compare=("sft", "dpo_iter_2"), urls=uis)
     compare = pages["mlflow_compare_policies"]["dom"]
     assert "Comparing 2 Runs" in compare and ">sft<" in compare and ">dpo_iter_2<" in compare, compare[:500]
     assert ">gold/en<" in compare  # the metrics both children log under one name, side by side
@@ -823,40 +816,25 @@ def test_a_browser_shows_two_policies_side_by_side_and_the_graph(first_run):
         assert png.startswith(b"\x89PNG") and len(png) > 20_000, page["png"]  # drawn, not a blank page
 
 
-def _rerun(project: Path, params: dict, nodes: list[str], answers: str) -> pd.DataFrame:
-    """``kedro run --params ... --nodes ...`` on top of the default run (its own MLflow run, as from the
-    command line); the gold answers it wrote."""
-    from kedro.framework.session import KedroSession
-
-    end_active_runs()
-    with KedroSession.create(project_path=project, runtime_params=params) as session:
-        session.run(node_names=nodes)
-    return pd.read_json(latest(project / f"data/07_model_output/gold/{answers}_answers.jsonl"), lines=True)
+def gold_answers(project: Path, policy: str) -> pd.DataFrame:
+    """The newest gold answers of ``policy`` in ``project``."""
+    return pd.read_json(latest(project / f"data/07_model_output/gold/{policy}_answers.jsonl"), lines=True)
 
 
-CLO_NODES = ["preference_alignment.train_cross_lingual_node", "evaluation.gold_cross_lingual_node"]
-
-
-def test_clo_on_half_the_pairs_against_sft_on_all_of_them(first_run, tmp_path, monkeypatch):
+def test_clo_on_half_the_pairs_against_sft_on_all_of_them(clo_half_pairs, clo_sft_on_all_pairs):
     """CLO's data efficiency as its documented runs (``kedro run --params cross_lingual.train_fraction=0.5``
     and ``--params cross_lingual.method=sft``, each ``--from-nodes preference_alignment.train_cross_lingual_node``)."""
     from kowen_kedro.evaluation.claims import data_efficiency_claims
 
-    project = own_copy(first_run, tmp_path, monkeypatch)
-    half = _rerun(project, {"cross_lingual": {"train_fraction": 0.5, "baseline_in_same_run": False}}, CLO_NODES, "cross_lingual")
-    sft_all = _rerun(project, {"cross_lingual": {"method": "sft"}}, CLO_NODES, "cross_lingual")
+    half, sft_all = gold_answers(clo_half_pairs, "cross_lingual"), gold_answers(clo_sft_on_all_pairs, "cross_lingual")
     assert not half["answer"].equals(sft_all["answer"])
     claims = data_efficiency_claims(half, sft_all, "ko").set_index("claim")
     assert_claims([{**claims.loc["CLO on half the pairs is at least as good as SFT on all of them: gold"],
                     "claim": "CLO on half the pairs is at least as good as SFT on all of them: gold"}])
 
 
-DPO_ITER_1 = ["preference_alignment.dpo_iter_1.sample_completions_node", "preference_alignment.dpo_iter_1.score_completions_node", "preference_alignment.dpo_iter_1.build_pairs_node",
-              "preference_alignment.dpo_iter_1.train_dpo_node", "evaluation.gold_dpo_iter_1_node", "evaluation.gold_effects_node"]
-
-
-def test_a_dpo_iteration_sampled_through_vllm_trains_as_another_sampling_seed_does(first_run, vllm_python, tmp_path,
-                                                                                   monkeypatch):
+def test_a_dpo_iteration_sampled_through_vllm_trains_as_another_sampling_seed_does(vllm_python, first_run, dpo_iter_1_vllm,
+                                                                                   dpo_iter_1_seed_1):
     """The documented switch ``kedro run --params dpo_iter_1.dpo.sampling_backend.backend=vllm`` (on top of
     the default run, iteration 1's nodes and the gold measurement; here in a copy of the run's project):
     the on-policy samples come from the vLLM engine in its own environment, the run's MLflow run holds the
@@ -867,13 +845,12 @@ def test_a_dpo_iteration_sampled_through_vllm_trains_as_another_sampling_seed_do
     over gold prompts does not hold the spread of training on other samples.)"""
     from kowen_kedro.evaluation.claims import paired
 
-    project = own_copy(first_run, tmp_path, monkeypatch)
-    transformers = pd.read_json(latest(project / "data/07_model_output/gold/dpo_iter_1_answers.jsonl"), lines=True)
-    samples = read(project, "data/07_model_output/dpo_iter_1/completions.jsonl")
-    vllm = _rerun(project, {"dpo_iter_1": {"dpo": {"sampling_backend": {"backend": "vllm"}}}}, DPO_ITER_1, "dpo_iter_1")
-    vllm_samples = read(project, "data/07_model_output/dpo_iter_1/completions.jsonl")
-    metrics = run_metrics(project)  # the vLLM-sampled run's own MLflow run
-    seed_1 = _rerun(project, {"preference_alignment": {"sampling": {"params": {"seed": 1}}}}, DPO_ITER_1, "dpo_iter_1")
+    transformers = gold_answers(first_run, "dpo_iter_1")
+    samples = read(first_run, "data/07_model_output/dpo_iter_1/completions.jsonl")
+    vllm = gold_answers(dpo_iter_1_vllm, "dpo_iter_1")
+    vllm_samples = read(dpo_iter_1_vllm, "data/07_model_output/dpo_iter_1/completions.jsonl")
+    metrics = run_metrics(dpo_iter_1_vllm)  # the vLLM-sampled run's own MLflow run
+    seed_1 = gold_answers(dpo_iter_1_seed_1, "dpo_iter_1")
     # the same prompts and k, other samples (the switch ignored, the cached transformers samples would return)
     assert list(vllm_samples["prompt_id"]) == list(samples["prompt_id"])
     assert (vllm_samples["completion"] != samples["completion"]).mean() > 0.5
@@ -889,15 +866,13 @@ def test_a_dpo_iteration_sampled_through_vllm_trains_as_another_sampling_seed_do
     print("\n".join(report))
 
 
-def test_the_kowen_mixture_against_english_only_sft(first_run, tmp_path, monkeypatch):
+def test_the_kowen_mixture_against_english_only_sft(first_run, english_only_sft):
     """Kowen's Table 3 as its documented run (``kedro run --params sft.languages=source --nodes
     sft.train_sft_node,evaluation.gold_sft_node`` on top of the default run): the SFT policy of the full mixture
     against SFT on the English part alone, paired on the same gold prompts (on a copy of the default run)."""
     from kowen_kedro.evaluation.claims import mixture_claims
 
-    p = own_copy(first_run, tmp_path, monkeypatch)
-    mixture = pd.read_json(latest(p / "data/07_model_output/gold/sft_answers.jsonl"), lines=True)
-    english_only = _rerun(p, {"sft": {"languages": "source"}}, ["sft.train_sft_node", "evaluation.gold_sft_node"], "sft")
+    mixture, english_only = gold_answers(first_run, "sft"), gold_answers(english_only_sft, "sft")
     assert list(english_only["id"]) == list(mixture["id"]) and not english_only["answer"].equals(mixture["answer"])
     claims = mixture_claims(mixture, english_only, "en", "ko")
     assert list(claims["language"]) == ["ko", "ko", "en"]

@@ -53,11 +53,13 @@ def head32(world, tmp_path_factory) -> Path:
     """The default's tiny teacher (its steps: the session's faster tiny models answer nothing yet; pre-trained on
     the world's text as it is, whose teacher answers more kinds of prompt in more ways than the English-dominant
     default's), with 2 attention heads of 32 and one key/value head, a head size vLLM's CPU attention serves,
-    and the project's tokenizer, chat template and EOS."""
+    and the project's tokenizer, chat template and EOS. (The QE and MT models, which these tests do not use, are
+    left untrained.)"""
     from conftest import base_params
     from kowen_kedro.pipelines.models.nodes import build_tiny_models_node
 
-    params = {**base_params()["tiny_models"], "out_dir": str(tmp_path_factory.mktemp("tiny_default")), "pretrain_english_share": None}
+    params = {**base_params()["tiny_models"], "out_dir": str(tmp_path_factory.mktemp("tiny_default")), "pretrain_english_share": None,
+              "qe_steps": 0, "mt_steps": 0}
     manifest = build_tiny_models_node(world["user_prompts"], world["preference_pairs"], world["seed_passages"], params,
                                       ["en", "ko"], None, world["parallel_sentences"])
     teacher = Path(manifest["models"]["teacher"])
