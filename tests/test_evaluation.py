@@ -197,14 +197,21 @@ def test_mt_bench_table_and_report():
 
 
 @pytest.mark.slow
-def test_lm_eval_harness_runs_the_shipped_task_offline_on_the_tiny_model(tiny_models, raw_data, tmp_path, no_network):
+def test_lm_eval_harness_runs_the_shipped_task_offline_on_the_tiny_model(tiny_models, raw_data, tmp_path, no_network,
+                                                                         monkeypatch):
+    """The shipped multiple-choice file as lm-eval tasks, offline; the Arrow copies of their data stay in the
+    tasks' folder, none in the datasets library's cache."""
+    import datasets
+
     from conftest import RAW, read_jsonl
     from kowen_kedro.evaluation.nlu import local_mc_tasks, run_lm_eval
 
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf_datasets")
     rows = read_jsonl(RAW / "nlu_mc.jsonl")
-    names = local_mc_tasks(rows, tmp_path)
+    names = local_mc_tasks(rows, tmp_path / "tasks")
     assert names == ["kowen_mc_en", "kowen_mc_ko"]
-    results = run_lm_eval(tiny_models["models"]["base"], names, tmp_path, batch_size=4)
+    results = run_lm_eval(tiny_models["models"]["base"], names, tmp_path / "tasks", batch_size=4)
+    assert not (tmp_path / "hf_datasets").exists() and list((tmp_path / "tasks" / "datasets_cache").iterdir())
     acc = results[results["metric"] == "acc"].set_index("task")["value"]
     assert set(acc.index) == set(names) and all(0.0 <= v <= 1.0 and (8 * v).is_integer() for v in acc)  # 8 items each
     bad = rows.copy()

@@ -282,11 +282,15 @@ def test_kill_9_mid_training_then_resume_matches_an_uninterrupted_run(tiny_model
 
 
 @pytest.mark.slow
-def test_a_warm_launch_trains_the_same_bytes_as_deepspeeds_launcher(tiny_models, tmp_path, caplog):
+def test_a_warm_launch_trains_the_same_bytes_as_deepspeeds_launcher(tiny_models, tmp_path, caplog, monkeypatch):
     """A one-process launch on a CPU forks from the warm interpreter (the training libraries imported once),
     runs under DeepSpeed with the rank environment its launcher sets, and writes the same model, byte for
-    byte, as a launch through DeepSpeed's launcher; the launch's wall time and its overhead are recorded."""
+    byte, as a launch through DeepSpeed's launcher; the launch's wall time and its overhead are recorded.
+    Neither leaves an Arrow copy of its data behind: not in the datasets library's cache (the fresh
+    interpreter of the launcher's launch reads its folder from the environment), not in the run's folder."""
     import logging
+
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf_datasets"))
 
     from kowen_kedro.training.launcher import launch
     from kowen_kedro.training.spec import LaunchSpec, zero_config
@@ -311,6 +315,9 @@ def test_a_warm_launch_trains_the_same_bytes_as_deepspeeds_launcher(tiny_models,
         assert record["launch_overhead_seconds"] == pytest.approx(record["launch_seconds"] - inside, abs=2e-3)
         on_disk = json.loads((Path(record["final_dir"]).parent / "_COMPLETE.json").read_text())
         assert on_disk["launch_seconds"] == record["launch_seconds"]
+    assert not (tmp_path / "hf_datasets").exists() or not any((tmp_path / "hf_datasets").iterdir())
+    assert [p.name for p in (tmp_path / "warm").iterdir() if "datasets" in p.name] == []
+    assert [p.name for p in (tmp_path / "cold").iterdir() if "datasets" in p.name] == []
 
 
 @pytest.mark.slow

@@ -21,6 +21,7 @@ dataset_path: json
 dataset_kwargs:
   data_files:
     test: {data_file}
+  cache_dir: {cache_dir}
 test_split: test
 output_type: multiple_choice
 doc_to_text: "Question: {{{{question}}}}\\nA: {{{{choices[0]}}}}\\nB: {{{{choices[1]}}}}\\nC: {{{{choices[2]}}}}\\nD: {{{{choices[3]}}}}\\nAnswer:"
@@ -47,7 +48,8 @@ def validate_mc(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def local_mc_tasks(rows: pd.DataFrame, folder: str | Path) -> list[str]:
-    """Write ``kowen_mc_<lang>`` task YAMLs + data files into ``folder``; returns the task names."""
+    """Write ``kowen_mc_<lang>`` task YAMLs + data files into ``folder``; returns the task names. The datasets
+    library's Arrow copy of the data goes to ``folder/datasets_cache`` (not ``~/.cache/huggingface``)."""
     validate_mc(rows)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -57,7 +59,8 @@ def local_mc_tasks(rows: pd.DataFrame, folder: str | Path) -> list[str]:
         data.write_text("".join(json.dumps({k: r[k] for k in ("id", "question", "choices", "answer")}, ensure_ascii=False) + "\n"
                                 for r in part.to_dict("records")), encoding="utf-8")
         name = f"kowen_mc_{lang}"
-        (folder / f"{name}.yaml").write_text(TASK_TEMPLATE.format(name=name, data_file=data.resolve()), encoding="utf-8")
+        (folder / f"{name}.yaml").write_text(TASK_TEMPLATE.format(name=name, data_file=data.resolve(),
+                                                                  cache_dir=(folder / "datasets_cache").resolve()), encoding="utf-8")
         names.append(name)
     return names
 

@@ -310,6 +310,10 @@ def skip_cpu_inference_kernels() -> None:
     deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
 
 
+#: The folder of a launch's output folder that holds the Arrow copies of its data while it trains.
+DATASETS_CACHE = "datasets_cache"
+
+
 def run(spec: LaunchSpec) -> dict:
     """Train according to ``spec`` (resuming from a committed checkpoint) and save the final model."""
     from datasets import load_dataset
@@ -349,7 +353,9 @@ def run(spec: LaunchSpec) -> dict:
     data_files = {"train": spec.train_file}
     if spec.eval_file:
         data_files["eval"] = spec.eval_file
-    data = load_dataset("json", data_files=data_files)
+    # the Arrow copies of the data (and of what the trainer maps them to) in the launch's own folder, removed once
+    # it has finished: not in ~/.cache/huggingface/datasets, where every launch of every run left its copies
+    data = load_dataset("json", data_files=data_files, cache_dir=str(Path(spec.output_dir) / DATASETS_CACHE))
     tracker = mlflow_callback(spec.mlflow_prefix, spec.mlflow_run_id, spec.mlflow_tracking_uri, spec.mlflow_child_run_id)
     callbacks = [tracker, commit_callback(), *load_callbacks(spec.callbacks)]
     trainer = _build_trainer(spec, config, model, tokenizer, data, callbacks, peft_config)
@@ -406,6 +412,8 @@ def run(spec: LaunchSpec) -> dict:
             if removed:
                 logger.info("removed %d checkpoint folder(s) now that %s is saved", removed, final)
     trainer.accelerator.wait_for_everyone()
+    if _rank() == 0:
+        shutil.rmtree(out / DATASETS_CACHE, ignore_errors=True)
     return metrics
 
 
