@@ -276,15 +276,15 @@ while time.monotonic() < end and os.getppid() == parent and (not watched or runn
 """
 
 
-def start_busy_loop(seconds: float, while_running: int = 0):
-    """A bounded busy loop in a process of its own, at the priority of the background runs (so it takes
-    their core's time, not the tests'); it ends after ``seconds``, when the process ``while_running`` (a pid)
-    has ended, or with the session, whichever comes first."""
+def start_busy_loop(seconds: float, while_running: int = 0, nice: int = 19):
+    """A bounded busy loop (:data:`BUSY_LOOP`) in a process of its own, at CPU priority ``nice``: that of the
+    background run it competes with (so it takes that run's time, not the tests'); it ends after ``seconds``,
+    when the process ``while_running`` (a pid) has ended, or with the session, whichever comes first."""
     import os
     import subprocess
     import sys
 
-    return subprocess.Popen([sys.executable, "-c", BUSY_LOOP, str(seconds), str(while_running)], preexec_fn=lambda: os.nice(19))
+    return subprocess.Popen([sys.executable, "-c", BUSY_LOOP, str(seconds), str(while_running)], preexec_fn=lambda: os.nice(nice))
 
 
 def pytest_report_header(config):

@@ -133,9 +133,10 @@ def start_reproducibility_run(root: Path):
     translation with QE), started by conftest when the session starts, beside the other tests, under a
     competing load (a loop that spins a third of the time for as long as the run lasts, ten minutes at most, beside the tests that run
     meanwhile) and from a shell that asks for other float settings (:func:`other_float_settings`), which the
-    project's pins (kowen_kedro.floats) overrule."""
-    run = start_kedro_run(scratch_project(root, raw_data=False), to_outputs=["sft_dataset"], env=other_float_settings())
-    start_busy_loop(600, while_running=run.pid)
+    project's pins (kowen_kedro.floats) overrule. It and its load run at the reruns' priority, below the tests
+    and above the Japanese run: the module's second test waits for it."""
+    run = start_kedro_run(scratch_project(root, raw_data=False), to_outputs=["sft_dataset"], env=other_float_settings(), nice=10)
+    start_busy_loop(600, while_running=run.pid, nice=10)
     return run
 
 
