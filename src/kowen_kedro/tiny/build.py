@@ -309,10 +309,6 @@ def build_reward_model(base_dir: str | Path, out_dir: Path, seed: int = 0) -> Pa
     return out_dir
 
 
-#: The file in the QE model's folder through which :class:`QEChild` hands its child the generator state.
-RNG_STATE_FILE = "_rng_state.json"
-
-
 def build_tiny_comet_qe(texts: list[str], out_dir: Path, config: TinyConfig, parallel: list[dict] | None = None,
                         encoder: dict | None = None, rng_state: list[int] | Callable[[], list[int]] | None = None) -> Path:
     """A COMET ``UnifiedMetric`` (reference-free: mt, src) over a tiny local XLM-R; returns the .ckpt path.
@@ -399,7 +395,9 @@ class QEChild:
     training. The process inherits the pinned float settings (:mod:`kowen_kedro.floats`), imports its
     libraries and trains its tokenizer, then waits for :meth:`start_from`: the encoder's initialisation starts
     from that generator state, the one the one-process build had at that point, so its bytes are that
-    build's. Its inputs and log stay in ``out_dir`` until it succeeds."""
+    build's. The state comes as one line on the child's stdin, the pipe that also ends the child with the
+    build (:func:`kowen_kedro.lifeline.exit_when_closed`). Its inputs and log stay in ``out_dir`` until it
+    succeeds."""
 
     def __init__(self, texts: list[str], parallel: list[dict] | None, config: TinyConfig, out_dir: Path):
         import subprocess
@@ -407,19 +405,21 @@ class QEChild:
 
         out_dir.mkdir(parents=True, exist_ok=True)
         self.out_dir, self.inputs, self.log = out_dir, out_dir / "_inputs.json", out_dir / "_build.log"
-        self.state_file, self.rng_state = out_dir / RNG_STATE_FILE, None
+        self.rng_state = None
         self.inputs.write_text(json.dumps({"texts": texts, "parallel": parallel, "config": asdict(config)}))
         with self.log.open("w") as log:  # its stdin: a pipe only this process holds (the child ends when it closes)
             self.proc = subprocess.Popen([sys.executable, "-m", "kowen_kedro.tiny.build", "qe", str(self.inputs)],
                                          stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.PIPE)
 
     def start_from(self, rng_state: list[int]) -> None:
-        """Hand the child the generator state its encoder's initialisation starts from (written whole, then
-        renamed into place: the child never reads half of it)."""
+        """Hand the child the generator state its encoder's initialisation starts from (one line on its stdin;
+        a child that has died already is reported by :meth:`result`)."""
         self.rng_state = rng_state
-        partial = self.state_file.with_suffix(".partial")
-        partial.write_text(json.dumps(rng_state))
-        partial.replace(self.state_file)
+        try:
+            self.proc.stdin.write(json.dumps(rng_state).encode() + b"\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            pass
 
     def started_from(self, rng_state: list[int]) -> bool:
         """Whether the child started from ``rng_state`` (the generator's state where the one-process build
@@ -438,7 +438,7 @@ class QEChild:
         if code:
             tail = self.log.read_text(errors="replace")[-3000:]
             raise RuntimeError(f"the tiny QE model's build failed (exit {code}); the end of {self.log}:\n{tail}")
-        for done in (self.inputs, self.state_file, self.log):
+        for done in (self.inputs, self.log):
             done.unlink()
         return self.out_dir / "checkpoints" / "model.ckpt"
 
@@ -447,30 +447,25 @@ class QEChild:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
-        self.proc.stdin.close()
+        try:
+            self.proc.stdin.close()
+        except BrokenPipeError:  # the state line still buffered for a child that has gone
+            pass
 
 
 def _qe_child_main(inputs: Path) -> None:
-    from kowen_kedro.floats import deterministic_torch
+    import queue
 
+    from kowen_kedro.floats import deterministic_torch
     from kowen_kedro.lifeline import exit_when_closed
 
-    exit_when_closed(0)  # stdin: the pipe only the build holds
+    states: queue.Queue[bytes] = queue.Queue()
+    exit_when_closed(0, on_line=states.put)  # stdin: the pipe only the build holds; its one line, the state
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     deterministic_torch()
     args = json.loads(inputs.read_text())
     build_tiny_comet_qe(args["texts"], inputs.parent, TinyConfig(**args["config"]), parallel=args["parallel"],
-                        rng_state=lambda: _await_rng_state(inputs.parent / RNG_STATE_FILE))
-
-
-def _await_rng_state(path: Path, poll_s: float = 0.02) -> list[int]:
-    """The generator state :meth:`QEChild.start_from` hands over, once it is there (the build's process dying
-    meanwhile ends this one: :func:`kowen_kedro.lifeline.exit_when_closed`)."""
-    import time
-
-    while not path.exists():
-        time.sleep(poll_s)
-    return json.loads(path.read_text())
+                        rng_state=lambda: json.loads(states.get()))
 
 
 def build_tiny_mt(tokenizer_dir: Path, parallel: list[dict], out_dir: Path, config: TinyConfig) -> Path:
