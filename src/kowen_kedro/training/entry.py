@@ -322,6 +322,7 @@ def run(spec: LaunchSpec) -> dict:
     from kowen_kedro.floats import deterministic_torch
 
     fingerprint = spec.fingerprint()  # before anything runs: libraries may mutate what they are given
+    out = Path(spec.output_dir)
     set_seed(spec.seed)
     deterministic_torch()
     if spec.deepspeed:
@@ -355,7 +356,7 @@ def run(spec: LaunchSpec) -> dict:
         data_files["eval"] = spec.eval_file
     # the Arrow copies of the data (and of what the trainer maps them to) in the launch's own folder, removed once
     # it has finished: not in ~/.cache/huggingface/datasets, where every launch of every run left its copies
-    data = load_dataset("json", data_files=data_files, cache_dir=str(Path(spec.output_dir) / DATASETS_CACHE))
+    data = load_dataset("json", data_files=data_files, cache_dir=str(out / DATASETS_CACHE))
     tracker = mlflow_callback(spec.mlflow_prefix, spec.mlflow_run_id, spec.mlflow_tracking_uri, spec.mlflow_child_run_id)
     callbacks = [tracker, commit_callback(), *load_callbacks(spec.callbacks)]
     trainer = _build_trainer(spec, config, model, tokenizer, data, callbacks, peft_config)
@@ -365,7 +366,6 @@ def run(spec: LaunchSpec) -> dict:
     logger.info("%s fine-tuning: %d of %d parameters trainable", spec.finetuning, counts["trainable_params"], counts["total_params"])
     tracker.log_now(counts)
 
-    out = Path(spec.output_dir)
     if _rank() == 0:
         prepare_resume(out)
     trainer.accelerator.wait_for_everyone()
