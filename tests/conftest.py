@@ -184,55 +184,66 @@ def copy_project(project: Path, to: Path) -> Path:
     return to
 
 
-def run_reruns(project: Path, root: Path, steps: dict[str, dict]) -> None:
-    """For each step ``{name: {"params": ..., "nodes": [...] or None}}`` in order, ``kedro run --params ...
-    --nodes ...`` on top of the finished run ``project``, in a copy of it (``root/<name>``, its own MLflow
-    store), in this process one after the other (its imports and the warm interpreter the launches fork from
-    serve them all; each its own MLflow run, as from the command line); ``root/<name>.done`` once it finished,
-    or ``root/<name>.failed`` with the traceback (and on to the next)."""
+def kedro_run(project: str | Path, params: dict | None = None, **run: object) -> None:
+    """``kedro run`` of ``project`` in this process, as the command line runs it (:class:`StageRunner`), with
+    the runtime ``params`` and ``session.run``'s own arguments (``to_outputs``, ``node_names``): its own
+    MLflow run, whatever this process ran before."""
     import os
-    import traceback
 
     from kedro.framework.session import KedroSession
     from kedro.framework.startup import bootstrap_project
 
     from kowen_kedro.runner import StageRunner
 
+    project = Path(project)
+    os.chdir(project)
+    bootstrap_project(project)
+    end_active_runs()
+    with KedroSession.create(project_path=project, runtime_params=params or {}) as session:
+        session.run(runner=StageRunner(), **run)
+
+
+def run_reruns(project: str | Path, root: str | Path, steps: dict[str, dict]) -> None:
+    """For each step ``{name: {"params": ..., "nodes": [...] or None}}`` in order, ``kedro run --params ...
+    --nodes ...`` on top of the finished run ``project``, in a copy of it (``root/<name>``, its own MLflow
+    store), in this process one after the other (its imports and the warm interpreter the launches fork from
+    serve them all; each its own MLflow run, as from the command line); ``root/<name>.done`` once it finished,
+    or ``root/<name>.failed`` with the traceback (and on to the next)."""
+    import traceback
+
+    project, root = Path(project), Path(root)
     for name, step in steps.items():
         try:
-            copy = copy_project(project, root / name)
-            os.chdir(copy)
-            bootstrap_project(copy)
-            end_active_runs()
-            with KedroSession.create(project_path=copy, runtime_params=step.get("params") or {}) as session:
-                session.run(node_names=step.get("nodes"), runner=StageRunner())  # what `kedro run` runs with
+            kedro_run(copy_project(project, root / name), step.get("params"), node_names=step.get("nodes"))
             (root / f"{name}.done").touch()
         except Exception:
             (root / f"{name}.failed").write_text(traceback.format_exc())
 
 
-#: :func:`run_reruns` in a process of its own: the tests' folder, the finished run, the folder, the steps
-RERUNS = """
+#: What a background process runs: a function of this file, its arguments given as JSON (the tests' folder, the
+#: function's name, ``[args, kwargs]``; paths as strings)
+BACKGROUND = """
 import json, sys
-from pathlib import Path
 sys.path.insert(0, sys.argv[1])
-from conftest import run_reruns
-run_reruns(Path(sys.argv[2]), Path(sys.argv[3]), json.loads(sys.argv[4]))
+import conftest
+args, kwargs = json.loads(sys.argv[3])
+getattr(conftest, sys.argv[2])(*args, **kwargs)
 """
 
 
-#: ``kedro run`` in a scratch project, in a process of its own (see :func:`start_kedro_run`).
-KEDRO_RUN = """
-import json, sys
-from pathlib import Path
-from kedro.framework.session import KedroSession
-from kedro.framework.startup import bootstrap_project
-root, params, to_outputs = Path(sys.argv[1]), json.loads(sys.argv[2]), json.loads(sys.argv[3])
-bootstrap_project(root)
-from kowen_kedro.runner import StageRunner
-with KedroSession.create(project_path=root, runtime_params=params) as session:
-    session.run(to_outputs=to_outputs, runner=StageRunner())  # what `kedro run` runs with
-"""
+def start_background(root: Path, function: str, *args, env: dict[str, str] | None = None, nice: int = 19, **kwargs):
+    """``function(*args, **kwargs)`` of this file (:data:`BACKGROUND`) in a process of its own in ``root``, logged
+    to ``root/run.log``, at CPU priority ``nice``, with ``env`` on top of this environment less its hash seed
+    (a process of its own, so its own hash seed, as another clone's run)."""
+    import os
+    import subprocess
+    import sys
+
+    log = open(root / "run.log", "w")
+    child = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    child.pop("PYTHONHASHSEED", None)
+    return subprocess.Popen([sys.executable, "-c", BACKGROUND, str(Path(__file__).parent), function, json.dumps([args, kwargs])],
+                            cwd=root, stdout=log, stderr=subprocess.STDOUT, env=child, preexec_fn=lambda: os.nice(nice))
 
 
 def start_kedro_run(root: Path, params: dict | None = None, to_outputs: list[str] | None = None,
@@ -242,15 +253,7 @@ def start_kedro_run(root: Path, params: dict | None = None, to_outputs: list[str
     they do not slow down). Its own process, so its own hash seed, as another clone's run; its thread count
     and kernel paths are the project's pins (:mod:`kowen_kedro.floats`), whatever ``env`` adds to this
     environment."""
-    import os
-    import subprocess
-    import sys
-
-    log = open(root / "run.log", "w")
-    child = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    child.pop("PYTHONHASHSEED", None)
-    return subprocess.Popen([sys.executable, "-c", KEDRO_RUN, str(root), json.dumps(params or {}), json.dumps(to_outputs)],
-                            cwd=root, stdout=log, stderr=subprocess.STDOUT, env=child, preexec_fn=lambda: os.nice(nice))
+    return start_background(root, "kedro_run", str(root), params, to_outputs=to_outputs, env=env, nice=nice)
 
 
 #: a competing CPU load: a loop that spins a third of the time (20 ms of every 60: it takes the core from the run
@@ -345,15 +348,8 @@ def reruns_after(parent: str, steps: dict[str, dict], nice: int = 10) -> After:
     all, started when ``parent`` has finished, at CPU priority ``nice`` (by default below the tests, above the
     other background runs: its module's tests wait for it before theirs); each step's fixture
     (:func:`finished_rerun`) takes its name."""
-    import os
-    import subprocess
-    import sys
-
     def start(root: Path, parent_root: Path):
-        log = open(root / "run.log", "w")
-        return subprocess.Popen([sys.executable, "-c", RERUNS, str(Path(__file__).parent), str(parent_root), str(root),
-                                 json.dumps(steps)], cwd=root, stdout=log, stderr=subprocess.STDOUT,
-                                env={**os.environ, "PYTHONUNBUFFERED": "1"}, preexec_fn=lambda: os.nice(nice))
+        return start_background(root, "run_reruns", str(parent_root), str(root), steps, nice=nice)
 
     return After(parent, start, provides=tuple(steps))
 
