@@ -116,6 +116,40 @@ def test_comet_qe_loads_from_local_checkpoint_and_its_folder_can_move(tiny_model
     assert compute_identity(moved) == compute_identity(ckpt.parents[1])
 
 
+def test_the_qe_training_batches_are_comets_own(tiny_models, world):
+    """The tiny QE model's training prepares every example once and pads each batch itself
+    (:class:`PreparedSamples`): for random batches of the default's examples, and of a sentence long enough to be
+    cut, the same tensors, dtypes and targets as COMET's ``prepare_sample``."""
+    import random
+
+    import torch
+    from comet.models import UnifiedMetric
+
+    from kowen_kedro.pipelines.models.nodes import build_texts
+    from kowen_kedro.tiny.build import PreparedSamples
+    from kowen_kedro.world.gold import qe_examples
+
+    encoder = Path(tiny_models["models"]["qe"]).parents[1] / "encoder"
+    metric = UnifiedMetric(encoder_model="XLM-RoBERTa", pretrained_model=str(encoder), input_segments=["mt", "src"],
+                           hidden_sizes=[16], word_layer=2, layer_transformation="sparsemax", final_activation="sigmoid",
+                           local_files_only=True)
+    _, _, parallel = build_texts(world["user_prompts"], world["preference_pairs"], world["seed_passages"], "en", "ko",
+                                 world["parallel_sentences"])
+    examples = qe_examples(parallel[:120], seed=0)
+    examples.append({"src": " ".join(["the cat sleeps"] * 300), "mt": "고양이가 잔다 " * 300, "ref": "고양이가 잔다", "score": 0.5})  # cut at 512
+    prepared = PreparedSamples(metric, examples, chunk=7)
+    rng = random.Random(0)
+    batches = [rng.sample(range(len(examples)), 16) for _ in range(40)] + [[len(examples) - 1, 0, 1], [3]]
+    for indices in batches:
+        (ours,), target = prepared.batch(indices)
+        (comets,), expected = metric.prepare_sample([examples[i] for i in indices], stage="fit")
+        assert ours.keys() == comets.keys() and set(target.keys()) == set(expected.keys()) == {"score"}
+        for key in comets:
+            assert ours[key].dtype == comets[key].dtype and torch.equal(ours[key], comets[key]), (indices, key)
+        assert torch.equal(target.score, expected.score)
+    assert prepared.rows[-1]["input_ids"].shape[0] == 512  # the long one was cut as COMET cuts it
+
+
 def test_the_builds_one_training_loop_is_adamw_with_clipping_and_a_cosine():
     """``tiny.build.fit`` against the same steps written out with torch: the same weights, float for float."""
     import math
