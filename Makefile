@@ -38,6 +38,8 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/pip install -q "$(TORCH_SPEC)"
 	$(BIN)/pip install -q -c requirements.lock -e ".[dev]"
 	$(BIN)/pip check
+	@# the trainer classes' fields the parameter check reads (no TRL, transformers or torch import per run)
+	$(BIN)/python -c "from kowen_kedro.parameters import installed_fields; installed_fields()"
 	touch $(STAMP)
 
 ## vLLM in an environment of its own (.venv-vllm): the generation worker runs with its interpreter.

@@ -53,6 +53,9 @@ def test_a_valid_override_passes():
     ({"data_synthesis": {"mixture": {"sizes": {"en_single_turn": "all"}}}},
      "data_synthesis.mixture.sizes.en_single_turn: expected a valid integer, got str 'all'"),
     ({"evalution": {}}, "evalution: unknown parameter (did you mean 'evaluation'?)"),
+    ({"sft": {"trainer_args": {"lr_scheduler_type": ["cosine"]}}},
+     "sft.trainer_args.lr_scheduler_type: expected Union[transformers.trainer_utils.SchedulerType, str] (the sft trainer argument's "
+     "type), got list ['cosine']"),
 ])
 def test_each_problem_is_named_with_file_key_and_closest_key(params, expected):
     assert problems(params) == [f"conf/x/parameters.yml: {expected}"]
@@ -67,6 +70,58 @@ def test_a_block_the_run_sets_to_null_is_named_key_by_key():
     del params["training"]["deepspeed"]
     assert check(params, lambda path: "conf/x/parameters.yml") == [
         "conf/x/parameters.yml: training.deepspeed: missing (conf/base sets every key of this group)"]
+
+
+def test_the_environments_table_of_fields_judges_values_as_the_classes_do():
+    """The check reads the configuration classes' fields from a table the environment keeps (JSON): for every
+    field of every class, and values of every kind YAML gives (each enum member's name and value too), the
+    table's types and the classes' own give the same verdict, and the error names the same type."""
+    import enum
+    import json
+    import typing
+
+    from kowen_kedro.parameters import FIELD_KINDS, _type_name, class_fields, fields_key, fields_table, fits, from_spec, type_spec
+
+    values = [True, False, 0, 3, -1, 0.5, 1e-4, "x", "no", "steps", "auto", "", [1], ["a", "b"], [], {"a": 1}, {}, None, "[1]"]
+    judged = 0
+    for kind in FIELD_KINDS:
+        for name, real in class_fields(kind).items():
+            spec = type_spec(real)
+            rebuilt = from_spec(json.loads(json.dumps(spec)))
+            extra = []
+            for t in [real, *typing.get_args(real)]:
+                if isinstance(t, type) and issubclass(t, enum.Enum):
+                    extra += [m.value for m in t] + list(t.__members__)
+            for value in values + extra:
+                assert fits(value, rebuilt) == fits(value, real), (kind, name, real, value)
+                judged += 1
+            if spec != "any":  # the type an error names
+                assert _type_name(rebuilt) == _type_name(real), (kind, name)
+    assert judged > 10_000
+    stored = json.loads(fields_table().read_text())  # the table the check read is this environment's
+    assert stored["key"] == fields_key() and set(stored["fields"]) == set(FIELD_KINDS)
+
+
+def test_a_stale_table_is_made_anew_and_a_current_one_spares_the_imports(tmp_path, monkeypatch):
+    """A table of other package versions is replaced; with a current one, a run's check imports neither TRL,
+    transformers nor torch (they took about 3 s before the first node)."""
+    import json
+    import subprocess
+    import sys
+
+    from kowen_kedro import parameters
+
+    table = tmp_path / "config-fields.json"
+    table.write_text(json.dumps({"key": "other versions", "fields": {"sft": {"only": "int"}}}))
+    monkeypatch.setattr(parameters, "fields_table", lambda: table)
+    monkeypatch.setattr(parameters, "_INSTALLED", {})
+    assert "learning_rate" in parameters.trainer_fields("sft") and "only" not in parameters.trainer_fields("sft")
+    assert json.loads(table.read_text())["key"] == parameters.fields_key()
+    probe = ("import sys; from kowen_kedro.parameters import trainer_fields; assert trainer_fields('dpo')['beta'] is float; "
+             "print(sorted(m for m in ('trl', 'transformers', 'torch', 'peft') if m in sys.modules))")
+    parameters.installed_fields()  # the environment's own table, current
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
 
 
 def test_the_real_trainer_configs_are_the_installed_trls():

@@ -83,8 +83,9 @@ def trainer_class(kind: str) -> type:
     return config_class(kind)
 
 
-def trainer_fields(kind: str) -> dict[str, Any]:
-    """``{field name: its type}`` of the installed configuration class of ``kind``."""
+def class_fields(kind: str) -> dict[str, Any]:
+    """``{field name: its type}`` of the installed configuration class of ``kind``, read from the class
+    (importing it: TRL's bring transformers and torch)."""
     import typing
     from dataclasses import fields
 
@@ -94,6 +95,151 @@ def trainer_fields(kind: str) -> dict[str, Any]:
     except Exception:  # noqa: BLE001 - an unresolvable annotation: names are still checked, types are not
         hints = {}
     return {f.name: hints.get(f.name, Any) for f in fields(cls)}
+
+
+def trainer_fields(kind: str) -> dict[str, Any]:
+    """``{field name: its type}`` of the installed configuration class of ``kind`` (from the environment's
+    table of them, :func:`installed_fields`)."""
+    return installed_fields()[kind]
+
+
+#: The configuration classes a run's parameters are checked against (:func:`trainer_class`).
+FIELD_KINDS = ("sft", "reward", "dpo", "clo", "lora", "sampling")
+#: The files of this project that define some of them (the rest are the installed packages').
+_FIELD_SOURCES = ("parameters.py", "preference/clo_trainer.py", "llm/types.py")
+
+
+def fields_table() -> Path:
+    """Where the environment keeps its table of configuration fields: beside its packages."""
+    import sys
+
+    return Path(sys.prefix) / "share" / "kowen-kedro" / "config-fields.json"
+
+
+def fields_key() -> str:
+    """What the table depends on: the installed versions of TRL, transformers and peft, and this project's
+    files that define fields or the table's form."""
+    import hashlib
+    import json
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(name: str) -> str | None:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    here = Path(__file__).parent
+    own = hashlib.sha1(b"".join((here / f).read_bytes() for f in _FIELD_SOURCES)).hexdigest()
+    return json.dumps({"trl": installed("trl"), "transformers": installed("transformers"), "peft": installed("peft"), "own": own})
+
+
+_INSTALLED: dict[str, dict[str, dict[str, Any]]] = {}  # this process's table, by its key
+
+
+def installed_fields() -> dict[str, dict[str, Any]]:
+    """``{kind: {field: type}}`` of every class in :data:`FIELD_KINDS`, as :func:`class_fields` reads them,
+    the types as far as :func:`fits` judges values by them (:func:`type_spec`). Read from the environment's
+    table (:func:`fields_table`) when its key is the current one (:func:`fields_key`), else read from the
+    classes and the table written (``make venv`` writes it once): a run's check then imports neither TRL nor
+    transformers, torch and peft, which took about 3 s before the first node could start."""
+    import json
+    import os
+
+    key = fields_key()
+    if key in _INSTALLED:
+        return _INSTALLED[key]
+    path = fields_table()
+    specs = None
+    try:
+        stored = json.loads(path.read_text())
+        specs = stored["fields"] if stored.get("key") == key else None
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    if specs is None:
+        specs = {kind: {name: type_spec(t) for name, t in class_fields(kind).items()} for kind in FIELD_KINDS}
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            partial = path.with_name(f"{path.name}.{os.getpid()}.partial")  # written whole, then renamed
+            partial.write_text(json.dumps({"key": key, "fields": specs}, indent=1, sort_keys=True))
+            partial.replace(path)
+        except OSError:  # a read-only environment: read from the classes every time
+            pass
+    table = {kind: {name: from_spec(spec) for name, spec in fields.items()} for kind, fields in specs.items()}
+    _INSTALLED.clear()
+    _INSTALLED[key] = table
+    return table
+
+
+def type_spec(annotation: Any) -> Any:
+    """A field's type as JSON, as far as :func:`fits` tells types apart: ``"bool"``, ``"int"``, ``"float"``,
+    ``"str"``, ``"none"``, ``{"dict": [key, value] or None}``, ``{"union": [...], "bar": X | Y or Union}``, ``{"literal": [...]}``,
+    ``{"seq": "list" or "tuple", "of": [items] or None}``, ``{"enum": name, "module": ..., "members": {name: value}}``, ``{"class": name,
+    "module": ...}`` for another class (its values are not judged); ``"any"`` for anything else."""
+    import enum
+    import json
+    import types
+    import typing
+
+    origin = typing.get_origin(annotation)
+    if annotation is type(None):
+        return "none"
+    if origin in (typing.Union, types.UnionType):  # written X | Y or Union[X, Y], as the class writes it
+        return {"union": [type_spec(a) for a in typing.get_args(annotation)], "bar": origin is types.UnionType}
+    if origin is typing.Literal:
+        values = list(typing.get_args(annotation))
+        try:
+            return {"literal": values} if json.loads(json.dumps(values)) == values else "any"
+        except (TypeError, ValueError):
+            return "any"
+    if origin in (list, tuple):
+        args = typing.get_args(annotation)
+        return {"seq": origin.__name__, "of": [type_spec(a) if a is not Ellipsis else "..." for a in args] if args else None}
+    if origin is dict:
+        args = typing.get_args(annotation)
+        return {"dict": [type_spec(a) for a in args] if args else None}
+    for simple in (bool, int, float, str):
+        if annotation is simple:
+            return simple.__name__
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        members = {name: m.value for name, m in annotation.__members__.items()}
+        try:
+            if json.loads(json.dumps(members)) == members:
+                return {"enum": annotation.__name__, "module": annotation.__module__, "members": members}
+        except (TypeError, ValueError):
+            pass
+    if isinstance(annotation, type):  # a class whose values fits() does not judge: its name, for the errors
+        return {"class": annotation.__qualname__, "module": annotation.__module__}
+    return "any"
+
+
+def from_spec(spec: Any) -> Any:
+    """The type :func:`type_spec` wrote as ``spec`` (an enum as one of the same name, module, members and values)."""
+    import builtins
+    import enum
+    import functools
+    import operator
+    import typing
+
+    if isinstance(spec, str):
+        return {"any": Any, "none": type(None), "bool": bool, "int": int, "float": float, "str": str, "...": Ellipsis}[spec]
+    if "union" in spec:
+        members = [from_spec(s) for s in spec["union"]]
+        return functools.reduce(operator.or_, members) if spec.get("bar") else typing.Union[tuple(members)]
+    if "literal" in spec:
+        return typing.Literal[tuple(spec["literal"])]
+    if "seq" in spec:
+        seq = {"list": (list, typing.List), "tuple": (tuple, typing.Tuple)}[spec["seq"]]
+        if spec["of"] is None:
+            return seq[1]
+        return seq[0][tuple(Ellipsis if s == "..." else from_spec(s) for s in spec["of"])]
+    if "dict" in spec:
+        return typing.Dict if spec["dict"] is None else dict[tuple(from_spec(s) for s in spec["dict"])]
+    if "class" in spec:  # a builtin as itself, another as a class of its name (nothing of it is imported)
+        if spec["module"] == "builtins":
+            return getattr(builtins, spec["class"])
+        return type(spec["class"].rpartition(".")[2], (), {"__module__": spec["module"], "__qualname__": spec["class"]})
+    return enum.Enum(spec["enum"], spec["members"], module=spec["module"])
 
 
 def field_help(kind: str, name: str) -> str:
@@ -174,7 +320,8 @@ def fits(value: Any, annotation: Any) -> bool:
     if annotation is str:
         return isinstance(value, str)
     if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
-        return value in {m.value for m in annotation} or value in annotation.__members__
+        # by equality, not a set: a list or a mapping given for an enum is a wrong value, not a crash
+        return any(value == m.value for m in annotation) or isinstance(value, str) and value in annotation.__members__
     return True
 
 
