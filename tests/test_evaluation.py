@@ -204,7 +204,7 @@ def test_lm_eval_harness_runs_the_shipped_task_offline_on_the_tiny_model(tiny_mo
     import datasets
 
     from conftest import RAW, read_jsonl
-    from kowen_kedro.evaluation.nlu import local_mc_tasks, run_lm_eval
+    from kowen_kedro.evaluation.nlu import local_mc_tasks, run_lm_eval, task_manager
 
     monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf_datasets")
     rows = read_jsonl(RAW / "nlu_mc.jsonl")
@@ -212,6 +212,8 @@ def test_lm_eval_harness_runs_the_shipped_task_offline_on_the_tiny_model(tiny_mo
     assert names == ["kowen_mc_en", "kowen_mc_ko"]
     results = run_lm_eval(tiny_models["models"]["base"], names, tmp_path / "tasks", batch_size=4)
     assert not (tmp_path / "hf_datasets").exists() and list((tmp_path / "tasks" / "datasets_cache").iterdir())
+    assert task_manager(names, tmp_path / "tasks").all_tasks == names  # the shipped tasks alone, none of the harness's
+    assert {"kowen_mc_en", "arc_easy"} <= set(task_manager(["kowen_mc_en", "arc_easy"], tmp_path / "tasks").all_tasks)
     acc = results[results["metric"] == "acc"].set_index("task")["value"]
     assert set(acc.index) == set(names) and all(0.0 <= v <= 1.0 and (8 * v).is_integer() for v in acc)  # 8 items each
     bad = rows.copy()
