@@ -241,3 +241,20 @@ def test_the_qe_child_ends_when_the_build_that_started_it_dies(tmp_path):
     assert child.proc.poll() is None  # importing, then waiting for its generator state
     child.proc.stdin.close()  # what the kernel does to the pipe when the build's process dies
     assert child.proc.wait(timeout=60) == 137
+
+
+def test_a_qe_child_dead_before_its_state_is_reported_with_its_log(tmp_path):
+    """A child that died before the build could hand it the generator state: the state is not delivered (no
+    error there), and the build's wait reports the child's exit and log, not the broken pipe."""
+    from conftest import base_params
+    from kowen_kedro.groups import TinyModels
+    from kowen_kedro.tiny.build import QEChild
+
+    config = TinyModels.of({**base_params()["tiny_models"], "out_dir": str(tmp_path)}).config()
+    child = QEChild(["a b c"] * 10, [{"en": "a b", "ko": "c d"}] * 10, config, tmp_path / "qe")
+    child.proc.kill()
+    child.proc.wait(timeout=60)
+    child.start_from(list(range(8)))  # a line short enough to wait in the writer's buffer when the pipe breaks
+    with pytest.raises(RuntimeError, match=r"the tiny QE model's build failed \(exit -9\); the end of .*_build\.log"):
+        child.result()
+    child.stop()  # and again, as the build's cleanup does

@@ -434,7 +434,7 @@ class QEChild:
     def result(self) -> Path:
         """Wait for the build; the checkpoint's path, or an error with the end of the child's log."""
         code = self.proc.wait()
-        self.proc.stdin.close()
+        self._close_stdin()
         if code:
             tail = self.log.read_text(errors="replace")[-3000:]
             raise RuntimeError(f"the tiny QE model's build failed (exit {code}); the end of {self.log}:\n{tail}")
@@ -447,9 +447,12 @@ class QEChild:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        self._close_stdin()
+
+    def _close_stdin(self) -> None:
         try:
             self.proc.stdin.close()
-        except BrokenPipeError:  # the state line still buffered for a child that has gone
+        except BrokenPipeError:  # a state line still in the writer's buffer for a child that has gone
             pass
 
 
@@ -545,8 +548,6 @@ class PreparedSamples:
     Sentence-level models (not word-level ones: their labels are not kept)."""
 
     def __init__(self, metric, examples: list[dict], chunk: int = 64) -> None:
-        import torch
-
         if metric.word_level:
             raise ValueError("PreparedSamples serves sentence-level COMET models; this one is word-level")
         self.encoder, self.scores, self.rows = metric.encoder, [float(e["score"]) for e in examples], []
@@ -556,13 +557,13 @@ class PreparedSamples:
             lengths = joined["attention_mask"].sum(dim=1).tolist()
             for i, n in enumerate(lengths):
                 self.rows.append({k: v[i, :n].clone() for k, v in joined.items() if k != "attention_mask"})
-        self._torch = torch
 
     def batch(self, indices: list[int]):
         """``(inputs, target)`` as ``metric.prepare_sample([examples[i] for i in indices], stage="fit")``."""
+        import torch
         from comet.models.utils import Target
 
-        torch, enc = self._torch, self.encoder
+        enc = self.encoder
         rows = [self.rows[i] for i in indices]
         lengths = torch.tensor([r["input_ids"].shape[0] for r in rows], dtype=torch.long)
         max_len = int(lengths.max())
