@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import functools
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -116,9 +117,10 @@ def fields_table() -> Path:
     return Path(sys.prefix) / "share" / "kowen-kedro" / "config-fields.json"
 
 
+@functools.cache
 def fields_key() -> str:
     """What the table depends on: the installed versions of TRL, transformers and peft, and this project's
-    files that define fields or the table's form."""
+    files that define fields or the table's form (read once per process)."""
     import hashlib
     import json
     from importlib.metadata import PackageNotFoundError, version
@@ -173,8 +175,9 @@ def installed_fields() -> dict[str, dict[str, Any]]:
 
 def type_spec(annotation: Any) -> Any:
     """A field's type as JSON, as far as :func:`fits` tells types apart: ``"bool"``, ``"int"``, ``"float"``,
-    ``"str"``, ``"none"``, ``{"dict": [key, value] or None}``, ``{"union": [...], "bar": X | Y or Union}``, ``{"literal": [...]}``,
-    ``{"seq": "list" or "tuple", "of": [items] or None}``, ``{"enum": name, "module": ..., "members": {name: value}}``, ``{"class": name,
+    ``"str"``, ``"none"``, ``{"dict": [key, value] or None}``, ``{"union": [...], "bar": X | Y or Union}``,
+    ``{"literal": [...]}`` (JSON values; another literal is ``"any"``), ``{"seq": "list" or "tuple", "of":
+    [items] or None}``, ``{"enum": name, "module": ..., "members": {name: value}}``, ``{"class": name,
     "module": ...}`` for another class (its values are not judged); ``"any"`` for anything else."""
     import enum
     import json
@@ -214,7 +217,8 @@ def type_spec(annotation: Any) -> Any:
 
 
 def from_spec(spec: Any) -> Any:
-    """The type :func:`type_spec` wrote as ``spec`` (an enum as one of the same name, module, members and values)."""
+    """The type :func:`type_spec` wrote as ``spec`` (an enum as one of the same name, module, members and
+    values)."""
     import builtins
     import enum
     import functools
