@@ -114,12 +114,16 @@ def test_a_stale_table_is_made_anew_and_a_current_one_spares_the_imports(tmp_pat
     table = tmp_path / "config-fields.json"
     table.write_text(json.dumps({"key": "other versions", "fields": {"sft": {"only": "int"}}}))
     monkeypatch.setattr(parameters, "fields_table", lambda: table)
-    monkeypatch.setattr(parameters, "_INSTALLED", {})
-    assert "learning_rate" in parameters.trainer_fields("sft") and "only" not in parameters.trainer_fields("sft")
-    assert json.loads(table.read_text())["key"] == parameters.fields_key()
+    parameters.installed_fields.cache_clear()  # this process's table: read again, from the stale one
+    try:
+        assert "learning_rate" in parameters.trainer_fields("sft") and "only" not in parameters.trainer_fields("sft")
+        assert json.loads(table.read_text())["key"] == parameters.fields_key()
+    finally:
+        monkeypatch.undo()
+        parameters.installed_fields.cache_clear()
     probe = ("import sys; from kowen_kedro.parameters import trainer_fields; assert trainer_fields('dpo')['beta'] is float; "
              "print(sorted(m for m in ('trl', 'transformers', 'torch', 'peft') if m in sys.modules))")
-    parameters.installed_fields()  # the environment's own table, current
+    parameters.installed_fields()  # the environment's own table, made current whatever ran before
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 

@@ -136,9 +136,7 @@ def fields_key() -> str:
     return json.dumps({"trl": installed("trl"), "transformers": installed("transformers"), "peft": installed("peft"), "own": own})
 
 
-_INSTALLED: dict[str, dict[str, dict[str, Any]]] = {}  # this process's table, by its key
-
-
+@functools.cache  # once per process, as its key
 def installed_fields() -> dict[str, dict[str, Any]]:
     """``{kind: {field: type}}`` of every class in :data:`FIELD_KINDS`, as :func:`class_fields` reads them,
     the types as far as :func:`fits` judges values by them (:func:`type_spec`). Read from the environment's
@@ -149,8 +147,6 @@ def installed_fields() -> dict[str, dict[str, Any]]:
     import os
 
     key = fields_key()
-    if key in _INSTALLED:
-        return _INSTALLED[key]
     path = fields_table()
     specs = None
     try:
@@ -167,10 +163,7 @@ def installed_fields() -> dict[str, dict[str, Any]]:
             partial.replace(path)
         except OSError:  # a read-only environment: read from the classes every time
             pass
-    table = {kind: {name: from_spec(spec) for name, spec in fields.items()} for kind, fields in specs.items()}
-    _INSTALLED.clear()
-    _INSTALLED[key] = table
-    return table
+    return {kind: {name: from_spec(spec) for name, spec in fields.items()} for kind, fields in specs.items()}
 
 
 def type_spec(annotation: Any) -> Any:
