@@ -194,22 +194,27 @@ def _files(folder: Path) -> dict[str, bytes]:
 
 
 def test_the_qe_model_built_beside_the_lms_is_the_one_the_one_process_build_makes(world, tmp_path, monkeypatch, caplog):
-    """The QE model trains in a process of its own beside the LMs, its encoder initialised from the generator
-    state the one-process build has after the reward model: a build whose child is handed another state (as if
-    something drew from the generator) notices it after the reward model, builds the QE model in process from
-    the real state, as the one-process build does, and both builds are the same bytes, model for model."""
+    """The QE model trains in a process of its own beside the LMs (here one started before the build, as a run
+    starts it), its encoder initialised from the generator state the one-process build has after the reward
+    model, which the child works out for itself: a build whose own generator is elsewhere after the reward
+    model (as if something drew from it) notices it, builds the QE model in process from the real state, as
+    the one-process build does, and both builds are the same bytes, model for model."""
     import logging
 
     from kowen_kedro.tiny import build
 
+    build.prestart_qe_child()
+    (prestarted, prestart_log), = build._prestarted
     with caplog.at_level(logging.WARNING, logger="kowen_kedro.tiny.build"):
         beside = _small_build(world, tmp_path / "beside")
     assert "built again" not in caplog.text  # the child started where the one-process build would have
+    assert not build._prestarted and prestarted.returncode == 0  # the build took the prestarted child
+    assert not prestart_log.exists()
     qe = Path(beside["models"]["qe"]).parents[1]
-    assert not list(qe.glob("_*"))  # the child's inputs and log are gone once it succeeded
+    assert not list(qe.glob("_*"))  # the child's inputs, state and log are gone once it succeeded
 
-    real = build._rng_state_after_rm_init
-    monkeypatch.setattr(build, "_rng_state_after_rm_init", lambda *a: [(b + 1) % 256 for b in real(*a)])
+    real = build._rng_state
+    monkeypatch.setattr(build, "_rng_state", lambda: [(b + 1) % 256 for b in real()])
     with caplog.at_level(logging.WARNING, logger="kowen_kedro.tiny.build"):
         in_process = _small_build(world, tmp_path / "in_process")
     assert "the QE model is built again, after the reward model" in caplog.text
@@ -219,11 +224,19 @@ def test_the_qe_model_built_beside_the_lms_is_the_one_the_one_process_build_make
         assert _files(a) == _files(b), role
 
 
-def test_a_failed_qe_build_fails_the_build_with_the_end_of_its_log(world, tmp_path):
-    """The QE child's error reaches the node, with its log kept beside the model for a look."""
+@pytest.mark.parametrize("prestarted", [False, True])
+def test_a_failed_qe_build_fails_the_build_with_the_end_of_its_log(world, tmp_path, prestarted):
+    """The QE child's error reaches the node, with its log kept beside the model for a look (a prestarted
+    child's log too, which began elsewhere)."""
+    from kowen_kedro.tiny import build
+
+    if prestarted:
+        build.prestart_qe_child()
     with pytest.raises(RuntimeError, match=r"tiny QE model's build failed \(exit 1\)(.|\n)*not a multiple of the number of attention heads") as failed:
         _small_build(world, tmp_path / "bad", qe_hidden_size=7)  # 7 is no multiple of the encoder's 2 heads
-    assert "_build.log" in str(failed.value) and (tmp_path / "bad" / "qe" / "_build.log").exists()
+    assert str(tmp_path / "bad" / "qe" / "_build.log") in str(failed.value)
+    assert "not a multiple" in (tmp_path / "bad" / "qe" / "_build.log").read_text()
+    assert not build._prestarted
 
 
 def test_the_qe_child_ends_when_the_build_that_started_it_dies(tmp_path):
@@ -244,8 +257,8 @@ def test_the_qe_child_ends_when_the_build_that_started_it_dies(tmp_path):
 
 
 def test_a_qe_child_dead_before_its_state_is_reported_with_its_log(tmp_path):
-    """A child that died before the build could hand it the generator state: the state is not delivered (no
-    error there), and the build's wait reports the child's exit and log, not the broken pipe."""
+    """A child that died before it wrote its generator state: the build's wait for that state reports the
+    child's exit and log, not a missing file or a broken pipe."""
     from conftest import base_params
     from kowen_kedro.groups import TinyModels
     from kowen_kedro.tiny.build import QEChild
@@ -254,7 +267,38 @@ def test_a_qe_child_dead_before_its_state_is_reported_with_its_log(tmp_path):
     child = QEChild(["a b c"] * 10, [{"en": "a b", "ko": "c d"}] * 10, config, tmp_path / "qe")
     child.proc.kill()
     child.proc.wait(timeout=60)
-    child.start_from(list(range(8)))  # a line short enough to wait in the writer's buffer when the pipe breaks
     with pytest.raises(RuntimeError, match=r"the tiny QE model's build failed \(exit -9\); the end of .*_build\.log"):
-        child.result()
+        child.started_from(list(range(8)))
     child.stop()  # and again, as the build's cleanup does
+
+
+def test_a_run_prestarts_the_qe_child_only_where_it_builds_the_tiny_models(tmp_path, monkeypatch):
+    """TinyBuildHook starts the QE child as the run begins where the run's pipeline builds the tiny models and
+    none are built in ``tiny_models.out_dir``; a run that finds them built, or does not build, starts none.
+    A prestarted child no build takes is ended, its log removed."""
+    from types import SimpleNamespace
+
+    from kowen_kedro.hooks import TinyBuildHook
+    from kowen_kedro.pipelines.models.nodes import build_tiny_models_node, resolve_models_node
+    from kowen_kedro.tiny import build
+
+    started = []
+    monkeypatch.setattr(build, "prestart_qe_child", lambda: started.append(1))
+    catalog = SimpleNamespace(load=lambda name: {"params:tiny_models": {"out_dir": str(tmp_path / "tiny")}}[name])
+
+    def run(*funcs):
+        before = len(started)
+        TinyBuildHook().before_pipeline_run(SimpleNamespace(nodes=[SimpleNamespace(func=f) for f in funcs]), catalog)
+        return len(started) - before
+
+    assert run(build_tiny_models_node, resolve_models_node) == 1
+    assert run(resolve_models_node) == 0
+    (tmp_path / "tiny").mkdir()
+    (tmp_path / "tiny" / build.MANIFEST).write_text("{}")
+    assert run(build_tiny_models_node, resolve_models_node) == 0
+
+    monkeypatch.undo()
+    build.prestart_qe_child()
+    (proc, log), = build._prestarted
+    build.discard_prestarted_qe_child()
+    assert proc.returncode is not None and not log.exists() and not build._prestarted

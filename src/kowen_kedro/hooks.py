@@ -307,6 +307,25 @@ class MlflowLayoutHook:
         self.layout = None
 
 
+class TinyBuildHook:
+    """Where the run builds the tiny models from nothing (its pipeline holds the build and no built models are
+    in ``tiny_models.out_dir``), the QE model's build process starts as the run begins
+    (:func:`kowen_kedro.tiny.build.prestart_qe_child`): it imports its libraries while Kedro starts the MLflow
+    run and the runner, on a core that is idle then, and the build hands it its inputs. Runs that find the
+    models built (the build checks that they are current) start nothing."""
+
+    @hook_impl(tryfirst=True)
+    def before_pipeline_run(self, pipeline, catalog) -> None:
+        from pathlib import Path
+
+        if not any(getattr(node.func, "__name__", None) == "build_tiny_models_node" for node in pipeline.nodes):
+            return
+        from kowen_kedro.tiny.build import MANIFEST, prestart_qe_child
+
+        if not (Path(catalog.load("params:tiny_models")["out_dir"]) / MANIFEST).exists():
+            prestart_qe_child()
+
+
 class ParameterCheckHook:
     """The run's parameters against ``conf/base``'s schema (:mod:`kowen_kedro.parameters`), before any
     node and before the MLflow run starts (``tryfirst``)."""

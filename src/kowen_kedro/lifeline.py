@@ -5,7 +5,7 @@ included, the operating system closes the write end, the child reads end of file
 of going on training (or building) unseen and writing into a folder the rerun starts again from. The same
 pipe may carry what the parent has to tell the child later, one line per message (``on_line``). Used by the
 training launches forked from the warm interpreter (:mod:`kowen_kedro.training.warm`) and by the tiny QE
-model's build process (:class:`kowen_kedro.tiny.build.QEChild`, whose generator state comes as a line)."""
+model's build process (:class:`kowen_kedro.tiny.build.QEChild`, whose inputs come as a line)."""
 
 from __future__ import annotations
 

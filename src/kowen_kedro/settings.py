@@ -2,11 +2,12 @@
 
 from kedro.config import OmegaConfigLoader
 
-from kowen_kedro.hooks import ConsoleHook, CredentialsEnvHook, MlflowLayoutHook, ParameterCheckHook, WorldOracleHook
+from kowen_kedro.hooks import ConsoleHook, CredentialsEnvHook, MlflowLayoutHook, ParameterCheckHook, TinyBuildHook, WorldOracleHook
 from kowen_kedro.offline import configure_offline
 from kowen_kedro.parameters import CONFIG_LOADER_ARGS  # noqa: F401 - base + recipe environments, soft-merged parameters
 
-HOOKS = (ParameterCheckHook(), CredentialsEnvHook(), WorldOracleHook(), MlflowLayoutHook(), ConsoleHook())
+# TinyBuildHook before ParameterCheckHook: both run first, the parameter check before it (pluggy: last registered, first)
+HOOKS = (TinyBuildHook(), ParameterCheckHook(), CredentialsEnvHook(), WorldOracleHook(), MlflowLayoutHook(), ConsoleHook())
 
 configure_offline()
 

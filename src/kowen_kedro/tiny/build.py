@@ -23,7 +23,9 @@ import hashlib
 import json
 import logging
 import math
+import os
 import shutil
+import threading
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -95,13 +97,9 @@ def build_tiny_models(
         shutil.rmtree(out)
     out.mkdir(parents=True)
     tok_dir = out / "tokenizer"
-    qe = QEChild(texts, parallel, config, out / "qe")  # imports and trains its tokenizer while the LMs' starts
-
-    def seed_qe(tokenizer, base) -> None:  # the base is initialised: the QE model's seed state is known now
-        qe.start_from(_rng_state_after_rm_init(tokenizer, base, out, config))
-
+    qe = QEChild(texts, parallel, config, out / "qe")  # trains on the other core, beside the LMs
     try:
-        tokenizer, base = pretrain_base(texts, pretrain_texts, config, tok_dir, initialised=seed_qe)
+        tokenizer, base = pretrain_base(texts, pretrain_texts, config, tok_dir)
         chat_texts = [tokenizer.apply_chat_template(c, tokenize=False) for c in chats]
         base_dir = save_lm(base, tokenizer, out / "base")
         _train_lm(base, tokenizer, chat_texts, config.teacher_steps, config)
@@ -136,12 +134,18 @@ def build_tiny_models(
     return manifest
 
 
-def pretrain_base(texts: list[str], pretrain_texts: list[str] | None, config: TinyConfig, tokenizer_dir: Path,
-                  initialised: Callable[[Any, Any], None] | None = None):
+def pretrain_base(texts: list[str], pretrain_texts: list[str] | None, config: TinyConfig, tokenizer_dir: Path):
     """The build's first step, from a fresh torch seed: the tokenizer (trained on ``texts``, saved to
     ``tokenizer_dir``) and the base LM pre-trained on ``pretrain_texts`` (default ``texts``): plain text only,
-    a base model, not a chat model. ``initialised(tokenizer, model)`` is called between the model's random
-    initialisation and its training. Returns ``(tokenizer, model)``."""
+    a base model, not a chat model. Returns ``(tokenizer, model)``."""
+    tokenizer, base = initialise_base(texts, config, tokenizer_dir)
+    _train_lm(base, tokenizer, pretrain_texts or texts, config.pretrain_steps, config)
+    return tokenizer, base
+
+
+def initialise_base(texts: list[str], config: TinyConfig, tokenizer_dir: Path):
+    """The tokenizer (trained on ``texts``, saved to ``tokenizer_dir``) and the base LM as initialised from a
+    fresh torch seed, before any training: ``(tokenizer, model)``."""
     import torch
 
     from kowen_kedro.floats import deterministic_torch
@@ -149,11 +153,7 @@ def pretrain_base(texts: list[str], pretrain_texts: list[str] | None, config: Ti
     deterministic_torch()
     torch.manual_seed(config.seed)
     tokenizer = train_chat_tokenizer(texts, config.vocab_size, tokenizer_dir)
-    base = build_causal_lm(tokenizer, config)
-    if initialised is not None:
-        initialised(tokenizer, base)
-    _train_lm(base, tokenizer, pretrain_texts or texts, config.pretrain_steps, config)
-    return tokenizer, base
+    return tokenizer, build_causal_lm(tokenizer, config)
 
 
 def _rng_state() -> list[int]:
@@ -179,6 +179,20 @@ def _rng_state_after_rm_init(tokenizer, base, out: Path, config: TinyConfig) -> 
     after = _rng_state()
     torch.set_rng_state(before)
     return after
+
+
+def rng_state_at_qe_init(texts: list[str], config: TinyConfig, work_dir: Path) -> list[int]:
+    """The state torch's global generator has where the one-process build initialises the QE model's
+    encoder, worked out without the build: the base initialised from the same seed and tokenizer
+    (:func:`initialise_base`, in a temporary folder under ``work_dir``), then
+    :func:`_rng_state_after_rm_init`. The QE child starts from it at once, without waiting for the LMs'
+    process; that process checks it against its own generator after the real reward model
+    (:meth:`QEChild.started_from`)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(dir=work_dir) as tmp:
+        tokenizer, base = initialise_base(texts, config, Path(tmp) / "tokenizer")
+        return _rng_state_after_rm_init(tokenizer, base, Path(tmp), config)
 
 
 def train_chat_tokenizer(texts: Iterable[str], vocab_size: int, out_dir: Path):
@@ -310,7 +324,7 @@ def build_reward_model(base_dir: str | Path, out_dir: Path, seed: int = 0) -> Pa
 
 
 def build_tiny_comet_qe(texts: list[str], out_dir: Path, config: TinyConfig, parallel: list[dict] | None = None,
-                        encoder: dict | None = None, rng_state: list[int] | Callable[[], list[int]] | None = None) -> Path:
+                        encoder: dict | None = None, rng_state: list[int] | None = None) -> Path:
     """A COMET ``UnifiedMetric`` (reference-free: mt, src) over a tiny local XLM-R; returns the .ckpt path.
 
     With ``parallel`` sentences it is trained (``qe_steps``, MSE, COMET's own ``prepare_sample`` /
@@ -319,8 +333,7 @@ def build_tiny_comet_qe(texts: list[str], out_dir: Path, config: TinyConfig, par
     ``encoder`` overrides the encoder's ``XLMRobertaConfig`` fields (a benchmark builds a CometKiwi-sized
     one: 24 layers x 1024); the estimator's hidden size and word layer follow it. The encoder's initial
     weights are drawn from torch's global generator as it is, or from ``rng_state`` (its
-    ``get_rng_state()``, as a list, or a function that returns it once needed) when given; the rest of the
-    build is seeded."""
+    ``get_rng_state()``, as a list) when given; the rest of the build is seeded."""
     import pytorch_lightning as pl
     import torch
     import yaml
@@ -351,8 +364,6 @@ def build_tiny_comet_qe(texts: list[str], out_dir: Path, config: TinyConfig, par
         unk_token="<unk>", pad_token="<pad>", mask_token="<mask>", model_max_length=512,
     )
     xtok.save_pretrained(enc_dir)
-    if callable(rng_state):
-        rng_state = rng_state()
     if rng_state is not None:
         torch.set_rng_state(torch.tensor(rng_state, dtype=torch.uint8))
     xcfg = XLMRobertaConfig(**{
@@ -390,41 +401,43 @@ def build_tiny_comet_qe(texts: list[str], out_dir: Path, config: TinyConfig, par
 
 
 class QEChild:
-    """:func:`build_tiny_comet_qe` in a process of its own (``python -m kowen_kedro.tiny.build qe <inputs>``),
-    started with the build: the QE model needs none of the LMs, so it trains on the other core beside their
-    training. The process inherits the pinned float settings (:mod:`kowen_kedro.floats`), imports its
-    libraries and trains its tokenizer, then waits for :meth:`start_from`: the encoder's initialisation starts
-    from that generator state, the one the one-process build had at that point, so its bytes are that
-    build's. The state comes as one line on the child's stdin, the pipe that also ends the child with the
-    build (:func:`kowen_kedro.lifeline.exit_when_closed`). Its inputs and log stay in ``out_dir`` until it
-    succeeds."""
+    """:func:`build_tiny_comet_qe` in a process of its own (``python -m kowen_kedro.tiny.build qe``), started
+    with the build or before it (:func:`prestart_qe_child`): the QE model needs none of the LMs, so it trains
+    on the other core beside their training. The process inherits the pinned float settings
+    (:mod:`kowen_kedro.floats`) and imports its libraries, then reads the path of its inputs (texts, parallel
+    sentences, configuration) as one line on its stdin, the pipe that also ends the child with the build
+    (:func:`kowen_kedro.lifeline.exit_when_closed`). It works out the generator state its encoder's
+    initialisation starts from, the one the one-process build has at that point
+    (:func:`rng_state_at_qe_init`), so its bytes are that build's, writes that state beside its inputs for
+    :meth:`started_from`, and trains. Its inputs and log stay in ``out_dir`` until it succeeds."""
 
     def __init__(self, texts: list[str], parallel: list[dict] | None, config: TinyConfig, out_dir: Path):
-        import subprocess
-        import sys
-
         out_dir.mkdir(parents=True, exist_ok=True)
-        self.out_dir, self.inputs, self.log = out_dir, out_dir / "_inputs.json", out_dir / "_build.log"
-        self.rng_state = None
+        self.out_dir, self.inputs, self.state = out_dir, out_dir / "_inputs.json", out_dir / "_rng_state.json"
         self.inputs.write_text(json.dumps({"texts": texts, "parallel": parallel, "config": asdict(config)}))
-        with self.log.open("w") as log:  # its stdin: a pipe only this process holds (the child ends when it closes)
-            self.proc = subprocess.Popen([sys.executable, "-m", "kowen_kedro.tiny.build", "qe", str(self.inputs)],
-                                         stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.PIPE)
-
-    def start_from(self, rng_state: list[int]) -> None:
-        """Hand the child the generator state its encoder's initialisation starts from (one line on its stdin;
-        a child that has died already is reported by :meth:`result`)."""
-        self.rng_state = rng_state
+        self.proc, self.log = _take_prestarted() or _start_qe_process(out_dir / "_build.log")
         try:
-            self.proc.stdin.write(json.dumps(rng_state).encode() + b"\n")
+            self.proc.stdin.write(str(self.inputs.resolve()).encode() + b"\n")
             self.proc.stdin.flush()
-        except BrokenPipeError:
+        except BrokenPipeError:  # it has died already: result() reports its exit and log
             pass
+
+    def used_state(self) -> list[int]:
+        """The generator state the child's encoder initialisation started from, once it has written it (an
+        error with its log if it ended first)."""
+        import time
+
+        while not self.state.exists():
+            if self.proc.poll() is not None and not self.state.exists():
+                self.result()  # raises with the child's exit and log
+                raise RuntimeError(f"the tiny QE model's build ended without writing {self.state}")
+            time.sleep(0.02)
+        return json.loads(self.state.read_text())
 
     def started_from(self, rng_state: list[int]) -> bool:
         """Whether the child started from ``rng_state`` (the generator's state where the one-process build
         initialises the encoder); a warning if not."""
-        if rng_state == self.rng_state:
+        if rng_state == self.used_state():
             return True
         logger.warning("torch's generator is not where the tiny QE model's build expected it (something drew from it "
                        "between the base LM's initialisation and the reward model's): the QE model is built again, after "
@@ -432,14 +445,19 @@ class QEChild:
         return False
 
     def result(self) -> Path:
-        """Wait for the build; the checkpoint's path, or an error with the end of the child's log."""
+        """Wait for the build; the checkpoint's path, or an error with the end of the child's log (kept as
+        ``out_dir/_build.log``)."""
         code = self.proc.wait()
         self._close_stdin()
         if code:
+            kept = self.out_dir / "_build.log"
+            if self.log != kept:  # a prestarted child's log: beside the model, where a look starts
+                shutil.move(self.log, kept)
+                self.log = kept
             tail = self.log.read_text(errors="replace")[-3000:]
             raise RuntimeError(f"the tiny QE model's build failed (exit {code}); the end of {self.log}:\n{tail}")
-        for done in (self.inputs, self.log):
-            done.unlink()
+        for done in (self.inputs, self.state, self.log):
+            done.unlink(missing_ok=True)
         return self.out_dir / "checkpoints" / "model.ckpt"
 
     def stop(self) -> None:
@@ -448,27 +466,104 @@ class QEChild:
             self.proc.kill()
             self.proc.wait()
         self._close_stdin()
+        if self.log.parent != self.out_dir:
+            self.log.unlink(missing_ok=True)
 
     def _close_stdin(self) -> None:
         try:
             self.proc.stdin.close()
-        except BrokenPipeError:  # a state line still in the writer's buffer for a child that has gone
+        except BrokenPipeError:  # a line still in the writer's buffer for a child that has gone
             pass
 
 
-def _qe_child_main(inputs: Path) -> None:
+_prestarted: list = []  # at most one (process, log) a run started before its build: prestart_qe_child
+_prestart_lock = threading.Lock()
+
+
+def _start_qe_process(log_path: Path):
+    """The QE child (``python -m kowen_kedro.tiny.build qe``) writing to ``log_path``; ``(process, log_path)``.
+    Its stdin is a pipe only this process holds (the child ends when it closes)."""
+    import subprocess
+    import sys
+
+    with log_path.open("w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "kowen_kedro.tiny.build", "qe"], stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.PIPE)
+    return proc, log_path
+
+
+def prestart_qe_child() -> None:
+    """Start the QE child now, before the build that will use it: it imports its libraries (torch,
+    transformers, COMET; seconds) while the run starts, and waits for its inputs. The next
+    :class:`QEChild` of this process takes it; one never taken ends with this process (its pipe closes)."""
+    import atexit
+    import tempfile
+
+    with _prestart_lock:
+        if _prestarted and _prestarted[0][0].poll() is None:
+            return
+        _discard_prestarted_locked()
+        fd, log = tempfile.mkstemp(prefix="kowen-qe-build-", suffix=".log")
+        os.close(fd)
+        _prestarted.append(_start_qe_process(Path(log)))
+        atexit.unregister(discard_prestarted_qe_child)  # registered once, however many runs this process starts
+        atexit.register(discard_prestarted_qe_child)
+
+
+def _take_prestarted():
+    """The prestarted QE child, if one is alive (and no longer kept for another build), else None."""
+    with _prestart_lock:
+        taken = _prestarted.pop() if _prestarted else None
+        if taken is not None and taken[0].poll() is not None:  # it died before its build began: start anew
+            taken[1].unlink(missing_ok=True)
+            taken = None
+        return taken
+
+
+def discard_prestarted_qe_child() -> None:
+    """End a prestarted QE child that no build has taken, and remove its log."""
+    with _prestart_lock:
+        _discard_prestarted_locked()
+
+
+def _discard_prestarted_locked() -> None:
+    while _prestarted:
+        proc, log = _prestarted.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdin.close()
+        log.unlink(missing_ok=True)
+
+
+#: What the QE child imports before its inputs come: what the base LM's and the QE model's builds use.
+PRELOADED = ("torch", "transformers.models.qwen2.modeling_qwen2", "transformers.models.xlm_roberta.modeling_xlm_roberta",
+             "tokenizers", "pytorch_lightning", "comet.models")
+
+
+def _qe_child_main() -> None:
+    import importlib
     import queue
 
-    from kowen_kedro.floats import deterministic_torch
     from kowen_kedro.lifeline import exit_when_closed
 
-    states: queue.Queue[bytes] = queue.Queue()
-    exit_when_closed(0, on_line=states.put)  # stdin: the pipe only the build holds; its one line, the state
+    lines: queue.Queue[bytes] = queue.Queue()
+    exit_when_closed(0, on_line=lines.put)  # stdin: the pipe only the build holds; its first line, the inputs
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    for module in PRELOADED:  # the libraries first, while the build (or the run) has not begun
+        importlib.import_module(module)
+
+    from kowen_kedro.floats import deterministic_torch
+
+    inputs = Path(lines.get().decode())
     deterministic_torch()
     args = json.loads(inputs.read_text())
-    build_tiny_comet_qe(args["texts"], inputs.parent, TinyConfig(**args["config"]), parallel=args["parallel"],
-                        rng_state=lambda: json.loads(states.get()))
+    config = TinyConfig(**args["config"])
+    state = rng_state_at_qe_init(args["texts"], config, inputs.parent)
+    written = inputs.parent / "_rng_state.json.tmp"
+    written.write_text(json.dumps(state))
+    os.replace(written, inputs.parent / "_rng_state.json")
+    build_tiny_comet_qe(args["texts"], inputs.parent, config, parallel=args["parallel"], rng_state=state)
 
 
 def build_tiny_mt(tokenizer_dir: Path, parallel: list[dict], out_dir: Path, config: TinyConfig) -> Path:
@@ -577,6 +672,6 @@ class PreparedSamples:
 if __name__ == "__main__":  # the QE build's child process (QEChild)
     import sys
 
-    if sys.argv[1:2] != ["qe"] or len(sys.argv) != 3:
-        raise SystemExit("usage: python -m kowen_kedro.tiny.build qe <inputs.json>")
-    _qe_child_main(Path(sys.argv[2]))
+    if sys.argv[1:] != ["qe"]:
+        raise SystemExit("usage: python -m kowen_kedro.tiny.build qe  (the path of its inputs as a line on stdin)")
+    _qe_child_main()
