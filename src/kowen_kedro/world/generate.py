@@ -111,8 +111,8 @@ class _Sampler:
                     values["quoted"] = True
                 values = with_variant(fam, values, variant)
                 texts = [prompt_text(fam, values, lang, self.facts, variant) + suffix for lang in langs]
-                taken = self.heldout | self.training if heldout else self.heldout | seen
-                if not any(t in taken or t in avoid for t in texts):
+                taken = (self.heldout, self.training if heldout else seen, avoid)  # looked up in place, not joined
+                if not any(t in group for t in texts for group in taken):
                     (self.heldout if heldout else self.training).update(texts)
                     seen.update(texts)
                     return fam, values, variant
