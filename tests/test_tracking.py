@@ -92,6 +92,39 @@ def test_the_metrics_dataset_logs_slash_names_and_loads_its_own(store):
     assert set(loaded) == {"gold/sft/en", "gold/sft/en/se"}  # not gold_x's
 
 
+def test_the_metrics_dataset_logs_what_kedro_mlflow_logs_in_batches(store, monkeypatch):
+    """The same metric histories (keys, values, steps) as kedro-mlflow's own save, values with steps and lists of
+    them, in MLflow's batch calls: no call per metric; nothing with logging switched off."""
+    import mlflow
+    from kedro_mlflow.io.metrics import MlflowMetricsHistoryDataset
+    from mlflow.tracking import MlflowClient
+
+    from kowen_kedro.datasets import MlflowMetricsDataset
+
+    data = {"sft.en": {"value": 0.5, "step": 0}, "loss": [{"value": 3.0, "step": 0}, {"value": 2.5, "step": 1}],
+            **{f"many.m{i}": {"value": float(i), "step": 2} for i in range(1203)}}  # more than one batch of 1,000
+    mlflow.set_experiment("kowen_kedro")
+    with mlflow.start_run() as theirs:
+        MlflowMetricsHistoryDataset(prefix="gold").save(data)
+    with mlflow.start_run() as ours:
+        with monkeypatch.context() as patched:
+            patched.setattr(MlflowClient, "log_metric", lambda *a, **k: pytest.fail("one call per metric"))
+            MlflowMetricsDataset(prefix="gold").save(data)
+        off = MlflowMetricsDataset(prefix="off")
+        off._logging_activated = False
+        off.save({"a": {"value": 1.0, "step": 0}})
+
+    def histories(run_id):
+        keys = store.get_run(run_id).data.metrics
+        return {k: sorted((m.step, m.value) for m in store.get_metric_history(run_id, k)) for k in keys}
+
+    from kowen_kedro.tracking import metric_key
+
+    expected = {metric_key(k): v for k, v in histories(theirs.info.run_id).items()}
+    assert len(expected) == 1205 and expected["gold/loss"] == [(0, 3.0), (1, 2.5)]
+    assert histories(ours.info.run_id) == expected
+
+
 def child_tags(store, experiment_id, parent_id) -> dict:
     (child,) = [r for r in store.search_runs([experiment_id]) if r.data.tags.get("mlflow.parentRunId") == parent_id]
     return {k: v for k, v in child.data.tags.items() if k in ("env", "kedro_session_id")}

@@ -125,14 +125,7 @@ class RunLayout:
         return run_id
 
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
-        import time
-
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
-        batch = [Metric(key=k, value=float(v), timestamp=now, step=step) for k, v in metrics.items()]
-        for i in range(0, len(batch), 1000):  # MLflow's log_batch limit
-            self.client.log_batch(run_id, metrics=batch[i:i + 1000])
+        log_metric_batch(self.client, run_id, [(k, v, step) for k, v in metrics.items()])
 
     def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
         """Parameters of a child; one already logged with the same value is skipped (MLflow refuses a change)."""
@@ -163,6 +156,19 @@ class RunLayout:
         for run_id in {*self._children.values(), *(r.info.run_id for r in running)}:
             self.client.set_terminated(run_id, status=status)
         self._children.clear()
+
+
+def log_metric_batch(client, run_id: str, metrics: Iterable[tuple[str, float, int]]) -> None:
+    """``(key, value, step)`` triples into the run ``run_id``, in MLflow's ``log_batch`` calls of at most 1,000
+    (one call per metric costs about 3 ms on the local SQLite store, a batch about 0.1 ms per metric)."""
+    import time
+
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    batch = [Metric(key=k, value=float(v), timestamp=now, step=int(step)) for k, v, step in metrics]
+    for i in range(0, len(batch), 1000):  # MLflow's log_batch limit
+        client.log_batch(run_id, metrics=batch[i:i + 1000])
 
 
 def dataset_input(records: Iterable[dict] | Any, name: str, source: str):
