@@ -31,6 +31,33 @@ def test_data_error_is_found_behind_kedros_wrappers_and_worded_briefly():
     ]
 
 
+@pytest.mark.parametrize("ends", ["returns", "raises"])
+def test_the_run_command_leaves_its_objects_to_the_exit_frozen(monkeypatch, ends):
+    """Once ``kedro run`` is over (done or failed) the interpreter's objects are frozen out of the garbage
+    collector, so the exit does not walk them all once more."""
+    import gc
+
+    from kowen_kedro import cli
+
+    def run(**kwargs):
+        assert kwargs["runner"] == cli.DEFAULT_RUNNER and gc.get_freeze_count() == 0
+        if ends == "raises":
+            raise RuntimeError("a node failed")
+        return "done"
+
+    monkeypatch.setattr(cli.kedro_run, "callback", run)
+    gc.unfreeze()
+    try:
+        if ends == "raises":
+            with pytest.raises(RuntimeError, match="a node failed"):
+                cli._run(runner=None)
+        else:
+            assert cli._run(runner=None) == "done"
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()  # this test process goes on collecting
+
+
 @pytest.mark.slow
 def test_kedro_run_on_a_bad_file_ends_with_the_short_message(tmp_path):
     project = tmp_path / "project"
