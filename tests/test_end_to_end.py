@@ -8,6 +8,7 @@ all finished work (no training relaunched, no LLM call repeated).
 import hashlib
 import json
 import math
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -253,6 +254,22 @@ def test_models_are_versioned_and_iterations_chained(first_run):
     assert (spec1["trainer_args"]["beta"], spec2["trainer_args"]["beta"]) == (0.1, 1.0)
     assert spec1["deepspeed"]["zero_optimization"]["stage"] == 3
     assert not (p / "data/06_models/_runs/dpo_iter_3").exists()  # disabled: passed through
+
+
+def test_every_training_launch_forks_with_its_libraries_imported(first_run):
+    """Each of the default run's training launches forks from the warm interpreter and imports none of the
+    training or tracking libraries itself (:data:`kowen_kedro.training.warm.PRELOAD`): what one launch imports
+    late, every launch pays for (DeepSpeed's Muon module alone, through torch.compile, cost 2 s a launch)."""
+    heavy = {"torch", "transformers", "trl", "deepspeed", "datasets", "peft", "mlflow", "sqlalchemy", "networkx",
+             "scipy", "sympy", "functorch"}
+    logs = sorted((first_run / "data/06_models/_runs").glob("*/*/train.log"))
+    assert len(logs) == 10
+    for log in logs:
+        (line,) = [ln for ln in log.read_text().splitlines() if ln.startswith("warm launch: imported after the fork: ")]
+        late = {pkg: int(n) for pkg, n in re.findall(r"(\w+) \((\d+)\)", line)}
+        # at most two of a package: the schema migrations MLflow's store checks (loaded by file, not importable
+        # ahead), the communication backend DeepSpeed probes per process; before the preloads: torch 250 and more
+        assert not {pkg: n for pkg, n in late.items() if pkg in heavy and n > 2}, f"{log}: {line}"
 
 
 def test_one_mlflow_run_with_all_stages(first_run):

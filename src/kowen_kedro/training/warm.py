@@ -42,8 +42,20 @@ PRELOAD = [
     "trl.trainer.sft_trainer", "trl.trainer.dpo_trainer", "trl.trainer.reward_trainer",
     "transformers.models.qwen2.modeling_qwen2", "transformers.models.auto.modeling_auto",
     "deepspeed.runtime.engine", "deepspeed.runtime.zero.stage3", "deepspeed.runtime.zero.stage_1_and_2",
+    # DeepSpeed's optimizer check at every engine build imports its Muon optimizer, which calls torch.compile
+    # at import (TorchDynamo, Inductor, functorch: about 2 s a launch); its config imports the EP presets
+    "deepspeed.runtime.zero.muon.muon_optimizer", "deepspeed.module_inject.auto_ep_config",
+    "deepspeed.module_inject.auto_ep_layer", "deepspeed.runtime.superoffload.superoffload_stage3",
+    "deepspeed.ops.op_builder.all_ops", "torch.utils.serialization", "torch.profiler._cupti_monitor",
     "datasets.packaged_modules.json.json",
     "kowen_kedro.training.entry", "kowen_kedro.preference.clo_trainer", "kowen_kedro.training.generation_config",
+    "kowen_kedro.training.preflight", "kowen_kedro.training.kernels", "kowen_kedro.tracking", "kowen_kedro.loading",
+    "kowen_kedro.model_identity",
+    # the launch's MLflow logging: the client and its SQLite store (SQLAlchemy, Alembic), about 0.8 s a launch
+    "mlflow.tracking", "mlflow.store.tracking.sqlalchemy_store", "mlflow.store.tracking.sqlalchemy_workspace_store",
+    "sqlalchemy.dialects.sqlite", "alembic.command",
+    # what the datasets library's streaming patches import for the JSON builder
+    "scipy.io",
 ]
 
 _CONTEXT: multiprocessing.context.BaseContext | None = None
@@ -91,9 +103,20 @@ def _child(spec_path: str, log_path: str, env: dict[str, str], cwd: str, run_ali
     os.chdir(cwd)
     from kowen_kedro.training import entry
 
+    forked_with = set(sys.modules)
     entry.main(["--spec", spec_path])
+    print(f"warm launch: imported after the fork: {late_imports(forked_with) or 'nothing'}")
     sys.stdout.flush()
     sys.stderr.flush()
+
+
+def late_imports(forked_with: set[str]) -> str:
+    """The modules imported since the fork (absent from ``forked_with``), by top-level package with their
+    count, most first: what :data:`PRELOAD` could have imported once for every launch."""
+    from collections import Counter
+
+    packages = Counter(name.split(".")[0] for name in set(sys.modules) - forked_with)
+    return ", ".join(f"{package} ({count})" for package, count in sorted(packages.items(), key=lambda kv: (-kv[1], kv[0])))
 
 
 _START = threading.Lock()
