@@ -204,7 +204,7 @@ def test_the_qe_model_built_beside_the_lms_is_the_one_the_one_process_build_make
     from kowen_kedro.tiny import build
 
     build.prestart_qe_child()
-    (prestarted, prestart_log), = build._prestarted
+    (prestarted, prestart_log, _), = build._prestarted
     with caplog.at_level(logging.WARNING, logger="kowen_kedro.tiny.build"):
         beside = _small_build(world, tmp_path / "beside")
     assert "built again" not in caplog.text  # the child started where the one-process build would have
@@ -299,6 +299,25 @@ def test_a_run_prestarts_the_qe_child_only_where_it_builds_the_tiny_models(tmp_p
 
     monkeypatch.undo()
     build.prestart_qe_child()
-    (proc, log), = build._prestarted
+    (proc, log, _), = build._prestarted
     build.discard_prestarted_qe_child()
     assert proc.returncode is not None and not log.exists() and not build._prestarted
+
+
+def test_a_build_takes_no_qe_child_prestarted_in_another_environment(tmp_path, monkeypatch):
+    """A prestarted QE child inherited the environment of its moment (the float pins among it): a build in
+    another one ends it and starts its own."""
+    from conftest import base_params
+    from kowen_kedro.groups import TinyModels
+    from kowen_kedro.tiny import build
+
+    build.prestart_qe_child()
+    (prestarted, log, _), = build._prestarted
+    monkeypatch.setenv("KOWEN_THREADS", "2")
+    config = TinyModels.of({**base_params()["tiny_models"], "out_dir": str(tmp_path)}).config()
+    child = build.QEChild(["a b c"] * 10, [{"en": "a b", "ko": "c d"}] * 10, config, tmp_path / "qe")
+    try:
+        assert child.proc is not prestarted and child.log == tmp_path / "qe" / "_build.log"
+        assert prestarted.poll() is not None and not log.exists() and not build._prestarted
+    finally:
+        child.stop()

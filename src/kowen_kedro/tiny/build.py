@@ -476,7 +476,7 @@ class QEChild:
             pass
 
 
-_prestarted: list = []  # at most one (process, log) a run started before its build: prestart_qe_child
+_prestarted: list = []  # at most one (process, log, setting) a run started before its build: prestart_qe_child
 _prestart_lock = threading.Lock()
 
 
@@ -500,24 +500,39 @@ def prestart_qe_child() -> None:
     import tempfile
 
     with _prestart_lock:
-        if _prestarted and _prestarted[0][0].poll() is None:
+        if _prestarted and _prestarted[0][0].poll() is None and _prestarted[0][2] == _setting():
             return
         _discard_prestarted_locked()
         fd, log = tempfile.mkstemp(prefix="kowen-qe-build-", suffix=".log")
         os.close(fd)
-        _prestarted.append(_start_qe_process(Path(log)))
+        _prestarted.append((*_start_qe_process(Path(log)), _setting()))
         atexit.unregister(discard_prestarted_qe_child)  # registered once, however many runs this process starts
         atexit.register(discard_prestarted_qe_child)
 
 
+def _setting() -> tuple:
+    """What of this process decides a QE child's bytes: its folder, its interpreter and the environment
+    variables that pin the floats or set the import path."""
+    import sys
+
+    from kowen_kedro import floats
+
+    names = (*floats.PINNED, floats.THREADS_VAR, floats.ISA_VAR, "PYTHONPATH", "PYTHONHASHSEED")
+    return os.getcwd(), sys.executable, tuple((name, os.environ.get(name)) for name in names)
+
+
 def _take_prestarted():
-    """The prestarted QE child, if one is alive (and no longer kept for another build), else None."""
+    """The prestarted QE child as ``(process, log)``, if one is alive and was started in this process's present
+    setting (:func:`_setting`; no longer kept for another build), else None: one that died or was started in
+    another setting is ended and the build starts its own."""
     with _prestart_lock:
-        taken = _prestarted.pop() if _prestarted else None
-        if taken is not None and taken[0].poll() is not None:  # it died before its build began: start anew
-            taken[1].unlink(missing_ok=True)
-            taken = None
-        return taken
+        if not _prestarted:
+            return None
+        if _prestarted[0][0].poll() is None and _prestarted[0][2] == _setting():
+            proc, log, _ = _prestarted.pop()
+            return proc, log
+        _discard_prestarted_locked()
+        return None
 
 
 def discard_prestarted_qe_child() -> None:
@@ -528,7 +543,7 @@ def discard_prestarted_qe_child() -> None:
 
 def _discard_prestarted_locked() -> None:
     while _prestarted:
-        proc, log = _prestarted.pop()
+        proc, log, _ = _prestarted.pop()
         if proc.poll() is None:
             proc.kill()
             proc.wait()
