@@ -46,6 +46,7 @@ def test_the_run_command_leaves_its_objects_to_the_exit_frozen(monkeypatch, ends
         return "done"
 
     monkeypatch.setattr(cli.kedro_run, "callback", run)
+    monkeypatch.setattr(cli, "prestart_tiny_build", lambda *args: None)
     gc.unfreeze()
     try:
         if ends == "raises":
@@ -56,6 +57,32 @@ def test_the_run_command_leaves_its_objects_to_the_exit_frozen(monkeypatch, ends
         assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()  # this test process goes on collecting
+
+
+def test_kedro_run_starts_the_qe_process_first_where_no_tiny_models_are_built(tmp_path, monkeypatch):
+    """``kedro run`` reads ``tiny_models.out_dir`` of its environment and parameters as Kedro will, and starts
+    the tiny QE model's process before Kedro starts where no models are built there; configuration it cannot
+    read is left to Kedro (no error here, nothing started)."""
+    from kowen_kedro import cli
+    from kowen_kedro.tiny import build
+
+    started = []
+    monkeypatch.setattr(build, "prestart_qe_child", lambda: started.append(1))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "conf" / "base").mkdir(parents=True)
+    (tmp_path / "conf" / "local").mkdir()
+    (tmp_path / "conf" / "base" / "parameters.yml").write_text("tiny_models:\n  out_dir: data/tiny\n")
+    cli.prestart_tiny_build(None, None, None)
+    assert started == [1]
+    (tmp_path / "data" / "tiny").mkdir(parents=True)
+    (tmp_path / "data" / "tiny" / build.MANIFEST).write_text("{}")
+    cli.prestart_tiny_build(None, None, None)
+    assert started == [1]  # built: nothing to start
+    cli.prestart_tiny_build(None, None, {"tiny_models": {"out_dir": "data/other"}})
+    assert started == [1, 1]  # the run's parameters name another folder
+    (tmp_path / "conf" / "base" / "parameters.yml").write_text("tiny_models: [not: valid\n")
+    cli.prestart_tiny_build(None, None, None)
+    assert started == [1, 1]
 
 
 @pytest.mark.slow

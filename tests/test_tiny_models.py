@@ -274,28 +274,29 @@ def test_a_qe_child_dead_before_its_state_is_reported_with_its_log(tmp_path):
 
 def test_a_run_prestarts_the_qe_child_only_where_it_builds_the_tiny_models(tmp_path, monkeypatch):
     """TinyBuildHook starts the QE child as the run begins where the run's pipeline builds the tiny models and
-    none are built in ``tiny_models.out_dir``; a run that finds them built, or does not build, starts none.
-    A prestarted child no build takes is ended, its log removed."""
+    none are built in ``tiny_models.out_dir``; a run that finds them built, or does not build, starts none and
+    ends one the command started. A prestarted child no build takes is ended, its log removed."""
     from types import SimpleNamespace
 
     from kowen_kedro.hooks import TinyBuildHook
     from kowen_kedro.pipelines.models.nodes import build_tiny_models_node, resolve_models_node
     from kowen_kedro.tiny import build
 
-    started = []
-    monkeypatch.setattr(build, "prestart_qe_child", lambda: started.append(1))
+    calls = []
+    monkeypatch.setattr(build, "prestart_qe_child", lambda: calls.append("start"))
+    monkeypatch.setattr(build, "discard_prestarted_qe_child", lambda: calls.append("end"))
     catalog = SimpleNamespace(load=lambda name: {"params:tiny_models": {"out_dir": str(tmp_path / "tiny")}}[name])
 
     def run(*funcs):
-        before = len(started)
+        calls.clear()
         TinyBuildHook().before_pipeline_run(SimpleNamespace(nodes=[SimpleNamespace(func=f) for f in funcs]), catalog)
-        return len(started) - before
+        return calls
 
-    assert run(build_tiny_models_node, resolve_models_node) == 1
-    assert run(resolve_models_node) == 0
+    assert run(build_tiny_models_node, resolve_models_node) == ["start"]
+    assert run(resolve_models_node) == ["end"]  # one the command started, for a run that does not build
     (tmp_path / "tiny").mkdir()
     (tmp_path / "tiny" / build.MANIFEST).write_text("{}")
-    assert run(build_tiny_models_node, resolve_models_node) == 0
+    assert run(build_tiny_models_node, resolve_models_node) == ["end"]
 
     monkeypatch.undo()
     build.prestart_qe_child()

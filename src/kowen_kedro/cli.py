@@ -62,6 +62,7 @@ DEFAULT_RUNNER = "kowen_kedro.runner.StageRunner"
 
 def _run(**kwargs):
     kwargs["runner"] = kwargs.get("runner") or DEFAULT_RUNNER
+    prestart_tiny_build(kwargs.get("env"), kwargs.get("conf_source"), kwargs.get("params"))
     try:
         return _kedro_run(**kwargs)
     finally:
@@ -70,6 +71,29 @@ def _run(**kwargs):
         # Frozen, they are left to the operating system; atexit handlers still run, and objects freed by
         # their reference counts still finalise (only garbage in reference cycles is not collected).
         gc.freeze()
+
+
+def prestart_tiny_build(env: str | None, conf_source: str | None, params: dict | None) -> None:
+    """Where the run's ``tiny_models.out_dir`` holds no built models, start the tiny QE model's build process
+    now, before Kedro starts (seconds before its hook could): it imports its libraries on the core Kedro's
+    start leaves idle (:class:`kowen_kedro.hooks.TinyBuildHook` ends it where the run's pipeline does not
+    build). Configuration Kedro cannot read is left for Kedro to report."""
+    import os
+
+    from kedro.framework.project import settings
+
+    from kowen_kedro.hooks import tiny_models_built
+    from kowen_kedro.tiny.build import prestart_qe_child
+
+    try:
+        loader = settings.CONFIG_LOADER_CLASS(conf_source=conf_source or str(Path.cwd() / settings.CONF_SOURCE),
+                                              env=env or os.getenv("KEDRO_ENV"), runtime_params=params or {},
+                                              **settings.CONFIG_LOADER_ARGS)
+        out_dir = loader["parameters"]["tiny_models"]["out_dir"]
+    except Exception:  # noqa: BLE001 - Kedro reads the configuration next and says what is wrong with it
+        return
+    if not tiny_models_built(out_dir):
+        prestart_qe_child()
 
 
 def _kedro_run(**kwargs):

@@ -310,20 +310,29 @@ class MlflowLayoutHook:
 class TinyBuildHook:
     """Where the run builds the tiny models from nothing (its pipeline holds the build and no built models are
     in ``tiny_models.out_dir``), the QE model's build process starts as the run begins
-    (:func:`kowen_kedro.tiny.build.prestart_qe_child`): it imports its libraries while Kedro starts the MLflow
-    run and the runner, on a core that is idle then, and the build hands it its inputs. Runs that find the
-    models built (the build checks that they are current) start nothing."""
+    (:func:`kowen_kedro.tiny.build.prestart_qe_child`; ``kedro run`` starts it before Kedro does,
+    :mod:`kowen_kedro.cli`): it imports its libraries while Kedro starts the MLflow run and the runner, on a
+    core that is idle then, and the build hands it its inputs. Runs that find the models built (the build
+    checks that they are current), or do not build them, start none (and end one the command started)."""
 
     @hook_impl(tryfirst=True)
     def before_pipeline_run(self, pipeline, catalog) -> None:
-        from pathlib import Path
+        from kowen_kedro.tiny import build
 
-        if not any(getattr(node.func, "__name__", None) == "build_tiny_models_node" for node in pipeline.nodes):
-            return
-        from kowen_kedro.tiny.build import MANIFEST, prestart_qe_child
+        builds = any(getattr(node.func, "__name__", None) == "build_tiny_models_node" for node in pipeline.nodes)
+        if builds and not tiny_models_built(catalog.load("params:tiny_models")["out_dir"]):
+            build.prestart_qe_child()
+        else:
+            build.discard_prestarted_qe_child()
 
-        if not (Path(catalog.load("params:tiny_models")["out_dir"]) / MANIFEST).exists():
-            prestart_qe_child()
+
+def tiny_models_built(out_dir: str) -> bool:
+    """Whether ``out_dir`` (``tiny_models.out_dir``, from the project folder) holds built tiny models."""
+    from pathlib import Path
+
+    from kowen_kedro.tiny.build import MANIFEST
+
+    return (Path(out_dir) / MANIFEST).exists()
 
 
 class ParameterCheckHook:

@@ -415,7 +415,10 @@ class QEChild:
         out_dir.mkdir(parents=True, exist_ok=True)
         self.out_dir, self.inputs, self.state = out_dir, out_dir / "_inputs.json", out_dir / "_rng_state.json"
         self.inputs.write_text(json.dumps({"texts": texts, "parallel": parallel, "config": asdict(config)}))
-        self.proc, self.log = _take_prestarted() or _start_qe_process(out_dir / "_build.log")
+        taken = _take_prestarted()
+        self.proc, self.log = taken or _start_qe_process(out_dir / "_build.log")
+        logger.info("the tiny QE model trains in process %d (%s)", self.proc.pid,
+                    "started as the run began" if taken else "started now")
         try:
             self.proc.stdin.write(str(self.inputs.resolve()).encode() + b"\n")
             self.proc.stdin.flush()
