@@ -1,5 +1,7 @@
 """Project CLI (Kedro loads ``<package>.cli.cli`` over its built-in commands): kedro's own ``run``, except
-that a run stopped by bad input data ends with a short message as the last thing printed.
+that a run stopped by bad input data ends with a short message as the last thing printed, a run that will
+build the tiny models starts their QE model's process before Kedro starts (:func:`prestart_tiny_build`), and
+the interpreter's objects are frozen out of the garbage collector once the run is over (a faster exit).
 
 A :class:`~kowen_kedro.data.validation.DataValidationError` (a raw file's bad line, a missing field, a
 wrong role order, ...) reaches the user wrapped in Kedro's ``DatasetError`` inside a ~200-line
