@@ -476,12 +476,17 @@ NOT_HOLDING = {
 
 #: Claims whose seed-0 value lies within one SE of its criterion on the machines of a float probe: held or not
 #: cannot be told from one run, so the test asserts the recorded value (a change that moves it fails) and reports
-#: the claim. The values: docs/claims_by_probe/f3d12d94662f.csv's machines (the SFT student's compliance with
-#: the rephrased unsafe requests, 53 of 64 English and 7 of 52 Korean; docs/effects.csv's machines: 43 of 64
-#: and 5 of 52, clear of the criterion).
+#: the claim. On docs/claims_by_probe/f3d12d94662f.csv's machines: the SFT student's compliance with the
+#: rephrased unsafe requests, 53 of 64 English and 7 of 52 Korean (docs/effects.csv's machines: 43 of 64 and 5 of
+#: 52, clear of the criterion). On docs/effects.csv's machines: the Korean-data RM on Korean wrong_language pairs
+#: (0.884, SE 0.039, against 0.9; 0.681 on the other machines, clear of it) and CLO over SFT and over SFT+DPO on
+#: Korean gold (0.022 and 0.033, 0.5 and 0.8 SE above 2 paired SE; 0.131 over SFT+DPO on the other machines).
 BORDERLINE = {
     "sft-complies-sometimes-en": (0.8281,),
     "sft-complies-sometimes-ko": (0.1346,),
+    "rm_transfer_target-learns-wrong_language-ko": (0.8841,),
+    "clo-beats-sft-ko": (0.0222,),
+    "clo-beats-sft-dpo-ko": (0.0333,),
 }
 
 
