@@ -69,7 +69,9 @@ def vllm_rows(r: dict) -> list[tuple[str, str]]:
 
 
 def _minutes(seconds: float) -> str:
-    return f"{int(seconds // 60)} min {seconds % 60:02.0f} s"
+    """``1019.9`` -> ``17 min 00 s`` (rounded to the second first: not ``16 min 60 s``)."""
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest:02d} s"
 
 
 def runs_table(runs: dict) -> str:

@@ -136,6 +136,16 @@ def test_the_bench_table_shows_the_last_measurement():
     assert {"generate_batch16_tokens_per_s", "qe_batch32_segments_per_s", "dpo_3ep_precompute_speedup"} <= set(bench["results"])
 
 
+def test_run_times_are_shown_in_minutes_and_seconds_rounded_once():
+    import sys
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from tables import _minutes
+
+    assert [_minutes(s) for s in (1019.9, 59.4, 59.6, 191.0, 0.2)] == [
+        "17 min 00 s", "0 min 59 s", "1 min 00 s", "3 min 11 s", "0 min 00 s"]
+
+
 def test_the_runs_table_shows_the_last_measured_runs():
     """docs/benchmarks.md's whole-run table is the one `make bench-runs` writes (docs/runs.json), and the
     README states no run time of its own."""
