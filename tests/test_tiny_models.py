@@ -204,11 +204,11 @@ def test_the_qe_model_built_beside_the_lms_is_the_one_the_one_process_build_make
     from kowen_kedro.tiny import build
 
     build.prestart_qe_child()
-    (prestarted, prestart_log, _), = build._prestarted
+    prestarted, prestart_log, _ = build._prestarted
     with caplog.at_level(logging.WARNING, logger="kowen_kedro.tiny.build"):
         beside = _small_build(world, tmp_path / "beside")
     assert "built again" not in caplog.text  # the child started where the one-process build would have
-    assert not build._prestarted and prestarted.returncode == 0  # the build took the prestarted child
+    assert build._prestarted is None and prestarted.returncode == 0  # the build took the prestarted child
     assert not prestart_log.exists()
     qe = Path(beside["models"]["qe"]).parents[1]
     assert not list(qe.glob("_*"))  # the child's inputs, state and log are gone once it succeeded
@@ -236,7 +236,7 @@ def test_a_failed_qe_build_fails_the_build_with_the_end_of_its_log(world, tmp_pa
         _small_build(world, tmp_path / "bad", qe_hidden_size=7)  # 7 is no multiple of the encoder's 2 heads
     assert str(tmp_path / "bad" / "qe" / "_build.log") in str(failed.value)
     assert "not a multiple" in (tmp_path / "bad" / "qe" / "_build.log").read_text()
-    assert not build._prestarted
+    assert build._prestarted is None
 
 
 def test_the_qe_child_ends_when_the_build_that_started_it_dies(tmp_path):
@@ -300,9 +300,9 @@ def test_a_run_prestarts_the_qe_child_only_where_it_builds_the_tiny_models(tmp_p
 
     monkeypatch.undo()
     build.prestart_qe_child()
-    (proc, log, _), = build._prestarted
+    proc, log, _ = build._prestarted
     build.discard_prestarted_qe_child()
-    assert proc.returncode is not None and not log.exists() and not build._prestarted
+    assert proc.returncode is not None and not log.exists() and build._prestarted is None
 
 
 def test_a_build_takes_no_qe_child_prestarted_in_another_environment(tmp_path, monkeypatch):
@@ -313,12 +313,12 @@ def test_a_build_takes_no_qe_child_prestarted_in_another_environment(tmp_path, m
     from kowen_kedro.tiny import build
 
     build.prestart_qe_child()
-    (prestarted, log, _), = build._prestarted
+    prestarted, log, _ = build._prestarted
     monkeypatch.setenv("KOWEN_THREADS", "2")
     config = TinyModels.of({**base_params()["tiny_models"], "out_dir": str(tmp_path)}).config()
     child = build.QEChild(["a b c"] * 10, [{"en": "a b", "ko": "c d"}] * 10, config, tmp_path / "qe")
     try:
         assert child.proc is not prestarted and child.log == tmp_path / "qe" / "_build.log"
-        assert prestarted.poll() is not None and not log.exists() and not build._prestarted
+        assert prestarted.poll() is not None and not log.exists() and build._prestarted is None
     finally:
         child.stop()

@@ -84,8 +84,7 @@ def prestart_tiny_build(env: str | None, conf_source: str | None, params: dict |
 
     from kedro.framework.project import settings
 
-    from kowen_kedro.hooks import tiny_models_built
-    from kowen_kedro.tiny.build import prestart_qe_child
+    from kowen_kedro.tiny.build import built_in, prestart_qe_child
 
     try:
         loader = settings.CONFIG_LOADER_CLASS(conf_source=conf_source or str(Path.cwd() / settings.CONF_SOURCE),
@@ -94,7 +93,7 @@ def prestart_tiny_build(env: str | None, conf_source: str | None, params: dict |
         out_dir = loader["parameters"]["tiny_models"]["out_dir"]
     except Exception:  # noqa: BLE001 - Kedro reads the configuration next and says what is wrong with it
         return
-    if not tiny_models_built(out_dir):
+    if not built_in(out_dir):
         prestart_qe_child()
 
 

@@ -320,19 +320,10 @@ class TinyBuildHook:
         from kowen_kedro.tiny import build
 
         builds = any(getattr(node.func, "__name__", None) == "build_tiny_models_node" for node in pipeline.nodes)
-        if builds and not tiny_models_built(catalog.load("params:tiny_models")["out_dir"]):
+        if builds and not build.built_in(catalog.load("params:tiny_models")["out_dir"]):
             build.prestart_qe_child()
         else:
             build.discard_prestarted_qe_child()
-
-
-def tiny_models_built(out_dir: str) -> bool:
-    """Whether ``out_dir`` (``tiny_models.out_dir``, from the project folder) holds built tiny models."""
-    from pathlib import Path
-
-    from kowen_kedro.tiny.build import MANIFEST
-
-    return (Path(out_dir) / MANIFEST).exists()
 
 
 class ParameterCheckHook:

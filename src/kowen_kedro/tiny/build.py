@@ -50,6 +50,8 @@ CHAT_TEMPLATE = (
 )
 
 MANIFEST = "manifest.json"
+#: The QE child's files in its model folder while it builds: its inputs, the generator state it started from, its log.
+QE_INPUTS, QE_STATE, QE_LOG = "_inputs.json", "_rng_state.json", "_build.log"
 
 
 def build_key(config: TinyConfig, texts: list[str], chats: list[list[dict]], parallel: list[dict] | None = None,
@@ -58,6 +60,12 @@ def build_key(config: TinyConfig, texts: list[str], chats: list[list[dict]], par
     payload = json.dumps({"config": asdict(config), "texts": texts, "chats": chats, "parallel": parallel,
                           "pretrain": pretrain_texts, "v": 9}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def built_in(out_dir: str | Path) -> bool:
+    """Whether ``out_dir`` (``tiny_models.out_dir``, from the project folder) holds built tiny models (current or
+    not: :func:`load_manifest_if_current` tells)."""
+    return (Path(out_dir) / MANIFEST).exists()
 
 
 def load_manifest_if_current(out_dir: str | Path, key: str) -> dict | None:
@@ -413,10 +421,10 @@ class QEChild:
 
     def __init__(self, texts: list[str], parallel: list[dict] | None, config: TinyConfig, out_dir: Path):
         out_dir.mkdir(parents=True, exist_ok=True)
-        self.out_dir, self.inputs, self.state = out_dir, out_dir / "_inputs.json", out_dir / "_rng_state.json"
+        self.out_dir, self.inputs, self.state = out_dir, out_dir / QE_INPUTS, out_dir / QE_STATE
         self.inputs.write_text(json.dumps({"texts": texts, "parallel": parallel, "config": asdict(config)}))
         taken = _take_prestarted()
-        self.proc, self.log = taken or _start_qe_process(out_dir / "_build.log")
+        self.proc, self.log = taken or _start_qe_process(out_dir / QE_LOG)
         logger.info("the tiny QE model trains in process %d (%s)", self.proc.pid,
                     "started as the run began" if taken else "started now")
         try:
@@ -451,9 +459,9 @@ class QEChild:
         """Wait for the build; the checkpoint's path, or an error with the end of the child's log (kept as
         ``out_dir/_build.log``)."""
         code = self.proc.wait()
-        self._close_stdin()
+        _end(self.proc)
         if code:
-            kept = self.out_dir / "_build.log"
+            kept = self.out_dir / QE_LOG
             if self.log != kept:  # a prestarted child's log: beside the model, where a look starts
                 shutil.move(self.log, kept)
                 self.log = kept
@@ -465,21 +473,23 @@ class QEChild:
 
     def stop(self) -> None:
         """Kill the child if it still runs (the parent's build failed, or builds the QE model itself)."""
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-        self._close_stdin()
+        _end(self.proc)
         if self.log.parent != self.out_dir:
             self.log.unlink(missing_ok=True)
 
-    def _close_stdin(self) -> None:
-        try:
-            self.proc.stdin.close()
-        except BrokenPipeError:  # a line still in the writer's buffer for a child that has gone
-            pass
+
+def _end(proc) -> None:
+    """Kill the QE child ``proc`` if it still runs, and close the pipe to it."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+    try:
+        proc.stdin.close()
+    except BrokenPipeError:  # a line still in the writer's buffer for a child that has gone
+        pass
 
 
-_prestarted: list = []  # at most one (process, log, setting) a run started before its build: prestart_qe_child
+_prestarted: tuple | None = None  # (process, log, setting) of the child a run started before its build
 _prestart_lock = threading.Lock()
 
 
@@ -502,13 +512,14 @@ def prestart_qe_child() -> None:
     import atexit
     import tempfile
 
+    global _prestarted
     with _prestart_lock:
-        if _prestarted and _prestarted[0][0].poll() is None and _prestarted[0][2] == _setting():
+        if _prestarted_usable_locked():
             return
         _discard_prestarted_locked()
         fd, log = tempfile.mkstemp(prefix="kowen-qe-build-", suffix=".log")
         os.close(fd)
-        _prestarted.append((*_start_qe_process(Path(log)), _setting()))
+        _prestarted = (*_start_qe_process(Path(log)), _setting())
         atexit.unregister(discard_prestarted_qe_child)  # registered once, however many runs this process starts
         atexit.register(discard_prestarted_qe_child)
 
@@ -524,18 +535,22 @@ def _setting() -> tuple:
     return os.getcwd(), sys.executable, tuple((name, os.environ.get(name)) for name in names)
 
 
+def _prestarted_usable_locked() -> bool:
+    """Whether a prestarted child is alive and was started in this process's present setting (:func:`_setting`)."""
+    return _prestarted is not None and _prestarted[0].poll() is None and _prestarted[2] == _setting()
+
+
 def _take_prestarted():
     """The prestarted QE child as ``(process, log)``, if one is alive and was started in this process's present
-    setting (:func:`_setting`; no longer kept for another build), else None: one that died or was started in
-    another setting is ended and the build starts its own."""
+    setting (no longer kept for another build), else None: one that died or was started in another setting
+    is ended and the build starts its own."""
+    global _prestarted
     with _prestart_lock:
-        if not _prestarted:
+        if not _prestarted_usable_locked():
+            _discard_prestarted_locked()
             return None
-        if _prestarted[0][0].poll() is None and _prestarted[0][2] == _setting():
-            proc, log, _ = _prestarted.pop()
-            return proc, log
-        _discard_prestarted_locked()
-        return None
+        (proc, log, _), _prestarted = _prestarted, None
+        return proc, log
 
 
 def discard_prestarted_qe_child() -> None:
@@ -545,12 +560,10 @@ def discard_prestarted_qe_child() -> None:
 
 
 def _discard_prestarted_locked() -> None:
-    while _prestarted:
-        proc, log, _ = _prestarted.pop()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        proc.stdin.close()
+    global _prestarted
+    if _prestarted is not None:
+        (proc, log, _), _prestarted = _prestarted, None
+        _end(proc)
         log.unlink(missing_ok=True)
 
 
@@ -578,9 +591,9 @@ def _qe_child_main() -> None:
     args = json.loads(inputs.read_text())
     config = TinyConfig(**args["config"])
     state = rng_state_at_qe_init(args["texts"], config, inputs.parent)
-    written = inputs.parent / "_rng_state.json.tmp"
+    written = inputs.parent / f"{QE_STATE}.tmp"
     written.write_text(json.dumps(state))
-    os.replace(written, inputs.parent / "_rng_state.json")
+    os.replace(written, inputs.parent / QE_STATE)  # whole or absent for QEChild.used_state
     build_tiny_comet_qe(args["texts"], inputs.parent, config, parallel=args["parallel"], rng_state=state)
 
 
