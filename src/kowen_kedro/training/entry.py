@@ -18,7 +18,6 @@ import importlib
 import logging
 import os
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +57,7 @@ def mlflow_callback(prefix: str, run_id: str | None = None, tracking_uri: str | 
     """
     from transformers import TrainerCallback
 
-    from kowen_kedro.tracking import metric_key
+    from kowen_kedro.tracking import log_metric_batch, metric_key
 
     class MlflowParentRunCallback(TrainerCallback):
         def __init__(self) -> None:
@@ -81,17 +80,14 @@ def mlflow_callback(prefix: str, run_id: str | None = None, tracking_uri: str | 
                 self.run_id = None
 
         def _log(self, metrics: dict[str, Any], step: int) -> None:
-            from mlflow.entities import Metric
             from mlflow.tracking import MlflowClient
 
             self._client = self._client or MlflowClient(tracking_uri=tracking_uri)
-            now = int(time.time() * 1000)
             numbers = {metric_key(k): float(v) for k, v in metrics.items()
                        if isinstance(v, (int, float)) and not isinstance(v, bool)}
             for target, head in ((self.run_id, prefix), (self.child_run_id, "train")):
-                batch = [Metric(key=f"{metric_key(head)}/{k}", value=v, timestamp=now, step=step) for k, v in numbers.items()]
-                if target and batch:
-                    self._client.log_batch(target, metrics=batch)
+                if target and numbers:
+                    log_metric_batch(self._client, target, [(f"{metric_key(head)}/{k}", v, step) for k, v in numbers.items()])
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if state.is_world_process_zero and logs:
