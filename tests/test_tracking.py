@@ -4,6 +4,7 @@ on a local store: names, child runs, tags, inputs."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -191,12 +192,13 @@ def test_the_layout_hook_names_the_run_cleans_its_tags_and_fans_out_gold(store):
     assert (child.info.run_name, child.info.status, child.data.metrics) == ("sft", "FINISHED", {"gold/ko": 0.5})
 
 
-def test_a_training_launch_logs_into_the_parent_and_its_models_child(store, tmp_path):
+def test_a_training_launch_logs_into_the_parent_and_its_models_child(store, tmp_path, monkeypatch):
     """The callback of the training child writes ``<stage>/<key>`` into the parent and ``train/<key>`` into
-    the trained model's child; the launcher gives that child the launch's parameters and training data,
+    the trained model's child (gathered, written at a checkpoint); the launcher gives that child the launch's parameters and training data,
     and for a launch that completed before, its final metrics."""
     from types import SimpleNamespace
 
+    from kowen_kedro.training import entry
     from kowen_kedro.training.entry import mlflow_callback
     from kowen_kedro.training.launcher import track_launch
     from kowen_kedro.training.spec import LaunchSpec
@@ -210,9 +212,14 @@ def test_a_training_launch_logs_into_the_parent_and_its_models_child(store, tmp_
                       mlflow_tracking_uri=store.tracking_uri)
     child = track_launch(spec)
     callback = mlflow_callback(spec.mlflow_prefix, parent, store.tracking_uri, child)
+    before = int(time.time() * 1000)
     callback.on_log(None, SimpleNamespace(is_world_process_zero=True, global_step=5), None,
                     logs={"loss": 0.7, "rewards/chosen": 1.5, "epoch": 1.0, "note": "text"})
+    assert store.get_run(child).data.metrics == {}  # gathered: written every FLUSH_SECONDS and at each checkpoint
+    callback.on_save(None, None, None)
     run = store.get_run(child)
+    (loss,) = store.get_metric_history(child, "train/loss")
+    assert before <= loss.timestamp <= int(time.time() * 1000)  # the time it was logged at
     assert run.info.run_name == "rm" and run.data.tags["mlflow.parentRunId"] == parent
     assert run.data.metrics == {"train/loss": 0.7, "train/rewards/chosen": 1.5, "train/epoch": 1.0}
     assert store.get_metric_history(child, "train/loss")[0].step == 5
@@ -221,6 +228,16 @@ def test_a_training_launch_logs_into_the_parent_and_its_models_child(store, tmp_
     assert run.data.params["trainer_args.learning_rate"] == "0.0001" and run.data.params["kind"] == "reward"
     (data,) = run.inputs.dataset_inputs
     assert data.dataset.name == "reward_model_train" and json.loads(data.dataset.profile)["num_rows"] == 2
+
+    # every FLUSH_SECONDS a logged step is written at once; the end of training writes what is left
+    monkeypatch.setattr(entry, "FLUSH_SECONDS", 0.0)
+    callback.on_log(None, SimpleNamespace(is_world_process_zero=True, global_step=6), None, logs={"loss": 0.6})
+    assert [m.value for m in store.get_metric_history(child, "train/loss")] == [0.7, 0.6]
+    monkeypatch.setattr(entry, "FLUSH_SECONDS", 3600.0)
+    callback.on_log(None, SimpleNamespace(is_world_process_zero=True, global_step=7), None, logs={"loss": 0.5})
+    assert len(store.get_metric_history(parent, "reward_model/loss")) == 2
+    callback.on_train_end(None, None, None)
+    assert [(m.step, m.value) for m in store.get_metric_history(parent, "reward_model/loss")] == [(5, 0.7), (6, 0.6), (7, 0.5)]
 
     reused = track_launch(LaunchSpec(kind="sft", model="m", train_file=str(train), output_dir="x", mlflow_prefix="sft",
                                      mlflow_run_id=parent, mlflow_tracking_uri=store.tracking_uri),
