@@ -318,7 +318,8 @@ class VLLMBackend:
     tokenizer trained with another one (the tiny default's) would read differently from how the
     transformers backend and training read it. A hub id without a local folder goes through ``LLM.chat``.
     On a CPU: ``dtype`` float32 by default, eager mode, ``VLLM_CPU_KVCACHE_SPACE`` from
-    ``kv_cache_space_gib`` unless the environment sets it.
+    ``kv_cache_space_gib`` and the engine core in the worker's process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``)
+    unless the environment sets them.
     """
 
     model: str
@@ -359,6 +360,9 @@ class VLLMBackend:
                 raise GenerationError(refusal)
         if on_cpu:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(self.kv_cache_space_gib))
+            # the engine core in this process: a process of its own would import vLLM and torch again (about 8 s of
+            # a core at each start) to overlap scheduling with a GPU's work, which a CPU does not have
+            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         self._llm = LLM(
             model=self.model,
             tensor_parallel_size=self.tensor_parallel_size,
