@@ -73,3 +73,8 @@ def test_the_install_runs_the_environments_uv_with_pips_sources_and_prints_no_in
     assert call["argv"][-2:] == ["-q", "torch==2.13.0"]
     assert "https://user:s3cret@mirror.example/simple" in call["argv"] and call["timeout"] == "42"
     assert "s3cret" not in done.stdout + done.stderr and "torch==2.13.0" in done.stdout
+
+
+def test_an_environment_without_uv_is_named(tmp_path):
+    done = subprocess.run([sys.executable, str(ROOT / "tools" / "uv_pip.py"), str(tmp_path), "-q", "x"], capture_output=True, text=True)
+    assert done.returncode == 2 and f"{tmp_path}/bin/uv: no uv in this environment" in done.stderr

@@ -59,11 +59,16 @@ def main(argv: list[str]) -> int:
         print(__doc__, file=sys.stderr)
         return 2
     venv, args = argv[0], argv[1:]
+    if not os.access(os.path.join(venv, "bin", "uv"), os.X_OK):
+        print(f"{os.path.join(venv, 'bin', 'uv')}: no uv in this environment (install it first: "
+              f"{os.path.join(venv, 'bin', 'python')} -m pip install uv)", file=sys.stderr)
+        return 2
     listing = subprocess.run([sys.executable, "-m", "pip", "config", "list"], capture_output=True, text=True).stdout
     sources, env = uv_sources(pip_config(listing))
     command = [os.path.join(venv, "bin", "uv"), "pip", "install", "--python", os.path.join(venv, "bin", "python"), *sources, *args]
     # the sources are not printed: an index URL may hold a token
-    print("+", shlex.join(command[:5] + args), f"(and pip's {len(sources) // 2} package-source options)", flush=True)
+    options = sum(a.startswith("--") for a in sources) - 1  # less the index strategy, which is this script's
+    print("+", shlex.join(command[:5] + args), f"(and {options} package-source options from pip's configuration)", flush=True)
     return subprocess.run(command, env={**os.environ, **env}).returncode
 
 
