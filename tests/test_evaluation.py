@@ -106,6 +106,25 @@ def test_local_judges_give_probabilities_and_expected_scores_for_the_tiny_model(
     assert again.grade([turn_messages(["Say hi."], ["Hi!"], 1, "en")], 1, 10) == grades[:1] and again._lm is None  # cached
 
 
+def test_the_local_judge_scores_one_verdict_at_a_time_on_a_cpu(tiny_models):
+    """``evaluation.judge.batch_size: auto``: one verdict per forward pass on a CPU, so a verdict's probability is
+    the same float whatever the verdicts scored beside it (a cached verdict is reused by other nodes; a
+    left-padded batch moved it in the 7th digit, and with it the run's win rates from one run to the next)."""
+    import pytest
+
+    from kowen_kedro.evaluation.judges import LocalPairwiseJudge, judge_batch_size, judge_messages
+
+    assert (judge_batch_size("auto", cuda=False), judge_batch_size(None, cuda=False), judge_batch_size("auto", cuda=True)) == (1, 1, 8)
+    assert judge_batch_size(4, cuda=False) == 4
+    with pytest.raises(ValueError, match="evaluation.judge.batch_size must be >= 1 or auto, not 0"):
+        judge_batch_size(0, cuda=False)
+    judge = LocalPairwiseJudge(tiny_models["models"]["teacher"])
+    short = judge_messages("Add 2 and 3.", "5", "6", "en")
+    others = [judge_messages("Tell me about the weather " * k, "It is sunny. " * (3 * k), "No.", "en") for k in (1, 4, 9)]
+    alone = judge._score([short])
+    assert judge._score([*others, short])[-1] == alone[0] and judge._score([others[1], short])[1] == alone[0]
+
+
 def test_openai_judge_reads_logprobs_or_text_and_counts_garbage(tmp_path):
     from helpers.fake_openai import FakeOpenAI
 

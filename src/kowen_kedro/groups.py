@@ -523,7 +523,7 @@ class Judge:
     api_key_env: StrictStr = param("openai: the variable holding the key (conf/local/credentials.yml fills it)")
     concurrency: StrictInt = param("openai: requests in flight")
     max_tokens: StrictInt = param("openai: reply length for verdicts")
-    batch_size: StrictInt = param("local: verdicts scored per forward pass")
+    batch_size: Union[StrictInt, Literal["auto"]] = param("local: verdicts scored per forward pass; auto: 8 on a GPU, 1 on a CPU")
     seed: StrictInt = param("seed of the position randomisation (recorded per item)")
     max_unparseable_share: Number = param("more unreadable verdicts than this share fails the node")
 

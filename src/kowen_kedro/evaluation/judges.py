@@ -52,12 +52,29 @@ class PairwiseJudge(Protocol):
         """Probability that A is better, per request (None: the reply could not be read)."""
 
 
+def judge_batch_size(value: int | str | None, cuda: bool) -> int:
+    """``evaluation.judge.batch_size`` of the local judge: a number of verdicts per forward pass, or ``auto`` /
+    None: 8 on a GPU, 1 on the CPU. A batched verdict depends on its batch-mates in the last bits (the batch is
+    left-padded to its longest prompt: a probability moves in its seventh digit), and which verdicts share a
+    batch depends on what the call cache already holds - a verdict another node scored first (two policies that
+    give the same answer, the aligned policy and its last iteration) is not scored again - so on the CPU, where
+    the project promises the same numbers for the same commit and seed, each verdict is scored alone: its
+    probability is a function of its prompt (as fast as batches of 8 with the tiny judge)."""
+    if value in (None, "auto"):
+        return 8 if cuda else 1
+    size = int(value)
+    if size < 1:
+        raise ValueError(f"evaluation.judge.batch_size must be >= 1 or auto, not {value!r}")
+    return size
+
+
 @dataclass
 class LocalPairwiseJudge:
-    """A local causal LM judge reading p("A") / (p("A") + p("B")) at the answer position."""
+    """A local causal LM judge reading p("A") / (p("A") + p("B")) at the answer position, ``batch_size``
+    verdicts per forward pass (:func:`judge_batch_size`: ``auto``, one at a time on a CPU)."""
 
     model: str
-    batch_size: int = 8
+    batch_size: int | str = "auto"
     cache: CallCache | None = None
     name: str = "local"
     _lm: Any = field(default=None, repr=False)
@@ -86,11 +103,12 @@ class LocalPairwiseJudge:
 
         self._load()
         a_id, b_id = self._verdict_ids()
+        size = judge_batch_size(self.batch_size, cuda=self._lm.device.type == "cuda")
         out: list[float] = []
-        for start in range(0, len(messages), self.batch_size):
+        for start in range(0, len(messages), size):
             texts = [
                 self._tok.apply_chat_template(m, tokenize=False, add_generation_prompt=True)
-                for m in messages[start : start + self.batch_size]
+                for m in messages[start : start + size]
             ]
             enc = self._tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self._lm.device)
             with torch.no_grad():

@@ -784,7 +784,7 @@ def plan(params: dict[str, Any], project: str | Path = ".") -> list[Stage]:
     generation("evaluation.generation", "student", ev.generation.backend, answers, answers_basis, answer_tokens)
     if ev.judge.backend == "local":
         add("evaluation.judge", "scoring", "judge", size_scoring, rows=answers, rows_basis=answers_basis,
-            tokens_per_row=2 * s.prompt_tokens + 2 * int(answer_tokens * s.output_fill), batch=ev.judge.batch_size)
+            tokens_per_row=2 * s.prompt_tokens + 2 * int(answer_tokens * s.output_fill), batch=8 if ev.judge.batch_size == "auto" else int(ev.judge.batch_size))
     else:
         add_api("evaluation.judge", ev.judge.model or "judge",
                 f"judged over the OpenAI API at {ev.judge.base_url or 'the provider'} (no GPU of this recipe)", answers, answers_basis)
