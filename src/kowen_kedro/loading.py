@@ -121,3 +121,18 @@ def load_body(path: str, where: Placement | None = None, **kwargs):
 def comet_gpus(device: str | None = None) -> int:
     """COMET's ``predict(gpus=...)`` under the same rule: 1 on a GPU, 0 on CPU."""
     return 1 if placement(device, "float32").on_gpu else 0
+
+
+def scoring_batch_size(value: int | str | None, accelerated: bool, on_accelerator: int, key: str) -> int:
+    """The ``key`` setting of a forward-only scorer (QE, the local judge): a number of items per forward pass, or
+    ``auto`` / None: ``on_accelerator`` on a GPU, 1 on the CPU. A batched score depends on its batch-mates in the
+    last bits (a batch is padded to its longest item, and the kernels sum over other shapes in another order), and
+    which items share a batch depends on what the call cache already holds - an item another node scored first is
+    not scored again - so on the CPU, where the project promises the same numbers for the same commit and seed,
+    each item is scored alone: its score is then a function of the item."""
+    if value in (None, "auto"):
+        return on_accelerator if accelerated else 1
+    size = int(value)
+    if size < 1:
+        raise ValueError(f"{key} must be >= 1 or auto, not {value!r}")
+    return size

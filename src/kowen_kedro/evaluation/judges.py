@@ -54,18 +54,14 @@ class PairwiseJudge(Protocol):
 
 def judge_batch_size(value: int | str | None, cuda: bool) -> int:
     """``evaluation.judge.batch_size`` of the local judge: a number of verdicts per forward pass, or ``auto`` /
-    None: 8 on a GPU, 1 on the CPU. A batched verdict depends on its batch-mates in the last bits (the batch is
-    left-padded to its longest prompt: a probability moves in its seventh digit), and which verdicts share a
-    batch depends on what the call cache already holds - a verdict another node scored first (two policies that
-    give the same answer, the aligned policy and its last iteration) is not scored again - so on the CPU, where
-    the project promises the same numbers for the same commit and seed, each verdict is scored alone: its
-    probability is a function of its prompt (as fast as batches of 8 with the tiny judge)."""
-    if value in (None, "auto"):
-        return 8 if cuda else 1
-    size = int(value)
-    if size < 1:
-        raise ValueError(f"evaluation.judge.batch_size must be >= 1 or auto, not {value!r}")
-    return size
+    None: 8 on a GPU, 1 on the CPU, where each verdict is then a function of its prompt
+    (:func:`kowen_kedro.loading.scoring_batch_size`). A left-padded batch moved a verdict's probability in its
+    seventh digit, and a verdict is cached and reused by other nodes (two policies that give the same answer, the
+    aligned policy and its last iteration), so which verdicts shared a batch followed the node order. As fast as
+    batches of 8 with the tiny judge."""
+    from kowen_kedro.loading import scoring_batch_size
+
+    return scoring_batch_size(value, cuda, 8, "evaluation.judge.batch_size")
 
 
 @dataclass

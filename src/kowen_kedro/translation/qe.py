@@ -26,18 +26,12 @@ def qe_gpus(value: int | str | None) -> int:
 
 
 def qe_batch_size(value: int | str | None, gpus: int) -> int:
-    """``translation_qe.qe.batch_size``: a number of pairs per forward pass, or ``auto`` / None: 32 on a
-    GPU, 1 on the CPU. A batched score depends on its batch-mates in the last bits (COMET pads a batch
-    to its longest pair, and the kernels sum over other shapes in another order), and which pairs share a
-    batch depends on what the call cache already holds - a pair another node scored first is not scored
-    again - so on the CPU, where the project promises the same bytes for the same commit and seed, each
-    pair is scored alone: its score is a function of the pair (about 10 ms a pair with the tiny QE model)."""
-    if value in (None, "auto"):
-        return 32 if gpus else 1
-    size = int(value)
-    if size < 1:
-        raise ValueError(f"translation_qe.qe.batch_size must be >= 1 or auto, not {value!r}")
-    return size
+    """``translation_qe.qe.batch_size``: a number of pairs per forward pass, or ``auto`` / None: 32 on a GPU, 1 on
+    the CPU, where each pair's score is then a function of the pair (COMET pads a batch to its longest pair:
+    :func:`kowen_kedro.loading.scoring_batch_size`; about 10 ms a pair with the tiny QE model)."""
+    from kowen_kedro.loading import scoring_batch_size
+
+    return scoring_batch_size(value, bool(gpus), 32, "translation_qe.qe.batch_size")
 
 
 @dataclass
