@@ -136,3 +136,13 @@ def scoring_batch_size(value: int | str | None, accelerated: bool, on_accelerato
     if size < 1:
         raise ValueError(f"{key} must be >= 1 or auto, not {value!r}")
     return size
+
+
+def judge_batch_size(value: int | str | None, cuda: bool) -> int:
+    """``evaluation.judge.batch_size`` of the local judge: a number of verdicts per forward pass, or ``auto`` /
+    None: 8 on a GPU, 1 on the CPU, where each verdict is then a function of its prompt
+    (:func:`scoring_batch_size`). A left-padded batch moved a verdict's probability in its
+    seventh digit, and a verdict is cached and reused by other nodes (two policies that give the same answer, the
+    aligned policy and its last iteration), so which verdicts shared a batch followed the node order. As fast as
+    batches of 8 with the tiny judge. Here, below the judge, so that the preflight sizes a GPU judge by it."""
+    return scoring_batch_size(value, cuda, 8, "evaluation.judge.batch_size")

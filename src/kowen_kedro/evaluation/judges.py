@@ -26,6 +26,7 @@ from typing import Any, Protocol, Sequence
 
 from kowen_kedro.groups import Judge
 from kowen_kedro.langid import language_name
+from kowen_kedro.loading import judge_batch_size
 from kowen_kedro.llm.cache import CallCache, cached_values, call_key
 from kowen_kedro.model_identity import model_identity
 
@@ -50,18 +51,6 @@ class PairwiseJudge(Protocol):
 
     def prefer_a(self, messages: Sequence[list[dict[str, str]]]) -> list[float | None]:
         """Probability that A is better, per request (None: the reply could not be read)."""
-
-
-def judge_batch_size(value: int | str | None, cuda: bool) -> int:
-    """``evaluation.judge.batch_size`` of the local judge: a number of verdicts per forward pass, or ``auto`` /
-    None: 8 on a GPU, 1 on the CPU, where each verdict is then a function of its prompt
-    (:func:`kowen_kedro.loading.scoring_batch_size`). A left-padded batch moved a verdict's probability in its
-    seventh digit, and a verdict is cached and reused by other nodes (two policies that give the same answer, the
-    aligned policy and its last iteration), so which verdicts shared a batch followed the node order. As fast as
-    batches of 8 with the tiny judge."""
-    from kowen_kedro.loading import scoring_batch_size
-
-    return scoring_batch_size(value, cuda, 8, "evaluation.judge.batch_size")
 
 
 @dataclass

@@ -665,6 +665,8 @@ def plan(params: dict[str, Any], project: str | Path = ".") -> list[Stage]:
     has no configuration is a row with that problem. The blocks are read as their parameter groups
     (:mod:`kowen_kedro.groups`): a value the recipe leaves out is conf/base's, not a second default here."""
     from kowen_kedro import groups as g
+    from kowen_kedro.loading import judge_batch_size
+    from kowen_kedro.translation.qe import qe_batch_size
 
     project = Path(project)
     s = Settings.from_params(params)
@@ -720,7 +722,7 @@ def plan(params: dict[str, Any], project: str | Path = ".") -> list[Stage]:
             generation(name, role, tr.get("backend") or {}, texts, text_basis, int(tr.get("max_new_tokens", 256)))
     add("translation_qe.qe", "scoring", "qe", size_scoring, head="encoder", rows=texts * max(len(tq.translators), 1),
         rows_basis=f"configured (the texts x {len(tq.translators)} candidates)", tokens_per_row=2 * s.prompt_tokens,
-        batch=32 if tq.qe.batch_size == "auto" else int(tq.qe.batch_size), bytes_per_param=4)
+        batch=qe_batch_size(tq.qe.batch_size, gpus=1), bytes_per_param=4)
 
     # reward models
     rm_train = g.RewardModel.of(params["reward_model"]).training
@@ -784,7 +786,7 @@ def plan(params: dict[str, Any], project: str | Path = ".") -> list[Stage]:
     generation("evaluation.generation", "student", ev.generation.backend, answers, answers_basis, answer_tokens)
     if ev.judge.backend == "local":
         add("evaluation.judge", "scoring", "judge", size_scoring, rows=answers, rows_basis=answers_basis,
-            tokens_per_row=2 * s.prompt_tokens + 2 * int(answer_tokens * s.output_fill), batch=8 if ev.judge.batch_size == "auto" else int(ev.judge.batch_size))
+            tokens_per_row=2 * s.prompt_tokens + 2 * int(answer_tokens * s.output_fill), batch=judge_batch_size(ev.judge.batch_size, cuda=True))
     else:
         add_api("evaluation.judge", ev.judge.model or "judge",
                 f"judged over the OpenAI API at {ev.judge.base_url or 'the provider'} (no GPU of this recipe)", answers, answers_basis)
