@@ -17,6 +17,7 @@ import pytest
 from conftest import (ROOT, finished_background_run, finished_rerun, reruns_after, scratch_project, start_busy_loop,
                       start_kedro_run)
 
+from kowen_kedro.allocator import glibc
 from kowen_kedro.tracking import dotted, parent_runs
 
 pytestmark = pytest.mark.slow
@@ -270,6 +271,16 @@ def test_every_training_launch_forks_with_its_libraries_imported(first_run):
         # at most two of a package: the schema migrations MLflow's store checks (loaded by file, not importable
         # ahead), the communication backend DeepSpeed probes per process; before the preloads: torch 250 and more
         assert not {pkg: n for pkg, n in late.items() if pkg in heavy and n > 2}, f"{log}: {line}"
+
+
+@pytest.mark.skipif(not glibc(), reason="the thresholds are glibc's")
+def test_every_training_launch_keeps_the_memory_it_frees(first_run):
+    """On a CPU, each training launch tells glibc's malloc to keep freed memory (kowen_kedro.allocator): the
+    fused LM head's buffers, freed and allocated again at every step, made the SFT launch twice as slow."""
+    logs = sorted((first_run / "data/06_models/_runs").glob("*/*/train.log"))
+    assert len(logs) == 10
+    for log in logs:
+        assert "malloc keeps freed memory for the next step" in log.read_text(), log
 
 
 def test_one_mlflow_run_with_all_stages(first_run):

@@ -172,6 +172,17 @@ def precision_flags(precision: str, cuda: bool, bf16_supported: bool) -> dict[st
     raise ValueError(f"precision must be auto, bf16, fp16 or fp32, not {precision!r}")
 
 
+def keep_host_memory() -> None:
+    """On a machine without CUDA, glibc's malloc keeps what training frees for the next step instead of faulting it
+    in again (:mod:`kowen_kedro.allocator`); said in the launch's log."""
+    import torch
+
+    from kowen_kedro.allocator import keep_freed_memory
+
+    if not torch.cuda.is_available() and keep_freed_memory():
+        logger.info("malloc keeps freed memory for the next step (kowen_kedro.allocator)")
+
+
 def hardware_choices(spec: LaunchSpec) -> dict[str, Any]:
     """Kernels, attention implementation and SFT packing for ``spec`` on this machine
     (:mod:`kowen_kedro.training.kernels`)."""
@@ -348,6 +359,7 @@ def run(spec: LaunchSpec) -> dict:
     out = Path(spec.output_dir)
     set_seed(spec.seed)
     deterministic_torch()
+    keep_host_memory()
     if spec.deepspeed:
         # deepspeed.comm must be initialised before the model loads: under ZeRO-3, from_pretrained runs
         # zero.Init, whose batch-size check otherwise assumes world size 1 (seen with 2 CPU processes).

@@ -50,7 +50,7 @@ PRELOAD = [
     "datasets.packaged_modules.json.json",
     "kowen_kedro.training.entry", "kowen_kedro.preference.clo_trainer", "kowen_kedro.training.generation_config",
     "kowen_kedro.training.preflight", "kowen_kedro.training.kernels", "kowen_kedro.tracking", "kowen_kedro.loading",
-    "kowen_kedro.model_identity",
+    "kowen_kedro.model_identity", "kowen_kedro.allocator",
     # the launch's MLflow logging: the client and its SQLite store (SQLAlchemy, Alembic), about 0.8 s a launch
     "mlflow.tracking", "mlflow.store.tracking.sqlalchemy_store", "mlflow.store.tracking.sqlalchemy_workspace_store",
     "sqlalchemy.dialects.sqlite", "alembic.command",
