@@ -15,6 +15,11 @@ lead to SFT run before the reports, and the reports fill the other core while SF
 its parent's end has just made ready counts as waiting at once (:class:`Machine`), so a lower node
 that was waiting already does not slip in before the runner has handed it over.
 
+Nodes tagged ``forked`` (:data:`kowen_kedro.forked.FORK_TAG`: the gold evaluations) compute, on a machine without
+CUDA, in a process forked from the warm interpreter the launches fork from (:mod:`kowen_kedro.forked`); the runner
+counts each as it counts a launch (a core and a launch slot), so two of them, or one and an in-process node, run at
+once.
+
 Where a GPU is present, launches use all of it (or all GPUs of the node): there they run one at a time
 too (``max_launches`` 1), as under the sequential runner.
 
@@ -37,6 +42,8 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 from kedro.runner import ThreadRunner
+
+from kowen_kedro.forked import FORK_TAG, forking
 
 #: The tag of nodes whose work runs in a training child process (they may overlap other nodes).
 LAUNCH_TAG = "launch"
@@ -143,9 +150,11 @@ class Graph:
     children: dict[str, frozenset[str]]
     launches: frozenset[str]
     priority: dict[str, tuple[int, int]]
+    #: the nodes that compute in a process of their own: the launches, and the forked nodes where forking is on
+    separate: frozenset[str] = frozenset()
 
     @classmethod
-    def of(cls, pipeline) -> Graph:
+    def of(cls, pipeline, forking: bool = False) -> Graph:
         parents = {node.name: frozenset(p.name for p in ups) for node, ups in pipeline.node_dependencies.items()}
         children: dict[str, set[str]] = {name: set() for name in parents}
         for name, ups in parents.items():
@@ -155,24 +164,31 @@ class Graph:
         below: dict[str, set[str]] = {}
         for node in reversed(pipeline.nodes):  # toposorted: children first, each one's set is known already
             below[node.name] = set().union(*({child} | below[child] for child in children[node.name]))
+        forked = frozenset(n.name for n in pipeline.nodes if FORK_TAG in n.tags) if forking else frozenset()
         return cls(parents, {name: frozenset(c) for name, c in children.items()}, launches,
-                   {name: (len(nodes & launches), len(nodes)) for name, nodes in below.items()})
+                   {name: (len(nodes & launches), len(nodes)) for name, nodes in below.items()}, launches | forked)
 
     @classmethod
     def empty(cls) -> Graph:
         return cls({}, {}, frozenset(), {})
 
 
-def prestart_warm_launches(pipeline) -> None:
-    """Where ``pipeline`` trains and there is no GPU, start the warm interpreter the launches fork from
-    (:mod:`kowen_kedro.training.warm`) now: it imports the training libraries while the first nodes run."""
-    if any(LAUNCH_TAG in node.tags for node in pipeline.nodes):
-        import torch
+def forks(pipeline) -> bool:
+    """Whether ``pipeline`` forks from the warm interpreter (:mod:`kowen_kedro.training.warm`): it has training
+    launches or forked nodes (:mod:`kowen_kedro.forked`), and there is no GPU."""
+    if not any({LAUNCH_TAG, FORK_TAG} & set(node.tags) for node in pipeline.nodes):
+        return False
+    import torch
 
-        from kowen_kedro.training import warm
+    return not torch.cuda.is_available()
 
-        if not torch.cuda.is_available():
-            warm.prestart()
+
+def prestart_warm_launches() -> None:
+    """Start the warm interpreter the launches and forked nodes fork from now: it imports the training libraries
+    while the first nodes run."""
+    from kowen_kedro.training import warm
+
+    warm.prestart()
 
 
 class _Guarded(Executor):
@@ -193,7 +209,7 @@ class _Guarded(Executor):
                 self._expect(name)
 
     def _expect(self, name: str) -> None:
-        self._machine.expect(name, self._graph.priority.get(name, ()), name in self._graph.launches)
+        self._machine.expect(name, self._graph.priority.get(name, ()), name in self._graph.separate)
 
     def _ready_after(self, name: str) -> list[str]:
         """The nodes that ``name``'s end makes ready and that are not handed over yet."""
@@ -206,7 +222,7 @@ class _Guarded(Executor):
         node = getattr(fn, "node", None)
         name = node.name if node is not None else f"task-{id(fn)}"
         rank = self._graph.priority.get(name, ())
-        launch = node is not None and LAUNCH_TAG in node.tags
+        launch = name in self._graph.separate
         with self._state:
             self._submitted.add(name)
 
@@ -234,9 +250,14 @@ class StageRunner(ThreadRunner):
         super().__init__(max_workers=max_workers or cores, is_async=is_async)
 
     def _run(self, pipeline, catalog, hook_manager=None, run_id=None) -> None:
-        self._graph = Graph.of(pipeline)
-        prestart_warm_launches(pipeline)
-        super()._run(pipeline, catalog, hook_manager=hook_manager, run_id=run_id)
+        fork = forks(pipeline)
+        self._graph = Graph.of(pipeline, forking=fork)
+        if not fork:
+            super()._run(pipeline, catalog, hook_manager=hook_manager, run_id=run_id)
+            return
+        prestart_warm_launches()
+        with forking():
+            super()._run(pipeline, catalog, hook_manager=hook_manager, run_id=run_id)
 
     def _get_executor(self, max_workers: int) -> Executor:
         slots = self._launch_slots or default_launch_slots()

@@ -146,6 +146,27 @@ def _without_main_module():
             sys.modules["__main__"] = main
 
 
+def fork(target: Callable[..., None], args: tuple, name: str) -> int:
+    """``target(*args)`` in a child forked from the warm interpreter (``target`` a module-level function), which ends
+    with this process; its exit code once it has ended."""
+    run_alive, keep_alive = context().Pipe(duplex=False)  # the child reads; only this process can write
+    proc = context().Process(target=_forked, args=(target, args, run_alive), name=name)
+    with _without_main_module():
+        proc.start()
+    run_alive.close()
+    try:
+        proc.join()
+    finally:
+        keep_alive.close()
+    return proc.exitcode if proc.exitcode is not None else 1
+
+
+def _forked(target: Callable[..., None], args: tuple, run_alive) -> None:
+    exit_when_closed(run_alive.fileno(), "run-alive")  # a kill -9 of the run ends this child too
+    gc.freeze()
+    target(*args)
+
+
 def run(spec_path: Path, log_path: Path, env: dict[str, str], on_line: Callable[[str], None],
         tail: deque[str], poll_s: float = 0.2) -> int:
     """Fork a training child on ``spec_path`` from the warm interpreter; every new line of ``log_path`` goes to

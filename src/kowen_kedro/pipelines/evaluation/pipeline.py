@@ -16,6 +16,7 @@
 
 from kedro.pipeline import Node, Pipeline
 
+from kowen_kedro.forked import FORK_TAG, in_child
 from kowen_kedro.preference.iterations import DPO_ITERATIONS, MAX_DPO_ITERATIONS
 
 from .gold_nodes import (
@@ -50,26 +51,29 @@ from .nodes import (
 
 GEN, JUDGE = "params:evaluation.generation", "params:evaluation.judge"
 GOLD = "params:evaluation.gold"
+FORKED = [FORK_TAG]
 
 
 def gold_pipeline() -> Pipeline:
-    """One node per model / selector on the held-out gold set, then the table of claims."""
+    """One node per model / selector on the held-out gold set, each in a process of its own where the runner forks
+    (:mod:`kowen_kedro.forked`: on a CPU, two of them or one and another node use both cores), then the table of
+    claims."""
     def policy(model: str, name: str) -> Node:
-        return Node(gold_policy_node, inputs=[model, "gold_prompts", GOLD, "params:llm"],
-                    outputs=[f"gold_answers_{name}", f"gold_summary_{name}"], name=f"gold_{name}_node")
+        return Node(in_child(gold_policy_node), inputs=[model, "gold_prompts", GOLD, "params:llm"],
+                    outputs=[f"gold_answers_{name}", f"gold_summary_{name}"], name=f"gold_{name}_node", tags=FORKED)
 
     def rm(model: str, name: str) -> Node:
-        return Node(gold_rm_node, inputs=[model, "gold_pairs", "params:reward_model.scoring"],
-                    outputs=[f"gold_answers_{name}", f"gold_summary_{name}"], name=f"gold_{name}_node")
+        return Node(in_child(gold_rm_node), inputs=[model, "gold_pairs", "params:reward_model.scoring"],
+                    outputs=[f"gold_answers_{name}", f"gold_summary_{name}"], name=f"gold_{name}_node", tags=FORKED)
 
     g = [GOLD, "params:llm"]
     return Pipeline([
-        Node(gold_base_node, inputs=["model_registry", "gold_prompts", *g], outputs=["gold_answers_base", "gold_summary_base"],
-             name="gold_base_node"),
-        Node(gold_teacher_node, inputs=["model_registry", "gold_prompts", *g, "params:data_synthesis.teacher"],
-             outputs=["gold_answers_teacher", "gold_summary_teacher"], name="gold_teacher_node"),
-        Node(gold_tiny_teacher_node, inputs=["model_registry", "gold_prompts", *g],
-             outputs=["gold_answers_tiny_teacher", "gold_summary_tiny_teacher"], name="gold_tiny_teacher_node"),
+        Node(in_child(gold_base_node), inputs=["model_registry", "gold_prompts", *g], outputs=["gold_answers_base", "gold_summary_base"],
+             name="gold_base_node", tags=FORKED),
+        Node(in_child(gold_teacher_node), inputs=["model_registry", "gold_prompts", *g, "params:data_synthesis.teacher"],
+             outputs=["gold_answers_teacher", "gold_summary_teacher"], name="gold_teacher_node", tags=FORKED),
+        Node(in_child(gold_tiny_teacher_node), inputs=["model_registry", "gold_prompts", *g],
+             outputs=["gold_answers_tiny_teacher", "gold_summary_tiny_teacher"], name="gold_tiny_teacher_node", tags=FORKED),
         policy("sft_model", "sft"),
         policy("xl_instruct_policy", "xl_instruct"),
         *[policy(f"{it}.policy", it) for it in DPO_ITERATIONS],
@@ -78,15 +82,15 @@ def gold_pipeline() -> Pipeline:
         rm("reward_model", "rm"),
         rm("rm_transfer_source.reward_model", "rm_transfer_source"),
         rm("rm_transfer_target.reward_model", "rm_transfer_target"),
-        Node(gold_qe_node, inputs=["model_registry", "gold_translations", "params:translation_qe", "params:llm", "params:tiny_world"],
-             outputs="gold_summary_qe", name="gold_qe_node"),
-        Node(gold_judge_node, inputs=["model_registry", "gold_pairs", JUDGE, "params:llm"], outputs="gold_summary_judge",
-             name="gold_judge_node"),
-        Node(gold_alignment_node,
+        Node(in_child(gold_qe_node), inputs=["model_registry", "gold_translations", "params:translation_qe", "params:llm", "params:tiny_world"],
+             outputs="gold_summary_qe", name="gold_qe_node", tags=FORKED),
+        Node(in_child(gold_judge_node), inputs=["model_registry", "gold_pairs", JUDGE, "params:llm"], outputs="gold_summary_judge",
+             name="gold_judge_node", tags=FORKED),
+        Node(in_child(gold_alignment_node),
              inputs={"registry": "model_registry", "gold_prompts": "gold_prompts", "gold_translations": "gold_translations",
                      "tiny_world": "params:tiny_world", "source_language": "params:source_language",
                      "target_language": "params:target_language", **{name: dataset for dataset, name in ALIGNED.items()}},
-             outputs="gold_summary_alignment", name="gold_alignment_node"),
+             outputs="gold_summary_alignment", name="gold_alignment_node", tags=FORKED),
         Node(gold_effects_node,
              inputs={"qe": "gold_summary_qe", "judge": "gold_summary_judge", "alignment": "gold_summary_alignment",
                      "xl_instruct_params": "params:xl_instruct",
