@@ -47,6 +47,10 @@ def test_a_wrapped_function_computes_in_place_unless_forking_is_on():
         pid, value = doubled(2)
     assert value == 4 and pid != os.getpid()
     assert doubled(2)[0] == os.getpid()
+    with forking():  # two runs in one process: the one that ends first leaves the other forking
+        with forking():
+            pass
+        assert doubled(2)[0] != os.getpid()
 
 
 def test_forked_nodes_take_a_core_beside_the_in_process_node_only_where_the_runner_forks():

@@ -19,7 +19,8 @@ LAYERS = [
     ("training and tiny models", ["kowen_kedro.training", "kowen_kedro.tiny"]),
     ("evaluation", ["kowen_kedro.evaluation"]),
     ("kedro project", ["kowen_kedro.pipelines", "kowen_kedro.pipeline_registry", "kowen_kedro.hooks", "kowen_kedro.parameters",
-                       "kowen_kedro.settings", "kowen_kedro.runner", "kowen_kedro.cli", "kowen_kedro.__main__"]),
+                       "kowen_kedro.settings", "kowen_kedro.runner", "kowen_kedro.forked", "kowen_kedro.cli",
+                       "kowen_kedro.__main__"]),
 ]
 
 

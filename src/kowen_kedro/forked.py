@@ -34,7 +34,8 @@ logger = logging.getLogger(__name__)
 #: The tag of nodes whose wrapped function may compute in a forked child (:func:`in_child`).
 FORK_TAG = "forked"
 
-_ENABLED = threading.Event()
+_LOCK = threading.Lock()
+_RUNS = 0  # the runs forking now (a counter: two runs in one process, one ending, leave the other forking)
 
 
 def in_child(fn: Callable) -> Callable:
@@ -43,7 +44,7 @@ def in_child(fn: Callable) -> Callable:
 
     @functools.wraps(fn)
     def node_function(*args: Any, **kwargs: Any) -> Any:
-        if not _ENABLED.is_set():
+        if not _RUNS:
             return fn(*args, **kwargs)
         return call(fn, args, kwargs)
 
@@ -55,11 +56,15 @@ class forking:
     without CUDA)."""
 
     def __enter__(self) -> forking:
-        _ENABLED.set()
+        global _RUNS
+        with _LOCK:
+            _RUNS += 1
         return self
 
     def __exit__(self, *exc: object) -> None:
-        _ENABLED.clear()
+        global _RUNS
+        with _LOCK:
+            _RUNS -= 1
 
 
 def call(fn: Callable, args: tuple, kwargs: dict) -> Any:
