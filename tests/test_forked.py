@@ -12,7 +12,7 @@ from helpers import forked_calls
 from kedro.io import DataCatalog, MemoryDataset
 from kedro.pipeline import Node, Pipeline
 
-from kowen_kedro.forked import FORK_TAG, call, forking, in_child
+from kowen_kedro.forked import FORK_TAG, call, forked_node, forking, in_child
 from kowen_kedro.runner import Graph, StageRunner
 
 
@@ -35,9 +35,21 @@ def test_an_error_that_cannot_come_back_is_said_with_its_traceback():
         call(forked_calls.fails_unpicklably, (), {})
 
 
-def test_a_child_killed_is_an_error_that_names_the_function():
-    with pytest.raises(RuntimeError, match=r"forked_calls\.killed ended in its forked process without a result \(exit -9\)"):
+def test_a_child_killed_is_an_error_that_names_the_function_and_ends_with_what_it_printed():
+    with pytest.raises(RuntimeError, match=r"(?s)forked_calls\.killed ended in its forked process without a result "
+                                           r"\(exit -9\); the end of what it printed:\n  about to be killed$"):
         call(forked_calls.killed, (), {})
+
+
+def test_what_a_child_prints_goes_to_the_log_not_to_the_console(capfd, caplog):
+    """A forked node's prints and progress bars would break into the run's node lines: they go to info.log, each
+    bar at its last state."""
+    with caplog.at_level(logging.INFO, logger="kowen_kedro.forked"):
+        assert call(forked_calls.chatty, (), {}) == "said"
+    out, err = capfd.readouterr()
+    assert "hello" not in out + err and "progress" not in out + err
+    printed = [r.getMessage() for r in caplog.records if r.name == "kowen_kedro.forked"]
+    assert printed == ["chatty printed: hello from the child", "chatty printed: progress 3/3"]
 
 
 def test_a_wrapped_function_computes_in_place_unless_forking_is_on():
@@ -54,17 +66,22 @@ def test_a_wrapped_function_computes_in_place_unless_forking_is_on():
 
 
 def test_forked_nodes_take_a_core_beside_the_in_process_node_only_where_the_runner_forks():
-    nodes = [Node(in_child(forked_calls.doubled), "x", "a", name="gold_a", tags=[FORK_TAG]),
-             Node(lambda x: x, "x", "b", name="local_b")]
+    nodes = [forked_node(forked_calls.doubled, "x", "a", name="gold_a"), Node(lambda x: x, "x", "b", name="local_b")]
     assert Graph.of(Pipeline(nodes), forking=True).separate == {"gold_a"}
     assert Graph.of(Pipeline(nodes), forking=False).separate == frozenset()
+
+
+def test_a_node_tagged_forked_whose_function_would_compute_in_place_is_an_error():
+    nodes = [Node(forked_calls.doubled, "x", "a", name="gold_a", tags=[FORK_TAG])]
+    with pytest.raises(ValueError, match="node gold_a is tagged 'forked' but its function is not wrapped"):
+        Graph.of(Pipeline(nodes), forking=True)
 
 
 def test_the_stage_runner_runs_two_forked_nodes_side_by_side(tmp_path):
     """Each of the two waits until the other has started: the run ends only if they computed at the same time
     (the in-process slot would have run them one after the other), each in a process of its own."""
-    nodes = [Node(in_child(forked_calls.meets), ["folder", f"params:{me}", f"params:{other}"], f"said_{me}",
-                  name=f"gold_{me}", tags=[FORK_TAG]) for me, other in (("a", "b"), ("b", "a"))]
+    nodes = [forked_node(forked_calls.meets, ["folder", f"params:{me}", f"params:{other}"], f"said_{me}", name=f"gold_{me}")
+             for me, other in (("a", "b"), ("b", "a"))]
     catalog = DataCatalog({"folder": MemoryDataset(str(tmp_path)), "params:a": MemoryDataset("a"),
                            "params:b": MemoryDataset("b")})
     out = StageRunner(max_launches=2).run(Pipeline(nodes), catalog)

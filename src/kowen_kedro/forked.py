@@ -48,7 +48,25 @@ def in_child(fn: Callable) -> Callable:
             return fn(*args, **kwargs)
         return call(fn, args, kwargs)
 
+    node_function.in_child = True
     return node_function
+
+
+def forked_node(fn: Callable, inputs, outputs, *, name: str, tags: list[str] | None = None, **kwargs: Any):
+    """A Kedro ``Node`` of ``fn`` that computes in a forked child where the runner forks: the wrapper
+    (:func:`in_child`) and the tag (:data:`FORK_TAG`) the runner counts it by, together."""
+    from kedro.pipeline import Node
+
+    return Node(in_child(fn), inputs, outputs, name=name, tags=[FORK_TAG, *(tags or [])], **kwargs)
+
+
+def check_forked(node) -> None:
+    """A node tagged :data:`FORK_TAG` whose function is not wrapped with :func:`in_child` would compute in the
+    ``kedro`` process while the runner counts it as a process of its own: an error that names it."""
+    if FORK_TAG in node.tags and not getattr(node.func, "in_child", False):
+        raise ValueError(f"node {node.name} is tagged '{FORK_TAG}' but its function is not wrapped with "
+                         "kowen_kedro.forked.in_child (use forked_node): it would compute in the kedro process beside "
+                         "another node")
 
 
 class forking:
@@ -73,12 +91,18 @@ def call(fn: Callable, args: tuple, kwargs: dict) -> Any:
     from kowen_kedro.training import warm
 
     with tempfile.TemporaryDirectory(prefix="kowen-node-") as tmp:
-        payload, result = Path(tmp) / "call.pkl", Path(tmp) / "result.pkl"
+        payload, result, output = Path(tmp) / "call.pkl", Path(tmp) / "result.pkl", Path(tmp) / "output.txt"
         with open(payload, "wb") as f:
             pickle.dump((fn, args, kwargs), f, protocol=pickle.HIGHEST_PROTOCOL)
-        code = warm.fork(_child, (str(payload), str(result), dict(os.environ), os.getcwd()), name=f"node-{fn.__name__}")
+        code = warm.fork(_child, (str(payload), str(result), str(output), dict(os.environ), os.getcwd()),
+                         name=f"node-{fn.__name__}")
+        printed = printed_lines(output.read_bytes().decode(errors="replace")) if output.exists() else []
+        for line in printed:
+            logger.info("%s printed: %s", fn.__name__, line)
         if not result.exists():
-            raise RuntimeError(f"{fn.__module__}.{fn.__name__} ended in its forked process without a result (exit {code})")
+            tail = "".join(f"\n  {line}" for line in printed[-20:])
+            raise RuntimeError(f"{fn.__module__}.{fn.__name__} ended in its forked process without a result (exit {code})"
+                               + (f"; the end of what it printed:{tail}" if tail else ""))
         with open(result, "rb") as f:
             ok, value, records = pickle.load(f)
     for record in records:
@@ -86,6 +110,12 @@ def call(fn: Callable, args: tuple, kwargs: dict) -> Any:
     if not ok:
         raise value
     return value
+
+
+def printed_lines(text: str) -> list[str]:
+    """What a terminal would have kept of ``text``: each line's last carriage-return redraw (a progress bar's final
+    state), blank lines dropped."""
+    return [kept for line in text.split("\n") if (kept := line.split("\r")[-1].rstrip())]
 
 
 class _Records(logging.Handler):
@@ -103,12 +133,14 @@ class _Records(logging.Handler):
         self.records.append(record)
 
 
-def _child(payload: str, result: str, env: dict[str, str], cwd: str) -> None:
-    """In the forked child: the caller's environment and folder, log records kept, the call, its outcome written
-    whole (a temporary file renamed) for :func:`call`."""
-    os.environ.clear()
-    os.environ.update(env)
-    os.chdir(cwd)
+def _child(payload: str, result: str, output: str, env: dict[str, str], cwd: str) -> None:
+    """In the forked child: what it prints to ``output`` (not the run's console, whose node lines it would break
+    into: :func:`call` logs it to info.log), the caller's environment and folder, log records kept, the call, its
+    outcome written whole (a temporary file renamed) for :func:`call`."""
+    from kowen_kedro.training.warm import in_setting, output_to
+
+    output_to(output)
+    in_setting(env, cwd)
     records = _Records()
     root = logging.getLogger()
     root.handlers[:] = [records]

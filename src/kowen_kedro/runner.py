@@ -43,7 +43,7 @@ from typing import Any, Callable
 
 from kedro.runner import ThreadRunner
 
-from kowen_kedro.forked import FORK_TAG, forking
+from kowen_kedro.forked import FORK_TAG, check_forked, forking
 
 #: The tag of nodes whose work runs in a training child process (they may overlap other nodes).
 LAUNCH_TAG = "launch"
@@ -164,7 +164,11 @@ class Graph:
         below: dict[str, set[str]] = {}
         for node in reversed(pipeline.nodes):  # toposorted: children first, each one's set is known already
             below[node.name] = set().union(*({child} | below[child] for child in children[node.name]))
-        forked = frozenset(n.name for n in pipeline.nodes if FORK_TAG in n.tags) if forking else frozenset()
+        forked = frozenset()
+        if forking:
+            for node in pipeline.nodes:
+                check_forked(node)
+            forked = frozenset(n.name for n in pipeline.nodes if FORK_TAG in n.tags)
         return cls(parents, {name: frozenset(c) for name, c in children.items()}, launches,
                    {name: (len(nodes & launches), len(nodes)) for name, nodes in below.items()}, launches | forked)
 

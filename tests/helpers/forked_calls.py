@@ -31,7 +31,17 @@ def fails_unpicklably() -> None:
 
 
 def killed() -> None:
+    print("about to be killed", flush=True)
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+def chatty() -> str:
+    """Prints a line and draws a progress bar (carriage-return redraws) on stderr."""
+    import sys
+
+    print("hello from the child")
+    sys.stderr.write("progress 1/3\rprogress 2/3\rprogress 3/3\n")
+    return "said"
 
 
 def meets(folder: str, me: str, other: str) -> str:

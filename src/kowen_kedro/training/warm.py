@@ -86,21 +86,30 @@ def rank_env(env: dict[str, str], launcher: str, master_port: int) -> dict[str, 
             "CROSS_SIZE": "1", "LOCAL_SIZE": "1", "RANK": "0", "LOCAL_RANK": "0"}
 
 
-def _child(spec_path: str, log_path: str, env: dict[str, str], cwd: str, run_alive) -> None:
-    """In the forked child: output to ``log_path``, the launch's environment and folder, then the entry point."""
-    exit_when_closed(run_alive.fileno(), "run-alive")  # a kill -9 of the run ends this child too
-    gc.freeze()  # the preloaded libraries' objects: never collected, so not scanned by the collections training triggers
-    fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+def output_to(path: str) -> None:
+    """This process's stdout and stderr (its file descriptors 1 and 2, and Python's streams on them, line-buffered)
+    appended to the file ``path``."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     sys.stdout.flush()
     sys.stderr.flush()
     os.dup2(fd, 1)
     os.dup2(fd, 2)
     os.close(fd)
-    sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115 - the process's own stdout, line-buffered
+    sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115 - the process's own stdout
     sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
+
+
+def in_setting(env: dict[str, str], cwd: str) -> None:
+    """The caller's environment and folder in the forked child (the warm interpreter has those it started with)."""
     os.environ.clear()
     os.environ.update(env)
     os.chdir(cwd)
+
+
+def _child(spec_path: str, log_path: str, env: dict[str, str], cwd: str) -> None:
+    """In the forked child: output to ``log_path``, the launch's environment and folder, then the entry point."""
+    output_to(log_path)
+    in_setting(env, cwd)
     from kowen_kedro.training import entry
 
     forked_with = set(sys.modules)
@@ -149,22 +158,33 @@ def _without_main_module():
 def fork(target: Callable[..., None], args: tuple, name: str) -> int:
     """``target(*args)`` in a child forked from the warm interpreter (``target`` a module-level function), which ends
     with this process; its exit code once it has ended."""
+    proc, keep_alive = _start(target, args, name)
+    try:
+        proc.join()
+    finally:
+        keep_alive.close()
+    return _exit_code(proc)
+
+
+def _start(target: Callable[..., None], args: tuple, name: str):
+    """The child running ``target(*args)``, started, and the write end of the pipe whose closing ends it."""
     run_alive, keep_alive = context().Pipe(duplex=False)  # the child reads; only this process can write
     proc = context().Process(target=_forked, args=(target, args, run_alive), name=name)
     with _without_main_module():
         proc.start()
     run_alive.close()
-    try:
-        proc.join()
-    finally:
-        keep_alive.close()
-    return proc.exitcode if proc.exitcode is not None else 1
+    return proc, keep_alive
 
 
 def _forked(target: Callable[..., None], args: tuple, run_alive) -> None:
     exit_when_closed(run_alive.fileno(), "run-alive")  # a kill -9 of the run ends this child too
-    gc.freeze()
+    gc.freeze()  # the preloaded libraries' objects: never collected, so not scanned by the collections the work triggers
     target(*args)
+
+
+def _exit_code(proc) -> int:
+    """``proc``'s exit code once joined (a negative one: killed by that signal)."""
+    return proc.exitcode if proc.exitcode is not None else 1
 
 
 def run(spec_path: Path, log_path: Path, env: dict[str, str], on_line: Callable[[str], None],
@@ -174,12 +194,7 @@ def run(spec_path: Path, log_path: Path, env: dict[str, str], on_line: Callable[
     log_path.touch()
     with open(log_path, encoding="utf-8", errors="replace") as reader:
         reader.seek(0, os.SEEK_END)
-        run_alive, keep_alive = context().Pipe(duplex=False)  # the child reads; only this process can write
-        proc = context().Process(target=_child, args=(str(spec_path), str(log_path), env, os.getcwd(), run_alive),
-                                 name=f"train-{spec_path.parent.name}")
-        with _without_main_module():
-            proc.start()
-        run_alive.close()
+        proc, keep_alive = _start(_child, (str(spec_path), str(log_path), env, os.getcwd()), f"train-{spec_path.parent.name}")
         pending = ""
         while True:
             alive = proc.is_alive()
@@ -199,4 +214,4 @@ def run(spec_path: Path, log_path: Path, env: dict[str, str], on_line: Callable[
             on_line(pending)
         proc.join()
         keep_alive.close()
-        return proc.exitcode if proc.exitcode is not None else 1
+        return _exit_code(proc)

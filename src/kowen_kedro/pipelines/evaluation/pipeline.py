@@ -16,7 +16,7 @@
 
 from kedro.pipeline import Node, Pipeline
 
-from kowen_kedro.forked import FORK_TAG, in_child
+from kowen_kedro.forked import forked_node
 from kowen_kedro.preference.iterations import DPO_ITERATIONS, MAX_DPO_ITERATIONS
 
 from .gold_nodes import (
@@ -51,7 +51,6 @@ from .nodes import (
 
 GEN, JUDGE = "params:evaluation.generation", "params:evaluation.judge"
 GOLD = "params:evaluation.gold"
-FORKED = [FORK_TAG]
 
 
 def gold_pipeline() -> Pipeline:
@@ -59,21 +58,21 @@ def gold_pipeline() -> Pipeline:
     (:mod:`kowen_kedro.forked`: on a CPU, two of them or one and another node use both cores), then the table of
     claims."""
     def policy(model: str, name: str) -> Node:
-        return Node(in_child(gold_policy_node), inputs=[model, "gold_prompts", GOLD, "params:llm"],
-                    outputs=[f"gold_answers_{name}", f"gold_summary_{name}"], name=f"gold_{name}_node", tags=FORKED)
+        return forked_node(gold_policy_node, inputs=[model, "gold_prompts", GOLD, "params:llm"],
+                    outputs=[f"gold_answers_{name}", f"gold_summary_{name}"], name=f"gold_{name}_node")
 
     def rm(model: str, name: str) -> Node:
-        return Node(in_child(gold_rm_node), inputs=[model, "gold_pairs", "params:reward_model.scoring"],
-                    outputs=[f"gold_answers_{name}", f"gold_summary_{name}"], name=f"gold_{name}_node", tags=FORKED)
+        return forked_node(gold_rm_node, inputs=[model, "gold_pairs", "params:reward_model.scoring"],
+                    outputs=[f"gold_answers_{name}", f"gold_summary_{name}"], name=f"gold_{name}_node")
 
     g = [GOLD, "params:llm"]
     return Pipeline([
-        Node(in_child(gold_base_node), inputs=["model_registry", "gold_prompts", *g], outputs=["gold_answers_base", "gold_summary_base"],
-             name="gold_base_node", tags=FORKED),
-        Node(in_child(gold_teacher_node), inputs=["model_registry", "gold_prompts", *g, "params:data_synthesis.teacher"],
-             outputs=["gold_answers_teacher", "gold_summary_teacher"], name="gold_teacher_node", tags=FORKED),
-        Node(in_child(gold_tiny_teacher_node), inputs=["model_registry", "gold_prompts", *g],
-             outputs=["gold_answers_tiny_teacher", "gold_summary_tiny_teacher"], name="gold_tiny_teacher_node", tags=FORKED),
+        forked_node(gold_base_node, inputs=["model_registry", "gold_prompts", *g], outputs=["gold_answers_base", "gold_summary_base"],
+             name="gold_base_node"),
+        forked_node(gold_teacher_node, inputs=["model_registry", "gold_prompts", *g, "params:data_synthesis.teacher"],
+             outputs=["gold_answers_teacher", "gold_summary_teacher"], name="gold_teacher_node"),
+        forked_node(gold_tiny_teacher_node, inputs=["model_registry", "gold_prompts", *g],
+             outputs=["gold_answers_tiny_teacher", "gold_summary_tiny_teacher"], name="gold_tiny_teacher_node"),
         policy("sft_model", "sft"),
         policy("xl_instruct_policy", "xl_instruct"),
         *[policy(f"{it}.policy", it) for it in DPO_ITERATIONS],
@@ -82,15 +81,15 @@ def gold_pipeline() -> Pipeline:
         rm("reward_model", "rm"),
         rm("rm_transfer_source.reward_model", "rm_transfer_source"),
         rm("rm_transfer_target.reward_model", "rm_transfer_target"),
-        Node(in_child(gold_qe_node), inputs=["model_registry", "gold_translations", "params:translation_qe", "params:llm", "params:tiny_world"],
-             outputs="gold_summary_qe", name="gold_qe_node", tags=FORKED),
-        Node(in_child(gold_judge_node), inputs=["model_registry", "gold_pairs", JUDGE, "params:llm"], outputs="gold_summary_judge",
-             name="gold_judge_node", tags=FORKED),
-        Node(in_child(gold_alignment_node),
+        forked_node(gold_qe_node, inputs=["model_registry", "gold_translations", "params:translation_qe", "params:llm", "params:tiny_world"],
+             outputs="gold_summary_qe", name="gold_qe_node"),
+        forked_node(gold_judge_node, inputs=["model_registry", "gold_pairs", JUDGE, "params:llm"], outputs="gold_summary_judge",
+             name="gold_judge_node"),
+        forked_node(gold_alignment_node,
              inputs={"registry": "model_registry", "gold_prompts": "gold_prompts", "gold_translations": "gold_translations",
                      "tiny_world": "params:tiny_world", "source_language": "params:source_language",
                      "target_language": "params:target_language", **{name: dataset for dataset, name in ALIGNED.items()}},
-             outputs="gold_summary_alignment", name="gold_alignment_node", tags=FORKED),
+             outputs="gold_summary_alignment", name="gold_alignment_node"),
         Node(gold_effects_node,
              inputs={"qe": "gold_summary_qe", "judge": "gold_summary_judge", "alignment": "gold_summary_alignment",
                      "xl_instruct_params": "params:xl_instruct",
@@ -153,12 +152,12 @@ def create_pipeline(**kwargs) -> Pipeline:
                  outputs=["xl_alpacaeval_prompts", "xl_alpacaeval_build_metrics"], name="build_xl_alpacaeval_node"),
             *_pairwise("xl_alpacaeval_prompts", "xl_", summarize_xl_node, "xl_alpacaeval_summary", "xl_alpacaeval"),
             *_pairwise("m_alpacaeval_prompts", "m_", summarize_m_node, "m_alpacaeval_summary", "m_alpacaeval"),
-            Node(in_child(mt_bench_node), inputs=["aligned_policy", "mt_bench_prompts_raw", "mt_bench_reference_answers_raw",
+            forked_node(mt_bench_node, inputs=["aligned_policy", "mt_bench_prompts_raw", "mt_bench_reference_answers_raw",
                                         "mt_bench_judge_prompts", "model_registry", GEN, JUDGE, "params:llm",
                                         "params:languages", "params:evaluation.mt_bench"],
-                 outputs=["mt_bench_grades", "mt_bench_summary", "mt_bench_metrics"], name="mt_bench_node", tags=FORKED),
-            Node(in_child(rubric_node), inputs=["policy_eval_outputs", "model_registry", JUDGE, "params:llm"],
-                 outputs=["rubric_summary", "rubric_metrics"], name="rubric_node", tags=FORKED),
+                 outputs=["mt_bench_grades", "mt_bench_summary", "mt_bench_metrics"], name="mt_bench_node"),
+            forked_node(rubric_node, inputs=["policy_eval_outputs", "model_registry", JUDGE, "params:llm"],
+                 outputs=["rubric_summary", "rubric_metrics"], name="rubric_node"),
             Node(nlu_node, inputs=["aligned_policy", "nlu_mc_raw", "params:evaluation.nlu"],
                  outputs=["nlu_results", "nlu_metrics"], name="lm_eval_nlu_node"),
             *iteration_evaluations(),
