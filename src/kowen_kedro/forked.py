@@ -7,14 +7,17 @@ critical path, one core's worth, while the other core waits. A node whose functi
 :func:`in_child` and tagged :data:`FORK_TAG` runs, on a machine without CUDA under the StageRunner, in a child of
 the warm interpreter the training launches fork from (:mod:`kowen_kedro.training.warm`, with torch and
 transformers imported): its inputs go to the child pickled, its outputs (or its exception) come back pickled, its
-log records are re-logged here (``info.log``, the console) when it ends. The runner counts it as one more
-process beside the ``kedro`` one, as it counts a launch. Anywhere else (a GPU, another runner, a test calling the
-function) the function runs as it is, in the calling process.
+log records are re-logged here when it ends (``info.log``, and the console for what the run shows there), and
+what it prints (progress bars included) goes to ``info.log`` only: another process's bars would break into the
+run's node lines. The runner counts it as one more process beside the ``kedro`` one, as it counts a launch.
+Anywhere else (a GPU, another runner, a test calling the function) the function runs as it is, in the calling
+process. :func:`forked_node` makes such a node.
 
 What may be forked: a function that reads its inputs and returns its outputs, and writes nothing the ``kedro``
-process reads back in memory: the gold evaluations (a model loaded from its folder, greedy answers, the world's
-gold reward; the LLM call cache is SQLite, shared between processes). It must not draw from torch's global
-generator without seeding it (a child starts from the warm interpreter's state, not from this process's).
+process reads back in memory: the gold evaluations, MT-Bench's grading and the rubric (a model loaded from its
+folder, its answers, the world's gold reward or the judge's grades; the LLM call cache is SQLite, shared between
+processes). It must not draw from torch's global generator without seeding it (a child starts from the warm
+interpreter's state, not from this process's).
 """
 
 from __future__ import annotations
