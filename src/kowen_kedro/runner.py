@@ -15,7 +15,8 @@ lead to SFT run before the reports, and the reports fill the other core while SF
 its parent's end has just made ready counts as waiting at once (:class:`Machine`), so a lower node
 that was waiting already does not slip in before the runner has handed it over.
 
-Nodes tagged ``forked`` (:data:`kowen_kedro.forked.FORK_TAG`: the gold evaluations) compute, on a machine without
+Nodes tagged ``forked`` (:data:`kowen_kedro.forked.FORK_TAG`: the gold evaluations, MT-Bench's grading and the
+rubric) compute, on a machine without
 CUDA, in a process forked from the warm interpreter the launches fork from (:mod:`kowen_kedro.forked`); the runner
 counts each as it counts a launch (a core and a launch slot), so two of them, or one and an in-process node, run at
 once.
@@ -37,7 +38,7 @@ import os
 import threading
 import time
 from concurrent.futures import Executor, Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -187,17 +188,9 @@ def forks(pipeline) -> bool:
     return not torch.cuda.is_available()
 
 
-def prestart_warm_launches() -> None:
-    """Start the warm interpreter the launches and forked nodes fork from now: it imports the training libraries
-    while the first nodes run."""
-    from kowen_kedro.training import warm
-
-    warm.prestart()
-
-
 class _Guarded(Executor):
     """A thread pool whose tasks each take their slots of the :class:`Machine` while they run: a core, and
-    a launch slot (a launch) or the in-process slot (any other node); served by priority
+    a launch slot (a launch or a forked node) or the in-process slot (any other node); served by priority
     (:class:`Graph`). The first nodes keep their place from the start, and when a node ends, the nodes it
     was the last input of keep theirs at once (:meth:`Machine.expect`), before the runner hands them over."""
 
@@ -256,11 +249,11 @@ class StageRunner(ThreadRunner):
     def _run(self, pipeline, catalog, hook_manager=None, run_id=None) -> None:
         fork = forks(pipeline)
         self._graph = Graph.of(pipeline, forking=fork)
-        if not fork:
-            super()._run(pipeline, catalog, hook_manager=hook_manager, run_id=run_id)
-            return
-        prestart_warm_launches()
-        with forking():
+        if fork:  # the warm interpreter imports the training libraries while the first nodes run
+            from kowen_kedro.training import warm
+
+            warm.prestart()
+        with forking() if fork else nullcontext():
             super()._run(pipeline, catalog, hook_manager=hook_manager, run_id=run_id)
 
     def _get_executor(self, max_workers: int) -> Executor:
